@@ -1,0 +1,28 @@
+# Two entry points (see README): `make run` and `make test`. Both install what is missing and are quick when
+# everything is already there.
+SHELL := /bin/bash
+export AVIARY_CACHE ?= $(HOME)/.cache/aviary
+MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: run test setup models wasm-check fuzz bench
+
+setup:
+	@scripts/setup.sh
+
+models:
+	@scripts/fetch-models.sh
+
+run: setup models
+	cargo run --release -p aviary -- chat --model "$(MODEL)" --temperature 0.7 --top-p 0.9
+
+test: setup models
+	cargo build -p engine --target wasm32-unknown-unknown
+	cargo test --workspace --no-fail-fast
+
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_header -- -max_total_time=60
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run safetensors_header -- -max_total_time=60
+
+bench: setup models
+	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend cpu
+	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/gemma-3-270m-q4_k_m.gguf" --backend cpu

@@ -1,0 +1,104 @@
+//! Opening a model and choosing a backend, shared by every command.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use engine::backend::cpu::CpuBackend;
+use engine::chat::{Builtin, ChatTemplate, Message};
+use engine::config::Arch;
+use engine::model::{ModelFiles, Transformer};
+use engine::source::FileSource;
+use engine::tokenizer::Tokenizer;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file, or a directory with config.json + *.safetensors (+ tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to run the model.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+    /// Longest context (prompt + reply) to allocate for; defaults to the model's, capped at 4096.
+    #[arg(long)]
+    pub context: Option<usize>,
+}
+
+pub struct Loaded {
+    pub files: ModelFiles<FileSource>,
+    pub backend: CpuBackend,
+    pub model: Transformer<CpuBackend>,
+    pub context: usize,
+}
+
+impl Loaded {
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.files.tokenizer.as_ref().context("this model has no tokenizer (pass --tokens instead of --prompt)")
+    }
+
+    /// The model's own chat template, or the built-in one for its family.
+    pub fn chat_template(&self) -> Result<ChatTemplate> {
+        if let Some(t) = &self.files.chat_template {
+            return Ok(t.clone());
+        }
+        let tok = self.tokenizer()?;
+        let token = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+        let bos = token(tok.bos_id());
+        let eos = token(tok.eos_ids().first().copied());
+        let builtin = match self.files.config.arch {
+            Arch::Gemma2 | Arch::Gemma3 => Builtin::Gemma,
+            Arch::Llama if tok.token_to_id("<|start_header_id|>").is_some() => Builtin::Llama3,
+            Arch::Llama => Builtin::ChatMl,
+        };
+        Ok(ChatTemplate::builtin(builtin, &bos, &eos))
+    }
+
+    /// Prompt ids: a user turn in the chat template (the template writes BOS itself), or the raw text with BOS
+    /// added when the model asks for it.
+    pub fn encode_prompt(&self, messages: &[Message], raw: Option<&str>) -> Result<Vec<u32>> {
+        let tok = self.tokenizer()?;
+        let ids = match raw {
+            Some(text) => tok.encode(text, tok.add_bos_by_default())?,
+            None => {
+                let text = self.chat_template()?.render(messages, true)?;
+                tok.encode(&text, false)?
+            }
+        };
+        if ids.is_empty() {
+            bail!("the prompt is empty after tokenisation");
+        }
+        Ok(ids)
+    }
+}
+
+pub fn load(args: &ModelArgs) -> Result<Loaded> {
+    if args.backend == BackendChoice::Gpu {
+        bail!("the GPU backend is not available yet in this build; use --backend cpu");
+    }
+    let files = ModelFiles::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    let backend = CpuBackend::new();
+    let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {}))
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let context = args.context.unwrap_or(files.config.max_position_embeddings.min(4096)).max(1);
+    Ok(Loaded { files, backend, model, context })
+}
+
+pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u32>().with_context(|| format!("`{t}` is not a token id")))
+        .collect()
+}
+
+impl Loaded {
+    pub fn backend_name(&self) -> String {
+        use engine::backend::Backend;
+        self.backend.name()
+    }
+}

@@ -1,0 +1,40 @@
+use crate::load::{load, parse_tokens, ModelArgs};
+use anyhow::Result;
+use engine::session::Session;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Token ids, comma-separated.
+    #[arg(long)]
+    tokens: String,
+    /// Print only the K highest logits per position, as [id, logit] pairs, highest first.
+    #[arg(long)]
+    top: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let m = load(&a.model)?;
+    let tokens = parse_tokens(&a.tokens)?;
+    anyhow::ensure!(!tokens.is_empty(), "--tokens needs at least one id");
+    let mut session = Session::new(&m.backend, &m.model, None, m.context.max(tokens.len()))?;
+    let logits = session.logits(&tokens)?;
+    let out = match a.top {
+        None => serde_json::json!({ "logits": logits }),
+        Some(k) => {
+            let top: Vec<Vec<(u32, f32)>> = logits
+                .iter()
+                .map(|row| {
+                    let mut idx: Vec<(u32, f32)> = row.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+                    idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    idx.truncate(k);
+                    idx
+                })
+                .collect();
+            serde_json::json!({ "top": top })
+        }
+    };
+    println!("{out}");
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The small op set the transformer is written against. Backends implement ops; they never know which model runs.
+//!
+//! Activations are row-major `[rows, cols]` (rows = token positions); attention inputs are `[rows, heads, head_dim]`
+//! viewed from the same storage. Weights keep their file quantization.
+
+pub mod cpu;
+
+use crate::config::{Activation, RopeLayout};
+use crate::quant::GgmlType;
+use crate::Result;
+
+/// Per-layer attention conventions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k before the softcap.
+    pub scale: f32,
+    /// scores = cap * tanh(scores / cap) when set (Gemma 2).
+    pub softcap: Option<f32>,
+    /// Key k is visible to query q iff q - W < k <= q.
+    pub window: Option<usize>,
+}
+
+/// What one layer's KV cache must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSpec {
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Longest context the session will run.
+    pub max_positions: usize,
+    pub window: Option<usize>,
+}
+
+pub trait Backend {
+    /// An activation tensor living on the backend.
+    type Tensor: Clone;
+    /// A weight matrix in its file quantization.
+    type Weight;
+    /// Precomputed RoPE frequencies of one layer kind.
+    type Rope;
+    /// One layer's key/value cache.
+    type KvCache;
+
+    fn name(&self) -> String;
+
+    /// A 2-D weight `[rows, cols]` from its raw file bytes (GGUF block layout, or little-endian F32/F16/BF16).
+    fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<Self::Weight>;
+
+    /// A small f32 vector (norm weights).
+    fn upload_vector(&self, values: &[f32]) -> Result<Self::Tensor>;
+
+    fn rope_table(&self, inv_freq: &[f32], layout: RopeLayout) -> Result<Self::Rope>;
+
+    fn new_kv_cache(&self, spec: KvSpec) -> Result<Self::KvCache>;
+
+    /// Forget everything cached (a new conversation).
+    fn reset_kv_cache(&self, cache: &mut Self::KvCache) -> Result<()>;
+
+    /// Rows of `table` for `ids`, times `scale`: `[ids.len(), cols]`.
+    fn embed(&self, table: &Self::Weight, ids: &[u32], scale: Option<f32>) -> Result<Self::Tensor>;
+
+    /// x `[rows, in]` · wᵀ (w `[out, in]`) → `[rows, out]`.
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor>;
+
+    /// RMSNorm over groups of `weight.len()` values (a whole row, or one head for QK-norm): y = x / rms(x) * w.
+    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+
+    /// Rotates `[rows, heads * head_dim]` for positions start_pos..start_pos + rows.
+    fn rope(&self, x: &Self::Tensor, rope: &Self::Rope, heads: usize, start_pos: usize) -> Result<Self::Tensor>;
+
+    /// Appends k, v (`[rows, n_kv * head_dim]`, positions start_pos..) to the cache, then attends q
+    /// (`[rows, n_heads * head_dim]`) causally over everything cached → `[rows, n_heads * head_dim]`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        cache: &mut Self::KvCache,
+        params: &AttentionParams,
+        start_pos: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// act(gate) * up.
+    fn gated_activation(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// cap * tanh(x / cap).
+    fn softcap(&self, x: &Self::Tensor, cap: f32) -> Result<Self::Tensor>;
+
+    /// The last row of `[rows, cols]` as `[1, cols]`.
+    fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Reads `[rows, cols]` back to the host, row by row.
+    fn to_host(&self, x: &Self::Tensor) -> Result<Vec<Vec<f32>>>;
+}

@@ -1,0 +1,16 @@
+//! Aviary's engine: read a model (GGUF or safetensors), tokenize, render its chat template, and run ONE
+//! transformer definition over a backend (CPU via candle; GPU via wgpu + our WGSL).
+
+pub mod backend;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod model;
+pub mod quant;
+pub mod sampling;
+pub mod session;
+pub mod source;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

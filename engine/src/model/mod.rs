@@ -1,0 +1,400 @@
+//! From model files to a runnable `Transformer`: find each weight under its GGUF or HF name, stream its bytes from
+//! the source, resolve the norm convention, and hand it to the backend in its file quantization.
+
+pub mod transformer;
+
+use crate::backend::{AttentionParams, Backend};
+use crate::chat::ChatTemplate;
+use crate::config::{Arch, Config};
+use crate::format::{gguf, safetensors, Metadata, TensorInfo};
+use crate::quant::{dequantize_to_vec, GgmlType};
+use crate::source::ByteSource;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+pub use transformer::{Cache, Layer, Transformer};
+
+/// How the file names its tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Naming {
+    /// `blk.N.attn_q.weight`, `token_embd.weight`, …
+    Gguf,
+    /// `model.layers.N.self_attn.q_proj.weight`, … under a prefix (`model.` or `language_model.model.`).
+    Hf { prefix: String },
+}
+
+/// The weights of one layer, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    QNorm,
+    KNorm,
+    PostAttnNorm,
+    FfnNorm,
+    PostFfnNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Naming {
+    fn layer(&self, arch: Arch, i: usize, role: Role) -> String {
+        match self {
+            Naming::Gguf => {
+                let r = match role {
+                    Role::AttnNorm => "attn_norm",
+                    Role::Q => "attn_q",
+                    Role::K => "attn_k",
+                    Role::V => "attn_v",
+                    Role::O => "attn_output",
+                    Role::QNorm => "attn_q_norm",
+                    Role::KNorm => "attn_k_norm",
+                    Role::PostAttnNorm => "post_attention_norm",
+                    Role::FfnNorm => "ffn_norm",
+                    Role::PostFfnNorm => "post_ffw_norm",
+                    Role::Gate => "ffn_gate",
+                    Role::Up => "ffn_up",
+                    Role::Down => "ffn_down",
+                };
+                format!("blk.{i}.{r}.weight")
+            }
+            Naming::Hf { prefix } => {
+                let r = match role {
+                    Role::AttnNorm => "input_layernorm",
+                    Role::Q => "self_attn.q_proj",
+                    Role::K => "self_attn.k_proj",
+                    Role::V => "self_attn.v_proj",
+                    Role::O => "self_attn.o_proj",
+                    Role::QNorm => "self_attn.q_norm",
+                    Role::KNorm => "self_attn.k_norm",
+                    // In HF Llama `post_attention_layernorm` is the pre-MLP norm; in Gemma it normalises the
+                    // attention output and `pre_feedforward_layernorm` is the pre-MLP norm.
+                    Role::PostAttnNorm => "post_attention_layernorm",
+                    Role::FfnNorm if arch == Arch::Llama => "post_attention_layernorm",
+                    Role::FfnNorm => "pre_feedforward_layernorm",
+                    Role::PostFfnNorm => "post_feedforward_layernorm",
+                    Role::Gate => "mlp.gate_proj",
+                    Role::Up => "mlp.up_proj",
+                    Role::Down => "mlp.down_proj",
+                };
+                format!("{prefix}layers.{i}.{r}.weight")
+            }
+        }
+    }
+
+    fn embed(&self) -> String {
+        match self {
+            Naming::Gguf => "token_embd.weight".into(),
+            Naming::Hf { prefix } => format!("{prefix}embed_tokens.weight"),
+        }
+    }
+
+    fn final_norm(&self) -> String {
+        match self {
+            Naming::Gguf => "output_norm.weight".into(),
+            Naming::Hf { prefix } => format!("{prefix}norm.weight"),
+        }
+    }
+
+    fn lm_head(&self) -> String {
+        match self {
+            Naming::Gguf => "output.weight".into(),
+            Naming::Hf { prefix } => format!("{}lm_head.weight", prefix.strip_suffix("model.").unwrap_or(prefix)),
+        }
+    }
+}
+
+/// A model's files, parsed but not loaded: enough to describe it and to stream its weights.
+pub struct ModelFiles<S> {
+    pub sources: Vec<S>,
+    pub tensors: BTreeMap<String, TensorInfo>,
+    pub naming: Naming,
+    pub config: Config,
+    /// GGUF metadata (empty for safetensors models).
+    pub metadata: Metadata,
+    pub tokenizer: Option<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+impl<S: ByteSource> ModelFiles<S> {
+    /// A single GGUF file: config, tokenizer and chat template all come from its metadata.
+    pub async fn from_gguf(source: S) -> Result<Self> {
+        let file = gguf::read_gguf(&source).await?;
+        let mut config = Config::from_gguf(&file.metadata)?;
+        config.tie_word_embeddings = file.tensor("output.weight").is_none();
+        let tokenizer = if file.metadata.contains_key("tokenizer.ggml.tokens") {
+            Some(Tokenizer::from_gguf(&file.metadata)?)
+        } else {
+            None
+        };
+        let chat_template = ChatTemplate::from_gguf(&file.metadata)?;
+        let tensors = file.tensors.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        Ok(Self {
+            sources: vec![source],
+            tensors,
+            naming: Naming::Gguf,
+            config,
+            metadata: file.metadata,
+            tokenizer,
+            chat_template,
+        })
+    }
+
+    /// A Hugging Face checkpoint: one source per safetensors shard (in the order the index lists them), plus the
+    /// small JSON files.
+    pub async fn from_hf(
+        shards: Vec<S>,
+        config_json: &[u8],
+        tokenizer_json: Option<&[u8]>,
+        tokenizer_config_json: Option<&[u8]>,
+    ) -> Result<Self> {
+        let parse = |bytes: &[u8], what: &str| -> Result<serde_json::Value> {
+            serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
+                format: crate::error::Format::Json,
+                detail: format!("{what}: {e}"),
+            })
+        };
+        let config_value = parse(config_json, "config.json")?;
+        let mut config = Config::from_hf_json(&config_value)?;
+        let mut tensors = BTreeMap::new();
+        for (i, src) in shards.iter().enumerate() {
+            let file = safetensors::read_safetensors(src, i).await?;
+            for t in file.tensors {
+                if tensors.insert(t.name.clone(), t).is_some() {
+                    return Err(Error::Malformed {
+                        format: crate::error::Format::Safetensors,
+                        detail: "a tensor appears in two shards".into(),
+                    });
+                }
+            }
+        }
+        let prefix = ["model.", "language_model.model.", "model.language_model."]
+            .into_iter()
+            .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
+            .ok_or_else(|| Error::MissingTensor("model.embed_tokens.weight".into()))?;
+        let naming = Naming::Hf { prefix: prefix.to_string() };
+        if !tensors.contains_key(&naming.lm_head()) {
+            config.tie_word_embeddings = true;
+        }
+        let tokenizer_config = tokenizer_config_json.map(|b| parse(b, "tokenizer_config.json")).transpose()?;
+        let tokenizer = tokenizer_json.map(|t| Tokenizer::from_json(t, tokenizer_config.as_ref())).transpose()?;
+        let chat_template = match &tokenizer_config {
+            Some(cfg) => ChatTemplate::from_tokenizer_config(cfg)?,
+            None => None,
+        };
+        Ok(Self { sources: shards, tensors, naming, config, metadata: Metadata::new(), tokenizer, chat_template })
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
+    }
+
+    /// Total bytes of weights the loader will read.
+    pub fn weight_bytes(&self) -> u64 {
+        self.tensors.values().map(|t| t.len).sum()
+    }
+
+    async fn read(&self, info: &TensorInfo) -> Result<Vec<u8>> {
+        let src = self.sources.get(info.shard).ok_or_else(|| Error::MissingTensor(info.name.clone()))?;
+        let len = usize::try_from(info.len).map_err(|_| Error::Unsupported(format!("tensor `{}` is too large", info.name)))?;
+        src.read_at(info.offset, len).await
+    }
+
+    async fn vector(&self, name: &str, len: usize, offset: f32) -> Result<Vec<f32>> {
+        let info = self.info(name)?;
+        if info.elements() != len {
+            return Err(Error::ShapeMismatch { name: name.into(), expected: vec![len], actual: info.shape.clone() });
+        }
+        let bytes = self.read(info).await?;
+        let mut v = dequantize_to_vec(info.dtype, &bytes, len)?;
+        v.iter_mut().for_each(|x| *x += offset);
+        Ok(v)
+    }
+
+    /// Streams every weight to `backend`. `progress(done_bytes, total_bytes)` is called after each tensor.
+    pub async fn load<B: Backend>(&self, backend: &B, progress: &mut dyn FnMut(u64, u64)) -> Result<Transformer<B>> {
+        let cfg = &self.config;
+        let total = self.weight_bytes();
+        let mut done = 0u64;
+        let mut tick = |info: &TensorInfo| {
+            done += info.len;
+            progress(done, total);
+        };
+
+        let matrix = |name: String, rows: usize, cols: usize| async move {
+            let info = self.info(&name)?;
+            if info.shape != [rows, cols] {
+                return Err(Error::ShapeMismatch { name, expected: vec![rows, cols], actual: info.shape.clone() });
+            }
+            let bytes = self.read(info).await?;
+            let w = backend.upload_weight(&name, info.dtype, [rows, cols], &bytes)?;
+            Ok::<_, Error>((w, info))
+        };
+        let norm = |name: String, len: usize| async move {
+            let v = self.vector(&name, len, cfg.norm_weight_offset).await?;
+            let info = self.info(&name)?;
+            Ok::<_, Error>((backend.upload_vector(&v)?, info))
+        };
+
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q_rows, kv_rows) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let (embed, info) = matrix(self.naming.embed(), cfg.vocab_size, h).await?;
+        tick(info);
+
+        // llama3 rope scaling arrives in GGUF as per-frequency divisors.
+        let freq_factors = match self.naming {
+            Naming::Gguf if self.tensors.contains_key("rope_freqs.weight") => {
+                Some(self.vector("rope_freqs.weight", hd / 2, 0.0).await?)
+            }
+            _ => None,
+        };
+        let mut bases: Vec<u64> = Vec::new();
+        let mut ropes = Vec::new();
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let name = |r| self.naming.layer(cfg.arch, i, r);
+            let base = cfg.rope_base(i);
+            let rope = match bases.iter().position(|&b| b == base.to_bits()) {
+                Some(r) => r,
+                None => {
+                    let mut inv = cfg.inv_freq(i);
+                    if let Some(ff) = &freq_factors {
+                        inv.iter_mut().zip(ff).for_each(|(f, d)| *f /= d);
+                    }
+                    ropes.push(backend.rope_table(&inv, cfg.rope_layout)?);
+                    bases.push(base.to_bits());
+                    ropes.len() - 1
+                }
+            };
+            let mut take_norm = |t: (B::Tensor, &TensorInfo)| {
+                tick(t.1);
+                t.0
+            };
+            let attn_norm = take_norm(norm(name(Role::AttnNorm), h).await?);
+            let (q_norm, k_norm) = if cfg.has_qk_norm() {
+                (Some(take_norm(norm(name(Role::QNorm), hd).await?)), Some(take_norm(norm(name(Role::KNorm), hd).await?)))
+            } else {
+                (None, None)
+            };
+            let ffn_norm = take_norm(norm(name(Role::FfnNorm), h).await?);
+            let (post_attn_norm, post_ffn_norm) = if cfg.has_post_norms() {
+                (
+                    Some(take_norm(norm(name(Role::PostAttnNorm), h).await?)),
+                    Some(take_norm(norm(name(Role::PostFfnNorm), h).await?)),
+                )
+            } else {
+                (None, None)
+            };
+            let mut take = |t: (B::Weight, &TensorInfo)| {
+                tick(t.1);
+                t.0
+            };
+            let f = cfg.intermediate_size;
+            layers.push(Layer {
+                attn_norm,
+                q: take(matrix(name(Role::Q), q_rows, h).await?),
+                k: take(matrix(name(Role::K), kv_rows, h).await?),
+                v: take(matrix(name(Role::V), kv_rows, h).await?),
+                o: take(matrix(name(Role::O), h, q_rows).await?),
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                ffn_norm,
+                post_ffn_norm,
+                gate: take(matrix(name(Role::Gate), f, h).await?),
+                up: take(matrix(name(Role::Up), f, h).await?),
+                down: take(matrix(name(Role::Down), h, f).await?),
+                attention: AttentionParams {
+                    n_heads: cfg.num_attention_heads,
+                    n_kv_heads: cfg.num_key_value_heads,
+                    head_dim: hd,
+                    scale: cfg.attention_scale(),
+                    softcap: cfg.attn_logit_softcapping.map(|c| c as f32),
+                    window: cfg.layer_windows[i],
+                },
+                rope,
+            });
+        }
+        let final_norm_name = self.naming.final_norm();
+        let final_norm = backend.upload_vector(&self.vector(&final_norm_name, h, cfg.norm_weight_offset).await?)?;
+        tick(self.info(&final_norm_name)?);
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            let (w, info) = matrix(self.naming.lm_head(), cfg.vocab_size, h).await?;
+            tick(info);
+            Some(w)
+        };
+        Ok(Transformer { config: cfg.clone(), embed, layers, final_norm, lm_head, ropes })
+    }
+
+    /// The mix of weight types, largest share first (for model cards and logs).
+    pub fn quantization_mix(&self) -> Vec<(GgmlType, u64)> {
+        let mut by: BTreeMap<u32, (GgmlType, u64)> = BTreeMap::new();
+        for t in self.tensors.values() {
+            by.entry(t.dtype.id()).or_insert((t.dtype, 0)).1 += t.len;
+        }
+        let mut v: Vec<_> = by.into_values().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v
+    }
+
+    /// Parameter count (elements of every tensor).
+    pub fn parameters(&self) -> u64 {
+        self.tensors.values().map(|t| t.elements() as u64).sum()
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::ModelFiles;
+    use crate::format::safetensors;
+    use crate::source::FileSource;
+    use crate::{Error, Result};
+    use std::path::Path;
+
+    impl ModelFiles<FileSource> {
+        /// A `.gguf` file, or a directory with config.json + *.safetensors (+ tokenizer.json, tokenizer_config.json).
+        pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+            let path = path.as_ref();
+            if path.is_dir() {
+                let read_opt = |name: &str| -> Result<Option<Vec<u8>>> {
+                    let p = path.join(name);
+                    if p.exists() { Ok(Some(std::fs::read(p)?)) } else { Ok(None) }
+                };
+                let config = read_opt("config.json")?
+                    .ok_or_else(|| Error::Config(format!("{} has no config.json", path.display())))?;
+                let shard_names = match read_opt("model.safetensors.index.json")? {
+                    Some(index) => safetensors::parse_index(&index)?.shards,
+                    None => {
+                        let mut names: Vec<String> = std::fs::read_dir(path)?
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| n.ends_with(".safetensors"))
+                            .collect();
+                        names.sort();
+                        names
+                    }
+                };
+                if shard_names.is_empty() {
+                    return Err(Error::Config(format!("{} has no .safetensors files", path.display())));
+                }
+                let shards = shard_names.iter().map(|n| FileSource::open(path.join(n))).collect::<Result<Vec<_>>>()?;
+                let tokenizer = read_opt("tokenizer.json")?;
+                let tokenizer_config = read_opt("tokenizer_config.json")?;
+                futures::executor::block_on(ModelFiles::from_hf(
+                    shards,
+                    &config,
+                    tokenizer.as_deref(),
+                    tokenizer_config.as_deref(),
+                ))
+            } else {
+                futures::executor::block_on(ModelFiles::from_gguf(FileSource::open(path)?))
+            }
+        }
+    }
+}

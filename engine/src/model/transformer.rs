@@ -1,0 +1,123 @@
+//! The one transformer definition: Llama, Gemma 2 and Gemma 3 differ only in fields of `Config` and in which
+//! optional weights exist. Every op goes through the `Backend`.
+
+use crate::backend::{AttentionParams, Backend, KvSpec};
+use crate::config::Config;
+use crate::{Error, Result};
+
+pub struct Layer<B: Backend> {
+    pub attn_norm: B::Tensor,
+    pub q: B::Weight,
+    pub k: B::Weight,
+    pub v: B::Weight,
+    pub o: B::Weight,
+    /// Gemma 3 normalises each query/key head before RoPE.
+    pub q_norm: Option<B::Tensor>,
+    pub k_norm: Option<B::Tensor>,
+    /// Gemma's extra norms on the attention and MLP outputs.
+    pub post_attn_norm: Option<B::Tensor>,
+    pub ffn_norm: B::Tensor,
+    pub post_ffn_norm: Option<B::Tensor>,
+    pub gate: B::Weight,
+    pub up: B::Weight,
+    pub down: B::Weight,
+    pub attention: AttentionParams,
+    /// Index into `Transformer::ropes` (layers share tables by base).
+    pub rope: usize,
+}
+
+pub struct Transformer<B: Backend> {
+    pub config: Config,
+    pub embed: B::Weight,
+    pub layers: Vec<Layer<B>>,
+    pub final_norm: B::Tensor,
+    /// None when the head is tied to the embedding.
+    pub lm_head: Option<B::Weight>,
+    pub ropes: Vec<B::Rope>,
+}
+
+/// The per-layer caches of one conversation.
+pub struct Cache<B: Backend> {
+    pub layers: Vec<B::KvCache>,
+    /// Positions already processed.
+    pub position: usize,
+    pub max_positions: usize,
+}
+
+impl<B: Backend> Transformer<B> {
+    pub fn new_cache(&self, backend: &B, max_positions: usize) -> Result<Cache<B>> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                backend.new_kv_cache(KvSpec {
+                    n_kv_heads: l.attention.n_kv_heads,
+                    head_dim: l.attention.head_dim,
+                    max_positions,
+                    window: l.attention.window,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Cache { layers, position: 0, max_positions })
+    }
+
+    /// Runs `tokens` at the cache's next positions; returns logits `[tokens, vocab]`, or `[1, vocab]` for the last
+    /// token only when `all_logits` is false (generation needs just that one).
+    pub fn forward(&self, b: &B, cache: &mut Cache<B>, tokens: &[u32], all_logits: bool) -> Result<B::Tensor> {
+        let cfg = &self.config;
+        let eps = cfg.rms_norm_eps as f32;
+        let pos = cache.position;
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to run".into()));
+        }
+        if pos + tokens.len() > cache.max_positions {
+            return Err(Error::InvalidArgument(format!(
+                "the context is full: {} + {} tokens exceed the {} positions this session holds",
+                pos,
+                tokens.len(),
+                cache.max_positions
+            )));
+        }
+        // Gemma scales embeddings by sqrt(hidden).
+        let mut x = b.embed(&self.embed, tokens, cfg.embedding_scale)?;
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let p = &layer.attention;
+            let h = b.rms_norm(&x, &layer.attn_norm, eps)?;
+            let mut q = b.matmul(&h, &layer.q)?;
+            let mut k = b.matmul(&h, &layer.k)?;
+            let v = b.matmul(&h, &layer.v)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = b.rms_norm(&q, qn, eps)?;
+                k = b.rms_norm(&k, kn, eps)?;
+            }
+            let rope = &self.ropes[layer.rope];
+            let q = b.rope(&q, rope, p.n_heads, pos)?;
+            let k = b.rope(&k, rope, p.n_kv_heads, pos)?;
+            let a = b.attention(&q, &k, &v, kv, p, pos)?;
+            let mut o = b.matmul(&a, &layer.o)?;
+            if let Some(n) = &layer.post_attn_norm {
+                o = b.rms_norm(&o, n, eps)?;
+            }
+            x = b.add(&x, &o)?;
+
+            let h = b.rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gate = b.matmul(&h, &layer.gate)?;
+            let up = b.matmul(&h, &layer.up)?;
+            let mut m = b.matmul(&b.gated_activation(&gate, &up, cfg.hidden_act)?, &layer.down)?;
+            if let Some(n) = &layer.post_ffn_norm {
+                m = b.rms_norm(&m, n, eps)?;
+            }
+            x = b.add(&x, &m)?;
+        }
+        cache.position += tokens.len();
+        if !all_logits {
+            x = b.last_row(&x)?;
+        }
+        let x = b.rms_norm(&x, &self.final_norm, eps)?;
+        let logits = b.matmul(&x, self.lm_head.as_ref().unwrap_or(&self.embed))?;
+        match cfg.final_logit_softcapping {
+            Some(cap) => b.softcap(&logits, cap as f32),
+            None => Ok(logits),
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Generation: prefill the prompt in one batched pass, then decode token by token with the sampler, streaming text
+//! that never splits a character, until a stop token, a stop string, the token budget or a cancel.
+
+use crate::backend::Backend;
+use crate::model::{Cache, Transformer};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::{Detokenizer, Tokenizer};
+use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Extra stop tokens besides the model's end-of-turn/eos ids.
+    pub stop_tokens: Vec<u32>,
+    pub stop_strings: Vec<String>,
+    /// Whether the model's own eos/end-of-turn ids stop generation.
+    pub stop_at_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop_tokens: vec![],
+            stop_strings: vec![],
+            stop_at_eos: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StopReason {
+    StopToken,
+    StopString,
+    MaxTokens,
+    ContextFull,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually run (the rest were already in the cache).
+    pub prefilled_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub time_to_first_token_ms: f64,
+}
+
+impl Stats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        rate(self.prefilled_tokens, self.prefill_ms)
+    }
+
+    /// Decode speed over the tokens after the first (the first comes from the prefill).
+    pub fn decode_tok_s(&self) -> f64 {
+        rate(self.generated_tokens.saturating_sub(1), self.decode_ms)
+    }
+}
+
+fn rate(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Generation {
+    /// Generated ids, without the stop token.
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub stop_reason: StopReason,
+    pub stats: Stats,
+}
+
+/// Milliseconds from an arbitrary origin. Native uses `Instant`; the browser passes `performance.now`.
+pub type Clock = fn() -> f64;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn default_clock() -> f64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn default_clock() -> f64 {
+    0.0
+}
+
+/// A conversation with one model on one backend: owns the KV cache and remembers which tokens it holds, so a
+/// prompt that extends the previous one only runs its new tokens.
+pub struct Session<'m, B: Backend> {
+    backend: &'m B,
+    model: &'m Transformer<B>,
+    tokenizer: Option<&'m Tokenizer>,
+    cache: Cache<B>,
+    /// Tokens whose keys/values are in the cache, in order.
+    cached: Vec<u32>,
+    cancel: Arc<AtomicBool>,
+    pub clock: Clock,
+}
+
+impl<'m, B: Backend> Session<'m, B> {
+    pub fn new(
+        backend: &'m B,
+        model: &'m Transformer<B>,
+        tokenizer: Option<&'m Tokenizer>,
+        max_positions: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            backend,
+            model,
+            tokenizer,
+            cache: model.new_cache(backend, max_positions)?,
+            cached: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            clock: default_clock,
+        })
+    }
+
+    /// A flag another thread (or the UI) sets to stop the current generation at the next token.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cache.max_positions
+    }
+
+    pub fn reset(&mut self) -> Result<()> {
+        for c in &mut self.cache.layers {
+            self.backend.reset_kv_cache(c)?;
+        }
+        self.cache.position = 0;
+        self.cached.clear();
+        Ok(())
+    }
+
+    /// Logits for every position of `tokens`, from an empty cache.
+    pub fn logits(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        self.reset()?;
+        let out = self.model.forward(self.backend, &mut self.cache, tokens, true)?;
+        self.cached.extend_from_slice(tokens);
+        self.backend.to_host(&out)
+    }
+
+    /// Makes the cache hold exactly `prompt` and returns the last position's logits.
+    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let reuse = self.cached.len() < prompt.len() && prompt.starts_with(&self.cached);
+        if !reuse {
+            self.reset()?;
+        }
+        let new = &prompt[self.cached.len()..];
+        let out = self.model.forward(self.backend, &mut self.cache, new, false)?;
+        self.cached.extend_from_slice(new);
+        let logits = self.backend.to_host(&out)?.pop().ok_or_else(|| Error::Backend("no logits".into()))?;
+        Ok((logits, new.len()))
+    }
+
+    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let out = self.model.forward(self.backend, &mut self.cache, &[token], false)?;
+        self.cached.push(token);
+        self.backend.to_host(&out)?.pop().ok_or_else(|| Error::Backend("no logits".into()))
+    }
+
+    /// Generates after `prompt`; `on_text` receives each newly completed piece of text as it streams.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(u32, &str),
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+        }
+        self.cancel.store(false, Ordering::Relaxed);
+        let mut sampler = Sampler::new(options.sampling.clone())?;
+        let mut stop_ids = options.stop_tokens.clone();
+        if options.stop_at_eos {
+            stop_ids.extend(self.model.config.eos_token_ids.iter().copied());
+            if let Some(t) = self.tokenizer {
+                stop_ids.extend(t.eos_ids().iter().copied());
+            }
+        }
+        let mut detok = self.tokenizer.map(|t| Detokenizer::new(t, true));
+        let mut stats = Stats { prompt_tokens: prompt.len(), ..Stats::default() };
+        let mut history: Vec<u32> = prompt.to_vec();
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+
+        let t0 = (self.clock)();
+        let (mut logits, prefilled) = self.prefill(prompt)?;
+        stats.prefilled_tokens = prefilled;
+        let t_prefill = (self.clock)();
+        stats.prefill_ms = t_prefill - t0;
+
+        let stop_reason = loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                break StopReason::Cancelled;
+            }
+            if tokens.len() >= options.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let token = sampler.sample_logits(&logits, &history);
+            if tokens.is_empty() {
+                stats.time_to_first_token_ms = (self.clock)() - t0;
+            }
+            if stop_ids.contains(&token) {
+                break StopReason::StopToken;
+            }
+            tokens.push(token);
+            history.push(token);
+            if let Some(d) = detok.as_mut() {
+                text.push_str(&d.push(token)?);
+            }
+            if let Some(cut) = earliest_stop(&text, &options.stop_strings) {
+                text.truncate(cut);
+                if cut > emitted {
+                    on_text(token, &text[emitted..]);
+                }
+                emitted = text.len();
+                break StopReason::StopString;
+            }
+            // Hold back text that may be the start of a stop string.
+            let safe = text.len() - held_back(&text, &options.stop_strings);
+            if safe > emitted || detok.is_none() {
+                on_text(token, &text[emitted..safe]);
+                emitted = safe;
+            }
+            if tokens.len() >= options.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.cache.position + 1 > self.cache.max_positions {
+                break StopReason::ContextFull;
+            }
+            logits = self.step(token)?;
+        };
+        if let Some(d) = detok.as_mut() {
+            if stop_reason != StopReason::StopString {
+                text.push_str(&d.finish()?);
+            }
+        }
+        if text.len() > emitted && stop_reason != StopReason::StopString {
+            on_text(tokens.last().copied().unwrap_or(0), &text[emitted..]);
+        }
+        stats.generated_tokens = tokens.len();
+        stats.decode_ms = (self.clock)() - t_prefill;
+        Ok(Generation { tokens, text, stop_reason, stats })
+    }
+}
+
+/// Byte index where the first stop string starts, if any is in `text`.
+fn earliest_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of some stop string (kept unsent until resolved).
+fn held_back(text: &str, stops: &[String]) -> usize {
+    let mut keep = 0;
+    for s in stops {
+        for (i, _) in s.char_indices().skip(1) {
+            if i > keep && text.ends_with(&s[..i]) {
+                keep = i;
+            }
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_back_keeps_partial_stop_strings() {
+        let stops = vec!["</END>".to_string()];
+        assert_eq!(held_back("answer </E", &stops), 3);
+        assert_eq!(held_back("answer", &stops), 0);
+        assert_eq!(earliest_stop("a</END>b", &stops), Some(1));
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building and testing Aviary needs on a fresh Debian machine that has only the Rust toolchain.
+# Quick when everything is present.
+set -euo pipefail
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+command -v sha256sum >/dev/null || missing+=(coreutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} with apt…"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
