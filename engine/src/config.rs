@@ -335,15 +335,27 @@ impl Config {
             }
         };
 
-        let rope_scaling = match c.get("rope_scaling") {
-            Some(Value::Object(s)) => {
+        // transformers < 5 writes rope_theta / rope_scaling / rope_local_base_freq; transformers 5 writes
+        // rope_parameters, either flat or keyed by layer type.
+        let rope_params = c.get("rope_parameters").and_then(Value::as_object);
+        let (global_rope, local_rope) = match rope_params {
+            Some(p) if p.contains_key("full_attention") || p.contains_key("sliding_attention") => (
+                p.get("full_attention").and_then(Value::as_object),
+                p.get("sliding_attention").and_then(Value::as_object),
+            ),
+            Some(p) => (Some(p), None),
+            None => (None, None),
+        };
+        let scaling_obj = global_rope.or_else(|| c.get("rope_scaling").and_then(Value::as_object));
+        let rope_scaling = match scaling_obj {
+            Some(s) => {
                 let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or_default();
                 match kind {
                     "llama3" => {
                         let f = |k: &str| {
                             s.get(k)
                                 .and_then(Value::as_f64)
-                                .ok_or_else(|| Error::Config(format!("llama3 rope_scaling lacks `{k}`")))
+                                .ok_or_else(|| Error::Config(format!("llama3 rope scaling lacks `{k}`")))
                         };
                         Some(Llama3RopeScaling {
                             factor: f("factor")?,
@@ -353,11 +365,18 @@ impl Config {
                         })
                     }
                     "default" | "" => None,
-                    other => return Err(Error::Unsupported(format!("rope_scaling type `{other}`"))),
+                    other => return Err(Error::Unsupported(format!("rope scaling type `{other}`"))),
                 }
             }
-            _ => None,
+            None => None,
         };
+        let theta_of = |o: Option<&serde_json::Map<String, Value>>| o.and_then(|o| o.get("rope_theta")).and_then(Value::as_f64);
+        let rope_theta = theta_of(global_rope)
+            .or_else(|| get_f64("rope_theta"))
+            .unwrap_or(if arch == Arch::Gemma3 { 1e6 } else { 10000.0 });
+        let rope_local_base_freq = (arch == Arch::Gemma3).then(|| {
+            theta_of(local_rope).or_else(|| get_f64("rope_local_base_freq")).unwrap_or(10000.0)
+        });
         let hidden_act = match c
             .get("hidden_activation")
             .or_else(|| c.get("hidden_act"))
@@ -385,12 +404,8 @@ impl Config {
             num_key_value_heads,
             head_dim,
             rms_norm_eps: get_f64("rms_norm_eps").unwrap_or(if gemma { 1e-6 } else { 1e-5 }),
-            rope_theta: get_f64("rope_theta").unwrap_or(if arch == Arch::Gemma3 { 1e6 } else { 10000.0 }),
-            rope_local_base_freq: if arch == Arch::Gemma3 {
-                Some(get_f64("rope_local_base_freq").unwrap_or(10000.0))
-            } else {
-                None
-            },
+            rope_theta,
+            rope_local_base_freq,
             rope_scaling,
             rope_layout: RopeLayout::SplitHalves,
             layer_windows,

@@ -99,7 +99,11 @@ pub fn strftime(format: &str, unix_seconds: i64) -> String {
                 let _ = write!(out, "{v:0width$}");
             }
         };
-        let hour12 = if t.hour.is_multiple_of(12) { 12 } else { t.hour % 12 };
+        let hour12 = if t.hour.is_multiple_of(12) {
+            12
+        } else {
+            t.hour % 12
+        };
         match spec {
             Some('a') => out.push_str(&DAYS[t.weekday as usize][..3]),
             Some('A') => out.push_str(DAYS[t.weekday as usize]),
@@ -150,9 +154,16 @@ pub fn strftime(format: &str, unix_seconds: i64) -> String {
 }
 
 /// Seconds since the Unix epoch now (0 if the clock is before 1970).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch now, from the browser's clock (`SystemTime::now` panics on wasm32-unknown-unknown).
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn unix_now() -> i64 {
+    (js_sys::Date::now() / 1000.0).floor() as i64
 }
