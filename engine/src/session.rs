@@ -187,7 +187,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 stop_ids.extend(t.eos_ids().iter().copied());
             }
         }
-        let mut detok = self.tokenizer.map(|t| Detokenizer::new(t, true));
+        let mut detok = self.tokenizer.map(|t| Detokenizer::continuing(t, true));
         let mut stats = Stats { prompt_tokens: prompt.len(), ..Stats::default() };
         let mut history: Vec<u32> = prompt.to_vec();
         let mut tokens = Vec::new();

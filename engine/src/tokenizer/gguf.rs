@@ -29,6 +29,9 @@ const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{
 const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Bound on the work of deriving SentencePiece merges (sum of squared piece lengths), against crafted vocabularies.
+const MAX_SPLIT_WORK: u64 = 1 << 31;
+
 /// How llama.cpp pre-splits text for one `tokenizer.ggml.pre` value.
 struct PreSplit {
     /// Applied in turn; each keeps both the matches and the text between them as pieces.
@@ -48,8 +51,8 @@ fn pre_split(pre: &str) -> Result<PreSplit> {
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
             split(&[r"\p{N}", GPT2_RE], false, false)
         }
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0"
-        | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" | "exaone4" => {
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
+        | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" | "exaone4" => {
             split(&[GPT2_RE], false, false)
         }
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "megrez" | "hunyuan" | "solar-open"
@@ -96,7 +99,7 @@ fn flag(meta: &Metadata, key: &str) -> Option<bool> {
 struct Vocab {
     tokens: Vec<String>,
     types: Vec<i64>,
-    /// Text → id (the last id wins for a repeated text, as in llama.cpp).
+    /// Text → id (the last id wins for a repeated text, as in llama.cpp); moved into the BPE model when it is built.
     ids: BpeVocab,
 }
 
@@ -177,14 +180,14 @@ pub(super) fn from_gguf(meta: &Metadata) -> Result<Tokenizer> {
         .get("tokenizer.ggml.model")
         .and_then(MetaValue::as_str)
         .ok_or_else(|| malformed("`tokenizer.ggml.model` is missing".into()))?;
-    let vocab = Vocab::read(meta)?;
+    let mut vocab = Vocab::read(meta)?;
     let (inner, pieces, default_add_bos, default_bos, default_eos) = match model {
         "gpt2" => {
-            let (inner, pieces, add_bos) = byte_level_bpe(meta, &vocab)?;
+            let (inner, pieces, add_bos) = byte_level_bpe(meta, &mut vocab)?;
             (inner, pieces, add_bos, None, None)
         }
         "llama" => {
-            let (inner, pieces) = sentencepiece(meta, &vocab)?;
+            let (inner, pieces) = sentencepiece(meta, &mut vocab)?;
             (inner, pieces, true, Some(1), Some(2))
         }
         other => return Err(Error::Unsupported(format!("GGUF tokenizer model `{other}`"))),
@@ -207,17 +210,17 @@ fn new_tokenizer(model: BPE, vocab: &Vocab, meta: &Metadata) -> tokenizers::Toke
 }
 
 /// `gpt2`: byte-level BPE with the merges in rank order and llama.cpp's pre-split regexes.
-fn byte_level_bpe(meta: &Metadata, vocab: &Vocab) -> Result<(tokenizers::Tokenizer, Pieces, bool)> {
+fn byte_level_bpe(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Tokenizer, Pieces, bool)> {
     let pre = meta.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
     let split = pre_split(pre)?;
-    let raw_merges = array(meta, "tokenizer.ggml.merges")?
-        .ok_or_else(|| malformed("`tokenizer.ggml.merges` is missing".into()))?;
+    let raw_merges =
+        array(meta, "tokenizer.ggml.merges")?.ok_or_else(|| malformed("`tokenizer.ggml.merges` is missing".into()))?;
     let mut merges = Vec::with_capacity(raw_merges.len());
     let mut seen = HashSet::with_capacity(raw_merges.len());
     for (i, m) in raw_merges.iter().enumerate() {
         let m = m.as_str().ok_or_else(|| malformed(format!("`tokenizer.ggml.merges` entry {i} is not a string")))?;
         // llama.cpp splits at the first space after the first byte, so a merge may start with a space.
-        let Some(pos) = m.get(1..).and_then(|rest| rest.find(' ')).map(|p| p + 1) else { continue };
+        let Some(pos) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else { continue };
         let (a, b) = (&m[..pos], &m[pos + 1..]);
         // A merge whose parts or result are not tokens can never produce a token; the first rank of a pair counts.
         let known = vocab.ids.contains_key(a) && vocab.ids.contains_key(b);
@@ -225,8 +228,9 @@ fn byte_level_bpe(meta: &Metadata, vocab: &Vocab) -> Result<(tokenizers::Tokeniz
             merges.push((a.to_string(), b.to_string()));
         }
     }
+    // The text → id map is only needed to build the model.
     let model = BPE::builder()
-        .vocab_and_merges(vocab.ids.clone(), merges)
+        .vocab_and_merges(std::mem::take(&mut vocab.ids), merges)
         .ignore_merges(split.ignore_merges)
         .build()
         .map_err(|e| tok_err("building the BPE model", e))?;
@@ -247,10 +251,15 @@ fn byte_level_bpe(meta: &Metadata, vocab: &Vocab) -> Result<(tokenizers::Tokeniz
 /// `llama` (SentencePiece): llama.cpp merges adjacent symbols by the score of the piece they form, highest first,
 /// leftmost on ties. That is BPE whose merges are every pair of pieces forming another piece, ranked by the score
 /// of the result (the construction of Hugging Face's SentencePiece converter), with byte fallback for the rest.
-fn sentencepiece(meta: &Metadata, vocab: &Vocab) -> Result<(tokenizers::Tokenizer, Pieces)> {
+fn sentencepiece(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Tokenizer, Pieces)> {
     let n = vocab.len();
     let scores = typed_array(meta, "tokenizer.ggml.scores", n, |v| v.as_f64().map(|s| s as f32))?
         .unwrap_or_else(|| vec![0.0; n]);
+    // Checking every split of a piece hashes O(len²) bytes; real vocabularies need ~3·10^7 (Gemma's 262k pieces).
+    let work: u64 = vocab.ids.keys().map(|p| (p.len() as u64).pow(2)).sum();
+    if work > MAX_SPLIT_WORK {
+        return Err(Error::Unsupported(format!("SentencePiece vocabulary with pieces this long ({work} split bytes)")));
+    }
     let mut candidates: Vec<(f32, u32, u32, u32, &str, &str)> = Vec::new();
     for (piece, &id) in &vocab.ids {
         for (k, _) in piece.char_indices().skip(1) {
@@ -263,7 +272,7 @@ fn sentencepiece(meta: &Metadata, vocab: &Vocab) -> Result<(tokenizers::Tokenize
     candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2, a.3).cmp(&(b.1, b.2, b.3))));
     let merges = candidates.into_iter().map(|c| (c.4.to_string(), c.5.to_string())).collect();
     let model = BPE::builder()
-        .vocab_and_merges(vocab.ids.clone(), merges)
+        .vocab_and_merges(std::mem::take(&mut vocab.ids), merges)
         .byte_fallback(true)
         .build()
         .map_err(|e| tok_err("building the BPE model", e))?;
@@ -287,4 +296,195 @@ fn sentencepiece(meta: &Metadata, vocab: &Vocab) -> Result<(tokenizers::Tokenize
     inner.with_decoder(Some(DecoderSequence::new(dec)));
     let pieces = vocab.pieces(add_space_prefix, spm_bytes);
     Ok((inner, pieces))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Toy vocabularies whose tokenisation follows by hand from llama.cpp's algorithms.
+    use super::*;
+    use crate::tokenizer::pieces::{byte_level_printable, BYTE_LEVEL_SHIFTED};
+
+    fn strings(items: &[String]) -> MetaValue {
+        MetaValue::Array(items.iter().map(|s| MetaValue::String(s.clone())).collect())
+    }
+
+    fn meta(entries: Vec<(&str, MetaValue)>) -> Metadata {
+        entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// A SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte pieces, then `pieces` with their scores.
+    fn spm(pieces: &[(&str, f32)], user_defined: &[&str], add_space_prefix: bool) -> Metadata {
+        let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+        let mut types = vec![TYPE_UNKNOWN, TYPE_CONTROL, TYPE_CONTROL];
+        let mut scores = vec![0.0f32; 3];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(TYPE_BYTE);
+            scores.push(0.0);
+        }
+        for (p, s) in pieces {
+            tokens.push(p.to_string());
+            types.push(TYPE_NORMAL);
+            scores.push(*s);
+        }
+        for u in user_defined {
+            tokens.push(u.to_string());
+            types.push(TYPE_USER_DEFINED);
+            scores.push(0.0);
+        }
+        meta(vec![
+            ("tokenizer.ggml.model", MetaValue::String("llama".into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            (
+                "tokenizer.ggml.token_type",
+                MetaValue::Array(types.into_iter().map(|t| MetaValue::I32(t as i32)).collect()),
+            ),
+            ("tokenizer.ggml.scores", MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect())),
+            ("tokenizer.ggml.add_space_prefix", MetaValue::Bool(add_space_prefix)),
+        ])
+    }
+
+    fn pieces_of(tok: &Tokenizer, text: &str) -> Vec<String> {
+        let ids = tok.encode(text, false).unwrap();
+        ids.iter().map(|&id| tok.id_to_token(id).unwrap()).collect()
+    }
+
+    #[test]
+    fn spm_merges_follow_scores() {
+        // "▁abc": "▁a" scores highest, then "bc"; "ab"/"abc" would need "a" and "b" to merge first.
+        let vocab = [
+            ("▁", -9.0),
+            ("a", -9.0),
+            ("b", -9.0),
+            ("c", -9.0),
+            ("▁a", -0.5),
+            ("ab", -1.0),
+            ("bc", -2.0),
+            ("abc", -0.1),
+        ];
+        let tok = Tokenizer::from_gguf(&spm(&vocab, &[], true)).unwrap();
+        assert_eq!(pieces_of(&tok, "abc"), ["▁a", "bc"]);
+        // Without "▁a", "ab" goes first and "abc" follows.
+        let vocab = [("▁", -9.0), ("a", -9.0), ("b", -9.0), ("c", -9.0), ("ab", -1.0), ("bc", -2.0), ("abc", -0.1)];
+        let tok = Tokenizer::from_gguf(&spm(&vocab, &[], true)).unwrap();
+        assert_eq!(pieces_of(&tok, "abc"), ["▁", "abc"]);
+        assert_eq!(tok.decode(&tok.encode("abc", false).unwrap(), false).unwrap(), "abc");
+    }
+
+    #[test]
+    fn spm_ties_merge_leftmost_and_unknown_chars_fall_back_to_bytes() {
+        let vocab = [("a", -1.0), ("aa", -2.0), ("▁", -3.0)];
+        let tok = Tokenizer::from_gguf(&spm(&vocab, &[], false)).unwrap();
+        assert_eq!(pieces_of(&tok, "aaa"), ["aa", "a"]);
+        assert_eq!(pieces_of(&tok, "é a"), ["<0xC3>", "<0xA9>", "▁", "a"]);
+        assert_eq!(tok.decode(&tok.encode("é a", false).unwrap(), false).unwrap(), "é a");
+        assert_eq!((tok.bos_id(), tok.add_bos_by_default()), (Some(1), true), "llama.cpp's SentencePiece defaults");
+        assert_eq!(tok.eos_ids(), [2]);
+    }
+
+    #[test]
+    fn spm_user_defined_and_control_tokens_match_raw_text() {
+        let vocab = [("▁", -1.0), ("a", -2.0), ("<", -3.0), ("s", -4.0), (">", -5.0)];
+        let tok = Tokenizer::from_gguf(&spm(&vocab, &["\n\n"], true)).unwrap();
+        // Each text fragment after a matched token gets the space prefix again, as in llama.cpp.
+        assert_eq!(pieces_of(&tok, "a<s>a\n\na"), ["▁", "a", "<s>", "▁", "a", "\n\n", "▁", "a"]);
+        assert!(tok.is_special(1) && !tok.is_special(tok.token_to_id("\n\n").unwrap()));
+        let ids = tok.encode("a<s>a", false).unwrap();
+        assert_eq!(tok.decode(&ids, true).unwrap(), "a a");
+        assert_eq!(tok.decode(&ids, false).unwrap(), "a<s> a");
+    }
+
+    /// GPT-2's byte-level character for byte `b`.
+    fn byte_char(b: u8) -> char {
+        if byte_level_printable(b) {
+            b as char
+        } else {
+            let k = BYTE_LEVEL_SHIFTED.iter().position(|&x| x == b).unwrap();
+            char::from_u32(256 + k as u32).unwrap()
+        }
+    }
+
+    fn gpt2(pre: &str, extra: &[&str], merges: &[&str]) -> Metadata {
+        let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+        tokens.extend(extra.iter().map(|s| s.to_string()));
+        tokens.push("<|endoftext|>".into());
+        let mut types = vec![MetaValue::I32(TYPE_NORMAL as i32); tokens.len() - 1];
+        types.push(MetaValue::I32(TYPE_CONTROL as i32));
+        let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
+        meta(vec![
+            ("tokenizer.ggml.model", MetaValue::String("gpt2".into())),
+            ("tokenizer.ggml.pre", MetaValue::String(pre.into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            ("tokenizer.ggml.token_type", MetaValue::Array(types)),
+            ("tokenizer.ggml.merges", strings(&merges)),
+            ("tokenizer.ggml.eos_token_id", MetaValue::U32(tokens.len() as u32 - 1)),
+        ])
+    }
+
+    #[test]
+    fn byte_level_bpe_merges_in_rank_order() {
+        // "é" is the bytes C3 A9, written "Ã©" in the byte-level alphabet.
+        let tok = Tokenizer::from_gguf(&gpt2(
+            "gpt-2",
+            &["he", "ll", "hell", "hello", "Ġw", "Ã©", "ĠwÃ©"],
+            &["h e", "l l", "he ll", "hell o", "Ġ w", "Ã ©", "Ġw Ã©"],
+        ))
+        .unwrap();
+        assert_eq!(pieces_of(&tok, "hello wé!"), ["hello", "ĠwÃ©", "!"]);
+        // Without a merge, an unmerged character stays as its bytes.
+        assert_eq!(pieces_of(&tok, "ü"), ["Ã", "¼"]);
+        assert_eq!(tok.decode(&tok.encode("hello wé! ü", false).unwrap(), false).unwrap(), "hello wé! ü");
+        assert_eq!(pieces_of(&tok, "hi<|endoftext|>"), ["h", "i", "<|endoftext|>"]);
+        assert!(!tok.add_bos_by_default());
+        assert_eq!(tok.eos_ids(), [256 + 7], "<|endoftext|> follows the bytes and the 7 extra tokens");
+    }
+
+    #[test]
+    fn ignore_merges_takes_whole_words_from_the_vocabulary() {
+        // "xyz" is a token that no merge reaches: Llama 3's pre-tokenizer takes it whole, GPT-2's does not.
+        let llama3 = Tokenizer::from_gguf(&gpt2("llama-bpe", &["xyz"], &[])).unwrap();
+        assert_eq!(pieces_of(&llama3, "xyz"), ["xyz"]);
+        let gpt = Tokenizer::from_gguf(&gpt2("gpt-2", &["xyz"], &[])).unwrap();
+        assert_eq!(pieces_of(&gpt, "xyz"), ["x", "y", "z"]);
+        // smollm splits digits one by one before the GPT-2 regex.
+        let smollm = Tokenizer::from_gguf(&gpt2("smollm", &["12"], &["1 2"])).unwrap();
+        assert_eq!(pieces_of(&smollm, "12"), ["1", "2"]);
+        assert_eq!(pieces_of(&gpt, "12"), ["1", "2"]);
+        let gpt = Tokenizer::from_gguf(&gpt2("gpt-2", &["12"], &["1 2"])).unwrap();
+        assert_eq!(pieces_of(&gpt, "12"), ["12"]);
+    }
+
+    #[test]
+    fn bad_metadata_is_an_error() {
+        let ok = gpt2("gpt-2", &[], &[]);
+        let without = |key: &str| {
+            let mut m = ok.clone();
+            m.remove(key);
+            m
+        };
+        let with = |key: &str, v: MetaValue| {
+            let mut m = ok.clone();
+            m.insert(key.to_string(), v);
+            m
+        };
+        let malformed = |m: &Metadata| matches!(Tokenizer::from_gguf(m), Err(Error::Malformed { .. }));
+        let unsupported = |m: &Metadata| matches!(Tokenizer::from_gguf(m), Err(Error::Unsupported(_)));
+        assert!(malformed(&without("tokenizer.ggml.tokens")));
+        assert!(malformed(&without("tokenizer.ggml.model")));
+        assert!(malformed(&without("tokenizer.ggml.merges")));
+        assert!(malformed(&with("tokenizer.ggml.tokens", MetaValue::String("a".into()))));
+        assert!(malformed(&with("tokenizer.ggml.tokens", MetaValue::Array(vec![]))));
+        assert!(malformed(&with("tokenizer.ggml.tokens", MetaValue::Array(vec![MetaValue::U8(1)]))));
+        assert!(malformed(&with("tokenizer.ggml.token_type", MetaValue::Array(vec![MetaValue::I32(1)]))));
+        assert!(unsupported(&with("tokenizer.ggml.model", MetaValue::String("bert".into()))));
+        assert!(unsupported(&with("tokenizer.ggml.pre", MetaValue::String("tekken".into()))));
+        let mut short_scores = spm(&[("a", 0.0)], &[], true);
+        short_scores.insert("tokenizer.ggml.scores".into(), MetaValue::Array(vec![MetaValue::F32(0.0)]));
+        assert!(malformed(&short_scores));
+        let long = "a".repeat(50_000);
+        assert!(unsupported(&spm(&[(long.as_str(), 0.0)], &[], true)), "a crafted piece would cost O(len²) to split");
+        // Out-of-range special ids are ignored, as llama.cpp does.
+        let tok = Tokenizer::from_gguf(&with("tokenizer.ggml.bos_token_id", MetaValue::U32(1 << 30))).unwrap();
+        assert_eq!(tok.bos_id(), None);
+    }
 }

@@ -41,13 +41,17 @@ fn decoding(decoder: &Value) -> Result<Decoding> {
     }
     let spm = parts.iter().any(|m| {
         let t = ty(m);
-        t == "ByteFallback" || t == "Metaspace" || (t == "Replace" && m.get("content").and_then(Value::as_str) == Some(" "))
+        t == "ByteFallback"
+            || t == "Metaspace"
+            || (t == "Replace" && m.get("content").and_then(Value::as_str) == Some(" "))
     });
     if !spm {
         return Err(Error::Unsupported(format!("tokenizer.json decoder {decoder}")));
     }
     let strip_leading_space = parts.iter().any(|m| match ty(m).as_str() {
-        "Strip" => m.get("content").and_then(Value::as_str) == Some(" ") && m.get("start").and_then(Value::as_u64) >= Some(1),
+        "Strip" => {
+            m.get("content").and_then(Value::as_str) == Some(" ") && m.get("start").and_then(Value::as_u64) >= Some(1)
+        }
         "Metaspace" => match m.get("prepend_scheme").and_then(Value::as_str) {
             Some(scheme) => scheme != "never",
             None => m.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true),
@@ -73,10 +77,10 @@ fn template_first_special(post: &Value) -> Option<Option<String>> {
 }
 
 pub(super) fn from_json(tokenizer_json: &[u8], config: Option<&Value>) -> Result<Tokenizer> {
-    let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
-        .map_err(|e| malformed(format!("tokenizer.json: {e}")))?;
-    let decoder = serde_json::to_value(inner.get_decoder())
-        .map_err(|e| malformed(format!("tokenizer.json decoder: {e}")))?;
+    let inner =
+        tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| malformed(format!("tokenizer.json: {e}")))?;
+    let decoder =
+        serde_json::to_value(inner.get_decoder()).map_err(|e| malformed(format!("tokenizer.json decoder: {e}")))?;
     let mode = decoding(&decoder)?;
 
     let vocab = inner.get_vocab(true);
@@ -94,7 +98,9 @@ pub(super) fn from_json(tokenizer_json: &[u8], config: Option<&Value>) -> Result
     let mut pieces = Pieces::new(strip);
     for (id, text) in by_id.iter().enumerate() {
         match (added.get(&(id as u32)), text) {
-            (Some(tok), _) => pieces.push(if tok.special { Kind::Special } else { Kind::Normal }, tok.content.as_bytes()),
+            (Some(tok), _) => {
+                pieces.push(if tok.special { Kind::Special } else { Kind::Normal }, tok.content.as_bytes())
+            }
             (None, Some(text)) => pieces.push_with(Kind::Normal, |out| match mode {
                 Decoding::ByteLevel => byte_level_bytes(text, out),
                 Decoding::SentencePiece { .. } => spm_bytes(text, out),

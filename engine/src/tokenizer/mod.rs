@@ -47,7 +47,7 @@ impl Tokenizer {
         gguf::from_gguf(meta)
     }
 
-    /// Assembles the parts; `eos` gets the end-of-turn tokens present in the vocabulary appended.
+    /// Assembles the parts; the end-of-turn control tokens present in the vocabulary are appended to `eos`.
     fn assemble(
         inner: tokenizers::Tokenizer,
         pieces: Pieces,
@@ -57,7 +57,7 @@ impl Tokenizer {
     ) -> Self {
         let mut ids: Vec<u32> = Vec::new();
         let vocab = pieces.len();
-        let turn_ends = END_OF_TURN_TEXTS.iter().map(|t| inner.token_to_id(t));
+        let turn_ends = END_OF_TURN_TEXTS.iter().map(|t| inner.token_to_id(t).filter(|&id| pieces.is_special(id)));
         for id in eos.into_iter().chain(turn_ends).flatten() {
             if (id as usize) < vocab && !ids.contains(&id) {
                 ids.push(id);
@@ -67,7 +67,8 @@ impl Tokenizer {
         Tokenizer { inner, pieces, add_bos: add_bos && bos.is_some(), bos, eos: ids }
     }
 
-    /// Control/special tokens written in `text` (e.g. "<|im_start|>", "<start_of_turn>") become their ids.
+    /// Control/special tokens written in `text` (e.g. "<|im_start|>", "<start_of_turn>") become their ids. With
+    /// `add_bos`, the BOS id (if the vocabulary has one) comes first.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
         let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let ids = encoding.get_ids();

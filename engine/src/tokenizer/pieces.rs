@@ -68,7 +68,7 @@ impl Pieces {
 }
 
 /// The bytes GPT-2's byte-level alphabet maps to characters 256.. (the unprintable ones), in order.
-const BYTE_LEVEL_SHIFTED: [u8; 68] = {
+pub(super) const BYTE_LEVEL_SHIFTED: [u8; 68] = {
     let mut out = [0u8; 68];
     let mut n = 0;
     let mut b = 0usize;
@@ -82,7 +82,7 @@ const BYTE_LEVEL_SHIFTED: [u8; 68] = {
     out
 };
 
-const fn byte_level_printable(b: u8) -> bool {
+pub(super) const fn byte_level_printable(b: u8) -> bool {
     matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF)
 }
 
