@@ -16,8 +16,8 @@ run: setup models
 	cargo run --release -p aviary -- chat --model "$(MODEL)" --temperature 0.7 --top-p 0.9
 
 test: setup models
-	cargo build -p engine --target wasm32-unknown-unknown
-	cargo test --workspace --no-fail-fast
+	cargo check -p engine --target wasm32-unknown-unknown
+	cargo test --release --workspace --no-fail-fast
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_header -- -max_total_time=60

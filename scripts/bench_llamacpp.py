@@ -9,7 +9,15 @@ import json
 import resource
 import time
 
+import numpy as np
+
 from llama_cpp import Llama
+
+
+def last_argmax(llm):
+    # Without logits_all, llama-cpp-python keeps no scores; read the context's last logits directly.
+    row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+    return int(row.argmax())
 
 
 def main():
@@ -32,11 +40,11 @@ def main():
     t0 = time.perf_counter()
     llm.eval(prompt)
     prefill_s = time.perf_counter() - t0
-    tok = int(llm.scores[llm.n_tokens - 1].argmax())
+    tok = last_argmax(llm)
     t0 = time.perf_counter()
     for _ in range(a.decode_tokens - 1):
         llm.eval([tok])
-        tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        tok = last_argmax(llm)
     decode_s = time.perf_counter() - t0
     out = {
         "model": a.model,
