@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export AVIARY_CACHE ?= $(HOME)/.cache/aviary
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: run test setup models wasm-check fuzz bench
+.PHONY: run test setup models reference wasm-check fuzz bench
 
 setup:
 	@scripts/setup.sh
@@ -12,10 +12,13 @@ setup:
 models:
 	@scripts/fetch-models.sh
 
+reference:
+	@scripts/fetch-reference.sh
+
 run: setup models
 	cargo run --release -p aviary -- chat --model "$(MODEL)" --temperature 0.7 --top-p 0.9
 
-test: setup models
+test: setup models reference
 	cargo check -p engine --target wasm32-unknown-unknown
 	cargo test --release --workspace --no-fail-fast
 

@@ -5,13 +5,11 @@ use engine::chat::{strftime, Builtin, ChatTemplate, Message};
 use engine::format::{MetaValue, Metadata};
 use engine::Error;
 use serde_json::{json, Value as Json};
+mod common;
+
 use std::collections::HashMap;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/chat");
-const SHARED_TEMPLATES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/reference/chat-templates"
-);
 
 /// The date the reference renders pinned `strftime_now` to, as Llama 3.2 prints it.
 const REFERENCE_DATE: &str = "05 Sep 2024";
@@ -51,7 +49,7 @@ fn load_template(name: &str, bos: &str, eos: &str) -> ChatTemplate {
         "shared" => {
             // bos in the {"content": …} form of AddedToken, eos as a plain string: both forms occur in the wild.
             let cfg = json!({
-                "chat_template": read(&format!("{SHARED_TEMPLATES}/{file}")),
+                "chat_template": read(&common::reference("chat-templates").join(file).display().to_string()),
                 "bos_token": {"__type": "AddedToken", "content": bos, "lstrip": false},
                 "eos_token": eos,
             });

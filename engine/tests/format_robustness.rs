@@ -9,11 +9,13 @@ use engine::format::{gguf, safetensors as st, MetaValue, Parsed};
 use engine::quant::GgmlType;
 use engine::Error;
 use serde_json::Value;
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/")).join(rel)
+    common::reference(rel)
 }
 
 fn fixture(rel: &str) -> PathBuf {

@@ -1,5 +1,8 @@
-//! The tiny models written as GGUF by llama.cpp's own converter (F32 and Q8_0), checked against llama.cpp
-//! (llama-cpp-python) on the same files: logits within tolerance and identical greedy tokens.
+//! The tiny models written as GGUF by llama.cpp's own converter (F32 and Q8_0), checked against
+//! - their safetensors twins: HF transformers' float32 logits with the file's weights (Q8_0-rounded for the Q8_0
+//!   file) and the conventions GGUF can express (`exact_logits`; GGUF has no query_pre_attn_scalar, so Gemma uses
+//!   1/sqrt(head_dim) as llama.cpp does — see tests/fixtures/README.md);
+//! - llama.cpp (llama-cpp-python) on the same files: logits within tolerance and identical greedy tokens.
 //!
 //! Tolerances: llama.cpp computes GELU through an f16 lookup table and keeps its KV cache in f16, so on the Gemma
 //! twins even its F32 path sits ~1e-3 from exact f32 maths; in Q8_0 those differences move activations across
@@ -8,7 +11,10 @@
 mod common;
 use common::*;
 
-fn check(name: &str, quant: &str, tol: f32) {
+/// `tol_exact`: against the HF twin. Q8_0 files differ from it by quantisation: like llama.cpp we round activations
+/// to 8-bit blocks before each quantised product, which llama.cpp's own logits show costs up to ~0.1 of max|logit| on
+/// these tiny models.
+fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
     let dir = fixture(&format!("tiny/{name}"));
     let refs = read_json(&dir.join("llamacpp.json"));
     let prompt = as_u32s(&refs["prompt_tokens"]);
@@ -17,41 +23,44 @@ fn check(name: &str, quant: &str, tol: f32) {
     let want = as_u32s(&r["greedy"]);
     let got = m.greedy(&prompt, want.len());
     assert_eq!(got, want, "{name} {quant}: greedy tokens differ from llama.cpp's");
-    let worst = assert_logits_close(
-        &format!("{name} {quant} GGUF vs llama.cpp"),
-        &m.logits(&prompt),
-        &as_matrix(&r["logits"]),
-        tol,
-    );
+    let logits = m.logits(&prompt);
+    let worst = assert_logits_close(&format!("{name} {quant} GGUF vs llama.cpp"), &logits, &as_matrix(&r["logits"]), tol);
     eprintln!("{name} {quant}: worst max|diff|/max|ref| vs llama.cpp = {worst:.2e}");
+    let worst = assert_logits_close(
+        &format!("{name} {quant} GGUF vs its HF twin"),
+        &logits,
+        &as_matrix(&r["exact_logits"]),
+        tol_exact,
+    );
+    eprintln!("{name} {quant}: worst max|diff|/max|ref| vs the HF twin = {worst:.2e}");
 }
 
 #[test]
 fn llama_f32() {
-    check("llama", "f32", 1e-3);
+    check("llama", "f32", 1e-3, 1e-3);
 }
 
 #[test]
 fn llama_q8_0() {
-    check("llama", "q8_0", 1e-3);
+    check("llama", "q8_0", 1e-3, 0.1);
 }
 
 #[test]
 fn gemma2_f32() {
-    check("gemma2", "f32", 5e-3);
+    check("gemma2", "f32", 5e-3, 1e-3);
 }
 
 #[test]
 fn gemma2_q8_0() {
-    check("gemma2", "q8_0", 6e-2);
+    check("gemma2", "q8_0", 6e-2, 0.15);
 }
 
 #[test]
 fn gemma3_f32() {
-    check("gemma3", "f32", 5e-3);
+    check("gemma3", "f32", 5e-3, 1e-3);
 }
 
 #[test]
 fn gemma3_q8_0() {
-    check("gemma3", "q8_0", 6e-2);
+    check("gemma3", "q8_0", 6e-2, 0.1);
 }

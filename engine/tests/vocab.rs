@@ -7,12 +7,13 @@ mod common;
 use engine::format::gguf::read_gguf;
 use engine::source::FileSource;
 use engine::tokenizer::{Detokenizer, Tokenizer};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 fn vocab_path(name: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/vocab")).join(name)
+    common::reference("vocab").join(name)
 }
 
 fn load(path: &Path) -> Tokenizer {

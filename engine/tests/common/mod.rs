@@ -23,12 +23,23 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 
 /// Real models live in the setup script's cache, outside git. Missing models fail the test: `make test` fetches them.
 pub fn real_model(file: &str) -> PathBuf {
-    let cache = std::env::var_os("AVIARY_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/aviary"));
-    let p = cache.join("models").join(file);
+    let p = cache_dir().join("models").join(file);
     assert!(p.exists(), "{} is missing: run `scripts/fetch-models.sh` (make test does)", p.display());
     p
+}
+
+/// Third-party reference data (llama.cpp's vocabulary tests, real chat templates), fetched by
+/// scripts/fetch-reference.sh from the llama-cpp-python sdist on PyPI into the cache.
+pub fn reference(rel: &str) -> PathBuf {
+    let p = cache_dir().join("reference").join(rel);
+    assert!(p.exists(), "{} is missing: run `scripts/fetch-reference.sh` (make test does)", p.display());
+    p
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("AVIARY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/aviary"))
 }
 
 pub fn as_u32s(v: &serde_json::Value) -> Vec<u32> {
@@ -78,12 +89,13 @@ pub fn assert_logits_close(what: &str, got: &[Vec<f32>], want: &[Vec<f32>], tol:
     for (pos, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.len(), w.len(), "{what}: position {pos} has {} logits, reference {}", g.len(), w.len());
         let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
-        let (idx, diff) = g
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .enumerate()
-            .fold((0, 0f32), |best, (i, d)| if d > best.1 || d.is_nan() { (i, d) } else { best });
+        let (idx, diff) = g.iter().zip(w).map(|(a, b)| (a - b).abs()).enumerate().fold((0, 0f32), |best, (i, d)| {
+            if d > best.1 || d.is_nan() {
+                (i, d)
+            } else {
+                best
+            }
+        });
         let rel = diff / scale;
         worst = worst.max(rel);
         assert!(
