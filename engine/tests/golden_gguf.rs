@@ -4,14 +4,14 @@
 //!   1/sqrt(head_dim) as llama.cpp does — see tests/fixtures/README.md);
 //! - llama.cpp (llama-cpp-python) on the same files: logits within tolerance and identical greedy tokens.
 //!
-//! Tolerances: llama.cpp computes GELU through an f16 lookup table and keeps its KV cache in f16, so on the Gemma
-//! twins even its F32 path sits ~1e-3 from exact f32 maths; in Q8_0 those differences move activations across
-//! quantisation steps, which the tiny (hidden 64) models amplify to a few 1e-2 of the largest logit.
+//! Like llama.cpp's CPU backend, the CPU backend rounds activations to 8-bit blocks before quantised products and
+//! computes GELU through an f16 table for GGUF models, so it agrees with llama.cpp to ~1e-4 of max|logit|.
 
 mod common;
 use common::*;
 
-/// `tol_exact`: against the HF twin. Q8_0 files differ from it by quantisation: like llama.cpp we round activations
+/// `tol_exact`: against the HF twin. GGUF models follow llama.cpp's numerics, including GELU through an f16 table,
+/// which moves the Gemma F32 twins ~1e-3 from exact f32 GELU. Q8_0 files differ from it by quantisation: like llama.cpp we round activations
 /// to 8-bit blocks before each quantised product, which llama.cpp's own logits show costs up to ~0.1 of max|logit| on
 /// these tiny models.
 fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
@@ -47,20 +47,20 @@ fn llama_q8_0() {
 
 #[test]
 fn gemma2_f32() {
-    check("gemma2", "f32", 5e-3, 1e-3);
+    check("gemma2", "f32", 1e-3, 2e-3);
 }
 
 #[test]
 fn gemma2_q8_0() {
-    check("gemma2", "q8_0", 6e-2, 0.15);
+    check("gemma2", "q8_0", 1e-3, 0.15);
 }
 
 #[test]
 fn gemma3_f32() {
-    check("gemma3", "f32", 5e-3, 1e-3);
+    check("gemma3", "f32", 1e-3, 2e-3);
 }
 
 #[test]
 fn gemma3_q8_0() {
-    check("gemma3", "q8_0", 6e-2, 0.1);
+    check("gemma3", "q8_0", 1e-3, 0.1);
 }

@@ -1,0 +1,270 @@
+//! AVX2 versions of the hottest dot products in [`super::dot`], with the same integer results and ggml's float
+//! formula per block (only the order of the float additions differs from the portable code).
+//!
+//! Safety contract of every `pub unsafe fn` here: the CPU supports AVX2, FMA and F16C, and each weight row holds
+//! exactly `a.len()` blocks.
+
+use super::dot::{k4_combine, q6k_combine, KPath};
+use super::ops::fma;
+use super::q8::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+use std::arch::x86_64::*;
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let h = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_f32(x: __m256) -> f32 {
+    let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load32(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// 16 bytes of packed nibbles → 32 bytes: the 16 low nibbles, then the 16 high nibbles (ggml's block order).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(p as *const __m128i);
+    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F))
+}
+
+/// Byte i = 0xFF where bit i of `bits` is set, else 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+    let spread = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+    let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1))
+}
+
+/// Σ x·y over each group of 4 bytes, for unsigned x (< 128) and signed y: 8 exact i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// Σ x·y over each group of 4 bytes for signed x and y (x's sign moved onto y, as ggml does).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_ptr(qs: &[i8; 32]) -> *const u8 {
+    qs.as_ptr() as *const u8
+}
+
+/// Read access to the two Q8 activation block kinds of 32 values.
+pub trait Q8Act {
+    fn d(&self) -> f32;
+    /// Q8_1's f16(d·Σq); unused for Q8_0.
+    fn s(&self) -> f32;
+    fn qs(&self) -> &[i8; 32];
+}
+
+impl Q8Act for BlockQ8_0 {
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+impl Q8Act for BlockQ8_1 {
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> f32 {
+        self.s
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+/// The 32-value weight formats, as const parameters (each instantiation keeps only its own arm).
+pub const Q4_0: u8 = 0;
+pub const Q4_1: u8 = 1;
+pub const Q5_0: u8 = 2;
+pub const Q5_1: u8 = 3;
+pub const Q8_0: u8 = 4;
+
+const fn block_bytes(kind: u8) -> usize {
+    match kind {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34,
+    }
+}
+
+/// A block's eight integer lanes against activations `y` (ggml's lane layout).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_lanes<const KIND: u8>(b: *const u8, y: __m256i) -> __m256i {
+    match KIND {
+        Q4_0 => dot_i8_i8(_mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8)), y),
+        Q4_1 => dot_u8_i8(nibbles(b.add(4)), y),
+        Q5_0 => dot_i8_i8(five_bits(b.add(6), b.add(2), true), y),
+        Q5_1 => dot_u8_i8(five_bits(b.add(8), b.add(4), false), y),
+        _ => dot_i8_i8(load32(b.add(2)), y),
+    }
+}
+
+/// R weight rows (each `a.len()` blocks of KIND) against one activation row, interleaved so that the R
+/// accumulator chains hide each other's latency. Per row the arithmetic is ggml's: acc = fma(d_w·d_a, lanes, acc),
+/// hsum, plus Σ m·s for the offset formats (or, `repacked` Q4_0, acc = fma(Σ, d_w·d_a, acc) per block).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Q8Act>(w: [&[u8]; R], a: &[A], repacked: bool) -> [f32; R] {
+    let bytes = block_bytes(KIND);
+    debug_assert!(w.iter().all(|w| w.len() == a.len() * bytes));
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut sacc = [0f32; R];
+    for (i, y) in a.iter().enumerate() {
+        let qy = load32(q8_ptr(y.qs()));
+        for r in 0..R {
+            let b = w[r].as_ptr().add(bytes * i);
+            if KIND == Q4_1 || KIND == Q5_1 {
+                sacc[r] += f16_at(b.add(2)) * y.s();
+            }
+            let lanes = block_lanes::<KIND>(b, qy);
+            if KIND == Q4_0 && repacked {
+                sacc[r] = fma(store_lanes(lanes).iter().sum::<i32>() as f32, f16_at(b) * y.d(), sacc[r]);
+            } else {
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b) * y.d()), _mm256_cvtepi32_ps(lanes), acc[r]);
+            }
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = match KIND {
+            Q4_0 if repacked => sacc[r],
+            Q4_1 | Q5_1 => hsum_f32(acc[r]) + sacc[r],
+            _ => hsum_f32(acc[r]),
+        };
+    }
+    out
+}
+
+/// The 5-bit values of a Q5_0 / Q5_1 block as bytes; `high` is what a set (Q5_1) or clear (Q5_0) bit contributes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn five_bits(qs: *const u8, qh: *const u8, signed: bool) -> __m256i {
+    let bits = bytes_from_bits((qh as *const u32).read_unaligned());
+    let high = if signed {
+        // (v | h << 4) - 16 is v - 16 = v | 0xF0 when the bit is clear, and v when it is set.
+        _mm256_andnot_si256(bits, _mm256_set1_epi8(0xF0u8 as i8))
+    } else {
+        _mm256_and_si256(bits, _mm256_set1_epi8(0x10))
+    };
+    _mm256_or_si256(nibbles(qs), high)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_lanes(v: __m256i) -> [i32; 8] {
+    let mut out = [0i32; 8];
+    _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, v);
+    out
+}
+
+/// [`super::dot::k4_lanes`] for Q4_K: per 64 values, nibbles × activations by maddubs, × the sub-block scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_lanes(qs: *const u8, sc: &[u8; 8], y: &[i8; 256]) -> [[i32; 8]; 4] {
+    let low = _mm256_set1_epi8(0x0F);
+    let q8 = y.as_ptr() as *const u8;
+    let mut out = [[0i32; 8]; 4];
+    for (c, o) in out.iter_mut().enumerate() {
+        let bits = load32(qs.add(32 * c));
+        let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, low), load32(q8.add(64 * c)));
+        let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(bits, 4), low), load32(q8.add(64 * c + 32)));
+        let lo = _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * c] as i16));
+        let hi = _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
+        *o = store_lanes(_mm256_add_epi32(lo, hi));
+    }
+    out
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
+    debug_assert_eq!(w.len(), a.len() * 144);
+    k4_combine(w, a, 144, path, false, |b, sc, y| unsafe { q4k_lanes(b.as_ptr().add(16), sc, &y.qs) })
+}
+
+/// [`super::dot::q6k_lanes`]: the 6-bit values with their +32 offset by maddubs, × the 16-value scales, then the
+/// offset taken back per lane from the activation sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_lanes(blk: &[u8], y: &BlockQ8K) -> [i32; 8] {
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x03);
+    let b = blk.as_ptr();
+    let scales = &blk[192..208];
+    let q8 = y.qs.as_ptr() as *const u8;
+    let mut sumi = _mm256_setzero_si256();
+    for n in 0..2 {
+        let ql0 = load32(b.add(64 * n));
+        let ql1 = load32(b.add(64 * n + 32));
+        let qh = load32(b.add(128 + 32 * n));
+        // Bits 2r, 2r+1 of qh become bits 4, 5 of run r's values.
+        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, two), 4);
+        let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4);
+        let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4);
+        let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4);
+        let q = [
+            _mm256_or_si256(_mm256_and_si256(ql0, low), h0),
+            _mm256_or_si256(_mm256_and_si256(ql1, low), h1),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), h2),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), h3),
+        ];
+        for (r, &qr) in q.iter().enumerate() {
+            let g = 8 * n + 2 * r;
+            let sc = _mm256_set_m128i(
+                _mm_set1_epi16(scales[g + 1] as i8 as i16),
+                _mm_set1_epi16(scales[g] as i8 as i16),
+            );
+            let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
+        }
+    }
+    let sums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr() as *const __m128i));
+    let off = _mm256_slli_epi32(_mm256_madd_epi16(sums, sc16), 5);
+    store_lanes(_mm256_sub_epi32(sumi, off))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
+    debug_assert_eq!(w.len(), a.len() * 210);
+    q6k_combine(w, a, path, |b, y| unsafe { q6k_lanes(b, y) })
+}

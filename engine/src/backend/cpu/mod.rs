@@ -1,0 +1,244 @@
+//! The CPU reference backend. Activations are f32 candle tensors; the ops that shape a quantized model's logits —
+//! quantized matmuls ([`qmatmul`]), RMSNorm, RoPE, gated activations and attention ([`ops`], `attention`) — are
+//! computed with the arithmetic of llama.cpp's x86 CPU build, bit for bit, so GGUF models follow llama.cpp's
+//! trajectory. Float-weight matmuls, additions and soft-capping stay on candle.
+
+mod attention;
+mod dot;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+pub mod ops;
+pub mod q8;
+pub mod qmatmul;
+
+use super::{AttentionParams, Backend, KvSpec};
+use crate::config::{Activation, RopeLayout};
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+pub use attention::CpuKvCache;
+use qmatmul::QMatrix;
+
+pub struct CpuBackend {
+    device: Device,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self { device: Device::Cpu }
+    }
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+pub enum CpuWeight {
+    /// Float weights as f32 `[rows, cols]`. ggml multiplies F16 (BF16) weights with activations rounded to F16
+    /// (BF16), its `vec_dot_type` for them; `act_dtype` replays that rounding.
+    Dense { weight: Tensor, act_dtype: Option<DType> },
+    /// Quantized blocks, multiplied with llama.cpp's numerics.
+    Quantized(QMatrix),
+}
+
+pub struct CpuRope {
+    inv_freq: Vec<f32>,
+    /// ggml's per-pair angle multiplier, when the table allows computing angles its way.
+    theta_scale: Option<f32>,
+    layout: RopeLayout,
+}
+
+impl Backend for CpuBackend {
+    type Tensor = Tensor;
+    type Weight = CpuWeight;
+    type Rope = CpuRope;
+    type KvCache = CpuKvCache;
+
+    fn name(&self) -> String {
+        "cpu (candle)".into()
+    }
+
+    fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<CpuWeight> {
+        let expected = dtype.byte_len((shape[0] * shape[1]) as u64);
+        if expected != Some(bytes.len() as u64) {
+            return Err(Error::Malformed {
+                format: crate::error::Format::Gguf,
+                detail: format!("tensor `{name}` of shape {shape:?} as {} cannot be {} bytes", dtype.name(), bytes.len()),
+            });
+        }
+        if dtype.is_quantized() {
+            return Ok(CpuWeight::Quantized(QMatrix::new(dtype, shape[0], shape[1], bytes.to_vec())?));
+        }
+        let values = crate::quant::dequantize_to_vec(dtype, bytes, shape[0] * shape[1])?;
+        let act_dtype = match dtype {
+            GgmlType::F16 => Some(DType::F16),
+            GgmlType::BF16 => Some(DType::BF16),
+            _ => None,
+        };
+        Ok(CpuWeight::Dense { weight: Tensor::from_vec(values, (shape[0], shape[1]), &self.device)?, act_dtype })
+    }
+
+    fn upload_vector(&self, values: &[f32]) -> Result<Tensor> {
+        Ok(Tensor::from_slice(values, values.len(), &self.device)?)
+    }
+
+    fn rope_table(&self, inv_freq: &[f32], layout: RopeLayout) -> Result<CpuRope> {
+        Ok(CpuRope { inv_freq: inv_freq.to_vec(), theta_scale: ops::rope_theta_scale(inv_freq), layout })
+    }
+
+    fn new_kv_cache(&self, spec: KvSpec) -> Result<CpuKvCache> {
+        Ok(CpuKvCache::new(spec))
+    }
+
+    fn reset_kv_cache(&self, cache: &mut CpuKvCache) -> Result<()> {
+        cache.reset();
+        Ok(())
+    }
+
+    fn embed(&self, table: &CpuWeight, ids: &[u32], scale: Option<f32>) -> Result<Tensor> {
+        let ids_t = Tensor::from_slice(ids, ids.len(), &self.device)?;
+        let rows = match table {
+            CpuWeight::Dense { weight: t, .. } => {
+                let vocab = t.dim(0)?;
+                if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary ({vocab})")));
+                }
+                t.index_select(&ids_t, 0)?
+            }
+            CpuWeight::Quantized(w) => {
+                let cols = w.cols();
+                let mut rows = vec![0f32; ids.len() * cols];
+                for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(cols.max(1))) {
+                    w.dequantize_row(id as usize, row).map_err(|_| {
+                        Error::InvalidArgument(format!("token id {id} is outside the vocabulary ({})", w.rows()))
+                    })?;
+                }
+                Tensor::from_vec(rows, (ids.len(), cols), &self.device)?
+            }
+        };
+        Ok(match scale {
+            Some(s) => (rows * s as f64)?,
+            None => rows,
+        })
+    }
+
+    fn matmul(&self, x: &Tensor, w: &CpuWeight) -> Result<Tensor> {
+        match w {
+            CpuWeight::Dense { weight, act_dtype } => {
+                let x = match act_dtype {
+                    Some(dt) => x.to_dtype(*dt)?.to_dtype(DType::F32)?,
+                    None => x.clone(),
+                };
+                Ok(x.matmul(&weight.t()?)?)
+            }
+            CpuWeight::Quantized(w) => {
+                let dims = x.dims();
+                let cols = dims.last().copied().unwrap_or(0);
+                if cols != w.cols() {
+                    return Err(Error::Backend(format!(
+                        "matmul of activations with {cols} columns by a weight with {} columns",
+                        w.cols()
+                    )));
+                }
+                let m = x.elem_count() / cols.max(1);
+                let out = with_f32_slice(x, |values| w.matmul(values, m))?;
+                let mut shape = dims.to_vec();
+                if let Some(last) = shape.last_mut() {
+                    *last = w.rows();
+                }
+                Ok(Tensor::from_vec(out, shape, &self.device)?)
+            }
+        }
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+        let group = weight.dim(0)?;
+        if group == 0 || !x.elem_count().is_multiple_of(group) {
+            return Err(Error::Backend(format!("RMSNorm over groups of {group} of a tensor of shape {:?}", x.dims())));
+        }
+        let mut out = vec![0f32; x.elem_count()];
+        with_f32_slice(x, |xs| {
+            with_f32_slice(weight, |w| {
+                ops::rms_norm(xs, w, eps, &mut out);
+                Ok(())
+            })
+        })?;
+        Ok(Tensor::from_vec(out, x.shape(), &self.device)?)
+    }
+
+    fn rope(&self, x: &Tensor, rope: &CpuRope, heads: usize, start_pos: usize) -> Result<Tensor> {
+        let (rows, width) = x.dims2()?;
+        let half = rope.inv_freq.len();
+        let head_dim = width.checked_div(heads).unwrap_or(0);
+        if head_dim != 2 * half || heads * head_dim != width {
+            return Err(Error::Backend(format!("RoPE table for head size {} used on head size {head_dim}", 2 * half)));
+        }
+        let mut out = with_f32_slice(x, |xs| Ok(xs.to_vec()))?;
+        let adjacent = rope.layout == RopeLayout::Adjacent;
+        ops::rope_rows(&mut out, &rope.inv_freq, rope.theta_scale, heads, start_pos, adjacent);
+        Ok(Tensor::from_vec(out, (rows, width), &self.device)?)
+    }
+
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &mut CpuKvCache,
+        p: &AttentionParams,
+        start_pos: usize,
+    ) -> Result<Tensor> {
+        let rows = q.dim(0)?;
+        let out = with_f32_slice(q, |q| {
+            with_f32_slice(k, |k| with_f32_slice(v, |v| attention::attend(q, k, v, rows, cache, p, start_pos)))
+        })?;
+        Ok(Tensor::from_vec(out, (rows, p.n_heads * p.head_dim), &self.device)?)
+    }
+
+    fn gated_activation(&self, gate: &Tensor, up: &Tensor, act: Activation) -> Result<Tensor> {
+        if gate.dims() != up.dims() {
+            return Err(Error::Backend(format!("gate {:?} and up {:?} differ in shape", gate.dims(), up.dims())));
+        }
+        let width = gate.dims().last().copied().unwrap_or(0).max(1);
+        let mut out = vec![0f32; gate.elem_count()];
+        with_f32_slice(gate, |g| {
+            with_f32_slice(up, |u| {
+                match act {
+                    Activation::Silu => ops::swiglu(g, u, width, &mut out),
+                    Activation::GeluTanh => ops::geglu(g, u, &mut out),
+                }
+                Ok(())
+            })
+        })?;
+        Ok(Tensor::from_vec(out, gate.shape(), &self.device)?)
+    }
+
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Ok((a + b)?)
+    }
+
+    fn softcap(&self, x: &Tensor, cap: f32) -> Result<Tensor> {
+        Ok(((x / cap as f64)?.tanh()? * cap as f64)?)
+    }
+
+    fn last_row(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        Ok(x.narrow(0, rows - 1, 1)?)
+    }
+
+    fn to_host(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        Ok(x.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+}
+
+/// Runs `f` on a tensor's values as one contiguous f32 slice, without copying when they already are.
+fn with_f32_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let x = if x.dtype() == DType::F32 { x.contiguous()? } else { x.to_dtype(DType::F32)?.contiguous()? };
+    let (storage, layout) = x.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => f(&values[start..end]),
+        _ => Err(Error::Backend("the CPU backend got a tensor that is not contiguous f32 on the CPU".into())),
+    }
+}

@@ -1,0 +1,267 @@
+//! Element-wise and row ops with ggml's CPU arithmetic (ggml-cpu/ops.cpp, vec.h), operation for operation.
+//!
+//! Quantized matmuls round their activations to 8 bits, so an ulp of difference upstream occasionally moves an
+//! activation across a rounding boundary and the logits by a visible amount. Computing these ops the way ggml does
+//! keeps the CPU backend on llama.cpp's exact trajectory instead of merely close to it.
+//!
+//! ggml fuses multiply-adds (its SIMD code explicitly, and GCC contracts `a*b + c` in its scalar C), so `fma` below
+//! is a true fused multiply-add wherever the hardware has one; the hot loops are compiled a second time with AVX2 +
+//! FMA enabled and picked at run time, which turns those into single instructions and lets LLVM vectorise them.
+
+/// A fused multiply-add, a·b + c rounded once. wasm32 has no FMA instruction and a software one is far too slow
+/// for inner loops, so there it is an ordinary multiply and add (wasm results are not bit-identical to llama.cpp).
+#[inline(always)]
+pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        a * b + c
+    }
+}
+
+/// Whether the AVX2 + FMA compilations of the hot loops may run (checked once; cached by std).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn fma_available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Defines `$name` calling `$imp` (an `#[inline(always)]` function), through a copy compiled with AVX2 + FMA when
+/// the CPU has them.
+macro_rules! fma_dispatch {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $imp:path;) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                if $crate::backend::cpu::ops::fma_available() {
+                    // SAFETY: the CPU supports AVX2 and FMA.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+pub(crate) use fma_dispatch;
+
+/// RMSNorm of each `w.len()`-value group of `x`, times `w` (`ggml_compute_forward_rms_norm_f32` + `ggml_mul`):
+/// the squares summed in f64, mean rounded to f32, scale = 1 / sqrtf(mean + eps), y = (x * scale) * w.
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    if n == 0 {
+        return;
+    }
+    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0f32 / (mean + eps).sqrt();
+        for ((y, &v), &wi) in yr.iter_mut().zip(xr).zip(w) {
+            *y = v * scale * wi;
+        }
+    }
+}
+
+/// ggml_v_expf (vec.h, the AVX2 + FMA variant), one lane: a polynomial exp within ~1.5 ulp of expf, reproduced
+/// operation for operation (each `mul_add` is one FMA; the integer steps work on the float bits).
+#[inline(always)]
+pub(crate) fn expf_v(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let r = c(0x4b40_0000); // 0x1.8p23
+    let z = fma(x, c(0x3fb8_aa3b), r); // log2(e)
+    let n = z - r;
+    // b = x - n·ln2 in two parts (fnmadd = -(a·b) + c, fused).
+    let b = fma(-n, c(0x35bf_be8e), fma(-n, c(0x3f31_7200), x));
+    let e = z.to_bits() << 23;
+    let k = c(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = fma(fma(fma(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, fma(c(0x3e2a_af33), b, c(0x3eff_fedb))), u, c(0x3f7f_fff6) * b);
+    // The SIMD code blends on |n| > 126, which is false for NaN: NaN takes this branch too.
+    if n.abs() <= 126.0 || n.is_nan() {
+        return fma(j, k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = c(g.wrapping_add(0x7f00_0000));
+    let s2 = c(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        fma(s2, j, s2) * s1
+    }
+}
+
+fma_dispatch! {
+    /// `act(gate) * up` row by row, as ggml's fused swiglu (`ggml_vec_swiglu_f32`): lanes of 8 use ggml_v_silu
+    /// (x / (1 + ggml_v_expf(0 - x))), a row's last `n % 8` values the scalar x / (1 + expf(-x)).
+    pub(crate) fn swiglu(gate: &[f32], up: &[f32], width: usize, out: &mut [f32]) = swiglu_impl;
+}
+
+#[inline(always)]
+fn swiglu_impl(gate: &[f32], up: &[f32], width: usize, out: &mut [f32]) {
+    for ((g, u), y) in gate.chunks_exact(width).zip(up.chunks_exact(width)).zip(out.chunks_exact_mut(width)) {
+        let vec_end = width - width % 8;
+        for i in 0..vec_end {
+            y[i] = g[i] / (1.0 + expf_v(0.0 - g[i])) * u[i];
+        }
+        for i in vec_end..width {
+            y[i] = g[i] / (1.0 + (-g[i]).exp()) * u[i];
+        }
+    }
+}
+
+/// ggml_gelu_f32 as llama.cpp's build computes it: GCC contracts `1 + GELU_COEF_A·x·x` into an FMA.
+fn gelu_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    #[allow(clippy::excessive_precision)]
+    const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_355_879_892_119_868_76;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * fma(GELU_COEF_A * x, x, 1.0)).tanh())
+}
+
+/// ggml's `ggml_table_gelu_f16`: GELU of every f16, rounded to f16 (ggml looks activations up in it).
+fn gelu_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX).map(|h| half::f16::from_f32(gelu_f32(half::f16::from_bits(h).to_f32())).to_bits()).collect()
+    })
+}
+
+/// `gelu_tanh(gate) * up` as ggml's geglu (`ggml_vec_geglu_f32` with GGML_GELU_FP16): the gate rounded to f16 and
+/// looked up in the GELU table, except below -10 (0) and from 10 up (the identity).
+pub(crate) fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let table = gelu_table();
+    for ((&x, &u), y) in gate.iter().zip(up).zip(out.iter_mut()) {
+        *y = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            half::f16::from_bits(table[half::f16::from_f32(x).to_bits() as usize]).to_f32() * u
+        };
+    }
+}
+
+/// The GELU table, for checking it against ggml's.
+pub fn gelu_table_bits() -> &'static [u16] {
+    gelu_table()
+}
+
+/// ggml builds RoPE angles (`ggml_rope_cache_init`) as theta_0 = pos, theta_{i+1} = theta_i · theta_scale, each
+/// product rounded to f32, then cosf/sinf. That needs theta_scale = base^(-2/d), which is `inv_freq[1]` when the
+/// table is the plain geometric series the model computes (each entry within rounding of r^i); None for tables
+/// with llama3 frequency factors folded in, which are then used as theta = pos · inv_freq[i].
+pub(crate) fn rope_theta_scale(inv_freq: &[f32]) -> Option<f32> {
+    let r = match inv_freq {
+        [first, second, ..] if *first == 1.0 => *second as f64,
+        _ => return None,
+    };
+    let geometric =
+        inv_freq.iter().enumerate().all(|(i, &f)| ((f as f64) - r.powi(i as i32)).abs() <= 1e-4 * r.powi(i as i32));
+    geometric.then_some(r as f32)
+}
+
+/// cos and sin of every pair's angle at position `pos` (see [`rope_theta_scale`]).
+pub(crate) fn rope_angles(inv_freq: &[f32], theta_scale: Option<f32>, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+    let mut theta = pos as f32;
+    for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
+        let t = match theta_scale {
+            Some(scale) => {
+                let t = theta;
+                theta *= scale;
+                t
+            }
+            None => pos as f32 * inv_freq[i],
+        };
+        *c = t.cos();
+        *s = t.sin();
+    }
+}
+
+fma_dispatch! {
+    /// Rotates `x` (`[rows, heads · 2·half]`) in place for positions start_pos.., pairs (i, i + 1) per head when
+    /// `adjacent`, else (i, i + half).
+    pub(crate) fn rope_rows(
+        x: &mut [f32],
+        inv_freq: &[f32],
+        theta_scale: Option<f32>,
+        heads: usize,
+        start_pos: usize,
+        adjacent: bool,
+    ) = rope_rows_impl;
+}
+
+#[inline(always)]
+fn rope_rows_impl(
+    x: &mut [f32],
+    inv_freq: &[f32],
+    theta_scale: Option<f32>,
+    heads: usize,
+    start_pos: usize,
+    adjacent: bool,
+) {
+    let half = inv_freq.len();
+    let width = heads * 2 * half;
+    if width == 0 {
+        return;
+    }
+    let (mut cos, mut sin) = (vec![0f32; half], vec![0f32; half]);
+    for (r, row) in x.chunks_exact_mut(width).enumerate() {
+        rope_angles(inv_freq, theta_scale, start_pos + r, &mut cos, &mut sin);
+        for h in row.chunks_exact_mut(2 * half) {
+            for i in 0..half {
+                let (a, b) = if adjacent { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (y0, y1) = rotate(h[a], h[b], cos[i], sin[i]);
+                h[a] = y0;
+                h[b] = y1;
+            }
+        }
+    }
+}
+
+/// One RoPE rotation as ggml's `rotate_pairs` computes it in llama.cpp's build, where GCC contracts
+/// `x0·c - x1·s` and `x0·s + x1·c` into fma(x0, c, -(x1·s)) and fma(x0, s, x1·c).
+#[inline(always)]
+pub(crate) fn rotate(x0: f32, x1: f32, c: f32, s: f32) -> (f32, f32) {
+    (fma(x0, c, -(x1 * s)), fma(x0, s, x1 * c))
+}
+
+/// The 8-lane horizontal sum of tinyBLAS and ggml_vec_soft_max_f32: (lo + hi) halves, then (l0 + l2) + (l1 + l3).
+#[inline(always)]
+pub(crate) fn hsum8(l: &[f32; 8]) -> f32 {
+    let t = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// GGML_F32x8_REDUCE of ggml_vec_dot_f32's four 8-lane accumulators (`lanes[8 * j + l]` = accumulator j, lane l).
+#[inline(always)]
+pub(crate) fn reduce_f32x32(lanes: &[f32; 32]) -> f32 {
+    let x: [f32; 8] = std::array::from_fn(|l| (lanes[l] + lanes[16 + l]) + (lanes[8 + l] + lanes[24 + l]));
+    let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+/// ggml_vec_dot_f32 (AVX2): element i goes to accumulator (i % 32) / 8, lane i % 8, by FMA; the accumulators are
+/// reduced as GGML_F32x8_REDUCE does; a tail shorter than 32 is added one product at a time (not fused: checked
+/// against ggml on a 48-wide head).
+#[inline(always)]
+pub(crate) fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let np = n - n % 32;
+    let mut acc = [0f32; 32];
+    for (xc, yc) in x[..np].chunks_exact(32).zip(y[..np].chunks_exact(32)) {
+        for l in 0..32 {
+            acc[l] = fma(xc[l], yc[l], acc[l]);
+        }
+    }
+    let mut sum = reduce_f32x32(&acc);
+    for i in np..n {
+        sum += x[i] * y[i];
+    }
+    sum
+}

@@ -1,0 +1,415 @@
+//! Quantized matrix × f32 activations with llama.cpp's CPU numerics.
+//!
+//! As ggml does, each activation row is quantized once per matmul to the weight type's companion format (see
+//! [`super::q8`]); every weight-row · activation-row product is exact integer sums per block, combined in floats
+//! exactly as the ggml kernel llama.cpp would pick for that case (`ggml_vec_dot_*`, tinyBLAS, the repacked Q4_0 /
+//! Q4_K kernels or the tiled K-quant matmul: see [`super::dot`]). On x86-64 the results are llama.cpp's, bit for
+//! bit. The work is split over output rows across threads.
+
+use super::dot;
+use super::q8::{self, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::quant::{self, GgmlType};
+use crate::{Error, Result};
+use std::cell::RefCell;
+
+/// A weight matrix `[rows, cols]` kept in its ggml blocks (row-major, each row a whole number of blocks).
+pub struct QMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Takes the raw blocks of a quantized `[rows, cols]` tensor; the length must match the shape exactly.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        if !ty.is_quantized() {
+            return Err(Error::InvalidArgument(format!("{} is not a block-quantized type", ty.name())));
+        }
+        if !cols.is_multiple_of(ty.block_size()) {
+            return Err(Error::InvalidArgument(format!(
+                "a {} row of {cols} values is not a whole number of {}-value blocks",
+                ty.name(),
+                ty.block_size()
+            )));
+        }
+        let expected = rows.checked_mul(cols).and_then(|n| ty.byte_len(n as u64));
+        if expected != Some(data.len() as u64) {
+            return Err(Error::InvalidArgument(format!(
+                "{} data of shape [{rows}, {cols}] cannot be {} bytes",
+                ty.name(),
+                data.len()
+            )));
+        }
+        Ok(Self { ty, rows, cols, data })
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_size() * self.ty.type_size()
+    }
+
+    /// Row `r` dequantized into `out` (`cols` values), bit-identical to ggml's dequantisation (embedding lookups).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows {
+            return Err(Error::InvalidArgument(format!("row {r} of a matrix with {} rows", self.rows)));
+        }
+        let rb = self.row_bytes();
+        quant::dequantize(self.ty, &self.data[r * rb..(r + 1) * rb], out)
+    }
+
+    /// `x` is `[m, cols]` row-major; returns `x · selfᵀ` as `[m, rows]`, using AVX2 when the CPU has it.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        self.run(x, m, simd_available())
+    }
+
+    /// [`Self::matmul`] on the portable code path only (to check it against the SIMD one).
+    pub fn matmul_portable(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        self.run(x, m, false)
+    }
+
+    fn run(&self, x: &[f32], m: usize, simd: bool) -> Result<Vec<f32>> {
+        if m.checked_mul(self.cols) != Some(x.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "activations of {} values are not {m} rows of {}",
+                x.len(),
+                self.cols
+            )));
+        }
+        // Which ggml kernel llama.cpp's x86 build runs decides the float arithmetic (see `dot`): weights whose row
+        // count is a multiple of 8 are repacked (Q4_0, Q4_K), and from 8 activation rows on K-quants go through the
+        // tiled matmul.
+        let repacked = self.rows.is_multiple_of(8);
+        let tiled = m >= 8;
+        Ok(match self.ty {
+            GgmlType::Q4_0 if repacked => run::<Q4_0R>(self, x, m, simd),
+            GgmlType::Q4_0 => run::<Q4_0>(self, x, m, simd),
+            GgmlType::Q4_1 => run::<Q4_1>(self, x, m, simd),
+            GgmlType::Q5_0 => run::<Q5_0>(self, x, m, simd),
+            GgmlType::Q5_1 => run::<Q5_1>(self, x, m, simd),
+            GgmlType::Q8_0 => run::<Q8_0>(self, x, m, simd),
+            // The repacked kernels take whole groups of 4 rows through their gemm, the rest through their gemv.
+            GgmlType::Q4K if repacked && m > 3 => {
+                let m4 = m - m % 4;
+                let mut out = run::<Q4KRG>(self, &x[..m4 * self.cols], m4, simd);
+                out.extend(run::<Q4KR>(self, &x[m4 * self.cols..], m - m4, simd));
+                out
+            }
+            GgmlType::Q4K if repacked => run::<Q4KR>(self, x, m, simd),
+            GgmlType::Q4K if tiled => run::<Q4KT>(self, x, m, simd),
+            GgmlType::Q4K => run::<Q4KV>(self, x, m, simd),
+            GgmlType::Q5K if tiled => run::<Q5KT>(self, x, m, simd),
+            GgmlType::Q5K => run::<Q5KV>(self, x, m, simd),
+            GgmlType::Q6K if tiled => run::<Q6KT>(self, x, m, simd),
+            GgmlType::Q6K => run::<Q6KV>(self, x, m, simd),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                return Err(Error::InvalidArgument(format!("{} is not a block-quantized type", self.ty.name())))
+            }
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd_available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn simd_available() -> bool {
+    false
+}
+
+/// Per-thread buffers the activations are quantized into, reused across matmuls.
+#[derive(Default)]
+struct Scratch {
+    q8_0: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
+    q8_k: Vec<BlockQ8K>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// A quantized activation format: its block length, quantizer and scratch buffer.
+trait ActBlock: Copy + Default + Send + Sync {
+    const VALUES: usize;
+    fn quantize(x: &[f32], out: &mut [Self]);
+    fn scratch(s: &mut Scratch) -> &mut Vec<Self>;
+}
+
+impl ActBlock for BlockQ8_0 {
+    const VALUES: usize = 32;
+    fn quantize(x: &[f32], out: &mut [Self]) {
+        q8::quantize_q8_0(x, out)
+    }
+    fn scratch(s: &mut Scratch) -> &mut Vec<Self> {
+        &mut s.q8_0
+    }
+}
+
+impl ActBlock for BlockQ8_1 {
+    const VALUES: usize = 32;
+    fn quantize(x: &[f32], out: &mut [Self]) {
+        q8::quantize_q8_1(x, out)
+    }
+    fn scratch(s: &mut Scratch) -> &mut Vec<Self> {
+        &mut s.q8_1
+    }
+}
+
+impl ActBlock for BlockQ8K {
+    const VALUES: usize = 256;
+    fn quantize(x: &[f32], out: &mut [Self]) {
+        q8::quantize_q8_k(x, out)
+    }
+    fn scratch(s: &mut Scratch) -> &mut Vec<Self> {
+        &mut s.q8_k
+    }
+}
+
+/// Quantizes `x` (`m` rows) into activation blocks and hands them to `f`, in this thread's scratch buffer unless
+/// that is already in use further up the stack.
+fn with_quantized<A: ActBlock, R>(x: &[f32], m: usize, f: impl FnOnce(&[A]) -> R) -> R {
+    let blocks = x.len() / A::VALUES;
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let buf = A::scratch(&mut scratch);
+            // Every field of every block is overwritten by the quantizer, so stale contents do not matter.
+            buf.resize(blocks, A::default());
+            quantize_rows(x, m, buf);
+            f(buf)
+        }
+        Err(_) => {
+            let mut buf = vec![A::default(); blocks];
+            quantize_rows(x, m, &mut buf);
+            f(&buf)
+        }
+    })
+}
+
+/// Rows are quantized independently, so a prefill's many rows are spread over the threads.
+fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, out: &mut [A]) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if m >= 4 {
+        use rayon::prelude::*;
+        let (cols, nb) = (x.len() / m, out.len() / m);
+        out.par_chunks_mut(nb).zip(x.par_chunks(cols)).for_each(|(o, xr)| A::quantize(xr, o));
+        return;
+    }
+    let _ = m;
+    A::quantize(x, out);
+}
+
+/// One weight type: the activation format it pairs with and its row dot product.
+trait Kernel {
+    type Act: ActBlock;
+    fn dot(w: &[u8], a: &[Self::Act]) -> f32;
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2(w: &[u8], a: &[Self::Act]) -> f32;
+    /// Two weight rows against one activation row; kernels that interleave them hide their FMA latency.
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot2_avx2(w0: &[u8], w1: &[u8], a: &[Self::Act]) -> [f32; 2] {
+        unsafe { [Self::dot_avx2(w0, a), Self::dot_avx2(w1, a)] }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use super::dot_avx2 as avx2;
+use dot::KPath;
+
+/// A 32-value block format: portable dot, and the interleaved AVX2 kernel for one or two rows.
+macro_rules! kernel32 {
+    ($name:ident, $act:ty, $kind:ident, $repacked:expr, |$w:ident, $a:ident| $portable:expr) => {
+        struct $name;
+        impl Kernel for $name {
+            type Act = $act;
+            #[inline(always)]
+            fn dot($w: &[u8], $a: &[$act]) -> f32 {
+                $portable
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[inline(always)]
+            unsafe fn dot_avx2(w: &[u8], a: &[$act]) -> f32 {
+                unsafe { avx2::dot32_rows::<{ avx2::$kind }, 1, $act>([w], a, $repacked)[0] }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[inline(always)]
+            unsafe fn dot2_avx2(w0: &[u8], w1: &[u8], a: &[$act]) -> [f32; 2] {
+                unsafe { avx2::dot32_rows::<{ avx2::$kind }, 2, $act>([w0, w1], a, $repacked) }
+            }
+        }
+    };
+}
+
+macro_rules! kernel {
+    ($name:ident, $act:ty, |$w:ident, $a:ident| $portable:expr, avx2: $avx2:expr) => {
+        struct $name;
+        impl Kernel for $name {
+            type Act = $act;
+            #[inline(always)]
+            fn dot($w: &[u8], $a: &[$act]) -> f32 {
+                $portable
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[inline(always)]
+            unsafe fn dot_avx2($w: &[u8], $a: &[$act]) -> f32 {
+                unsafe { $avx2 }
+            }
+        }
+    };
+    // No hand-written SIMD: the portable code, compiled inside the AVX2 function, is what runs there.
+    ($name:ident, $act:ty, |$w:ident, $a:ident| $portable:expr) => {
+        struct $name;
+        impl Kernel for $name {
+            type Act = $act;
+            #[inline(always)]
+            fn dot($w: &[u8], $a: &[$act]) -> f32 {
+                $portable
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[inline(always)]
+            unsafe fn dot_avx2($w: &[u8], $a: &[$act]) -> f32 {
+                $portable
+            }
+        }
+    };
+}
+
+kernel32!(Q4_0, BlockQ8_0, Q4_0, false, |w, a| dot::dot_q4_0(w, a, false));
+kernel32!(Q4_0R, BlockQ8_0, Q4_0, true, |w, a| dot::dot_q4_0(w, a, true));
+kernel32!(Q4_1, BlockQ8_1, Q4_1, false, |w, a| dot::dot_q4_1(w, a));
+kernel32!(Q5_0, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a));
+kernel32!(Q5_1, BlockQ8_1, Q5_1, false, |w, a| dot::dot_q5_1(w, a));
+kernel32!(Q8_0, BlockQ8_0, Q8_0, false, |w, a| dot::dot_q8_0(w, a));
+kernel!(Q4KV, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Vec), avx2: avx2::dot_q4_k(w, a, KPath::Vec));
+kernel!(Q4KT, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Tiled), avx2: avx2::dot_q4_k(w, a, KPath::Tiled));
+kernel!(Q4KR, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Repacked), avx2: avx2::dot_q4_k(w, a, KPath::Repacked));
+kernel!(Q4KRG, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::RepackedGemm), avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm));
+kernel!(Q5KV, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Vec));
+kernel!(Q5KT, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Tiled));
+kernel!(Q6KV, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Vec), avx2: avx2::dot_q6_k(w, a, KPath::Vec));
+kernel!(Q6KT, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled), avx2: avx2::dot_q6_k(w, a, KPath::Tiled));
+
+fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
+    let n = w.rows;
+    let mut out = vec![0f32; m * n];
+    if m == 0 || n == 0 || w.cols == 0 {
+        return out;
+    }
+    let nb = w.cols / K::Act::VALUES;
+    let row_bytes = w.row_bytes();
+    let chunk = chunk_rows(n, m, row_bytes);
+    with_quantized::<K::Act, _>(x, m, |acts| {
+        for_each_chunk(&mut out, n, m, chunk, |j0, pieces| {
+            let len = pieces[0].len();
+            let rows_data = &w.data[j0 * row_bytes..(j0 + len) * row_bytes];
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: `simd` is only true when simd_available() found AVX2, FMA and F16C.
+                unsafe { rows_avx2::<K>(rows_data, row_bytes, acts, nb, pieces) };
+                return;
+            }
+            let _ = simd;
+            rows::<K>(rows_data, row_bytes, acts, nb, pieces);
+        });
+    });
+    out
+}
+
+/// Output rows per task: enough tasks to balance the threads, each with enough work to outweigh scheduling.
+fn chunk_rows(n: usize, m: usize, row_bytes: usize) -> usize {
+    const MIN_TASK_BYTES: usize = 48 * 1024;
+    let by_threads = n.div_ceil(4 * threads());
+    let by_work = MIN_TASK_BYTES / (row_bytes * m).max(1);
+    by_threads.max(by_work).clamp(1, n)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn threads() -> usize {
+    1
+}
+
+/// Splits the `[m, n]` output by columns (weight rows) into chunks of `chunk`, and runs `f(first_row, pieces)`
+/// on each, in parallel where threads exist; `pieces[i]` is output row i's slice of that chunk.
+fn for_each_chunk(out: &mut [f32], n: usize, m: usize, chunk: usize, f: impl Fn(usize, &mut [&mut [f32]]) + Sync) {
+    if m == 1 {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            out.par_chunks_mut(chunk).enumerate().for_each(|(t, piece)| f(t * chunk, &mut [piece]));
+        }
+        #[cfg(target_arch = "wasm32")]
+        out.chunks_mut(chunk).enumerate().for_each(|(t, piece)| f(t * chunk, &mut [piece]));
+        return;
+    }
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(chunk)).map(|_| Vec::with_capacity(m)).collect();
+    for row in out.chunks_mut(n) {
+        for (task, piece) in tasks.iter_mut().zip(row.chunks_mut(chunk)) {
+            task.push(piece);
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        tasks.into_par_iter().enumerate().for_each(|(t, mut pieces)| f(t * chunk, &mut pieces));
+    }
+    #[cfg(target_arch = "wasm32")]
+    tasks.into_iter().enumerate().for_each(|(t, mut pieces)| f(t * chunk, &mut pieces));
+}
+
+/// `pieces[i][jj] = dot(weight row jj, activation row i)`; the weight row stays in L1 across activation rows.
+fn rows<K: Kernel>(w: &[u8], row_bytes: usize, acts: &[K::Act], nb: usize, pieces: &mut [&mut [f32]]) {
+    for (jj, wrow) in w.chunks_exact(row_bytes).enumerate() {
+        for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
+            piece[jj] = K::dot(wrow, act);
+        }
+    }
+}
+
+/// [`rows`] compiled for AVX2: hand-written kernels inline here, and portable ones are vectorised with AVX2. (The
+/// loop is spelled out rather than shared through a closure, which would not get the target features.)
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_avx2<K: Kernel>(w: &[u8], row_bytes: usize, acts: &[K::Act], nb: usize, pieces: &mut [&mut [f32]]) {
+    let mut pairs = w.chunks_exact(2 * row_bytes);
+    let mut jj = 0;
+    for pair in &mut pairs {
+        let (w0, w1) = pair.split_at(row_bytes);
+        for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
+            let [y0, y1] = unsafe { K::dot2_avx2(w0, w1, act) };
+            piece[jj] = y0;
+            piece[jj + 1] = y1;
+        }
+        jj += 2;
+    }
+    if !pairs.remainder().is_empty() {
+        for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
+            piece[jj] = unsafe { K::dot_avx2(pairs.remainder(), act) };
+        }
+    }
+}
