@@ -57,7 +57,7 @@ impl Backend for CpuBackend {
     type KvCache = CpuKvCache;
 
     fn name(&self) -> String {
-        "cpu (candle)".into()
+        "cpu".into()
     }
 
     fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<CpuWeight> {
