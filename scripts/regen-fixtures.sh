@@ -15,6 +15,7 @@ fi
   Jinja2==3.1.6 sentencepiece==0.2.3 protobuf==7.36.2 llama-cpp-python==0.3.36
 
 bash scripts/fetch-models.sh
+bash scripts/fetch-reference.sh
 
 "$venv/bin/python" tests/fixtures/tiny/gen_tiny.py
 "$venv/bin/python" tests/fixtures/tiny/gguf_twins.py
