@@ -34,7 +34,11 @@ pub enum RopeLayout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     Silu,
+    /// gelu_tanh(x) = 0.5x(1 + tanh(0.7978845608(x + 0.044715x^3))), in f32 as HF computes it.
     GeluTanh,
+    /// The same GELU as llama.cpp computes it: x rounded to f16, looked up in an f16 table. GGUF models use it so
+    /// that activations round into 8-bit blocks exactly as llama.cpp's do.
+    GeluTanhF16Table,
 }
 
 /// Llama 3.1/3.2 frequency-dependent RoPE scaling.
@@ -231,13 +235,13 @@ impl Config {
                 let w = sliding_window.unwrap_or(4096);
                 // Even layers are local, odd layers global.
                 let windows = (0..num_hidden_layers).map(|i| (i % 2 == 0).then_some(w)).collect();
-                (windows, None, Activation::GeluTanh, Some((hidden_size as f32).sqrt()), RopeLayout::SplitHalves)
+                (windows, None, Activation::GeluTanhF16Table, Some((hidden_size as f32).sqrt()), RopeLayout::SplitHalves)
             }
             Arch::Gemma3 => {
                 let w = sliding_window.unwrap_or(512);
                 let pattern = get_usize("attention.sliding_window_pattern").unwrap_or(6).max(1);
                 let windows = (0..num_hidden_layers).map(|i| ((i + 1) % pattern != 0).then_some(w)).collect();
-                (windows, Some(10000.0), Activation::GeluTanh, Some((hidden_size as f32).sqrt()), RopeLayout::SplitHalves)
+                (windows, Some(10000.0), Activation::GeluTanhF16Table, Some((hidden_size as f32).sqrt()), RopeLayout::SplitHalves)
             }
         };
         // llama.cpp does not store query_pre_attn_scalar: it scales by 1/sqrt(head_dim), except for Gemma 2 27B

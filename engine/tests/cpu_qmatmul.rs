@@ -7,8 +7,9 @@
 //! - rms_norm, swiglu, geglu, RoPE (both pair layouts), and attention as llama.cpp's graph computes it (batch and
 //!   single query, GQA, sliding window, soft-capping) equal ggml's results, and our GELU table is ggml's.
 //!
-//! On x86-64 the results must be bit-identical: that is what keeps whole-model logits on llama.cpp's trajectory
-//! (see engine/src/backend/cpu/ops.rs). Elsewhere libm and FMA availability differ, so a 1e-5 relative band applies.
+//! Every check runs on the SIMD backend and on the portable one. On x86-64 the results must be bit-identical: that
+//! is what keeps whole-model logits on llama.cpp's trajectory (see engine/src/backend/cpu/ops.rs). Elsewhere libm
+//! and FMA availability differ, so a 1e-5 relative band applies.
 
 mod common;
 use common::*;
@@ -76,6 +77,10 @@ fn host(b: &CpuBackend, t: &T) -> Vec<f32> {
     b.to_host(t).unwrap().concat()
 }
 
+fn backends() -> [(&'static str, CpuBackend); 2] {
+    [("simd", CpuBackend::new()), ("portable", CpuBackend::portable())]
+}
+
 struct Case {
     ty: GgmlType,
     n: usize,
@@ -114,15 +119,20 @@ fn case(name: &str) -> Case {
 fn check_backend(name: &str) {
     let c = case(name);
     let exact = c.ty.is_quantized() && cfg!(target_arch = "x86_64");
-    let assert_same = |what: &str, got: &[f32], want: &[f32], n: usize| assert_close(what, got, want, n, exact);
-    let b = CpuBackend::new();
-    let w = b.upload_weight(name, c.ty, [c.n, c.k], &c.weights).unwrap();
-    let run = |rows: std::ops::Range<usize>| host(&b, &b.matmul(&tensor(&b, &c.x[rows.start * c.k..rows.end * c.k], c.k), &w).unwrap());
-    for i in 0..c.m {
-        assert_same(&format!("{name} decode row {i}"), &run(i..i + 1), &c.decode[i * c.n..(i + 1) * c.n], c.n);
+    for (path, b) in backends() {
+        let w = b.upload_weight(name, c.ty, [c.n, c.k], &c.weights).unwrap();
+        let run = |rows: std::ops::Range<usize>| {
+            host(&b, &b.matmul(&tensor(&b, &c.x[rows.start * c.k..rows.end * c.k], c.k), &w).unwrap())
+        };
+        let check = |what: String, rows: std::ops::Range<usize>, want: &[f32]| {
+            assert_close(&format!("{name} {path} {what}"), &run(rows), want, c.n, exact)
+        };
+        for i in 0..c.m {
+            check(format!("decode row {i}"), i..i + 1, &c.decode[i * c.n..(i + 1) * c.n]);
+        }
+        check("prefill 7".into(), 0..7, &c.batch7);
+        check(format!("prefill {}", c.m), 0..c.m, &c.batch_all);
     }
-    assert_same(&format!("{name} prefill 7"), &run(0..7), &c.batch7, c.n);
-    assert_same(&format!("{name} prefill {}", c.m), &run(0..c.m), &c.batch_all, c.n);
 }
 
 /// The quantized kernels directly, SIMD and portable paths.
@@ -217,24 +227,26 @@ fn activation_quantization_is_byte_identical_to_ggml() {
 #[test]
 fn rms_norm_matches_ggml() {
     let op = &manifest()["ops"]["rms_norm"];
-    let b = CpuBackend::new();
     let n = usize_of(&op["x"][1]);
-    let x = tensor(&b, &read_f32("op_rms_x.f32"), n);
-    let w = b.upload_vector(&read_f32("op_rms_w.f32")).unwrap();
-    let y = b.rms_norm(&x, &w, op["eps"].as_f64().unwrap() as f32).unwrap();
-    assert_same("rms_norm", &host(&b, &y), &read_f32("op_rms_y.f32"), n);
+    for (path, b) in backends() {
+        let x = tensor(&b, &read_f32("op_rms_x.f32"), n);
+        let w = b.upload_vector(&read_f32("op_rms_w.f32")).unwrap();
+        let y = b.rms_norm(&x, &w, op["eps"].as_f64().unwrap() as f32).unwrap();
+        assert_same(&format!("rms_norm {path}"), &host(&b, &y), &read_f32("op_rms_y.f32"), n);
+    }
 }
 
 #[test]
 fn gated_activations_match_ggml() {
     let op = &manifest()["ops"]["glu"];
-    let b = CpuBackend::new();
     let n = usize_of(&op["gate"][1]);
-    let gate = tensor(&b, &read_f32("op_glu_gate.f32"), n);
-    let up = tensor(&b, &read_f32("op_glu_up.f32"), n);
-    for (act, want) in [(Activation::Silu, "op_swiglu_y.f32"), (Activation::GeluTanh, "op_geglu_y.f32")] {
-        let y = b.gated_activation(&gate, &up, act).unwrap();
-        assert_same(&format!("{act:?}"), &host(&b, &y), &read_f32(want), n);
+    for (path, b) in backends() {
+        let gate = tensor(&b, &read_f32("op_glu_gate.f32"), n);
+        let up = tensor(&b, &read_f32("op_glu_up.f32"), n);
+        for (act, want) in [(Activation::Silu, "op_swiglu_y.f32"), (Activation::GeluTanhF16Table, "op_geglu_y.f32")] {
+            let y = b.gated_activation(&gate, &up, act).unwrap();
+            assert_same(&format!("{act:?} {path}"), &host(&b, &y), &read_f32(want), n);
+        }
     }
 }
 
@@ -256,16 +268,18 @@ fn gelu_table_is_ggmls() {
 #[test]
 fn rope_matches_ggml() {
     let op = &manifest()["ops"]["rope"];
-    let b = CpuBackend::new();
     let (heads, d) = (usize_of(&op["x"][1]), usize_of(&op["x"][2]));
     let base = op["base"].as_f64().unwrap();
     // As the model loader computes the table (config.rs: base^(-2i/d) in f64).
     let inv: Vec<f32> = (0..d / 2).map(|i| base.powf(-(2.0 * i as f64) / d as f64) as f32).collect();
-    let x = tensor(&b, &read_f32("op_rope_x.f32"), heads * d);
-    for (layout, want) in [(RopeLayout::Adjacent, "op_rope_adjacent.f32"), (RopeLayout::SplitHalves, "op_rope_halves.f32")] {
-        let table = b.rope_table(&inv, layout).unwrap();
-        let y = b.rope(&x, &table, heads, usize_of(&op["start"])).unwrap();
-        assert_same(&format!("rope {layout:?}"), &host(&b, &y), &read_f32(want), heads * d);
+    let layouts = [(RopeLayout::Adjacent, "op_rope_adjacent.f32"), (RopeLayout::SplitHalves, "op_rope_halves.f32")];
+    for (path, b) in backends() {
+        let x = tensor(&b, &read_f32("op_rope_x.f32"), heads * d);
+        for (layout, want) in layouts {
+            let table = b.rope_table(&inv, layout).unwrap();
+            let y = b.rope(&x, &table, heads, usize_of(&op["start"])).unwrap();
+            assert_same(&format!("rope {layout:?} {path}"), &host(&b, &y), &read_f32(want), heads * d);
+        }
     }
 }
 
@@ -273,7 +287,6 @@ fn rope_matches_ggml() {
 /// prefill followed by a later batch or a decode step.
 #[test]
 fn attention_matches_ggml() {
-    let b = CpuBackend::new();
     for op in manifest()["ops"]["attention"].as_array().unwrap() {
         let name = op["name"].as_str().unwrap();
         let (hq, hkv, d) = (usize_of(&op["n_heads"]), usize_of(&op["n_kv_heads"]), usize_of(&op["head_dim"]));
@@ -289,18 +302,20 @@ fn attention_matches_ggml() {
         };
         let (k, v) = (read_f32(&format!("op_att_{name}_k.f32")), read_f32(&format!("op_att_{name}_v.f32")));
         let q = read_f32(&format!("op_att_{name}_q.f32"));
-        let mut cache = b.new_kv_cache(KvSpec { n_kv_heads: hkv, head_dim: d, max_positions: 64, window }).unwrap();
-        let pre = total - nq;
-        let kv = hkv * d;
-        if pre > 0 {
-            let q0 = tensor(&b, &vec![0.0; pre * hq * d], hq * d);
-            b.attention(&q0, &tensor(&b, &k[..pre * kv], kv), &tensor(&b, &v[..pre * kv], kv), &mut cache, &p, 0)
-                .unwrap();
+        let want = read_f32(&format!("op_att_{name}_y.f32"));
+        let (pre, kv) = (total - nq, hkv * d);
+        for (path, b) in backends() {
+            let spec = KvSpec { n_kv_heads: hkv, head_dim: d, max_positions: 64, window };
+            let mut cache = b.new_kv_cache(spec).unwrap();
+            if pre > 0 {
+                let (q0, k0, v0) = (vec![0.0; pre * hq * d], &k[..pre * kv], &v[..pre * kv]);
+                let (q0, k0, v0) = (tensor(&b, &q0, hq * d), tensor(&b, k0, kv), tensor(&b, v0, kv));
+                b.attention(&q0, &k0, &v0, &mut cache, &p, 0).unwrap();
+            }
+            let (q1, k1, v1) = (tensor(&b, &q, hq * d), tensor(&b, &k[pre * kv..], kv), tensor(&b, &v[pre * kv..], kv));
+            let y = b.attention(&q1, &k1, &v1, &mut cache, &p, pre).unwrap();
+            assert_same(&format!("attention {name} {path}"), &host(&b, &y), &want, hq * d);
         }
-        let y = b
-            .attention(&tensor(&b, &q, hq * d), &tensor(&b, &k[pre * kv..], kv), &tensor(&b, &v[pre * kv..], kv), &mut cache, &p, pre)
-            .unwrap();
-        assert_same(&format!("attention {name}"), &host(&b, &y), &read_f32(&format!("op_att_{name}_y.f32")), hq * d);
     }
 }
 

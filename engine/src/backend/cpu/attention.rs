@@ -6,7 +6,7 @@
 //! exact zeros. Its SIMD sums assign cell p to lane p % 8 (and accumulator (p % 32) / 8), so the sums here walk
 //! absolute positions with the same lanes and reduce them in the same order.
 
-use super::ops::{expf_v, fma, fma_dispatch, hsum8, vec_dot_f32};
+use super::ops::{expf_v, fma, hsum8, reduce_f32x32, vec_dot_f32};
 use crate::backend::{AttentionParams, KvSpec};
 use crate::{Error, Result};
 
@@ -40,7 +40,9 @@ impl CpuKvCache {
 
 /// Appends `k`, `v` (`rows` positions from `start_pos`) to the cache, then attends `q` (`[rows, n_heads·head_dim]`)
 /// over every visible cached position; returns `[rows, n_heads·head_dim]`.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
+    simd: bool,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -83,7 +85,7 @@ pub fn attend(
     let job = |t: usize, h: usize, o: &mut [f32]| {
         let qpos = start_pos + t;
         let lo = p.window.map_or(0, |w| (qpos + 1).saturating_sub(w)).max(cache.first_pos);
-        head(&q[(t * hq + h) * d..][..d], cache, h / group, lo, qpos, p, batch, o);
+        head(simd, &q[(t * hq + h) * d..][..d], cache, h / group, lo, qpos, p, batch, o);
     };
     for_each_head(&mut out, rows, hq, d, job);
 
@@ -117,15 +119,94 @@ fn for_each_head(out: &mut [f32], _rows: usize, hq: usize, d: usize, job: impl F
     out.chunks_exact_mut(d).enumerate().for_each(|(i, o)| job(i / hq, i % hq, o));
 }
 
-fma_dispatch! {
-    /// One query head at position `qpos` over cached positions lo..=qpos of kv head `g`, into `out` (`head_dim`).
-    #[allow(clippy::too_many_arguments)]
-    fn head(q: &[f32], cache: &CpuKvCache, g: usize, lo: usize, qpos: usize, p: &AttentionParams, batch: bool, out: &mut [f32]) = head_impl;
+/// The two inner loops of a head whose shape decides the bits: q·k (`ggml_vec_dot_f32`) and exp over 8 lanes
+/// (`ggml_v_expf`), portable or with AVX2 intrinsics (the same operations in the same order).
+trait HeadOps {
+    fn dot(x: &[f32], y: &[f32]) -> f32;
+    fn exp8(x: &mut [f32; 8]);
+}
+
+struct Portable;
+
+impl HeadOps for Portable {
+    #[inline(always)]
+    fn dot(x: &[f32], y: &[f32]) -> f32 {
+        vec_dot_f32(x, y)
+    }
+    #[inline(always)]
+    fn exp8(x: &mut [f32; 8]) {
+        x.iter_mut().for_each(|v| *v = expf_v(*v));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl HeadOps for Avx2 {
+    #[inline(always)]
+    fn dot(x: &[f32], y: &[f32]) -> f32 {
+        // SAFETY: only instantiated in `head_avx2`, which runs when the CPU has AVX2 and FMA.
+        unsafe { avx2::dot_f32(x, y) }
+    }
+    #[inline(always)]
+    fn exp8(x: &mut [f32; 8]) {
+        // SAFETY: as above.
+        unsafe { avx2::exp8(x) }
+    }
+}
+
+/// One query head at position `qpos` over cached positions lo..=qpos of kv head `g`, into `out` (`head_dim`).
+#[allow(clippy::too_many_arguments)]
+fn head(
+    simd: bool,
+    q: &[f32],
+    cache: &CpuKvCache,
+    g: usize,
+    lo: usize,
+    qpos: usize,
+    p: &AttentionParams,
+    batch: bool,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && super::ops::fma_available() {
+        // SAFETY: the CPU supports AVX2 and FMA.
+        unsafe { head_avx2(q, cache, g, lo, qpos, p, batch, out) };
+        return;
+    }
+    let _ = simd;
+    head_impl::<Portable>(q, cache, g, lo, qpos, p, batch, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_avx2(
+    q: &[f32],
+    cache: &CpuKvCache,
+    g: usize,
+    lo: usize,
+    qpos: usize,
+    p: &AttentionParams,
+    batch: bool,
+    out: &mut [f32],
+) {
+    head_impl::<Avx2>(q, cache, g, lo, qpos, p, batch, out);
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn head_impl(q: &[f32], cache: &CpuKvCache, g: usize, lo: usize, qpos: usize, p: &AttentionParams, batch: bool, out: &mut [f32]) {
+fn head_impl<H: HeadOps>(
+    q: &[f32],
+    cache: &CpuKvCache,
+    g: usize,
+    lo: usize,
+    qpos: usize,
+    p: &AttentionParams,
+    batch: bool,
+    out: &mut [f32],
+) {
     let d = p.head_dim;
     let kv_row = cache.row();
     let base = |pos: usize| (pos - cache.first_pos) * kv_row + g * d;
@@ -135,7 +216,7 @@ fn head_impl(q: &[f32], cache: &CpuKvCache, g: usize, lo: usize, qpos: usize, p:
     // the caller's AVX2 + FMA features.)
     let mut w = vec![0f32; qpos + 1 - lo];
     for (i, pos) in (lo..=qpos).enumerate() {
-        let s = vec_dot_f32(&cache.k[base(pos)..][..d], q) * p.scale;
+        let s = H::dot(&cache.k[base(pos)..][..d], q) * p.scale;
         w[i] = match p.softcap {
             Some(cap) => (s * (1.0 / cap)).tanh() * cap,
             None => s,
@@ -144,15 +225,20 @@ fn head_impl(q: &[f32], cache: &CpuKvCache, g: usize, lo: usize, qpos: usize, p:
     let max = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
 
     // exp in lanes of 8 cells, each chunk's lanes reduced and added to an f64 sum (ggml_vec_soft_max_f32).
+    // Masked cells enter as -inf - max, which ggml_v_expf turns into exactly 0.
     let mut sum = 0f64;
     let mut chunk_start = lo - lo % 8;
     while chunk_start <= qpos {
-        let mut lanes = [0f32; 8];
+        let mut lanes = [f32::NEG_INFINITY; 8];
         for (lane, pos) in (chunk_start..chunk_start + 8).enumerate() {
             if pos >= lo && pos <= qpos {
-                let e = expf_v(w[pos - lo] - max);
-                w[pos - lo] = e;
-                lanes[lane] = e;
+                lanes[lane] = w[pos - lo] - max;
+            }
+        }
+        H::exp8(&mut lanes);
+        for (lane, pos) in (chunk_start..chunk_start + 8).enumerate() {
+            if pos >= lo && pos <= qpos {
+                w[pos - lo] = lanes[lane];
             }
         }
         sum += hsum8(&lanes) as f64;
@@ -190,7 +276,86 @@ fn head_impl(q: &[f32], cache: &CpuKvCache, g: usize, lo: usize, qpos: usize, p:
         }
         for (dd, o) in out.iter_mut().enumerate() {
             let lanes: [f32; 32] = std::array::from_fn(|l| acc[l * d + dd]);
-            *o = super::ops::reduce_f32x32(&lanes);
+            *o = reduce_f32x32(&lanes);
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// ggml_vec_dot_f32 with its own AVX2 code: four 8-lane FMA accumulators over chunks of 32, GGML_F32x8_REDUCE,
+    /// then the tail one product at a time.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
+        let n = x.len().min(y.len());
+        let np = n - n % 32;
+        let (px, py) = (x.as_ptr(), y.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < np {
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i + 8 * j)), _mm256_loadu_ps(py.add(i + 8 * j)), *a);
+            }
+            i += 32;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+        for k in np..n {
+            sum += x[k] * y[k];
+        }
+        sum
+    }
+
+    /// ggml_v_expf (the AVX2 + FMA variant) on 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp8(v: &mut [f32; 8]) {
+        let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+        let x = _mm256_loadu_ps(v.as_ptr());
+        let r = c(0x4b40_0000);
+        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+        let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
+        let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let cmask = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ);
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            _mm256_mul_ps(c(0x3f7f_fff6), b),
+        );
+        let result = if _mm256_movemask_ps(cmask) == 0 {
+            _mm256_fmadd_ps(j, k, k)
+        } else {
+            let g = _mm256_and_si256(
+                _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                _mm256_set1_epi32(0x8200_0000u32 as i32),
+            );
+            let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+            let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+            let dmask = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0), _CMP_GT_OQ);
+            _mm256_or_ps(
+                _mm256_and_ps(dmask, _mm256_mul_ps(s1, s1)),
+                _mm256_andnot_ps(
+                    dmask,
+                    _mm256_or_ps(
+                        _mm256_and_ps(cmask, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                        _mm256_andnot_ps(cmask, _mm256_fmadd_ps(k, j, k)),
+                    ),
+                ),
+            )
+        };
+        _mm256_storeu_ps(v.as_mut_ptr(), result);
     }
 }

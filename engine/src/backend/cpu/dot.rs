@@ -149,8 +149,8 @@ pub fn k4_lanes(qs: &[u8], qh: Option<&[u8]>, sc: &[u8; 8], y: &[i8; 256]) -> [[
                 lo |= (((qh[l] >> (2 * c)) & 1) << 4) as i32;
                 hi |= (((qh[l] >> (2 * c + 1)) & 1) << 4) as i32;
             }
-            lanes[c][l / 4] += sc[2 * c] as i32 * lo * y[64 * c + l] as i32
-                + sc[2 * c + 1] as i32 * hi * y[64 * c + 32 + l] as i32;
+            lanes[c][l / 4] +=
+                sc[2 * c] as i32 * lo * y[64 * c + l] as i32 + sc[2 * c + 1] as i32 * hi * y[64 * c + 32 + l] as i32;
         }
     }
     lanes

@@ -4,7 +4,7 @@
 //! Safety contract of every `pub unsafe fn` here: the CPU supports AVX2, FMA and F16C, and each weight row holds
 //! exactly `a.len()` blocks.
 
-use super::dot::{k4_combine, q6k_combine, KPath};
+use super::dot::{k_min_sum, k_scales_mins, KPath};
 use super::ops::fma;
 use super::q8::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
@@ -195,36 +195,95 @@ unsafe fn store_lanes(v: __m256i) -> [i32; 8] {
     out
 }
 
-/// [`super::dot::k4_lanes`] for Q4_K: per 64 values, nibbles × activations by maddubs, × the sub-block scale.
+/// Sum of the eight i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_lanes(qs: *const u8, sc: &[u8; 8], y: &[i8; 256]) -> [[i32; 8]; 4] {
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)))
+}
+
+/// [`super::dot::k4_lanes`] for Q4_K, one vector per 64 values: nibbles × activations by maddubs, × the sub-block
+/// scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_lanes(qs: *const u8, sc: &[u8; 8], y: &[i8; 256]) -> [__m256i; 4] {
     let low = _mm256_set1_epi8(0x0F);
     let q8 = y.as_ptr() as *const u8;
-    let mut out = [[0i32; 8]; 4];
+    let mut out = [_mm256_setzero_si256(); 4];
     for (c, o) in out.iter_mut().enumerate() {
         let bits = load32(qs.add(32 * c));
         let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, low), load32(q8.add(64 * c)));
         let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(bits, 4), low), load32(q8.add(64 * c + 32)));
         let lo = _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * c] as i16));
         let hi = _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
-        *o = store_lanes(_mm256_add_epi32(lo, hi));
+        *o = _mm256_add_epi32(lo, hi);
     }
     out
 }
 
+/// [`super::dot::dot_q4_k`] with the integer work in AVX2; the float steps are the same operations in the same
+/// order (see [`super::dot::k4_combine`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
     debug_assert_eq!(w.len(), a.len() * 144);
-    k4_combine(w, a, 144, path, false, |b, sc, y| unsafe { q4k_lanes(b.as_ptr().add(16), sc, &y.qs) })
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = [0f32; 4];
+    let (mut sacc, mut saccm) = (0f32, 0f32);
+    for (blk, y) in w.chunks_exact(144).zip(a) {
+        let b = blk.as_ptr();
+        let (sc, mn) = k_scales_mins(&blk[4..16]);
+        let (dw, dminw) = (f16_at(b), f16_at(b.add(2)));
+        let chunks = q4k_lanes(b.add(16), &sc, &y.qs);
+        match path {
+            KPath::Vec => {
+                let sumi =
+                    _mm256_add_epi32(_mm256_add_epi32(chunks[0], chunks[1]), _mm256_add_epi32(chunks[2], chunks[3]));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * dw), _mm256_cvtepi32_ps(sumi), acc);
+                let dmin = -y.d * dminw;
+                for (t, m) in accm.iter_mut().enumerate() {
+                    let lane = mn[2 * t] as i32 * (y.bsums[4 * t] as i32 + y.bsums[4 * t + 1] as i32)
+                        + mn[2 * t + 1] as i32 * (y.bsums[4 * t + 2] as i32 + y.bsums[4 * t + 3] as i32);
+                    *m = fma(dmin, lane as f32, *m);
+                }
+            }
+            KPath::RepackedGemm => {
+                let (da, dmina) = (dw * y.d, dminw * y.d);
+                for (c, &chunk) in chunks.iter().enumerate() {
+                    sacc = fma(hsum_i32(chunk) as f32, da, sacc);
+                    let m = mn[2 * c] as i32 * (y.bsums[4 * c] as i32 + y.bsums[4 * c + 1] as i32)
+                        + mn[2 * c + 1] as i32 * (y.bsums[4 * c + 2] as i32 + y.bsums[4 * c + 3] as i32);
+                    saccm = fma(m as f32, dmina, saccm);
+                }
+            }
+            KPath::Repacked | KPath::Tiled => {
+                let sumi =
+                    _mm256_add_epi32(_mm256_add_epi32(chunks[0], chunks[1]), _mm256_add_epi32(chunks[2], chunks[3]));
+                let total = hsum_i32(sumi) as f32;
+                let min = k_min_sum(&y.bsums, &mn) as f32;
+                if path == KPath::Tiled {
+                    sacc = fma(fma(-dminw, min, dw * total), y.d, sacc);
+                } else {
+                    sacc = fma(total, dw * y.d, sacc);
+                    saccm = fma(min, dminw * y.d, saccm);
+                }
+            }
+        }
+    }
+    match path {
+        KPath::Vec => hsum_f32(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3])),
+        KPath::Tiled => sacc,
+        KPath::Repacked | KPath::RepackedGemm => sacc - saccm,
+    }
 }
 
 /// [`super::dot::q6k_lanes`]: the 6-bit values with their +32 offset by maddubs, × the 16-value scales, then the
 /// offset taken back per lane from the activation sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_lanes(blk: &[u8], y: &BlockQ8K) -> [i32; 8] {
+unsafe fn q6k_lanes(blk: &[u8], y: &BlockQ8K) -> __m256i {
     let low = _mm256_set1_epi8(0x0F);
     let two = _mm256_set1_epi8(0x03);
     let b = blk.as_ptr();
@@ -248,10 +307,8 @@ unsafe fn q6k_lanes(blk: &[u8], y: &BlockQ8K) -> [i32; 8] {
         ];
         for (r, &qr) in q.iter().enumerate() {
             let g = 8 * n + 2 * r;
-            let sc = _mm256_set_m128i(
-                _mm_set1_epi16(scales[g + 1] as i8 as i16),
-                _mm_set1_epi16(scales[g] as i8 as i16),
-            );
+            let sc =
+                _mm256_set_m128i(_mm_set1_epi16(scales[g + 1] as i8 as i16), _mm_set1_epi16(scales[g] as i8 as i16));
             let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
         }
@@ -259,12 +316,27 @@ unsafe fn q6k_lanes(blk: &[u8], y: &BlockQ8K) -> [i32; 8] {
     let sums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
     let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr() as *const __m128i));
     let off = _mm256_slli_epi32(_mm256_madd_epi16(sums, sc16), 5);
-    store_lanes(_mm256_sub_epi32(sumi, off))
+    _mm256_sub_epi32(sumi, off)
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q6_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
     debug_assert_eq!(w.len(), a.len() * 210);
-    q6k_combine(w, a, path, |b, y| unsafe { q6k_lanes(b, y) })
+    let mut acc = _mm256_setzero_ps();
+    let mut sacc = 0f32;
+    for (blk, y) in w.chunks_exact(210).zip(a) {
+        let dw = f16_at(blk.as_ptr().add(208));
+        let lanes = q6k_lanes(blk, y);
+        if path == KPath::Vec {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * dw), _mm256_cvtepi32_ps(lanes), acc);
+        } else {
+            sacc = fma(dw * hsum_i32(lanes) as f32, y.d, sacc);
+        }
+    }
+    if path == KPath::Vec {
+        hsum_f32(acc)
+    } else {
+        sacc
+    }
 }

@@ -15,23 +15,30 @@ use super::{AttentionParams, Backend, KvSpec};
 use crate::config::{Activation, RopeLayout};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 pub use attention::CpuKvCache;
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use qmatmul::QMatrix;
 
 pub struct CpuBackend {
     device: Device,
+    /// Run the AVX2 + FMA kernels where the CPU has them (the results are the same either way).
+    simd: bool,
 }
 
 impl Default for CpuBackend {
     fn default() -> Self {
-        Self { device: Device::Cpu }
+        Self { device: Device::Cpu, simd: true }
     }
 }
 
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A backend that runs only the portable kernels, to check them against the SIMD ones.
+    pub fn portable() -> Self {
+        Self { device: Device::Cpu, simd: false }
     }
 }
 
@@ -65,7 +72,11 @@ impl Backend for CpuBackend {
         if expected != Some(bytes.len() as u64) {
             return Err(Error::Malformed {
                 format: crate::error::Format::Gguf,
-                detail: format!("tensor `{name}` of shape {shape:?} as {} cannot be {} bytes", dtype.name(), bytes.len()),
+                detail: format!(
+                    "tensor `{name}` of shape {shape:?} as {} cannot be {} bytes",
+                    dtype.name(),
+                    bytes.len()
+                ),
             });
         }
         if dtype.is_quantized() {
@@ -143,7 +154,17 @@ impl Backend for CpuBackend {
                     )));
                 }
                 let m = x.elem_count() / cols.max(1);
-                let out = with_f32_slice(x, |values| w.matmul(values, m))?;
+                let out =
+                    with_f32_slice(
+                        x,
+                        |values| {
+                            if self.simd {
+                                w.matmul(values, m)
+                            } else {
+                                w.matmul_portable(values, m)
+                            }
+                        },
+                    )?;
                 let mut shape = dims.to_vec();
                 if let Some(last) = shape.last_mut() {
                     *last = w.rows();
@@ -177,7 +198,7 @@ impl Backend for CpuBackend {
         }
         let mut out = with_f32_slice(x, |xs| Ok(xs.to_vec()))?;
         let adjacent = rope.layout == RopeLayout::Adjacent;
-        ops::rope_rows(&mut out, &rope.inv_freq, rope.theta_scale, heads, start_pos, adjacent);
+        ops::rope_rows(self.simd, &mut out, &rope.inv_freq, rope.theta_scale, heads, start_pos, adjacent);
         Ok(Tensor::from_vec(out, (rows, width), &self.device)?)
     }
 
@@ -192,7 +213,9 @@ impl Backend for CpuBackend {
     ) -> Result<Tensor> {
         let rows = q.dim(0)?;
         let out = with_f32_slice(q, |q| {
-            with_f32_slice(k, |k| with_f32_slice(v, |v| attention::attend(q, k, v, rows, cache, p, start_pos)))
+            with_f32_slice(k, |k| {
+                with_f32_slice(v, |v| attention::attend(self.simd, q, k, v, rows, cache, p, start_pos))
+            })
         })?;
         Ok(Tensor::from_vec(out, (rows, p.n_heads * p.head_dim), &self.device)?)
     }
@@ -206,8 +229,14 @@ impl Backend for CpuBackend {
         with_f32_slice(gate, |g| {
             with_f32_slice(up, |u| {
                 match act {
-                    Activation::Silu => ops::swiglu(g, u, width, &mut out),
-                    Activation::GeluTanh => ops::geglu(g, u, &mut out),
+                    Activation::Silu => ops::swiglu(self.simd, g, u, width, &mut out),
+                    Activation::GeluTanhF16Table => ops::geglu(g, u, &mut out),
+                    Activation::GeluTanh => {
+                        for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                            let inner = 0.797_884_6_f32 * (g + 0.044_715 * g * g * g);
+                            *o = 0.5 * g * (1.0 + inner.tanh()) * u;
+                        }
+                    }
                 }
                 Ok(())
             })

@@ -29,23 +29,24 @@ pub(crate) fn fma_available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
-/// Defines `$name` calling `$imp` (an `#[inline(always)]` function), through a copy compiled with AVX2 + FMA when
-/// the CPU has them.
+/// Defines `$name(simd, args…)` calling `$imp(args…)` (an `#[inline(always)]` function), through a copy compiled
+/// with AVX2 + FMA when `simd` is set and the CPU has them.
 macro_rules! fma_dispatch {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $imp:path;) => {
         $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name(simd: bool, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
                     $imp($($arg),*)
                 }
-                if $crate::backend::cpu::ops::fma_available() {
+                if simd && $crate::backend::cpu::ops::fma_available() {
                     // SAFETY: the CPU supports AVX2 and FMA.
                     return unsafe { fast($($arg),*) };
                 }
             }
+            let _ = simd;
             $imp($($arg),*)
         }
     };
@@ -82,7 +83,11 @@ pub(crate) fn expf_v(x: f32) -> f32 {
     let e = z.to_bits() << 23;
     let k = c(e.wrapping_add(1f32.to_bits()));
     let u = b * b;
-    let j = fma(fma(fma(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, fma(c(0x3e2a_af33), b, c(0x3eff_fedb))), u, c(0x3f7f_fff6) * b);
+    let j = fma(
+        fma(fma(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, fma(c(0x3e2a_af33), b, c(0x3eff_fedb))),
+        u,
+        c(0x3f7f_fff6) * b,
+    );
     // The SIMD code blends on |n| > 126, which is false for NaN: NaN takes this branch too.
     if n.abs() <= 126.0 || n.is_nan() {
         return fma(j, k, k);

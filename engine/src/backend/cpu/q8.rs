@@ -93,7 +93,12 @@ fn q8_scale(x: &[f32]) -> (f32, f32) {
 
 super::ops::fma_dispatch! {
     /// Quantizes whole blocks of 32; `x.len()` must be `32 * out.len()`.
-    pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) = quantize_q8_0_impl;
+    pub(crate) fn quantize_q8_0_with(x: &[f32], out: &mut [BlockQ8_0]) = quantize_q8_0_impl;
+}
+
+/// The same quantizer on the fastest code path the CPU has (the results do not depend on it).
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    quantize_q8_0_with(true, x, out)
 }
 
 #[inline(always)]
@@ -110,7 +115,12 @@ fn quantize_q8_0_impl(x: &[f32], out: &mut [BlockQ8_0]) {
 
 super::ops::fma_dispatch! {
     /// Quantizes whole blocks of 32; `x.len()` must be `32 * out.len()`.
-    pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) = quantize_q8_1_impl;
+    pub(crate) fn quantize_q8_1_with(x: &[f32], out: &mut [BlockQ8_1]) = quantize_q8_1_impl;
+}
+
+/// The same quantizer on the fastest code path the CPU has (the results do not depend on it).
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    quantize_q8_1_with(true, x, out)
 }
 
 #[inline(always)]
@@ -130,7 +140,12 @@ fn quantize_q8_1_impl(x: &[f32], out: &mut [BlockQ8_1]) {
 
 super::ops::fma_dispatch! {
     /// Quantizes whole blocks of 256; `x.len()` must be `256 * out.len()`.
-    pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) = quantize_q8_k_impl;
+    pub(crate) fn quantize_q8_k_with(x: &[f32], out: &mut [BlockQ8K]) = quantize_q8_k_impl;
+}
+
+/// The same quantizer on the fastest code path the CPU has (the results do not depend on it).
+pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    quantize_q8_k_with(true, x, out)
 }
 
 #[inline(always)]

@@ -145,14 +145,14 @@ thread_local! {
 /// A quantized activation format: its block length, quantizer and scratch buffer.
 trait ActBlock: Copy + Default + Send + Sync {
     const VALUES: usize;
-    fn quantize(x: &[f32], out: &mut [Self]);
+    fn quantize(simd: bool, x: &[f32], out: &mut [Self]);
     fn scratch(s: &mut Scratch) -> &mut Vec<Self>;
 }
 
 impl ActBlock for BlockQ8_0 {
     const VALUES: usize = 32;
-    fn quantize(x: &[f32], out: &mut [Self]) {
-        q8::quantize_q8_0(x, out)
+    fn quantize(simd: bool, x: &[f32], out: &mut [Self]) {
+        q8::quantize_q8_0_with(simd, x, out)
     }
     fn scratch(s: &mut Scratch) -> &mut Vec<Self> {
         &mut s.q8_0
@@ -161,8 +161,8 @@ impl ActBlock for BlockQ8_0 {
 
 impl ActBlock for BlockQ8_1 {
     const VALUES: usize = 32;
-    fn quantize(x: &[f32], out: &mut [Self]) {
-        q8::quantize_q8_1(x, out)
+    fn quantize(simd: bool, x: &[f32], out: &mut [Self]) {
+        q8::quantize_q8_1_with(simd, x, out)
     }
     fn scratch(s: &mut Scratch) -> &mut Vec<Self> {
         &mut s.q8_1
@@ -171,8 +171,8 @@ impl ActBlock for BlockQ8_1 {
 
 impl ActBlock for BlockQ8K {
     const VALUES: usize = 256;
-    fn quantize(x: &[f32], out: &mut [Self]) {
-        q8::quantize_q8_k(x, out)
+    fn quantize(simd: bool, x: &[f32], out: &mut [Self]) {
+        q8::quantize_q8_k_with(simd, x, out)
     }
     fn scratch(s: &mut Scratch) -> &mut Vec<Self> {
         &mut s.q8_k
@@ -181,35 +181,35 @@ impl ActBlock for BlockQ8K {
 
 /// Quantizes `x` (`m` rows) into activation blocks and hands them to `f`, in this thread's scratch buffer unless
 /// that is already in use further up the stack.
-fn with_quantized<A: ActBlock, R>(x: &[f32], m: usize, f: impl FnOnce(&[A]) -> R) -> R {
+fn with_quantized<A: ActBlock, R>(x: &[f32], m: usize, simd: bool, f: impl FnOnce(&[A]) -> R) -> R {
     let blocks = x.len() / A::VALUES;
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => {
             let buf = A::scratch(&mut scratch);
             // Every field of every block is overwritten by the quantizer, so stale contents do not matter.
             buf.resize(blocks, A::default());
-            quantize_rows(x, m, buf);
+            quantize_rows(x, m, simd, buf);
             f(buf)
         }
         Err(_) => {
             let mut buf = vec![A::default(); blocks];
-            quantize_rows(x, m, &mut buf);
+            quantize_rows(x, m, simd, &mut buf);
             f(&buf)
         }
     })
 }
 
 /// Rows are quantized independently, so a prefill's many rows are spread over the threads.
-fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, out: &mut [A]) {
+fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, simd: bool, out: &mut [A]) {
     #[cfg(not(target_arch = "wasm32"))]
     if m >= 4 {
         use rayon::prelude::*;
         let (cols, nb) = (x.len() / m, out.len() / m);
-        out.par_chunks_mut(nb).zip(x.par_chunks(cols)).for_each(|(o, xr)| A::quantize(xr, o));
+        out.par_chunks_mut(nb).zip(x.par_chunks(cols)).for_each(|(o, xr)| A::quantize(simd, xr, o));
         return;
     }
     let _ = m;
-    A::quantize(x, out);
+    A::quantize(simd, x, out);
 }
 
 /// One weight type: the activation format it pairs with and its row dot product.
@@ -316,7 +316,7 @@ fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
     let nb = w.cols / K::Act::VALUES;
     let row_bytes = w.row_bytes();
     let chunk = chunk_rows(n, m, row_bytes);
-    with_quantized::<K::Act, _>(x, m, |acts| {
+    with_quantized::<K::Act, _>(x, m, simd, |acts| {
         for_each_chunk(&mut out, n, m, chunk, |j0, pieces| {
             let len = pieces[0].len();
             let rows_data = &w.data[j0 * row_bytes..(j0 + len) * row_bytes];
