@@ -42,7 +42,7 @@ pub fn run(mut a: Args) -> Result<()> {
         stop_at_eos: false,
         ..Default::default()
     };
-    let g = session.generate(&prompt, &options, &mut |_, _| {})?;
+    let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {}))?;
     let s = &g.stats;
     let peak = peak_rss_mb();
     if a.json {

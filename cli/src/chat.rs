@@ -53,10 +53,10 @@ pub fn run(a: Args) -> Result<()> {
         messages.push(Message { role: "user".into(), content: line });
         let prompt = m.tokenizer()?.encode(&template.render(&messages, true)?, false)?;
         let mut out = std::io::stdout();
-        let g = session.generate(&prompt, &options, &mut |_, text| {
+        let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, text| {
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
-        });
+        }));
         match g {
             Ok(g) => {
                 println!();

@@ -74,13 +74,13 @@ pub fn run(a: Args) -> Result<()> {
     let mut session = Session::new(&m.backend, &m.model, m.files.tokenizer.as_ref(), m.context.max(prompt.len() + 1))?;
     let stdout = std::io::stdout();
     let json = a.json;
-    let g = session.generate(&prompt, &options, &mut |_, text| {
+    let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, text| {
         if !json {
             let mut out = stdout.lock();
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
         }
-    })?;
+    }))?;
     if json {
         let obj = serde_json::json!({ "prompt_tokens": prompt, "tokens": g.tokens, "text": g.text });
         println!("{obj}");

@@ -19,7 +19,7 @@ pub fn run(a: Args) -> Result<()> {
     let tokens = parse_tokens(&a.tokens)?;
     anyhow::ensure!(!tokens.is_empty(), "--tokens needs at least one id");
     let mut session = Session::new(&m.backend, &m.model, None, m.context.max(tokens.len()))?;
-    let logits = session.logits(&tokens)?;
+    let logits = futures::executor::block_on(session.logits(&tokens))?;
     let out = match a.top {
         None => serde_json::json!({ "logits": logits }),
         Some(k) => {

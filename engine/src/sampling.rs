@@ -145,6 +145,21 @@ impl Sampler {
     }
 
     /// [`Sampler::sample`] over a whole logits vector, token id = index.
+    /// Samples from what the backend read back: a whole row, or its top candidates.
+    pub fn sample_from(&mut self, logits: &crate::backend::SamplingLogits, history: &[u32]) -> u32 {
+        match logits {
+            crate::backend::SamplingLogits::Full(row) => self.sample_logits(row, history),
+            crate::backend::SamplingLogits::Candidates(c) => {
+                let mut candidates = std::mem::take(&mut self.scratch);
+                candidates.clear();
+                candidates.extend_from_slice(c);
+                let token = self.sample(&mut candidates, history);
+                self.scratch = candidates;
+                token
+            }
+        }
+    }
+
     pub fn sample_logits(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let mut candidates = std::mem::take(&mut self.scratch);
         candidates.clear();

@@ -1,7 +1,7 @@
 //! Generation: prefill the prompt in one batched pass, then decode token by token with the sampler, streaming text
 //! that never splits a character, until a stop token, a stop string, the token budget or a cancel.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SamplingLogits};
 use crate::model::{Cache, Transformer};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{Detokenizer, Tokenizer};
@@ -132,6 +132,11 @@ impl<'m, B: Backend> Session<'m, B> {
         self.cache.max_positions
     }
 
+    /// Device work counted so far (dispatches, submits, readback, allocations); zero on the CPU.
+    pub fn counters(&self) -> crate::backend::Counters {
+        self.backend.counters()
+    }
+
     pub fn reset(&mut self) -> Result<()> {
         for c in &mut self.cache.layers {
             self.backend.reset_kv_cache(c)?;
@@ -142,34 +147,42 @@ impl<'m, B: Backend> Session<'m, B> {
     }
 
     /// Logits for every position of `tokens`, from an empty cache.
-    pub fn logits(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+    pub async fn logits(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         self.reset()?;
-        let out = self.model.forward(self.backend, &mut self.cache, tokens, true)?;
-        self.cached.extend_from_slice(tokens);
-        self.backend.to_host(&out)
+        let mut rows = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(self.model.max_rows_per_forward(self.backend)) {
+            let out = self.model.forward(self.backend, &mut self.cache, chunk, true)?;
+            self.cached.extend_from_slice(chunk);
+            rows.extend(self.backend.to_host(&out).await?);
+        }
+        Ok(rows)
     }
 
     /// Makes the cache hold exactly `prompt` and returns the last position's logits.
-    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+    async fn prefill(&mut self, prompt: &[u32]) -> Result<(SamplingLogits, usize)> {
         let reuse = self.cached.len() < prompt.len() && prompt.starts_with(&self.cached);
         if !reuse {
             self.reset()?;
         }
-        let new = &prompt[self.cached.len()..];
-        let out = self.model.forward(self.backend, &mut self.cache, new, false)?;
-        self.cached.extend_from_slice(new);
-        let logits = self.backend.to_host(&out)?.pop().ok_or_else(|| Error::Backend("no logits".into()))?;
-        Ok((logits, new.len()))
+        let new = prompt[self.cached.len()..].to_vec();
+        let chunk_rows = self.model.max_rows_per_forward(self.backend);
+        let mut last = None;
+        for chunk in new.chunks(chunk_rows) {
+            last = Some(self.model.forward(self.backend, &mut self.cache, chunk, false)?);
+            self.cached.extend_from_slice(chunk);
+        }
+        let out = last.ok_or_else(|| Error::Backend("no logits".into()))?;
+        Ok((self.backend.sampling_logits(&out).await?, new.len()))
     }
 
-    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+    async fn step(&mut self, token: u32) -> Result<SamplingLogits> {
         let out = self.model.forward(self.backend, &mut self.cache, &[token], false)?;
         self.cached.push(token);
-        self.backend.to_host(&out)?.pop().ok_or_else(|| Error::Backend("no logits".into()))
+        self.backend.sampling_logits(&out).await
     }
 
     /// Generates after `prompt`; `on_text` receives each newly completed piece of text as it streams.
-    pub fn generate(
+    pub async fn generate(
         &mut self,
         prompt: &[u32],
         options: &GenerateOptions,
@@ -195,7 +208,7 @@ impl<'m, B: Backend> Session<'m, B> {
         let mut emitted = 0usize;
 
         let t0 = (self.clock)();
-        let (mut logits, prefilled) = self.prefill(prompt)?;
+        let (mut logits, prefilled) = self.prefill(prompt).await?;
         stats.prefilled_tokens = prefilled;
         let t_prefill = (self.clock)();
         stats.prefill_ms = t_prefill - t0;
@@ -207,7 +220,7 @@ impl<'m, B: Backend> Session<'m, B> {
             if tokens.len() >= options.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let token = sampler.sample_logits(&logits, &history);
+            let token = sampler.sample_from(&logits, &history);
             if tokens.is_empty() {
                 stats.time_to_first_token_ms = (self.clock)() - t0;
             }
@@ -239,7 +252,7 @@ impl<'m, B: Backend> Session<'m, B> {
             if self.cache.position + 1 > self.cache.max_positions {
                 break StopReason::ContextFull;
             }
-            logits = self.step(token)?;
+            logits = self.step(token).await?;
         };
         if let Some(d) = detok.as_mut() {
             if stop_reason != StopReason::StopString {

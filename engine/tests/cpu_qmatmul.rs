@@ -74,7 +74,7 @@ fn tensor(b: &CpuBackend, values: &[f32], cols: usize) -> T {
 }
 
 fn host(b: &CpuBackend, t: &T) -> Vec<f32> {
-    b.to_host(t).unwrap().concat()
+    futures::executor::block_on(b.to_host(t)).unwrap().concat()
 }
 
 fn backends() -> [(&'static str, CpuBackend); 2] {

@@ -43,7 +43,7 @@ fn incremental_decode_matches_batched_prefill() {
         let mut got = Vec::new();
         for &t in &tokens {
             let out = m.model.forward(&m.backend, &mut cache, &[t], false).unwrap();
-            got.extend(engine::backend::Backend::to_host(&m.backend, &out).unwrap());
+            got.extend(futures::executor::block_on(engine::backend::Backend::to_host(&m.backend, &out)).unwrap());
         }
         assert_logits_close(&format!("{name} incremental"), &got, &want, 1e-3);
     }

@@ -4,10 +4,12 @@
 //! viewed from the same storage. Weights keep their file quantization.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::config::{Activation, RopeLayout};
 use crate::quant::GgmlType;
 use crate::Result;
+pub use gpu::Counters;
 
 /// Per-layer attention conventions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +35,7 @@ pub struct KvSpec {
     pub window: Option<usize>,
 }
 
+#[allow(async_fn_in_trait)] // backends run on one thread; futures need not be Send
 pub trait Backend {
     /// An activation tensor living on the backend.
     type Tensor: Clone;
@@ -93,6 +96,34 @@ pub trait Backend {
     /// The last row of `[rows, cols]` as `[1, cols]`.
     fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
-    /// Reads `[rows, cols]` back to the host, row by row.
-    fn to_host(&self, x: &Self::Tensor) -> Result<Vec<Vec<f32>>>;
+    /// Reads `[rows, cols]` back to the host, row by row. Awaits the device (never blocks a browser thread).
+    async fn to_host(&self, x: &Self::Tensor) -> Result<Vec<Vec<f32>>>;
+
+    /// What the sampler needs of the last row of `logits`: the whole row, or (on a GPU, where reading 256k floats
+    /// per token would dominate) the `TOP_K_CANDIDATES` best tokens, found on the device.
+    async fn sampling_logits(&self, logits: &Self::Tensor) -> Result<SamplingLogits> {
+        let mut rows = self.to_host(logits).await?;
+        rows.pop().map(SamplingLogits::Full).ok_or_else(|| crate::Error::Backend("no logits".into()))
+    }
+
+    /// The most rows one op sequence may carry (a prefill longer than this runs in chunks).
+    fn max_rows_per_forward(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Work done on the device so far (zero where nothing is counted).
+    fn counters(&self) -> Counters {
+        Counters::default()
+    }
+}
+
+/// How many candidates a GPU backend reads back per token (1 KB of (id, logit) pairs).
+pub const TOP_K_CANDIDATES: usize = 128;
+
+/// Logits of one position, as the backend hands them to the sampler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplingLogits {
+    Full(Vec<f32>),
+    /// The best tokens with their logits, best first.
+    Candidates(Vec<(u32, f32)>),
 }

@@ -61,6 +61,11 @@ impl<B: Backend> Transformer<B> {
         Ok(Cache { layers, position: 0, max_positions })
     }
 
+    /// The most positions one `forward` may run (sliding-window caches hold the window plus one such chunk).
+    pub fn max_rows_per_forward(&self, backend: &B) -> usize {
+        backend.max_rows_per_forward().max(1)
+    }
+
     /// Runs `tokens` at the cache's next positions; returns logits `[tokens, vocab]`, or `[1, vocab]` for the last
     /// token only when `all_logits` is false (generation needs just that one).
     pub fn forward(&self, b: &B, cache: &mut Cache<B>, tokens: &[u32], all_logits: bool) -> Result<B::Tensor> {

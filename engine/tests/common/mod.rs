@@ -71,14 +71,14 @@ pub fn load_cpu(path: &Path) -> CpuModel {
 impl CpuModel {
     pub fn logits(&self, tokens: &[u32]) -> Vec<Vec<f32>> {
         let mut s = Session::new(&self.backend, &self.model, None, tokens.len() + 1).expect("session");
-        s.logits(tokens).expect("logits")
+        futures::executor::block_on(s.logits(tokens)).expect("logits")
     }
 
     pub fn greedy(&self, prompt: &[u32], n: usize) -> Vec<u32> {
         let mut s = Session::new(&self.backend, &self.model, self.files.tokenizer.as_ref(), prompt.len() + n + 1)
             .expect("session");
         let options = engine::session::GenerateOptions { max_tokens: n, stop_at_eos: false, ..Default::default() };
-        s.generate(prompt, &options, &mut |_, _| {}).expect("generate").tokens
+        futures::executor::block_on(s.generate(prompt, &options, &mut |_, _| {})).expect("generate").tokens
     }
 }
 

@@ -257,7 +257,7 @@ impl Backend for CpuBackend {
         Ok(x.narrow(0, rows - 1, 1)?)
     }
 
-    fn to_host(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+    async fn to_host(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
         Ok(x.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
 }

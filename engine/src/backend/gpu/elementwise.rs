@@ -1,0 +1,94 @@
+//! Residual add, softcap and the gated activations of the MLP (shaders/elementwise.wgsl).
+
+use super::recorder::{grid, Access};
+use super::{GpuBackend, GpuTensor};
+use crate::config::Activation;
+use crate::{Error, Result};
+
+const SOURCE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const WORKGROUP: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cap: f32,
+}
+
+fn launch(b: &GpuBackend, op: u32, a: &GpuTensor, other: &GpuTensor, cap: f32) -> Result<GpuTensor> {
+    let out = b.tensor(a.rows, a.cols);
+    let kernel = b.rec.kernel("elementwise", SOURCE, &[("OP", format!("{op}u"))], &[
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+    ]);
+    let params = Params { n: a.len() as u32, cap };
+    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[a.buf(), other.buf(), out.buf()], grid(a.len().div_ceil(WORKGROUP) as u32))?;
+    Ok(out)
+}
+
+fn same_shape(a: &GpuTensor, b: &GpuTensor, what: &str) -> Result<()> {
+    if (a.rows, a.cols) != (b.rows, b.cols) {
+        return Err(Error::Backend(format!(
+            "{what} of tensors shaped [{}, {}] and [{}, {}]",
+            a.rows, a.cols, b.rows, b.cols
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn add(b: &GpuBackend, x: &GpuTensor, y: &GpuTensor) -> Result<GpuTensor> {
+    same_shape(x, y, "add")?;
+    launch(b, 0, x, y, 0.0)
+}
+
+pub(crate) fn softcap(b: &GpuBackend, x: &GpuTensor, cap: f32) -> Result<GpuTensor> {
+    launch(b, 1, x, x, cap)
+}
+
+pub(crate) fn gated(b: &GpuBackend, gate: &GpuTensor, up: &GpuTensor, act: Activation) -> Result<GpuTensor> {
+    same_shape(gate, up, "gated activation")?;
+    // The f16 GELU table of ggml's CPU path is a CPU rounding detail; the GPU computes GELU exactly, as llama.cpp's
+    // GPU backends do.
+    let op = match act {
+        Activation::Silu => 2,
+        Activation::GeluTanh | Activation::GeluTanhF16Table => 3,
+    };
+    launch(b, op, gate, up, 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::gpu::testing::{assert_close, backend, read, values};
+    use crate::backend::Backend;
+    use crate::config::Activation;
+
+    fn cpu_rows(x: &[f32], rows: usize, cols: usize) -> candle_core::Tensor {
+        candle_core::Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn elementwise_ops_match_the_cpu() {
+        let Some(g) = backend() else { return };
+        let c = CpuBackend::new();
+        // 3 × 347 values: not a multiple of the 256-wide workgroup.
+        let (rows, cols) = (3, 347);
+        let (a, b) = (values(rows * cols, 1), values(rows * cols, 2));
+        let a3: Vec<f32> = a.iter().map(|v| v * 40.0).collect();
+        let (ga, gb, ga3) = (
+            g.tensor_from_host(&a, rows, cols).unwrap(),
+            g.tensor_from_host(&b, rows, cols).unwrap(),
+            g.tensor_from_host(&a3, rows, cols).unwrap(),
+        );
+        let (ca, cb, ca3) = (cpu_rows(&a, rows, cols), cpu_rows(&b, rows, cols), cpu_rows(&a3, rows, cols));
+        let host = |t| futures::executor::block_on(c.to_host(&t)).unwrap().concat();
+        assert_close("add", &read(&g, &g.add(&ga, &gb).unwrap()), &host(c.add(&ca, &cb).unwrap()), 1e-6);
+        assert_close("softcap", &read(&g, &g.softcap(&ga3, 30.0).unwrap()), &host(c.softcap(&ca3, 30.0).unwrap()), 1e-5);
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let got = read(&g, &g.gated_activation(&ga3, &gb, act).unwrap());
+            let want = host(c.gated_activation(&ca3, &cb, act).unwrap());
+            assert_close(&format!("{act:?}"), &got, &want, 1e-5);
+        }
+    }
+}

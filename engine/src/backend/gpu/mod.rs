@@ -1,0 +1,335 @@
+//! The GPU backend: every op is one of our WGSL kernels (engine/shaders/), launched through wgpu on Vulkan, Metal,
+//! DX12 or the browser's WebGPU.
+//!
+//! Ops only record dispatches; nothing is submitted until a result is read back, so a decode step is one submit.
+//! Activations come from a pool and bind groups are cached, so after the first token a step creates nothing.
+
+mod attention;
+pub mod context;
+mod elementwise;
+mod matmul;
+mod norm;
+mod pool;
+mod recorder;
+mod rope;
+#[cfg(test)]
+pub(crate) mod testing;
+mod topk;
+
+use super::{AttentionParams, Backend, KvSpec, SamplingLogits, TOP_K_CANDIDATES};
+use crate::config::{Activation, RopeLayout};
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+pub use context::{AdapterSummary, GpuContext, GpuOptions};
+pub use pool::Counters;
+use pool::{GpuBuf, Slab};
+use recorder::Recorder;
+use std::rc::Rc;
+
+/// Rows of one forward pass at most; sliding-window caches keep window + this many positions.
+pub const MAX_ROWS_PER_FORWARD: usize = 256;
+
+pub struct GpuBackend {
+    rec: Recorder,
+}
+
+/// An f32 activation `[rows, cols]` in a pooled buffer.
+#[derive(Clone)]
+pub struct GpuTensor {
+    slab: Rc<Slab>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl GpuTensor {
+    pub(crate) fn buf(&self) -> &GpuBuf {
+        self.slab.buf()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Consecutive rows of a weight in one buffer: no buffer exceeds the storage-binding limit.
+pub struct WeightChunk {
+    pub(crate) buf: GpuBuf,
+    pub(crate) first_row: usize,
+    pub(crate) rows: usize,
+}
+
+/// A weight `[rows, cols]` in its file layout (GGUF blocks, or F32/F16/BF16), split by rows across buffers.
+pub struct GpuWeight {
+    pub dtype: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// Bytes of one row (whole blocks; 2-byte aligned for every quant type).
+    pub row_bytes: usize,
+    pub(crate) chunks: Vec<WeightChunk>,
+}
+
+pub struct GpuRope {
+    inv_freq: GpuBuf,
+    half: usize,
+    layout: RopeLayout,
+}
+
+/// One layer's keys and values, f32 `[capacity, n_kv_heads, head_dim]`; position p lives in slot p % capacity.
+pub struct GpuKvCache {
+    pub(crate) k: GpuBuf,
+    pub(crate) v: GpuBuf,
+    pub(crate) spec: KvSpec,
+    pub(crate) capacity: usize,
+}
+
+impl GpuBackend {
+    /// Opens the default adapter. Fails with a message (never panics) when there is none.
+    pub async fn new(options: &GpuOptions) -> Result<Self> {
+        let ctx = GpuContext::new(options).await?;
+        Ok(Self::with_context(Rc::new(ctx)))
+    }
+
+    pub fn with_context(ctx: Rc<GpuContext>) -> Self {
+        Self { rec: Recorder::new(ctx) }
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.rec.ctx.summary
+    }
+
+    /// Whether kernels use f16 arithmetic.
+    pub fn uses_f16(&self) -> bool {
+        self.rec.ctx.f16
+    }
+
+    /// Checks, before anything is uploaded, that weights of these sizes fit the adapter.
+    pub fn check_fits(&self, largest_row_bytes: u64, total_bytes: u64) -> Result<()> {
+        let ctx = &self.rec.ctx;
+        if largest_row_bytes > ctx.max_binding {
+            return Err(Error::Backend(format!(
+                "the GPU adapter {} binds at most {} bytes per buffer, but one weight row is {largest_row_bytes} bytes",
+                ctx.summary, ctx.max_binding
+            )));
+        }
+        let _ = total_bytes;
+        Ok(())
+    }
+
+    pub(crate) fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
+        GpuTensor { slab: self.rec.pool.take(&self.rec.ctx.device, (rows * cols * 4) as u64), rows, cols }
+    }
+
+    fn storage_buffer(&self, bytes: &[u8], label: &str) -> GpuBuf {
+        let buf = self.rec.pool.create(
+            &self.rec.ctx.device,
+            bytes.len() as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            label,
+        );
+        write_padded(&self.rec.ctx.queue, &buf, bytes);
+        buf
+    }
+
+    /// Uploads f32 values as a `[rows, cols]` activation (tests and the embedding of host-made inputs).
+    pub fn tensor_from_host(&self, values: &[f32], rows: usize, cols: usize) -> Result<GpuTensor> {
+        if values.len() != rows * cols {
+            return Err(Error::InvalidArgument(format!("{} values cannot be a [{rows}, {cols}] tensor", values.len())));
+        }
+        let t = self.tensor(rows, cols);
+        // Work recorded earlier may still read this pooled buffer: copy through the recorder so order holds.
+        let staging = self.storage_buffer(bytemuck::cast_slice(values), "host tensor");
+        self.rec.copy(&staging, 0, t.buf(), 0, (values.len() * 4) as u64);
+        self.rec.flush()?;
+        Ok(t)
+    }
+}
+
+/// queue.write_buffer needs a multiple of 4 bytes.
+fn write_padded(queue: &wgpu::Queue, buf: &GpuBuf, bytes: &[u8]) {
+    let whole = bytes.len() / 4 * 4;
+    if whole > 0 {
+        queue.write_buffer(&buf.buffer, 0, &bytes[..whole]);
+    }
+    if whole < bytes.len() {
+        let mut tail = [0u8; 4];
+        tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+        queue.write_buffer(&buf.buffer, whole as u64, &tail);
+    }
+}
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+    type Weight = GpuWeight;
+    type Rope = GpuRope;
+    type KvCache = GpuKvCache;
+
+    fn name(&self) -> String {
+        format!("gpu: {}", self.rec.ctx.summary)
+    }
+
+    fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<GpuWeight> {
+        let [rows, cols] = shape;
+        let row_bytes = dtype.byte_len(cols as u64).ok_or_else(|| {
+            Error::Unsupported(format!("tensor `{name}`: {cols} columns are not whole {} blocks", dtype.name()))
+        })? as usize;
+        if row_bytes * rows != bytes.len() {
+            return Err(Error::Malformed {
+                format: crate::error::Format::Gguf,
+                detail: format!(
+                    "tensor `{name}` of shape {shape:?} as {} cannot be {} bytes",
+                    dtype.name(),
+                    bytes.len()
+                ),
+            });
+        }
+        let ctx = &self.rec.ctx;
+        let limit = ctx.max_binding.min(ctx.max_buffer) as usize;
+        if row_bytes + 4 > limit {
+            return Err(Error::Backend(format!(
+                "tensor `{name}`: one row is {row_bytes} bytes, more than the GPU adapter {} binds",
+                ctx.summary
+            )));
+        }
+        let rows_per_chunk = ((limit - 4) / row_bytes.max(1)).max(1);
+        let mut chunks = Vec::new();
+        let mut first_row = 0;
+        while first_row < rows.max(1) {
+            let n = rows_per_chunk.min(rows - first_row);
+            let data = &bytes[first_row * row_bytes..(first_row + n) * row_bytes];
+            chunks.push(WeightChunk { buf: self.storage_buffer(data, name), first_row, rows: n });
+            first_row += n;
+            if rows == 0 {
+                break;
+            }
+        }
+        self.rec.ctx.errors.check()?;
+        Ok(GpuWeight { dtype, rows, cols, row_bytes, chunks })
+    }
+
+    fn upload_vector(&self, values: &[f32]) -> Result<GpuTensor> {
+        let t = self.tensor(1, values.len());
+        write_padded(&self.rec.ctx.queue, t.buf(), bytemuck::cast_slice(values));
+        Ok(t)
+    }
+
+    fn rope_table(&self, inv_freq: &[f32], layout: RopeLayout) -> Result<GpuRope> {
+        Ok(GpuRope { inv_freq: self.storage_buffer(bytemuck::cast_slice(inv_freq), "rope"), half: inv_freq.len(), layout })
+    }
+
+    fn new_kv_cache(&self, spec: KvSpec) -> Result<GpuKvCache> {
+        let capacity = match spec.window {
+            Some(w) => spec.max_positions.min(w + MAX_ROWS_PER_FORWARD),
+            None => spec.max_positions,
+        }
+        .max(1);
+        let bytes = (capacity * spec.n_kv_heads * spec.head_dim * 4) as u64;
+        let ctx = &self.rec.ctx;
+        if bytes > ctx.max_binding {
+            return Err(Error::Backend(format!(
+                "a KV cache of {capacity} positions needs {bytes} bytes per layer, more than the GPU adapter {} binds; \
+                 use a shorter context",
+                ctx.summary
+            )));
+        }
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let k = self.rec.pool.create(&ctx.device, bytes, usage, "k cache");
+        let v = self.rec.pool.create(&ctx.device, bytes, usage, "v cache");
+        Ok(GpuKvCache { k, v, spec, capacity })
+    }
+
+    fn reset_kv_cache(&self, _cache: &mut GpuKvCache) -> Result<()> {
+        // Positions are rewritten before they are read; nothing to clear.
+        Ok(())
+    }
+
+    fn embed(&self, table: &GpuWeight, ids: &[u32], scale: Option<f32>) -> Result<GpuTensor> {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
+            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary ({})", table.rows)));
+        }
+        matmul::embed(self, table, ids, scale.unwrap_or(1.0))
+    }
+
+    fn matmul(&self, x: &GpuTensor, w: &GpuWeight) -> Result<GpuTensor> {
+        if x.cols != w.cols {
+            return Err(Error::Backend(format!(
+                "matmul of activations with {} columns by a weight with {} columns",
+                x.cols, w.cols
+            )));
+        }
+        matmul::matmul(self, x, w)
+    }
+
+    fn rms_norm(&self, x: &GpuTensor, weight: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+        norm::rms_norm(self, x, weight, eps)
+    }
+
+    fn rope(&self, x: &GpuTensor, rope: &GpuRope, heads: usize, start_pos: usize) -> Result<GpuTensor> {
+        rope::rope(self, x, rope, heads, start_pos)
+    }
+
+    fn attention(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        cache: &mut GpuKvCache,
+        params: &AttentionParams,
+        start_pos: usize,
+    ) -> Result<GpuTensor> {
+        if q.rows > MAX_ROWS_PER_FORWARD && cache.spec.window.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "the GPU backend runs at most {MAX_ROWS_PER_FORWARD} positions per pass through a sliding-window layer"
+            )));
+        }
+        attention::attention(self, q, k, v, cache, params, start_pos)
+    }
+
+    fn gated_activation(&self, gate: &GpuTensor, up: &GpuTensor, act: Activation) -> Result<GpuTensor> {
+        elementwise::gated(self, gate, up, act)
+    }
+
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        elementwise::add(self, a, b)
+    }
+
+    fn softcap(&self, x: &GpuTensor, cap: f32) -> Result<GpuTensor> {
+        elementwise::softcap(self, x, cap)
+    }
+
+    fn last_row(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        if x.rows == 0 {
+            return Err(Error::Backend("last row of an empty tensor".into()));
+        }
+        let out = self.tensor(1, x.cols);
+        let bytes = (x.cols * 4) as u64;
+        self.rec.copy(x.buf(), (x.rows - 1) as u64 * bytes, out.buf(), 0, bytes);
+        Ok(out)
+    }
+
+    async fn to_host(&self, x: &GpuTensor) -> Result<Vec<Vec<f32>>> {
+        let bytes = self.rec.read(x.buf(), 0, (x.len() * 4) as u64).await?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok(values.chunks(x.cols.max(1)).map(|r| r.to_vec()).collect())
+    }
+
+    async fn sampling_logits(&self, logits: &GpuTensor) -> Result<SamplingLogits> {
+        let candidates = topk::top_k(self, logits, TOP_K_CANDIDATES)?;
+        let bytes = self.rec.read(candidates.buf(), 0, (TOP_K_CANDIDATES * 8) as u64).await?;
+        let words: &[u32] = bytemuck::cast_slice(&bytes);
+        Ok(SamplingLogits::Candidates(
+            words.chunks_exact(2).filter(|p| p[0] != u32::MAX).map(|p| (p[0], f32::from_bits(p[1]))).collect(),
+        ))
+    }
+
+    fn max_rows_per_forward(&self) -> usize {
+        MAX_ROWS_PER_FORWARD
+    }
+
+    fn counters(&self) -> Counters {
+        self.rec.pool.counters.get()
+    }
+}
