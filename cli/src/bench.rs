@@ -1,4 +1,5 @@
-use crate::load::{load, ModelArgs};
+use crate::load::{load, AnyLoaded, Loaded, ModelArgs};
+use engine::backend::Backend;
 use anyhow::Result;
 use engine::sampling::SamplingParams;
 use engine::session::{GenerateOptions, Session};
@@ -30,8 +31,24 @@ pub fn run(mut a: Args) -> Result<()> {
     let needed = a.prompt_tokens + a.decode_tokens + 1;
     a.model.context = Some(a.model.context.unwrap_or(needed).max(needed));
     let t0 = std::time::Instant::now();
-    let m = load(&a.model)?;
+    let loaded = load(&a.model)?;
     let load_s = t0.elapsed().as_secs_f64();
+    match &loaded {
+        AnyLoaded::Cpu(m) => run_on(&a, m, load_s, None),
+        AnyLoaded::Gpu(m) => {
+            let copy_gbs = futures::executor::block_on(m.backend.copy_bandwidth_gbs())?;
+            let adapter = m.backend.adapter().clone();
+            run_on(&a, m, load_s, Some(GpuExtras { copy_gbs, adapter }))
+        }
+    }
+}
+
+struct GpuExtras {
+    copy_gbs: f64,
+    adapter: engine::backend::gpu::AdapterSummary,
+}
+
+fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, load_s: f64, gpu: Option<GpuExtras>) -> Result<()> {
     // A fixed, ordinary token stream: cycle through ids away from the special tokens at either end.
     let vocab = m.files.config.vocab_size as u32;
     let prompt: Vec<u32> = (0..a.prompt_tokens as u32).map(|i| 1000 % vocab + (i * 7919) % (vocab / 2)).collect();
@@ -45,8 +62,24 @@ pub fn run(mut a: Args) -> Result<()> {
     let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {}))?;
     let s = &g.stats;
     let peak = peak_rss_mb();
+    let steps = s.decode_steps().max(1) as f64;
+    let c = s.decode_counters;
+    let weight_bytes = m.files.weight_bytes_per_token() as f64;
+    let gpu_fields = gpu.as_ref().map(|g| {
+        serde_json::json!({
+            "adapter": g.adapter,
+            "dispatches_per_token": c.dispatches as f64 / steps,
+            "dispatches_per_layer": c.dispatches as f64 / steps / m.model.layers.len().max(1) as f64,
+            "submits_per_token": c.submits as f64 / steps,
+            "readback_bytes_per_token": c.readback_bytes as f64 / steps,
+            "allocations_per_token": c.allocations as f64 / steps,
+            "weight_bytes_per_token": weight_bytes,
+            "copy_bandwidth_gbs": g.copy_gbs,
+            "roofline_fraction": weight_bytes * s.decode_tok_s() / (g.copy_gbs * 1e9),
+        })
+    });
     if a.json {
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "model": a.model.model.display().to_string(),
             "backend": m.backend_name(),
             "load_s": load_s,
@@ -57,6 +90,9 @@ pub fn run(mut a: Args) -> Result<()> {
             "time_to_first_token_ms": s.time_to_first_token_ms,
             "peak_rss_mb": peak,
         });
+        if let (Some(serde_json::Value::Object(extra)), Some(o)) = (gpu_fields, obj.as_object_mut()) {
+            o.extend(extra);
+        }
         println!("{obj}");
     } else {
         println!("model:    {}", a.model.model.display());
@@ -66,6 +102,9 @@ pub fn run(mut a: Args) -> Result<()> {
         println!("decode:   {:.1} tok/s ({} tokens)", s.decode_tok_s(), s.generated_tokens);
         if let Some(p) = peak {
             println!("peak RSS: {p:.0} MiB");
+        }
+        if let Some(f) = gpu_fields {
+            println!("gpu:      {f}");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 use crate::generate::SamplingArgs;
-use crate::load::{load, ModelArgs};
+use crate::load::{load, Loaded, ModelArgs};
+use engine::backend::Backend;
 use anyhow::Result;
 use engine::chat::Message;
 use engine::session::{GenerateOptions, Session, StopReason};
@@ -19,7 +20,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = load(&a.model)?;
+    let loaded = load(&a.model)?;
+    crate::on_backend!(loaded, m => run_on(&a, m))
+}
+
+fn run_on<B: Backend>(a: &Args, m: &Loaded<B>) -> Result<()> {
     let template = m.chat_template()?;
     let mut session = Session::new(&m.backend, &m.model, m.files.tokenizer.as_ref(), m.context)?;
     let options = GenerateOptions { max_tokens: a.max_tokens, sampling: a.sampling.params(), ..Default::default() };

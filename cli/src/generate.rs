@@ -1,4 +1,5 @@
-use crate::load::{load, parse_tokens, ModelArgs};
+use crate::load::{load, parse_tokens, Loaded, ModelArgs};
+use engine::backend::Backend;
 use anyhow::{bail, Result};
 use engine::chat::Message;
 use engine::sampling::SamplingParams;
@@ -63,7 +64,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = load(&a.model)?;
+    let loaded = load(&a.model)?;
+    crate::on_backend!(loaded, m => run_on(&a, m))
+}
+
+fn run_on<B: Backend>(a: &Args, m: &Loaded<B>) -> Result<()> {
     let prompt = match (&a.prompt, &a.tokens) {
         (Some(p), None) if a.raw => m.encode_prompt(&[], Some(p))?,
         (Some(p), None) => m.encode_prompt(&[Message { role: "user".into(), content: p.clone() }], None)?,

@@ -3,6 +3,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use engine::backend::cpu::CpuBackend;
+use engine::backend::gpu::{GpuBackend, GpuOptions};
+use engine::backend::Backend;
 use engine::chat::{Builtin, ChatTemplate, Message};
 use engine::config::Arch;
 use engine::model::{ModelFiles, Transformer};
@@ -21,22 +23,42 @@ pub struct ModelArgs {
     /// A .gguf file, or a directory with config.json + *.safetensors (+ tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
-    /// Where to run the model.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-    pub backend: BackendChoice,
+    /// Where to run the model: the GPU when an adapter exists, else the CPU.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
     /// Longest context (prompt + reply) to allocate for; defaults to the model's, capped at 4096.
     #[arg(long)]
     pub context: Option<usize>,
 }
 
-pub struct Loaded {
+pub struct Loaded<B: Backend> {
     pub files: ModelFiles<FileSource>,
-    pub backend: CpuBackend,
-    pub model: Transformer<CpuBackend>,
+    pub backend: B,
+    pub model: Transformer<B>,
     pub context: usize,
 }
 
-impl Loaded {
+/// A model loaded on whichever backend was chosen.
+pub enum AnyLoaded {
+    Cpu(Loaded<CpuBackend>),
+    Gpu(Box<Loaded<GpuBackend>>),
+}
+
+/// Runs `$body` with `$m` bound to the `&Loaded<B>` of either backend.
+#[macro_export]
+macro_rules! on_backend {
+    ($loaded:expr, $m:ident => $body:expr) => {
+        match $loaded {
+            $crate::load::AnyLoaded::Cpu(ref $m) => $body,
+            $crate::load::AnyLoaded::Gpu(ref boxed) => {
+                let $m = &**boxed;
+                $body
+            }
+        }
+    };
+}
+
+impl<B: Backend> Loaded<B> {
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         self.files.tokenizer.as_ref().context("this model has no tokenizer (pass --tokens instead of --prompt)")
     }
@@ -76,15 +98,31 @@ impl Loaded {
     }
 }
 
-pub fn load(args: &ModelArgs) -> Result<Loaded> {
-    if args.backend == BackendChoice::Gpu {
-        bail!("the GPU backend is not available yet in this build; use --backend cpu");
-    }
+pub fn load(args: &ModelArgs) -> Result<AnyLoaded> {
     let files = ModelFiles::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
-    let backend = CpuBackend::new();
+    let context = args.context.unwrap_or(files.config.max_position_embeddings.min(4096)).max(1);
+    let gpu = match args.backend {
+        Some(BackendChoice::Cpu) => None,
+        Some(BackendChoice::Gpu) => Some(futures::executor::block_on(GpuBackend::new(&GpuOptions::default()))?),
+        None => match futures::executor::block_on(GpuBackend::new(&GpuOptions::default())) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("aviary: {e}; running on the CPU");
+                None
+            }
+        },
+    };
+    let loaded = match gpu {
+        Some(backend) => AnyLoaded::Gpu(Box::new(load_on(files, backend, context, args)?)),
+        None => AnyLoaded::Cpu(load_on(files, CpuBackend::new(), context, args)?),
+    };
+    on_backend!(loaded, m => eprintln!("aviary: backend {}", m.backend.name()));
+    Ok(loaded)
+}
+
+fn load_on<B: Backend>(files: ModelFiles<FileSource>, backend: B, context: usize, args: &ModelArgs) -> Result<Loaded<B>> {
     let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {}))
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let context = args.context.unwrap_or(files.config.max_position_embeddings.min(4096)).max(1);
     Ok(Loaded { files, backend, model, context })
 }
 
@@ -96,9 +134,8 @@ pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-impl Loaded {
+impl<B: Backend> Loaded<B> {
     pub fn backend_name(&self) -> String {
-        use engine::backend::Backend;
         self.backend.name()
     }
 }

@@ -1,4 +1,5 @@
-use crate::load::{load, parse_tokens, ModelArgs};
+use crate::load::{load, parse_tokens, Loaded, ModelArgs};
+use engine::backend::Backend;
 use anyhow::Result;
 use engine::session::Session;
 
@@ -15,7 +16,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = load(&a.model)?;
+    let loaded = load(&a.model)?;
+    crate::on_backend!(loaded, m => run_on(&a, m))
+}
+
+fn run_on<B: Backend>(a: &Args, m: &Loaded<B>) -> Result<()> {
     let tokens = parse_tokens(&a.tokens)?;
     anyhow::ensure!(!tokens.is_empty(), "--tokens needs at least one id");
     let mut session = Session::new(&m.backend, &m.model, None, m.context.max(tokens.len()))?;

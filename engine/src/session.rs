@@ -50,6 +50,8 @@ pub struct Stats {
     pub prefill_ms: f64,
     pub decode_ms: f64,
     pub time_to_first_token_ms: f64,
+    /// Device work of the decode steps (every token after the first), zero on the CPU.
+    pub decode_counters: crate::backend::Counters,
 }
 
 impl Stats {
@@ -60,6 +62,11 @@ impl Stats {
     /// Decode speed over the tokens after the first (the first comes from the prefill).
     pub fn decode_tok_s(&self) -> f64 {
         rate(self.generated_tokens.saturating_sub(1), self.decode_ms)
+    }
+
+    /// Decode steps run (the first token comes from the prefill's logits).
+    pub fn decode_steps(&self) -> usize {
+        self.generated_tokens.saturating_sub(1)
     }
 }
 
@@ -211,6 +218,7 @@ impl<'m, B: Backend> Session<'m, B> {
         let (mut logits, prefilled) = self.prefill(prompt).await?;
         stats.prefilled_tokens = prefilled;
         let t_prefill = (self.clock)();
+        let counters_before = self.backend.counters();
         stats.prefill_ms = t_prefill - t0;
 
         let stop_reason = loop {
@@ -264,6 +272,7 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         stats.generated_tokens = tokens.len();
         stats.decode_ms = (self.clock)() - t_prefill;
+        stats.decode_counters = self.backend.counters().since(&counters_before);
         Ok(Generation { tokens, text, stop_reason, stats })
     }
 }

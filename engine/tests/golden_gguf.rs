@@ -19,7 +19,8 @@ fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
     let refs = read_json(&dir.join("llamacpp.json"));
     let prompt = as_u32s(&refs["prompt_tokens"]);
     let r = &refs[quant];
-    let m = load_cpu(&dir.join(format!("model-{quant}.gguf")));
+    let path = dir.join(format!("model-{quant}.gguf"));
+    let m = load_cpu(&path);
     let want = as_u32s(&r["greedy"]);
     let got = m.greedy(&prompt, want.len());
     assert_eq!(got, want, "{name} {quant}: greedy tokens differ from llama.cpp's");
@@ -33,6 +34,22 @@ fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
         tol_exact,
     );
     eprintln!("{name} {quant}: worst max|diff|/max|ref| vs the HF twin = {worst:.2e}");
+
+    // The GPU keeps activations in f32 and computes GELU exactly, as llama.cpp's GPU backends do: it meets the
+    // HF twin at 1e-3 for both files, and sits from llama.cpp's CPU numerics where the CPU sits from the twin.
+    let Some(g) = load_gpu(&path) else { return };
+    assert_eq!(g.greedy(&prompt, want.len()), want, "{name} {quant} (gpu): greedy tokens differ from llama.cpp's");
+    let logits = g.logits(&prompt);
+    let worst =
+        assert_logits_close(&format!("{name} {quant} GGUF (gpu) vs its HF twin"), &logits, &as_matrix(&r["exact_logits"]), 1e-3);
+    eprintln!("{name} {quant} (gpu): worst max|diff|/max|ref| vs the HF twin = {worst:.2e}");
+    let worst = assert_logits_close(
+        &format!("{name} {quant} GGUF (gpu) vs llama.cpp"),
+        &logits,
+        &as_matrix(&r["logits"]),
+        tol_exact.max(tol),
+    );
+    eprintln!("{name} {quant} (gpu): worst max|diff|/max|ref| vs llama.cpp = {worst:.2e}");
 }
 
 #[test]

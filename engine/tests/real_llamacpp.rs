@@ -78,6 +78,61 @@ fn check(fixture_name: &str) {
     assert!(rate >= 0.99, "{fixture_name}: teacher-forced top-1 agreement {:.2}% < 99%", rate * 100.0);
 }
 
+/// The GPU backend: greedy tokens equal the CPU backend's (a first difference only at a near-tie of either the CPU's
+/// logits or llama.cpp's), and teacher-forced top-1 agrees with llama.cpp at ≥ 99%.
+fn check_gpu(fixture_name: &str) {
+    let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
+    let path = real_model(refs["model_file"].as_str().expect("model_file"));
+    let Some(g) = load_gpu(&path) else { return };
+    let cpu = load_cpu(&path);
+    let (mut agree, mut total) = (0usize, 0usize);
+    for (ci, case) in refs["cases"].as_array().expect("cases").iter().enumerate() {
+        let prompt = as_u32s(&case["prompt_tokens"]);
+        let tops = case["top_logits"].as_array().expect("top_logits");
+        let theirs = g.greedy(&prompt, 32);
+        let ours_cpu = cpu.greedy(&prompt, 32);
+        if let Some(j) = theirs.iter().zip(&ours_cpu).position(|(a, b)| a != b) {
+            let mut seq = prompt.clone();
+            seq.extend(&ours_cpu[..j]);
+            let row = cpu.logits(&seq).pop().expect("logits");
+            let cpu_near = row[ours_cpu[j] as usize] - row[theirs[j] as usize] <= NEAR_TIE;
+            let llamacpp_near = ours_cpu[..j] == as_u32s(&case["greedy"])[..j] && is_near_tie(&tops[j], theirs[j]);
+            assert!(
+                cpu_near || llamacpp_near,
+                "{fixture_name} case {ci}: greedy step {j}: the GPU chose {} where the CPU chose {}",
+                theirs[j],
+                ours_cpu[j]
+            );
+            eprintln!("{fixture_name} case {ci}: GPU greedy diverges from the CPU at step {j}, a near-tie");
+        }
+        let mut seq = prompt.clone();
+        seq.extend(as_u32s(&case["greedy"]));
+        let logits = g.logits(&seq);
+        for (j, top) in tops.iter().enumerate() {
+            let ours = argmax(&logits[prompt.len() - 1 + j]);
+            total += 1;
+            if ours == top[0][0].as_u64().expect("an id") as u32 || is_near_tie(top, ours) {
+                agree += 1;
+            } else {
+                eprintln!("{fixture_name} (gpu) case {ci} position {j}: ours {ours} ({top})");
+            }
+        }
+    }
+    let rate = agree as f64 / total as f64;
+    eprintln!("{fixture_name} (gpu): teacher-forced top-1 agreement {agree}/{total} = {:.2}%", rate * 100.0);
+    assert!(rate >= 0.99, "{fixture_name} (gpu): teacher-forced top-1 agreement {:.2}% < 99%", rate * 100.0);
+}
+
+#[test]
+fn smollm2_on_gpu_matches_cpu_and_llamacpp() {
+    check_gpu("smollm2");
+}
+
+#[test]
+fn gemma3_on_gpu_matches_cpu_and_llamacpp() {
+    check_gpu("gemma3");
+}
+
 #[test]
 fn smollm2_135m_instruct_q4_1_matches_llamacpp() {
     check("smollm2");

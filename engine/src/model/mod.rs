@@ -198,6 +198,14 @@ impl<S: ByteSource> ModelFiles<S> {
         self.tensors.values().map(|t| t.len).sum()
     }
 
+    /// Weight bytes one decode step reads: every matrix once, the embedding table only as the LM head (its gather
+    /// reads one row) — the numerator of a memory roofline.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let embed = self.tensors.get(&self.naming.embed()).map_or(0, |t| t.len);
+        let tied = self.config.tie_word_embeddings;
+        self.weight_bytes() - if tied { 0 } else { embed }
+    }
+
     async fn read(&self, info: &TensorInfo) -> Result<Vec<u8>> {
         let src = self.sources.get(info.shard).ok_or_else(|| Error::MissingTensor(info.name.clone()))?;
         let len = usize::try_from(info.len).map_err(|_| Error::Unsupported(format!("tensor `{}` is too large", info.name)))?;

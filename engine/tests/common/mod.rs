@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use engine::backend::cpu::CpuBackend;
+use engine::backend::gpu::{GpuBackend, GpuOptions};
+use engine::backend::Backend;
 use engine::model::{ModelFiles, Transformer};
 use engine::session::Session;
 use engine::source::FileSource;
@@ -54,21 +56,48 @@ pub fn as_matrix(v: &serde_json::Value) -> Vec<Vec<f32>> {
         .collect()
 }
 
-pub struct CpuModel {
+pub struct Loaded<B: Backend> {
     pub files: ModelFiles<FileSource>,
-    pub backend: CpuBackend,
-    pub model: Transformer<CpuBackend>,
+    pub backend: B,
+    pub model: Transformer<B>,
+}
+
+pub type CpuModel = Loaded<CpuBackend>;
+pub type GpuModel = Loaded<GpuBackend>;
+
+pub fn load_on<B: Backend>(path: &Path, backend: B) -> Loaded<B> {
+    let files = ModelFiles::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {}))
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+    Loaded { files, backend, model }
 }
 
 pub fn load_cpu(path: &Path) -> CpuModel {
-    let files = ModelFiles::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    let backend = CpuBackend::new();
-    let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {}))
-        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
-    CpuModel { files, backend, model }
+    load_on(path, CpuBackend::new())
 }
 
-impl CpuModel {
+/// The GPU backend on this machine's adapter, or None (the test is skipped) when there is none. Under CI=true a
+/// missing adapter fails: `make test` installs Mesa's Vulkan driver, so CI always has one.
+pub fn gpu_backend(options: GpuOptions) -> Option<GpuBackend> {
+    match futures::executor::block_on(GpuBackend::new(&options)) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI needs a GPU adapter: {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+pub fn load_gpu(path: &Path) -> Option<GpuModel> {
+    load_gpu_with(path, GpuOptions::default())
+}
+
+pub fn load_gpu_with(path: &Path, options: GpuOptions) -> Option<GpuModel> {
+    gpu_backend(options).map(|b| load_on(path, b))
+}
+
+impl<B: Backend> Loaded<B> {
     pub fn logits(&self, tokens: &[u32]) -> Vec<Vec<f32>> {
         let mut s = Session::new(&self.backend, &self.model, None, tokens.len() + 1).expect("session");
         futures::executor::block_on(s.logits(tokens)).expect("logits")
@@ -79,6 +108,17 @@ impl CpuModel {
             .expect("session");
         let options = engine::session::GenerateOptions { max_tokens: n, stop_at_eos: false, ..Default::default() };
         futures::executor::block_on(s.generate(prompt, &options, &mut |_, _| {})).expect("generate").tokens
+    }
+
+    /// Token-by-token decode through the backend's forward pass, all logits read back.
+    pub fn incremental_logits(&self, tokens: &[u32]) -> Vec<Vec<f32>> {
+        let mut cache = self.model.new_cache(&self.backend, tokens.len()).unwrap();
+        let mut got = Vec::new();
+        for &t in tokens {
+            let out = self.model.forward(&self.backend, &mut cache, &[t], false).unwrap();
+            got.extend(futures::executor::block_on(self.backend.to_host(&out)).unwrap());
+        }
+        got
     }
 }
 

@@ -27,3 +27,26 @@ pub(crate) fn rms_norm(b: &GpuBackend, x: &GpuTensor, w: &GpuTensor, eps: f32) -
     b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), w.buf(), out.buf()], grid(groups as u32))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::gpu::testing::{assert_close, backend, read, values};
+    use crate::backend::Backend;
+
+    #[test]
+    fn rms_norm_matches_the_cpu_over_rows_and_heads() {
+        let Some(g) = backend() else { return };
+        let c = CpuBackend::new();
+        // Row groups wider than the 256-wide workgroup, and head-sized groups (QK-norm) narrower than it.
+        for (rows, cols, group) in [(3, 577, 577), (5, 6 * 40, 40), (1, 2048, 2048)] {
+            let x = values(rows * cols, 7);
+            let w = values(group, 8);
+            let got = read(&g, &g.rms_norm(&g.tensor_from_host(&x, rows, cols).unwrap(), &g.upload_vector(&w).unwrap(), 1e-6).unwrap());
+            let cx = candle_core::Tensor::from_slice(&x, (rows, cols), &candle_core::Device::Cpu).unwrap();
+            let want = c.rms_norm(&cx, &c.upload_vector(&w).unwrap(), 1e-6).unwrap();
+            let want = futures::executor::block_on(c.to_host(&want)).unwrap().concat();
+            assert_close(&format!("rms_norm [{rows}, {cols}] / {group}"), &got, &want, 1e-5);
+        }
+    }
+}

@@ -13,13 +13,25 @@ pub struct GpuBuf {
 }
 
 /// How many GPU objects have been created: the per-token counts come from differences of these.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub dispatches: u64,
     pub submits: u64,
     pub readback_bytes: u64,
     /// Buffers, bind groups and pipelines created.
     pub allocations: u64,
+}
+
+impl Counters {
+    /// The work done since `earlier` was taken.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            dispatches: self.dispatches - earlier.dispatches,
+            submits: self.submits - earlier.submits,
+            readback_bytes: self.readback_bytes - earlier.readback_bytes,
+            allocations: self.allocations - earlier.allocations,
+        }
+    }
 }
 
 #[derive(Default)]

@@ -36,3 +36,31 @@ pub(crate) fn rope(b: &GpuBackend, x: &GpuTensor, rope: &GpuRope, heads: usize, 
     b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), &rope.inv_freq, out.buf()], grid(pairs.div_ceil(256) as u32))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::gpu::testing::{assert_close, backend, read, values};
+    use crate::backend::Backend;
+    use crate::config::RopeLayout;
+
+    #[test]
+    fn rope_matches_the_cpu_in_both_layouts() {
+        let Some(g) = backend() else { return };
+        let c = CpuBackend::new();
+        let (rows, heads, half) = (7, 3, 20);
+        let inv_freq: Vec<f32> = (0..half).map(|i| 10000f32.powf(-2.0 * i as f32 / (2 * half) as f32)).collect();
+        let x = values(rows * heads * 2 * half, 3);
+        for layout in [RopeLayout::Adjacent, RopeLayout::SplitHalves] {
+            // Far positions check that angles stay accurate where pos·freq is large.
+            for start in [0, 1000] {
+                let gt = g.tensor_from_host(&x, rows, heads * 2 * half).unwrap();
+                let got = read(&g, &g.rope(&gt, &g.rope_table(&inv_freq, layout).unwrap(), heads, start).unwrap());
+                let cx = candle_core::Tensor::from_slice(&x, (rows, heads * 2 * half), &candle_core::Device::Cpu).unwrap();
+                let want = c.rope(&cx, &c.rope_table(&inv_freq, layout).unwrap(), heads, start).unwrap();
+                let want = futures::executor::block_on(c.to_host(&want)).unwrap().concat();
+                assert_close(&format!("rope {layout:?} at {start}"), &got, &want, 2e-4);
+            }
+        }
+    }
+}
