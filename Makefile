@@ -28,4 +28,6 @@ fuzz:
 
 bench: setup models
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend cpu
+	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend gpu
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/gemma-3-270m-q4_k_m.gguf" --backend cpu
+	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/gemma-3-270m-q4_k_m.gguf" --backend gpu

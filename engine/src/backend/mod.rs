@@ -70,6 +70,19 @@ pub trait Backend {
     /// RMSNorm over groups of `weight.len()` values (a whole row, or one head for QK-norm): y = x / rms(x) * w.
     fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
 
+    /// (x + r, rms_norm(x + r, weight)): the residual add and the next norm, fused where the backend can.
+    fn add_rms_norm(
+        &self,
+        x: &Self::Tensor,
+        r: &Self::Tensor,
+        weight: &Self::Tensor,
+        eps: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let sum = self.add(x, r)?;
+        let normed = self.rms_norm(&sum, weight, eps)?;
+        Ok((sum, normed))
+    }
+
     /// Rotates `[rows, heads * head_dim]` for positions start_pos..start_pos + rows.
     fn rope(&self, x: &Self::Tensor, rope: &Self::Rope, heads: usize, start_pos: usize) -> Result<Self::Tensor>;
 

@@ -85,9 +85,13 @@ impl<B: Backend> Transformer<B> {
         }
         // Gemma scales embeddings by sqrt(hidden).
         let mut x = b.embed(&self.embed, tokens, cfg.embedding_scale)?;
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        // `h` is the normed input of the next block; residual adds are fused with the norm that follows them.
+        let mut h = match self.layers.first() {
+            Some(first) => b.rms_norm(&x, &first.attn_norm, eps)?,
+            None => x.clone(),
+        };
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let p = &layer.attention;
-            let h = b.rms_norm(&x, &layer.attn_norm, eps)?;
             let mut q = b.matmul(&h, &layer.q)?;
             let mut k = b.matmul(&h, &layer.k)?;
             let v = b.matmul(&h, &layer.v)?;
@@ -103,16 +107,18 @@ impl<B: Backend> Transformer<B> {
             if let Some(n) = &layer.post_attn_norm {
                 o = b.rms_norm(&o, n, eps)?;
             }
-            x = b.add(&x, &o)?;
-
-            let h = b.rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gate = b.matmul(&h, &layer.gate)?;
-            let up = b.matmul(&h, &layer.up)?;
+            let (sum, normed) = b.add_rms_norm(&x, &o, &layer.ffn_norm, eps)?;
+            x = sum;
+            let gate = b.matmul(&normed, &layer.gate)?;
+            let up = b.matmul(&normed, &layer.up)?;
             let mut m = b.matmul(&b.gated_activation(&gate, &up, cfg.hidden_act)?, &layer.down)?;
             if let Some(n) = &layer.post_ffn_norm {
                 m = b.rms_norm(&m, n, eps)?;
             }
-            x = b.add(&x, &m)?;
+            match self.layers.get(i + 1) {
+                Some(next) => (x, h) = b.add_rms_norm(&x, &m, &next.attn_norm, eps)?,
+                None => x = b.add(&x, &m)?,
+            }
         }
         cache.position += tokens.len();
         if !all_logits {

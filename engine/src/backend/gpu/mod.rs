@@ -101,6 +101,11 @@ impl GpuBackend {
         &self.rec.ctx.summary
     }
 
+    /// Frees the device and everything on it now; every later op reports the loss (as a real device loss does).
+    pub fn destroy(&self) {
+        self.rec.ctx.device.destroy();
+    }
+
     /// Whether kernels use f16 arithmetic.
     pub fn uses_f16(&self) -> bool {
         self.rec.ctx.f16
@@ -265,6 +270,10 @@ impl Backend for GpuBackend {
 
     fn rms_norm(&self, x: &GpuTensor, weight: &GpuTensor, eps: f32) -> Result<GpuTensor> {
         norm::rms_norm(self, x, weight, eps)
+    }
+
+    fn add_rms_norm(&self, x: &GpuTensor, r: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+        norm::add_rms_norm(self, x, r, w, eps)
     }
 
     fn rope(&self, x: &GpuTensor, rope: &GpuRope, heads: usize, start_pos: usize) -> Result<GpuTensor> {

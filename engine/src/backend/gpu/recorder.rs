@@ -107,7 +107,19 @@ impl Recorder {
 
     /// The kernel `name` specialised by `defines` (prepended as WGSL `const`s), compiled on first use.
     pub(crate) fn kernel(&self, name: &str, source: &str, defines: &[(&str, String)], access: &[Access]) -> Rc<Kernel> {
-        let mut key = name.to_string();
+        self.kernel_entry(name, source, "main", defines, access)
+    }
+
+    /// Like `kernel`, for a shader file with several entry points.
+    pub(crate) fn kernel_entry(
+        &self,
+        name: &str,
+        source: &str,
+        entry: &str,
+        defines: &[(&str, String)],
+        access: &[Access],
+    ) -> Rc<Kernel> {
+        let mut key = format!("{name}:{entry}");
         for (k, v) in defines {
             key.push_str(&format!(";{k}={v}"));
         }
@@ -159,7 +171,7 @@ impl Recorder {
             label: Some(name),
             layout: Some(&pipeline_layout),
             module: &module,
-            entry_point: Some("main"),
+            entry_point: Some(entry),
             compilation_options: Default::default(),
             cache: None,
         });
