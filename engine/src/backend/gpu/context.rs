@@ -142,6 +142,8 @@ impl GpuContext {
                 *lost = Some(format!("{reason:?}: {message}"));
             }
         });
+        // The device's alignment, not the adapter's: the device was opened with default (coarser) limits.
+        let uniform_align = device.limits().min_uniform_buffer_offset_alignment.max(16) as u64;
         let mut max_binding = summary.max_storage_binding_bytes;
         if let Some(forced) = options.max_binding_bytes {
             max_binding = max_binding.min(forced.max(256));
@@ -151,7 +153,7 @@ impl GpuContext {
             queue,
             max_binding,
             max_buffer: summary.max_buffer_bytes,
-            uniform_align: limits.min_uniform_buffer_offset_alignment.max(16) as u64,
+            uniform_align,
             f16,
             summary,
             errors,
