@@ -83,7 +83,7 @@ pub struct Generation {
     pub stats: Stats,
 }
 
-/// Milliseconds from an arbitrary origin. Native uses `Instant`; the browser passes `performance.now`.
+/// Milliseconds from an arbitrary origin.
 pub type Clock = fn() -> f64;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -94,9 +94,10 @@ pub fn default_clock() -> f64 {
     ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
 }
 
+/// Wall-clock milliseconds (Date.now works in pages and workers alike; callers may pass `performance.now`).
 #[cfg(target_arch = "wasm32")]
 pub fn default_clock() -> f64 {
-    0.0
+    js_sys::Date::now()
 }
 
 /// A conversation with one model on one backend: owns the KV cache and remembers which tokens it holds, so a

@@ -5,6 +5,7 @@
 //! Activations come from a pool and bind groups are cached, so after the first token a step creates nothing.
 
 mod attention;
+mod bandwidth;
 pub mod context;
 mod elementwise;
 mod matmul;
