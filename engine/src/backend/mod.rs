@@ -51,6 +51,11 @@ pub trait Backend {
     /// A 2-D weight `[rows, cols]` from its raw file bytes (GGUF block layout, or little-endian F32/F16/BF16).
     fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<Self::Weight>;
 
+    /// Fails with a clear message when weights of these types and shapes (`total` bytes) cannot live on the device.
+    fn check_capacity(&self, _matrices: &[(&str, GgmlType, [usize; 2])], _total: u64) -> Result<()> {
+        Ok(())
+    }
+
     /// A small f32 vector (norm weights).
     fn upload_vector(&self, values: &[f32]) -> Result<Self::Tensor>;
 

@@ -227,6 +227,14 @@ impl<S: ByteSource> ModelFiles<S> {
     pub async fn load<B: Backend>(&self, backend: &B, progress: &mut dyn FnMut(u64, u64)) -> Result<Transformer<B>> {
         let cfg = &self.config;
         let total = self.weight_bytes();
+        // Refuse a model the device cannot hold before a byte is uploaded.
+        let matrices: Vec<(&str, GgmlType, [usize; 2])> = self
+            .tensors
+            .values()
+            .filter(|t| t.shape.len() == 2)
+            .map(|t| (t.name.as_str(), t.dtype, [t.shape[0], t.shape[1]]))
+            .collect();
+        backend.check_capacity(&matrices, total)?;
         let mut done = 0u64;
         let mut tick = |info: &TensorInfo| {
             done += info.len;

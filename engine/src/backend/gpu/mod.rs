@@ -112,19 +112,6 @@ impl GpuBackend {
         self.rec.ctx.f16
     }
 
-    /// Checks, before anything is uploaded, that weights of these sizes fit the adapter.
-    pub fn check_fits(&self, largest_row_bytes: u64, total_bytes: u64) -> Result<()> {
-        let ctx = &self.rec.ctx;
-        if largest_row_bytes > ctx.max_binding {
-            return Err(Error::Backend(format!(
-                "the GPU adapter {} binds at most {} bytes per buffer, but one weight row is {largest_row_bytes} bytes",
-                ctx.summary, ctx.max_binding
-            )));
-        }
-        let _ = total_bytes;
-        Ok(())
-    }
-
     pub(crate) fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
         GpuTensor { slab: self.rec.pool.take(&self.rec.ctx.device, (rows * cols * 4) as u64), rows, cols }
     }
@@ -214,6 +201,30 @@ impl Backend for GpuBackend {
         }
         self.rec.ctx.errors.check()?;
         Ok(GpuWeight { dtype, rows, cols, row_bytes, chunks })
+    }
+
+    fn check_capacity(&self, matrices: &[(&str, GgmlType, [usize; 2])], total: u64) -> Result<()> {
+        let ctx = &self.rec.ctx;
+        let limit = ctx.max_binding.min(ctx.max_buffer);
+        for &(name, dtype, [_, cols]) in matrices {
+            let row = dtype.byte_len(cols as u64).unwrap_or(u64::MAX);
+            if row + 4 > limit {
+                return Err(Error::Backend(format!(
+                    "this model does not fit the GPU adapter {}: a row of `{name}` is {row} bytes, more than the {limit} \
+                     bytes it binds per buffer; use the CPU backend",
+                    ctx.summary
+                )));
+            }
+        }
+        // WebGPU has no memory query; a model bigger than the largest buffer times a generous count is hopeless.
+        if total > limit.saturating_mul(64) {
+            return Err(Error::Backend(format!(
+                "this model's {:.1} GB of weights is more than the GPU adapter {} can hold; use the CPU backend",
+                total as f64 / 1e9,
+                ctx.summary
+            )));
+        }
+        Ok(())
     }
 
     fn upload_vector(&self, values: &[f32]) -> Result<GpuTensor> {
