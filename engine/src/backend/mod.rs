@@ -129,6 +129,11 @@ pub trait Backend {
         usize::MAX
     }
 
+    /// The largest activation tensor the backend can hold, in bytes.
+    fn max_tensor_bytes(&self) -> usize {
+        usize::MAX
+    }
+
     /// Work done on the device so far (zero where nothing is counted).
     fn counters(&self) -> Counters {
         Counters::default()

@@ -63,7 +63,9 @@ impl<B: Backend> Transformer<B> {
 
     /// The most positions one `forward` may run (sliding-window caches hold the window plus one such chunk).
     pub fn max_rows_per_forward(&self, backend: &B) -> usize {
-        backend.max_rows_per_forward().max(1)
+        let c = &self.config;
+        let widest = c.vocab_size.max(c.intermediate_size).max(c.num_attention_heads * c.head_dim).max(1);
+        backend.max_rows_per_forward().min(backend.max_tensor_bytes() / (4 * widest)).max(1)
     }
 
     /// Runs `tokens` at the cache's next positions; returns logits `[tokens, vocab]`, or `[1, vocab]` for the last

@@ -1,17 +1,345 @@
-//! KV-cache append and attention.
+//! KV-cache append and attention (shaders/kv_append.wgsl, attention.wgsl, attention_combine.wgsl).
+//!
+//! A call records the append of its keys and values into the ring, then one attention dispatch. A decode step that
+//! sees more than `SPLIT_KEYS` keys spreads them over several workgroups per head (flash-decoding) and merges their
+//! partial softmaxes with a third dispatch.
 
+use super::recorder::{grid, Access};
 use super::{GpuBackend, GpuKvCache, GpuTensor};
 use crate::backend::AttentionParams;
 use crate::{Error, Result};
 
+const APPEND: &str = include_str!("../../../shaders/kv_append.wgsl");
+const ATTEND: &str = include_str!("../../../shaders/attention.wgsl");
+const COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
+
+/// Longest head the kernels take (Gemma's 256).
+const MAX_HEAD_DIM: usize = 256;
+/// Decode: threads (= keys per tile) of a workgroup, and how many query heads of one kv head it serves together.
+const DECODE_WG: usize = 128;
+const DECODE_HEADS: usize = 4;
+/// Prefill: threads (= keys per tile) and query rows of a workgroup.
+const PREFILL_WG: usize = 64;
+const PREFILL_ROWS: usize = 8;
+/// A decode step that sees more keys than this splits them into chunks of at least this many per workgroup.
+const SPLIT_KEYS: usize = 256;
+const MAX_SPLITS: usize = 32;
+const MAX_GROUPS: usize = 65535;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AppendParams {
+    n: u32,
+    kv_row: u32,
+    capacity: u32,
+    start_pos: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttendParams {
+    rows: u32,
+    n_heads: u32,
+    group_size: u32,
+    kv_row: u32,
+    start_pos: u32,
+    capacity: u32,
+    window: u32,
+    splits: u32,
+    chunk: u32,
+    scale: f32,
+    softcap: f32,
+    has_softcap: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CombineParams {
+    heads: u32,
+    head_dim: u32,
+    splits: u32,
+    _pad: u32,
+}
+
+/// Appends `k`, `v` (`[rows, n_kv·head_dim]`, positions start_pos..) to the cache, then attends `q`
+/// (`[rows, n_heads·head_dim]`) over every visible cached position → `[rows, n_heads·head_dim]`.
 pub(crate) fn attention(
-    _b: &GpuBackend,
-    _q: &GpuTensor,
-    _k: &GpuTensor,
-    _v: &GpuTensor,
-    _cache: &mut GpuKvCache,
-    _p: &AttentionParams,
-    _start_pos: usize,
+    b: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    cache: &mut GpuKvCache,
+    p: &AttentionParams,
+    start_pos: usize,
 ) -> Result<GpuTensor> {
-    Err(Error::Unsupported("GPU attention".into()))
+    let (hq, hkv, d) = (p.n_heads, p.n_kv_heads, p.head_dim);
+    if hkv == 0 || !hq.is_multiple_of(hkv) || d == 0 || d > MAX_HEAD_DIM || hq > MAX_GROUPS {
+        return Err(Error::Backend(format!(
+            "GPU attention with {hq} query heads over {hkv} kv heads of size {d} (head sizes 1..={MAX_HEAD_DIM})"
+        )));
+    }
+    if hkv != cache.spec.n_kv_heads || d != cache.spec.head_dim {
+        return Err(Error::Backend(format!(
+            "attention over {hkv} kv heads of size {d} on a cache for {} heads of size {}",
+            cache.spec.n_kv_heads, cache.spec.head_dim
+        )));
+    }
+    let rows = q.rows;
+    let kv_row = hkv * d;
+    if q.cols != hq * d || (k.rows, k.cols) != (rows, kv_row) || (v.rows, v.cols) != (rows, kv_row) {
+        return Err(Error::Backend(format!(
+            "attention inputs q [{}, {}], k [{}, {}], v [{}, {}] do not fit {hq} query and {hkv} kv heads of {d}",
+            q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
+        )));
+    }
+    if p.window == Some(0) {
+        return Err(Error::Backend("attention with a window of 0 positions".into()));
+    }
+    let end = start_pos + rows;
+    if end > cache.spec.max_positions {
+        return Err(Error::InvalidArgument(format!(
+            "the context is full: {end} positions do not fit in {}",
+            cache.spec.max_positions
+        )));
+    }
+    // Every key a query of this pass sees must still be in the ring: the first query's window start onwards.
+    let oldest = p.window.map_or(0, |w| (start_pos + 1).saturating_sub(w));
+    if end - oldest > cache.capacity {
+        return Err(Error::Backend(format!(
+            "a KV cache of {} positions cannot hold the {} that positions {start_pos}..{end} attend to",
+            cache.capacity,
+            end - oldest
+        )));
+    }
+    if end >= u32::MAX as usize || rows.div_ceil(PREFILL_ROWS) > MAX_GROUPS {
+        return Err(Error::Backend(format!("GPU attention over positions {start_pos}..{end} in one pass")));
+    }
+    let out = b.tensor(rows, hq * d);
+    if rows == 0 {
+        return Ok(out);
+    }
+
+    let append =
+        b.rec.kernel("kv_append", APPEND, &[], &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite]);
+    let n = rows * kv_row;
+    let params = AppendParams {
+        n: n as u32,
+        kv_row: kv_row as u32,
+        capacity: cache.capacity as u32,
+        start_pos: (start_pos % cache.capacity) as u32,
+    };
+    b.rec.dispatch(
+        &append,
+        bytemuck::bytes_of(&params),
+        &[k.buf(), v.buf(), &cache.k, &cache.v],
+        grid(n.div_ceil(256) as u32),
+    )?;
+
+    let group = hq / hkv;
+    let (wg, rb, hb) = if rows == 1 { (DECODE_WG, 1, group.min(DECODE_HEADS)) } else { (PREFILL_WG, PREFILL_ROWS, 1) };
+    // A decode step over many keys: chunks of whole tiles, at least SPLIT_KEYS keys each, at most MAX_SPLITS.
+    let visible = end - oldest;
+    let (splits, chunk) = if rows == 1 && visible > SPLIT_KEYS {
+        let chunk = SPLIT_KEYS.max(visible.div_ceil(MAX_SPLITS)).next_multiple_of(wg);
+        (visible.div_ceil(chunk), chunk)
+    } else {
+        (1, visible)
+    };
+    let kernel = b.rec.kernel(
+        "attention",
+        ATTEND,
+        &[("HEAD_DIM", format!("{d}u")), ("RB", format!("{rb}u")), ("HB", format!("{hb}u")), ("WG", format!("{wg}u"))],
+        &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    );
+    let params = AttendParams {
+        rows: rows as u32,
+        n_heads: hq as u32,
+        group_size: group as u32,
+        kv_row: kv_row as u32,
+        start_pos: start_pos as u32,
+        capacity: cache.capacity as u32,
+        window: p.window.map_or(u32::MAX, |w| w.min(u32::MAX as usize) as u32),
+        splits: splits as u32,
+        chunk: chunk as u32,
+        scale: p.scale,
+        softcap: p.softcap.unwrap_or(1.0),
+        has_softcap: p.softcap.is_some() as u32,
+    };
+    let groups = [(hkv * group.div_ceil(hb)) as u32, rows.div_ceil(rb) as u32, splits as u32];
+    if splits == 1 {
+        b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q.buf(), &cache.k, &cache.v, out.buf()], groups)?;
+        return Ok(out);
+    }
+    let scratch = b.tensor(rows * hq * splits, d + 2);
+    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q.buf(), &cache.k, &cache.v, scratch.buf()], groups)?;
+    let combine = b.rec.kernel("attention_combine", COMBINE, &[], &[Access::Read, Access::ReadWrite]);
+    let params = CombineParams { heads: (rows * hq) as u32, head_dim: d as u32, splits: splits as u32, _pad: 0 };
+    b.rec.dispatch(&combine, bytemuck::bytes_of(&params), &[scratch.buf(), out.buf()], grid((rows * hq) as u32))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::gpu::testing::{assert_close, backend, read, values};
+    use crate::backend::gpu::{GpuBackend, GpuKvCache};
+    use crate::backend::{AttentionParams, Backend, KvSpec};
+
+    /// The same layer on both backends, fed the same keys, values and queries.
+    struct Twin {
+        g: GpuBackend,
+        c: CpuBackend,
+        gc: GpuKvCache,
+        cc: <CpuBackend as Backend>::KvCache,
+        p: AttentionParams,
+        /// Queries are values in [-1, 1) times this (larger scores make the softmax peakier, the softcap bite).
+        q_amp: f32,
+    }
+
+    impl Twin {
+        fn new(g: GpuBackend, p: AttentionParams, max_positions: usize, q_amp: f32) -> Self {
+            let spec = KvSpec { n_kv_heads: p.n_kv_heads, head_dim: p.head_dim, max_positions, window: p.window };
+            let c = CpuBackend::new();
+            let gc = g.new_kv_cache(spec).unwrap();
+            let cc = c.new_kv_cache(spec).unwrap();
+            Self { g, c, gc, cc, p, q_amp }
+        }
+
+        /// Runs positions start_pos..start_pos + rows through both caches; compares the outputs when `check`.
+        fn step(&mut self, start_pos: usize, rows: usize, check: bool) {
+            let p = self.p;
+            let (qc, kvc) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
+            let seed = 1000 + start_pos as u64 * 3;
+            let q: Vec<f32> = values(rows * qc, seed).iter().map(|x| x * self.q_amp).collect();
+            let (k, v) = (values(rows * kvc, seed + 1), values(rows * kvc, seed + 2));
+            let cpu =
+                |x: &[f32], cols| candle_core::Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu).unwrap();
+            let want =
+                self.c.attention(&cpu(&q, qc), &cpu(&k, kvc), &cpu(&v, kvc), &mut self.cc, &p, start_pos).unwrap();
+            let g = &self.g;
+            let (gq, gk, gv) = (
+                g.tensor_from_host(&q, rows, qc).unwrap(),
+                g.tensor_from_host(&k, rows, kvc).unwrap(),
+                g.tensor_from_host(&v, rows, kvc).unwrap(),
+            );
+            let got = g.attention(&gq, &gk, &gv, &mut self.gc, &p, start_pos).unwrap();
+            assert_eq!((got.rows, got.cols), (rows, qc));
+            if check {
+                let want = futures::executor::block_on(self.c.to_host(&want)).unwrap().concat();
+                assert_close(
+                    &format!("{p:?} at positions {start_pos}..{}", start_pos + rows),
+                    &read(g, &got),
+                    &want,
+                    1e-5,
+                );
+            }
+        }
+
+        /// Prefill of 37 rows, three decode steps, a second chunk of 11 rows, two more decode steps.
+        fn prefill_decode_prefill(&mut self) {
+            self.step(0, 37, true);
+            for pos in 37..40 {
+                self.step(pos, 1, true);
+            }
+            self.step(40, 11, true);
+            self.step(51, 1, true);
+            self.step(52, 1, true);
+        }
+    }
+
+    fn params(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> AttentionParams {
+        AttentionParams {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+            window: None,
+        }
+    }
+
+    #[test]
+    fn gqa_prefill_and_decode_match_the_cpu() {
+        let Some(g) = backend() else { return };
+        Twin::new(g, params(6, 2, 40), 128, 3.0).prefill_decode_prefill();
+    }
+
+    #[test]
+    fn mqa_with_a_softcap_matches_the_cpu() {
+        let Some(g) = backend() else { return };
+        // 6 heads over one kv head: a decode workgroup serves 4 of them, the second one only 2.
+        let p = AttentionParams { scale: 1.0, softcap: Some(50.0), ..params(6, 1, 40) };
+        Twin::new(g, p, 128, 4.0).prefill_decode_prefill();
+    }
+
+    #[test]
+    fn head_dim_256_matches_the_cpu() {
+        let Some(g) = backend() else { return };
+        let p = AttentionParams { softcap: Some(50.0), ..params(4, 2, 256) };
+        Twin::new(g, p, 128, 8.0).prefill_decode_prefill();
+        let Some(g) = backend() else { return };
+        Twin::new(g, params(2, 1, 256), 128, 1.0).prefill_decode_prefill();
+    }
+
+    #[test]
+    fn sliding_window_matches_the_cpu() {
+        let Some(g) = backend() else { return };
+        let p = AttentionParams { window: Some(5), ..params(6, 2, 40) };
+        Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
+        // Odd head size, a window wider than one prefill block, a softcap.
+        let Some(g) = backend() else { return };
+        let p = AttentionParams { window: Some(13), softcap: Some(50.0), ..params(2, 2, 33) };
+        Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
+    }
+
+    #[test]
+    fn long_decode_splits_the_keys() {
+        let Some(g) = backend() else { return };
+        let mut t = Twin::new(g, params(4, 2, 32), 640, 3.0);
+        t.step(0, 100, true);
+        for pos in 100..620 {
+            let before = t.g.counters().dispatches;
+            // Every 10th step, and both sides of the split threshold (256 keys seen at position 255).
+            t.step(pos, 1, pos % 10 == 0 || (254..259).contains(&pos) || pos == 619);
+            // append + attention, plus the combine once the keys are split.
+            let want = if pos + 1 > super::SPLIT_KEYS { 3 } else { 2 };
+            assert_eq!(t.g.counters().dispatches - before, want, "dispatches of the decode step at {pos}");
+        }
+    }
+
+    #[test]
+    fn sliding_window_ring_wraps() {
+        let Some(g) = backend() else { return };
+        let p = AttentionParams { window: Some(8), ..params(4, 1, 40) };
+        let mut t = Twin::new(g, p, 1024, 3.0);
+        assert_eq!(t.gc.capacity, 8 + crate::backend::gpu::MAX_ROWS_PER_FORWARD);
+        t.step(0, 200, true);
+        for pos in 200..300 {
+            t.step(pos, 1, true);
+        }
+        // A chunk that wraps around the end of the ring, then decode on the far side.
+        t.step(300, 50, true);
+        for pos in 350..360 {
+            t.step(pos, 1, true);
+        }
+    }
+
+    #[test]
+    fn attention_rejects_bad_shapes() {
+        let Some(g) = backend() else { return };
+        let p = params(4, 2, 8);
+        let spec = KvSpec { n_kv_heads: 2, head_dim: 8, max_positions: 16, window: None };
+        let mut cache = g.new_kv_cache(spec).unwrap();
+        let t = |rows, cols| g.tensor_from_host(&values(rows * cols, 7), rows, cols).unwrap();
+        let (q, kv) = (t(2, 32), t(2, 16));
+        assert!(g.attention(&q, &kv, &kv, &mut cache, &p, 0).is_ok());
+        assert!(g.attention(&t(2, 24), &kv, &kv, &mut cache, &p, 2).is_err(), "q of the wrong width");
+        assert!(g.attention(&q, &t(1, 16), &kv, &mut cache, &p, 2).is_err(), "k of the wrong length");
+        assert!(g.attention(&q, &kv, &kv, &mut cache, &params(4, 4, 8), 2).is_err(), "kv heads unlike the cache");
+        assert!(g.attention(&q, &kv, &kv, &mut cache, &params(3, 2, 8), 2).is_err(), "heads not a multiple");
+        assert!(g.attention(&q, &kv, &kv, &mut cache, &p, 15).is_err(), "past the context");
+        let mut big = g.new_kv_cache(KvSpec { head_dim: 300, ..spec }).unwrap();
+        let (q3, kv3) = (t(1, 1200), t(1, 600));
+        assert!(g.attention(&q3, &kv3, &kv3, &mut big, &params(4, 2, 300), 0).is_err(), "head_dim over 256");
+    }
 }

@@ -143,7 +143,9 @@ impl GpuContext {
             }
         });
         // The device's alignment, not the adapter's: the device was opened with default (coarser) limits.
-        let uniform_align = device.limits().min_uniform_buffer_offset_alignment.max(16) as u64;
+        // Each slot also holds a whole uniform block.
+        let uniform_align =
+            (device.limits().min_uniform_buffer_offset_alignment as u64).max(super::recorder::UNIFORM_BYTES);
         let mut max_binding = summary.max_storage_binding_bytes;
         if let Some(forced) = options.max_binding_bytes {
             max_binding = max_binding.min(forced.max(256));

@@ -340,14 +340,22 @@ impl Backend for GpuBackend {
     async fn sampling_logits(&self, logits: &GpuTensor) -> Result<SamplingLogits> {
         let candidates = topk::top_k(self, logits, TOP_K_CANDIDATES)?;
         let bytes = self.rec.read(candidates.buf(), 0, (TOP_K_CANDIDATES * 8) as u64).await?;
-        let words: &[u32] = bytemuck::cast_slice(&bytes);
+        let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         Ok(SamplingLogits::Candidates(
-            words.chunks_exact(2).filter(|p| p[0] != u32::MAX).map(|p| (p[0], f32::from_bits(p[1]))).collect(),
+            bytes
+                .chunks_exact(8)
+                .map(|p| (word(&p[..4]), f32::from_bits(word(&p[4..]))))
+                .filter(|&(id, _)| id != u32::MAX)
+                .collect(),
         ))
     }
 
     fn max_rows_per_forward(&self) -> usize {
         MAX_ROWS_PER_FORWARD
+    }
+
+    fn max_tensor_bytes(&self) -> usize {
+        self.rec.ctx.max_binding.min(self.rec.ctx.max_buffer) as usize
     }
 
     fn counters(&self) -> Counters {
