@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export AVIARY_CACHE ?= $(HOME)/.cache/aviary
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: run test setup models reference wasm-check fuzz bench
+.PHONY: run test setup models reference wasm-check fuzz bench web-test
 
 setup:
 	@scripts/setup.sh
@@ -21,6 +21,12 @@ run: setup models
 test: setup models reference
 	cargo check -p engine --target wasm32-unknown-unknown
 	cargo test --release --workspace --no-fail-fast
+	scripts/web-test.sh
+
+# The wasm build on WebGPU in headless Chromium (SwiftShader) against the tiny goldens; installs Chromium and
+# wasm-bindgen-test-runner when missing.
+web-test:
+	@scripts/web-test.sh
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_header -- -max_total_time=60

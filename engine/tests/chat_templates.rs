@@ -1,5 +1,7 @@
 //! Chat templates rendered by the engine must equal, byte for byte, what Hugging Face transformers renders for the
 //! same template and conversation (tests/fixtures/chat/refs.json, written by gen_chat_refs.py).
+// Native only: it reads files from disk, and wasm32 has no file system (the browser tests are tests/web_goldens.rs).
+#![cfg(not(target_arch = "wasm32"))]
 
 use engine::chat::{strftime, Builtin, ChatTemplate, Message};
 use engine::format::{MetaValue, Metadata};

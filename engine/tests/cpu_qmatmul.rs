@@ -10,6 +10,8 @@
 //! Every check runs on the SIMD backend and on the portable one. On x86-64 the results must be bit-identical: that
 //! is what keeps whole-model logits on llama.cpp's trajectory (see engine/src/backend/cpu/ops.rs). Elsewhere libm
 //! and FMA availability differ, so a 1e-5 relative band applies.
+// Native only: it reads files from disk, and wasm32 has no file system (the browser tests are tests/web_goldens.rs).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

@@ -4,6 +4,8 @@
 //! (tests/fixtures/format/gen_format_fixtures.py), and a safetensors file written by the `safetensors` crate.
 //! Damaged copies (every truncation of the first 64 KiB, thousands of seeded bit flips and byte overwrites, shrunken
 //! file lengths) must give a value — Complete, NeedMore within the file, or an error — and never a panic.
+// Native only: it reads files from disk, and wasm32 has no file system (the browser tests are tests/web_goldens.rs).
+#![cfg(not(target_arch = "wasm32"))]
 
 use engine::format::{gguf, safetensors as st, MetaValue, Parsed};
 use engine::quant::GgmlType;

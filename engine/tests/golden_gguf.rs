@@ -6,6 +6,8 @@
 //!
 //! Like llama.cpp's CPU backend, the CPU backend rounds activations to 8-bit blocks before quantised products and
 //! computes GELU through an f16 table for GGUF models, so it agrees with llama.cpp to ~1e-4 of max|logit|.
+// Native only: it reads files from disk, and wasm32 has no file system (the browser tests are tests/web_goldens.rs).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

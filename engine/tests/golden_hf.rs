@@ -1,6 +1,8 @@
 //! Tiny random Llama, Gemma 2 and Gemma 3 checkpoints against HF transformers' eager float32 logits
 //! (tests/fixtures/tiny, made by gen_tiny.py). Every weight, norms included, is random, so each convention —
 //! norm +1, rope layout, window edge, query scale, softcaps, QK-norm, per-layer rope base — moves the logits.
+// Native only: it reads files from disk, and wasm32 has no file system (the browser tests are tests/web_goldens.rs).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

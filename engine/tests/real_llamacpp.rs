@@ -5,6 +5,8 @@
 //!   0.1 logit of llama.cpp's top-1 there);
 //! - teacher-forced over prompt + 64 generated tokens, our top-1 agrees with llama.cpp's at ≥ 99% of positions
 //!   (a near-tie counts as agreeing: llama.cpp's own batched and incremental paths disagree at near-ties).
+// Native only: it reads files from disk, and wasm32 has no file system (the browser tests are tests/web_goldens.rs).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 use common::*;

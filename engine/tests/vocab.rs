@@ -1,6 +1,8 @@
 //! Tokenizers against llama.cpp: the vocabulary test files of llama.cpp's test-tokenizer-0 (ids llama.cpp produces for
 //! each string), special-token ids taken from llama.cpp (llama-cpp-python 0.3.36, `Llama(vocab_only=True).tokenize(..,
 //! special=True)`), decoding round trips and streaming detokenisation.
+// Native only: it reads files from disk, and wasm32 has no file system (the browser tests are tests/web_goldens.rs).
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

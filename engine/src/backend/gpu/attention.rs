@@ -170,7 +170,8 @@ pub(crate) fn attention(
         b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q.buf(), &cache.k, &cache.v, out.buf()], groups)?;
         return Ok(out);
     }
-    let scratch = b.tensor(rows * hq * splits, d + 2);
+    // Sized for the most splits, not this step's: the pool then hands back the same buffer as the context grows.
+    let scratch = b.tensor(rows * hq * MAX_SPLITS, d + 2);
     b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q.buf(), &cache.k, &cache.v, scratch.buf()], groups)?;
     let combine = b.rec.kernel("attention_combine", COMBINE, &[], &[Access::Read, Access::ReadWrite]);
     let params = CombineParams { heads: (rows * hq) as u32, head_dim: d as u32, splits: splits as u32, _pad: 0 };

@@ -216,14 +216,8 @@ impl Backend for GpuBackend {
                 )));
             }
         }
-        // WebGPU has no memory query; a model bigger than the largest buffer times a generous count is hopeless.
-        if total > limit.saturating_mul(64) {
-            return Err(Error::Backend(format!(
-                "this model's {:.1} GB of weights is more than the GPU adapter {} can hold; use the CPU backend",
-                total as f64 / 1e9,
-                ctx.summary
-            )));
-        }
+        // WebGPU has no memory query: running out while uploading comes back as an error from the upload.
+        let _ = total;
         Ok(())
     }
 

@@ -60,7 +60,12 @@ impl Pool {
     /// A storage buffer of exactly `size` bytes (rounded to 4), reused when one is free.
     pub(crate) fn take(self: &Rc<Self>, device: &wgpu::Device, size: u64) -> Rc<Slab> {
         let size = size.max(4).next_multiple_of(4);
-        let reused = self.free.borrow_mut().get_mut(&size).and_then(|v| v.pop());
+        // The lowest id, not the last freed: every decode step then gets the same buffers in the same order, so
+        // its bind groups come from the cache whatever the drop order of earlier work was.
+        let reused = self.free.borrow_mut().get_mut(&size).and_then(|v| {
+            let lowest = (0..v.len()).min_by_key(|&i| v[i].id)?;
+            Some(v.swap_remove(lowest))
+        });
         let buf = reused.unwrap_or_else(|| {
             self.create(
                 device,
