@@ -29,7 +29,8 @@ fn inverse_rms(lid: u32, sum: f32) -> f32 {
         }
         workgroupBarrier();
     }
-    return inverseSqrt(partial[0] / f32(p.group) + p.eps);
+    // 1 / sqrt, not inverseSqrt: some drivers (SwiftShader) approximate inverseSqrt coarsely.
+    return 1.0 / sqrt(partial[0] / f32(p.group) + p.eps);
 }
 
 @compute @workgroup_size(WG)

@@ -32,9 +32,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         a = base + 2u * i;
         b = a + 1u;
     }
+    // Reduce the angle to [-π, π] first: some drivers (SwiftShader) lose precision in sin/cos of large arguments.
     let theta = f32(p.start_pos + row) * inv_freq[i];
-    let c = cos(theta);
-    let s = sin(theta);
+    let turns = round(theta * 0.15915494309189535);
+    let t = fma(-turns, 6.2831854820251465, theta) + turns * 1.7484555e-7;
+    let c = cos(t);
+    let s = sin(t);
     let x0 = x[a];
     let x1 = x[b];
     y[a] = x0 * c - x1 * s;
