@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export AVIARY_CACHE ?= $(HOME)/.cache/aviary
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: run test setup models reference wasm-check fuzz bench web-test
+.PHONY: run test setup models reference wasm-check fuzz bench web-test test-gpu-models
 
 setup:
 	@scripts/setup.sh
@@ -22,6 +22,10 @@ test: setup models reference
 	cargo check -p engine --target wasm32-unknown-unknown
 	cargo test --release --workspace --no-fail-fast
 	scripts/web-test.sh
+
+# Real models on the GPU backend against the CPU backend and llama.cpp (slow on lavapipe).
+test-gpu-models: setup models
+	cargo test --release -p engine --test real_llamacpp -- --ignored --nocapture
 
 # The wasm build on WebGPU in headless Chromium (SwiftShader) against the tiny goldens; installs Chromium and
 # wasm-bindgen-test-runner when missing.

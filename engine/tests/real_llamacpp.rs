@@ -88,6 +88,7 @@ fn check_gpu(fixture_name: &str) {
     let Some(g) = load_gpu(&path) else { return };
     let cpu = load_cpu(&path);
     let (mut agree, mut total) = (0usize, 0usize);
+    let mut greedy_failures = Vec::new();
     for (ci, case) in refs["cases"].as_array().expect("cases").iter().enumerate() {
         let prompt = as_u32s(&case["prompt_tokens"]);
         let tops = case["top_logits"].as_array().expect("top_logits");
@@ -99,13 +100,17 @@ fn check_gpu(fixture_name: &str) {
             let row = cpu.logits(&seq).pop().expect("logits");
             let cpu_near = row[ours_cpu[j] as usize] - row[theirs[j] as usize] <= NEAR_TIE;
             let llamacpp_near = ours_cpu[..j] == as_u32s(&case["greedy"])[..j] && is_near_tie(&tops[j], theirs[j]);
-            assert!(
-                cpu_near || llamacpp_near,
-                "{fixture_name} case {ci}: greedy step {j}: the GPU chose {} where the CPU chose {}",
+            let gap = row[ours_cpu[j] as usize] - row[theirs[j] as usize];
+            eprintln!(
+                "{fixture_name} case {ci}: GPU greedy diverges from the CPU at step {j}: GPU {} CPU {} (CPU logit gap \
+                 {gap:.3}{})",
                 theirs[j],
-                ours_cpu[j]
+                ours_cpu[j],
+                if cpu_near || llamacpp_near { ", a near-tie" } else { "" }
             );
-            eprintln!("{fixture_name} case {ci}: GPU greedy diverges from the CPU at step {j}, a near-tie");
+            if !(cpu_near || llamacpp_near) {
+                greedy_failures.push(ci);
+            }
         }
         let mut seq = prompt.clone();
         seq.extend(as_u32s(&case["greedy"]));
@@ -123,14 +128,18 @@ fn check_gpu(fixture_name: &str) {
     let rate = agree as f64 / total as f64;
     eprintln!("{fixture_name} (gpu): teacher-forced top-1 agreement {agree}/{total} = {:.2}%", rate * 100.0);
     assert!(rate >= 0.99, "{fixture_name} (gpu): teacher-forced top-1 agreement {:.2}% < 99%", rate * 100.0);
+    assert!(greedy_failures.is_empty(), "{fixture_name}: GPU greedy differs from the CPU's, not at a near-tie, in cases {greedy_failures:?}");
 }
 
+// Lavapipe runs these for about ten minutes each on two cores: `make test-gpu-models` runs them.
 #[test]
+#[ignore = "slow on lavapipe; run by make test-gpu-models"]
 fn smollm2_on_gpu_matches_cpu_and_llamacpp() {
     check_gpu("smollm2");
 }
 
 #[test]
+#[ignore = "slow on lavapipe; run by make test-gpu-models"]
 fn gemma3_on_gpu_matches_cpu_and_llamacpp() {
     check_gpu("gemma3");
 }

@@ -48,11 +48,11 @@ pub(crate) fn softcap(b: &GpuBackend, x: &GpuTensor, cap: f32) -> Result<GpuTens
 
 pub(crate) fn gated(b: &GpuBackend, gate: &GpuTensor, up: &GpuTensor, act: Activation) -> Result<GpuTensor> {
     same_shape(gate, up, "gated activation")?;
-    // The f16 GELU table of ggml's CPU path is a CPU rounding detail; the GPU computes GELU exactly, as llama.cpp's
-    // GPU backends do.
     let op = match act {
         Activation::Silu => 2,
-        Activation::GeluTanh | Activation::GeluTanhF16Table => 3,
+        Activation::GeluTanh => 3,
+        // GGUF models follow llama.cpp's numerics, whose GELU goes through an f16 table.
+        Activation::GeluTanhF16Table => 4,
     };
     launch(b, op, gate, up, 0.0)
 }
@@ -85,7 +85,7 @@ mod tests {
         let host = |t| futures::executor::block_on(c.to_host(&t)).unwrap().concat();
         assert_close("add", &read(&g, &g.add(&ga, &gb).unwrap()), &host(c.add(&ca, &cb).unwrap()), 1e-6);
         assert_close("softcap", &read(&g, &g.softcap(&ga3, 30.0).unwrap()), &host(c.softcap(&ca3, 30.0).unwrap()), 1e-5);
-        for act in [Activation::Silu, Activation::GeluTanh] {
+        for act in [Activation::Silu, Activation::GeluTanh, Activation::GeluTanhF16Table] {
             let got = read(&g, &g.gated_activation(&ga3, &gb, act).unwrap());
             let want = host(c.gated_activation(&ca3, &cb, act).unwrap());
             assert_close(&format!("{act:?}"), &got, &want, 1e-5);
