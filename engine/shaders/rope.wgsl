@@ -7,6 +7,9 @@ struct Params {
     heads: u32,
     half: u32,
     start_pos: u32,
+    // > 0: angles as ggml builds them, theta_0 = pos, theta_{i+1} = theta_i · theta_scale (each product rounded);
+    // 0: theta_i = pos · inv_freq[i] (tables with llama3 frequency factors folded in).
+    theta_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,14 +35,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         a = base + 2u * i;
         b = a + 1u;
     }
-    // Reduce the angle to [-π, π] first: some drivers (SwiftShader) lose precision in sin/cos of large arguments.
-    let theta = f32(p.start_pos + row) * inv_freq[i];
-    let turns = round(theta * 0.15915494309189535);
-    let t = fma(-turns, 6.2831854820251465, theta) + turns * 1.7484555e-7;
-    let c = cos(t);
-    let s = sin(t);
+    var theta = f32(p.start_pos + row);
+    if (p.theta_scale > 0.0) {
+        for (var j = 0u; j < i; j++) {
+            theta *= p.theta_scale;
+        }
+    } else {
+        theta *= inv_freq[i];
+    }
+    let c = cos(theta);
+    let s = sin(theta);
     let x0 = x[a];
     let x1 = x[b];
-    y[a] = x0 * c - x1 * s;
-    y[b] = x0 * s + x1 * c;
+    // The rotation as llama.cpp's build contracts it into fused multiply-adds.
+    y[a] = fma(x0, c, -(x1 * s));
+    y[b] = fma(x0, s, x1 * c);
 }

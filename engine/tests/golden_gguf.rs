@@ -37,21 +37,23 @@ fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
     );
     eprintln!("{name} {quant}: worst max|diff|/max|ref| vs the HF twin = {worst:.2e}");
 
-    // The GPU keeps activations in f32 and computes GELU exactly, as llama.cpp's GPU backends do: it meets the
-    // HF twin at 1e-3 for both files, and sits from llama.cpp's CPU numerics where the CPU sits from the twin.
+    // The GPU rounds activations and GELU as llama.cpp's CPU does, but sums in its own order: the F32 files meet the
+    // CPU's 1e-3; for the Q8_0 files a different sum can flip an activation's 8-bit rounding, so they are held to the
+    // bound the quantisation itself sets (the one against the twin).
     let Some(g) = load_gpu(&path) else { return };
     assert_eq!(g.greedy(&prompt, want.len()), want, "{name} {quant} (gpu): greedy tokens differ from llama.cpp's");
     let logits = g.logits(&prompt);
+    let tol_gpu = if quant == "f32" { tol } else { tol_exact };
     let worst =
-        assert_logits_close(&format!("{name} {quant} GGUF (gpu) vs its HF twin"), &logits, &as_matrix(&r["exact_logits"]), 1e-3);
-    eprintln!("{name} {quant} (gpu): worst max|diff|/max|ref| vs the HF twin = {worst:.2e}");
-    let worst = assert_logits_close(
-        &format!("{name} {quant} GGUF (gpu) vs llama.cpp"),
-        &logits,
-        &as_matrix(&r["logits"]),
-        tol_exact.max(tol),
-    );
+        assert_logits_close(&format!("{name} {quant} GGUF (gpu) vs llama.cpp"), &logits, &as_matrix(&r["logits"]), tol_gpu);
     eprintln!("{name} {quant} (gpu): worst max|diff|/max|ref| vs llama.cpp = {worst:.2e}");
+    let worst = assert_logits_close(
+        &format!("{name} {quant} GGUF (gpu) vs its HF twin"),
+        &logits,
+        &as_matrix(&r["exact_logits"]),
+        tol_exact,
+    );
+    eprintln!("{name} {quant} (gpu): worst max|diff|/max|ref| vs the HF twin = {worst:.2e}");
 }
 
 #[test]

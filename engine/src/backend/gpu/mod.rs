@@ -4,6 +4,7 @@
 //! Ops only record dispatches; nothing is submitted until a result is read back, so a decode step is one submit.
 //! Activations come from a pool and bind groups are cached, so after the first token a step creates nothing.
 
+mod activation_rounding;
 mod attention;
 mod bandwidth;
 pub mod context;
@@ -75,6 +76,7 @@ pub struct GpuWeight {
 
 pub struct GpuRope {
     inv_freq: GpuBuf,
+    theta_scale: Option<f32>,
     half: usize,
     layout: RopeLayout,
 }
@@ -228,7 +230,12 @@ impl Backend for GpuBackend {
     }
 
     fn rope_table(&self, inv_freq: &[f32], layout: RopeLayout) -> Result<GpuRope> {
-        Ok(GpuRope { inv_freq: self.storage_buffer(bytemuck::cast_slice(inv_freq), "rope"), half: inv_freq.len(), layout })
+        Ok(GpuRope {
+            inv_freq: self.storage_buffer(bytemuck::cast_slice(inv_freq), "rope"),
+            theta_scale: crate::backend::cpu::ops::rope_theta_scale(inv_freq),
+            half: inv_freq.len(),
+            layout,
+        })
     }
 
     fn new_kv_cache(&self, spec: KvSpec) -> Result<GpuKvCache> {
@@ -271,7 +278,9 @@ impl Backend for GpuBackend {
                 x.cols, w.cols
             )));
         }
-        matmul::matmul(self, x, w)
+        // Like the CPU backend (and llama.cpp), multiply by the activations as ggml quantises them for this weight.
+        let x = activation_rounding::round_for(self, x, w.dtype)?;
+        matmul::matmul(self, &x, w)
     }
 
     fn rms_norm(&self, x: &GpuTensor, weight: &GpuTensor, eps: f32) -> Result<GpuTensor> {

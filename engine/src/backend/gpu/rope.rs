@@ -14,6 +14,8 @@ struct Params {
     heads: u32,
     half: u32,
     start_pos: u32,
+    theta_scale: f32,
+    _pad: [u32; 3],
 }
 
 pub(crate) fn rope(b: &GpuBackend, x: &GpuTensor, rope: &GpuRope, heads: usize, start_pos: usize) -> Result<GpuTensor> {
@@ -31,7 +33,14 @@ pub(crate) fn rope(b: &GpuBackend, x: &GpuTensor, rope: &GpuRope, heads: usize, 
         Access::Read,
         Access::ReadWrite,
     ]);
-    let params = Params { rows: x.rows as u32, heads: heads as u32, half: rope.half as u32, start_pos: start_pos as u32 };
+    let params = Params {
+        rows: x.rows as u32,
+        heads: heads as u32,
+        half: rope.half as u32,
+        start_pos: start_pos as u32,
+        theta_scale: rope.theta_scale.unwrap_or(0.0),
+        _pad: [0; 3],
+    };
     let pairs = x.rows * heads * rope.half;
     b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), &rope.inv_freq, out.buf()], grid(pairs.div_ceil(256) as u32))?;
     Ok(out)

@@ -1,0 +1,79 @@
+//! Activations rounded as ggml's CPU quantises them before a quantised product (shaders/round_activations.wgsl).
+//!
+//! llama.cpp multiplies a Q4_1 weight by the activation row rounded to Q8_1 blocks, a K-quant by Q8_K blocks, an F16
+//! weight by the row rounded to f16. Exact f32 products land ~0.3 logit from it on real models — enough to flip a
+//! greedy token now and then — so GGUF models on the GPU round the same way, and agree with llama.cpp (and our CPU
+//! backend) as closely as the CPU does.
+
+use super::recorder::{grid, Access};
+use super::{GpuBackend, GpuTensor};
+use crate::quant::GgmlType;
+use crate::Result;
+
+const SOURCE: &str = include_str!("../../../shaders/round_activations.wgsl");
+const WORKGROUP: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+/// The MODE of the shader for a weight type, with the block size it rounds over; None when ggml keeps f32.
+fn mode(dtype: GgmlType) -> Option<(u32, usize)> {
+    match dtype {
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => Some((1, 32)),
+        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => Some((2, 256)),
+        GgmlType::F16 => Some((3, 1)),
+        GgmlType::BF16 => Some((4, 1)),
+        GgmlType::F32 => None,
+    }
+}
+
+/// `x` as ggml's CPU would see it multiplied by a weight of `dtype`; `x` itself when no rounding applies (or the
+/// row is not whole blocks, which the matmul then reports).
+pub(crate) fn round_for(b: &GpuBackend, x: &GpuTensor, dtype: GgmlType) -> Result<GpuTensor> {
+    let Some((mode, block)) = mode(dtype) else { return Ok(x.clone()) };
+    if !x.cols.is_multiple_of(block) {
+        return Ok(x.clone());
+    }
+    let out = b.tensor(x.rows, x.cols);
+    let kernel = b.rec.kernel("round_activations", SOURCE, &[("MODE", format!("{mode}u"))], &[Access::Read, Access::ReadWrite]);
+    let invocations = x.len() / block;
+    let params = Params { n: x.len() as u32, _pad: [0; 3] };
+    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), out.buf()], grid(invocations.div_ceil(WORKGROUP) as u32))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_for;
+    use crate::backend::cpu::q8;
+    use crate::backend::gpu::testing::{assert_close, backend, read, values};
+    use crate::quant::GgmlType;
+
+    #[test]
+    fn rounding_matches_the_cpu_quantisers() {
+        let Some(g) = backend() else { return };
+        let (rows, cols) = (3, 512);
+        let mut x: Vec<f32> = values(rows * cols, 11).iter().map(|v| v * 3.0).collect();
+        x[40..72].iter_mut().for_each(|v| *v = 0.0); // an all-zero block
+        let gx = g.tensor_from_host(&x, rows, cols).unwrap();
+
+        let mut q8_0 = vec![q8::BlockQ8_0::default(); x.len() / 32];
+        q8::quantize_q8_0(&x, &mut q8_0);
+        let want: Vec<f32> = q8_0.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
+        assert_close("Q8_0", &read(&g, &round_for(&g, &gx, GgmlType::Q4_0).unwrap()), &want, 0.0);
+
+        let mut q8_k = vec![q8::BlockQ8K::default(); x.len() / 256];
+        q8::quantize_q8_k(&x, &mut q8_k);
+        let want: Vec<f32> = q8_k.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
+        assert_close("Q8_K", &read(&g, &round_for(&g, &gx, GgmlType::Q6K).unwrap()), &want, 0.0);
+
+        let want: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        assert_close("f16", &read(&g, &round_for(&g, &gx, GgmlType::F16).unwrap()), &want, 0.0);
+        let want: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+        assert_close("bf16", &read(&g, &round_for(&g, &gx, GgmlType::BF16).unwrap()), &want, 0.0);
+    }
+}
