@@ -198,22 +198,24 @@ mod tests {
         futures::executor::block_on(c.to_host(&t)).unwrap().concat()
     }
 
-    /// Runs x [x_rows, cols] · Wᵀ [w_rows, cols] on the GPU and checks it against the exact product and, loosely
-    /// (it rounds activations to Q8 / F16 / BF16 as ggml does), against the CPU backend.
+    /// Runs x [x_rows, cols] · Wᵀ [w_rows, cols] on the GPU: the kernel against the exact product, and the backend's
+    /// matmul (which first rounds activations to Q8 / F16 / BF16 as ggml does) against the CPU backend, which rounds
+    /// the same way.
     fn check_matmul(g: &GpuBackend, dtype: GgmlType, w_rows: usize, cols: usize, x_rows: usize, seed: u64) {
         let what = format!("{} [{x_rows}, {cols}] x [{w_rows}, {cols}]", dtype.name());
         let bytes = weight_bytes(dtype, w_rows, cols, seed);
         let x = values(x_rows * cols, seed + 7);
         let gw = g.upload_weight("w", dtype, [w_rows, cols], &bytes).unwrap();
-        let got = read(g, &g.matmul(&g.tensor_from_host(&x, x_rows, cols).unwrap(), &gw).unwrap());
+        let gx = g.tensor_from_host(&x, x_rows, cols).unwrap();
+        let got = read(g, &super::matmul(g, &gx, &gw).unwrap());
         let tol = if dtype == GgmlType::F32 { 1e-5 } else { 1e-4 };
         assert_close(&what, &got, &exact(dtype, &bytes, w_rows, cols, &x), tol);
 
         let c = CpuBackend::new();
         let cw = c.upload_weight("w", dtype, [w_rows, cols], &bytes).unwrap();
         let cx = candle_core::Tensor::from_slice(&x, (x_rows, cols), &candle_core::Device::Cpu).unwrap();
-        let cpu_tol = if dtype == GgmlType::F32 { 1e-4 } else { 2e-2 };
-        assert_close(&format!("{what} (CPU backend)"), &got, &cpu_host(&c, c.matmul(&cx, &cw).unwrap()), cpu_tol);
+        let got = read(g, &g.matmul(&gx, &gw).unwrap());
+        assert_close(&format!("{what} (rounded like the CPU backend)"), &got, &cpu_host(&c, c.matmul(&cx, &cw).unwrap()), 1e-4);
     }
 
     /// Columns for each type: whole blocks, and for floats an odd count (F16/BF16 rows then start mid-word and the
