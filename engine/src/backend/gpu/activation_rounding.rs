@@ -46,6 +46,32 @@ pub(crate) fn round_for(b: &GpuBackend, x: &GpuTensor, dtype: GgmlType) -> Resul
     Ok(out)
 }
 
+/// A rounding kept for reuse. Holding `source` keeps its buffer out of the pool, and tensors are never written
+/// after the op that made them, so the same buffer means the same values.
+pub(crate) struct Rounded {
+    source: GpuTensor,
+    mode: u32,
+    result: GpuTensor,
+}
+
+/// `round_for`, reusing the previous result when the same tensor is rounded the same way again.
+pub(crate) fn round_cached(
+    b: &GpuBackend,
+    memo: &std::cell::RefCell<Option<Rounded>>,
+    x: &GpuTensor,
+    dtype: GgmlType,
+) -> Result<GpuTensor> {
+    let Some((mode, _)) = mode(dtype) else { return Ok(x.clone()) };
+    if let Some(r) = memo.borrow().as_ref() {
+        if r.mode == mode && std::rc::Rc::ptr_eq(&r.source.slab, &x.slab) {
+            return Ok(r.result.clone());
+        }
+    }
+    let result = round_for(b, x, dtype)?;
+    *memo.borrow_mut() = Some(Rounded { source: x.clone(), mode, result: result.clone() });
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::round_for;

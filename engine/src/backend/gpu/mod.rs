@@ -33,6 +33,8 @@ pub const MAX_ROWS_PER_FORWARD: usize = 256;
 
 pub struct GpuBackend {
     rec: Recorder,
+    /// The last activations rounded for a weight type: q, k and v (and gate and up) share their input.
+    rounded: std::cell::RefCell<Option<activation_rounding::Rounded>>,
 }
 
 /// An f32 activation `[rows, cols]` in a pooled buffer.
@@ -97,7 +99,7 @@ impl GpuBackend {
     }
 
     pub fn with_context(ctx: Rc<GpuContext>) -> Self {
-        Self { rec: Recorder::new(ctx) }
+        Self { rec: Recorder::new(ctx), rounded: Default::default() }
     }
 
     pub fn adapter(&self) -> &AdapterSummary {
@@ -279,7 +281,7 @@ impl Backend for GpuBackend {
             )));
         }
         // Like the CPU backend (and llama.cpp), multiply by the activations as ggml quantises them for this weight.
-        let x = activation_rounding::round_for(self, x, w.dtype)?;
+        let x = activation_rounding::round_cached(self, &self.rounded, x, w.dtype)?;
         matmul::matmul(self, &x, w)
     }
 
