@@ -69,3 +69,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
 }
+
+// Q8_1 (Q4_1 and Q5_1 weights): x' as MODE 1, and per block delta = f16(d · Σq) - f16(d) · Σq with the unrounded
+// d = amax / 127. ggml adds m · f16(d · Σq) per block where Σ x' gives m · f16(d) · Σq; q8_1_correction.wgsl adds
+// m · delta. One invocation per block. Binding 3: delta [n / 32].
+@group(0) @binding(3) var<storage, read_write> delta: array<f32>;
+
+@compute @workgroup_size(64)
+fn q8_1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let block = gid.x + gid.y * nwg.x * 64u;
+    let base = block * 32u;
+    if (base >= p.n) {
+        return;
+    }
+    var amax = 0.0;
+    for (var i = 0u; i < 32u; i++) {
+        amax = max(amax, abs(x[base + i]));
+    }
+    let d = amax / 127.0;
+    let d16 = to_f16(d);
+    let inv = select(0.0, 127.0 / amax, amax != 0.0);
+    var sum = 0i;
+    for (var i = 0u; i < 32u; i++) {
+        let q = clamp(round(x[base + i] * inv), -128.0, 127.0);
+        sum += i32(q);
+        y[base + i] = q * d16;
+    }
+    delta[block] = to_f16(d * f32(sum)) - d16 * f32(sum);
+}

@@ -46,6 +46,54 @@ pub(crate) fn round_for(b: &GpuBackend, x: &GpuTensor, dtype: GgmlType) -> Resul
     Ok(out)
 }
 
+const CORRECTION: &str = include_str!("../../../shaders/q8_1_correction.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CorrectionParams {
+    rows: u32,
+    chunk_rows: u32,
+    first_row: u32,
+    out_stride: u32,
+    row_bytes: u32,
+    blocks: u32,
+    block_bytes: u32,
+    _pad: u32,
+}
+
+/// x · Wᵀ for Q4_1 / Q5_1 weights exactly as ggml forms it with Q8_1 activations: the rounded product, plus
+/// m · (f16(d·Σq) - f16(d)·Σq) per block. None for other types (or rows that are not whole blocks).
+pub(crate) fn q8_1_matmul(b: &GpuBackend, x: &GpuTensor, w: &super::GpuWeight) -> Result<Option<GpuTensor>> {
+    if !matches!(w.dtype, GgmlType::Q4_1 | GgmlType::Q5_1) || !x.cols.is_multiple_of(32) {
+        return Ok(None);
+    }
+    let blocks = x.cols / 32;
+    let (rounded, delta) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, blocks));
+    let access = [Access::Read, Access::ReadWrite, Access::ReadWrite];
+    let kernel = b.rec.kernel_entry("round_activations", SOURCE, "q8_1", &[("MODE", "1u".to_string())], &access);
+    let params = Params { n: x.len() as u32, _pad: [0; 3] };
+    let groups = grid((x.rows * blocks).div_ceil(WORKGROUP) as u32);
+    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), rounded.buf(), delta.buf()], groups)?;
+    let out = super::matmul::matmul(b, &rounded, w)?;
+    let kernel = b.rec.kernel("q8_1_correction", CORRECTION, &[], &[Access::Read, Access::Read, Access::ReadWrite]);
+    let block_bytes = w.dtype.byte_len(32).unwrap_or(20) as u32;
+    for chunk in &w.chunks {
+        let params = CorrectionParams {
+            rows: x.rows as u32,
+            chunk_rows: chunk.rows as u32,
+            first_row: chunk.first_row as u32,
+            out_stride: w.rows as u32,
+            row_bytes: w.row_bytes as u32,
+            blocks: blocks as u32,
+            block_bytes,
+            _pad: 0,
+        };
+        let groups = grid((x.rows * chunk.rows).div_ceil(WORKGROUP) as u32);
+        b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[&chunk.buf, delta.buf(), out.buf()], groups)?;
+    }
+    Ok(Some(out))
+}
+
 /// A rounding kept for reuse. Holding `source` keeps its buffer out of the pool, and tensors are never written
 /// after the op that made them, so the same buffer means the same values.
 pub(crate) struct Rounded {
