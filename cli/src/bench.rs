@@ -38,7 +38,11 @@ pub fn run(mut a: Args) -> Result<()> {
         AnyLoaded::Gpu(m) => {
             let copy_gbs = futures::executor::block_on(m.backend.copy_bandwidth_gbs())?;
             let adapter = m.backend.adapter().clone();
-            run_on(&a, m, load_s, Some(GpuExtras { copy_gbs, adapter }))
+            run_on(&a, m, load_s, Some(GpuExtras { copy_gbs, adapter }))?;
+            if let Some(report) = m.backend.profile_report() {
+                eprint!("{report}");
+            }
+            Ok(())
         }
     }
 }

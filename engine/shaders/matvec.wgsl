@@ -5,10 +5,12 @@
 // part of a 32-value unit, item = 4 · unit + part); invocation `lid` takes items lid, lid + WG, ..., so neighbours
 // read neighbouring bytes. Each item's 8 activations are loaded once and dotted with all ROWS rows; the per-row
 // partial sums are then added up by a tree in workgroup memory.
-// Bindings: w (chunk of the weight, bytes), x [cols], out [out_stride].
+// Bindings: w (chunk of the weight, bytes), x [cols], out [out_stride], sums [units] (SUMS = 1 only).
 
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// With SUMS = 1 (Q4_1 / Q5_1 times Q8_1-rounded activations): the per-block sum term, [units]. Otherwise unused.
+@group(0) @binding(4) var<storage, read> sums: array<f32>;
 
 const WG: u32 = 64u;
 const ROWS: u32 = 4u;
@@ -43,6 +45,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var r = 0u; r < ROWS; r++) {
             let v = dequant8(row[r], u, part);
             acc[r] += dot(v.a, xa) + dot(v.b, xb);
+        }
+        if (SUMS == 1u && part == 0u) {
+            let s = sums[u];
+            for (var r = 0u; r < ROWS; r++) {
+                acc[r] += block_min(row[r], u) * s;
+            }
         }
     }
     for (var r = 0u; r < ROWS; r++) {

@@ -264,6 +264,19 @@ fn float_part(row: u32, u: u32, part: u32) -> Part {
     );
 }
 
+// The min m of unit u of a Q4_1 / Q5_1 row (its f16 at byte 2 of the block); 0 for other types. ggml's Q8_1
+// product adds m · f16(d · Σq) per block where the rounded activations give m · f16(d) · Σq: matvec adds the
+// difference, m · sums[u] (round_activations.wgsl, entry q8_1, writes sums).
+fn block_min(row: u32, u: u32) -> f32 {
+    if (DTYPE == Q4_1) {
+        return f16_at(row + u * 20u + 2u);
+    }
+    if (DTYPE == Q5_1) {
+        return f16_at(row + u * 24u + 2u);
+    }
+    return 0.0;
+}
+
 // Part `part` of unit u of the weight row that starts at byte `row` of the buffer.
 fn dequant8(row: u32, u: u32, part: u32) -> Part {
     switch DTYPE {

@@ -5,6 +5,7 @@
 //! greedy token now and then — so GGUF models on the GPU round the same way, and agree with llama.cpp (and our CPU
 //! backend) as closely as the CPU does.
 
+use super::matmul::ProductStrategy;
 use super::recorder::{grid, Access};
 use super::{GpuBackend, GpuTensor};
 use crate::quant::GgmlType;
@@ -64,6 +65,15 @@ struct CorrectionParams {
 /// x · Wᵀ for Q4_1 / Q5_1 weights exactly as ggml forms it with Q8_1 activations: the rounded product, plus
 /// m · (f16(d·Σq) - f16(d)·Σq) per block. None for other types (or rows that are not whole blocks).
 pub(crate) fn q8_1_matmul(b: &GpuBackend, x: &GpuTensor, w: &super::GpuWeight) -> Result<Option<GpuTensor>> {
+    q8_1_matmul_with(b, x, w, ProductStrategy::for_backend(b))
+}
+
+pub(crate) fn q8_1_matmul_with(
+    b: &GpuBackend,
+    x: &GpuTensor,
+    w: &super::GpuWeight,
+    strategy: ProductStrategy,
+) -> Result<Option<GpuTensor>> {
     if !matches!(w.dtype, GgmlType::Q4_1 | GgmlType::Q5_1) || !x.cols.is_multiple_of(32) {
         return Ok(None);
     }
@@ -74,24 +84,29 @@ pub(crate) fn q8_1_matmul(b: &GpuBackend, x: &GpuTensor, w: &super::GpuWeight) -
     let params = Params { n: x.len() as u32, _pad: [0; 3] };
     let groups = grid((x.rows * blocks).div_ceil(WORKGROUP) as u32);
     b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), rounded.buf(), delta.buf()], groups)?;
-    let out = super::matmul::matmul(b, &rounded, w)?;
+    Ok(Some(super::matmul::matmul_with(b, &rounded, w, Some(&delta), strategy)?))
+}
+
+/// out [rows, w.rows] += Σ_b m[o, b] · delta[r, b]: the Q8_1 sum term for a prefill product (decode adds it
+/// inside the matvec).
+pub(crate) fn add_q8_1_sums(b: &GpuBackend, w: &super::GpuWeight, delta: &GpuTensor, out: &GpuTensor) -> Result<()> {
     let kernel = b.rec.kernel("q8_1_correction", CORRECTION, &[], &[Access::Read, Access::Read, Access::ReadWrite]);
     let block_bytes = w.dtype.byte_len(32).unwrap_or(20) as u32;
     for chunk in &w.chunks {
         let params = CorrectionParams {
-            rows: x.rows as u32,
+            rows: out.rows as u32,
             chunk_rows: chunk.rows as u32,
             first_row: chunk.first_row as u32,
             out_stride: w.rows as u32,
             row_bytes: w.row_bytes as u32,
-            blocks: blocks as u32,
+            blocks: delta.cols as u32,
             block_bytes,
             _pad: 0,
         };
-        let groups = grid((x.rows * chunk.rows).div_ceil(WORKGROUP) as u32);
+        let groups = grid((out.rows * chunk.rows).div_ceil(WORKGROUP) as u32);
         b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[&chunk.buf, delta.buf(), out.buf()], groups)?;
     }
-    Ok(Some(out))
+    Ok(())
 }
 
 /// A rounding kept for reuse. Holding `source` keeps its buffer out of the pool, and tensors are never written

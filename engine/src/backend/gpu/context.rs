@@ -64,6 +64,9 @@ pub struct GpuContext {
     pub(crate) max_binding: u64,
     pub(crate) max_buffer: u64,
     pub(crate) f16: bool,
+    /// The adapter runs shaders on the CPU (lavapipe, SwiftShader): kernels then prefer fewer memory loads over
+    /// coalescing and parallelism (see shaders/matvec_rows.wgsl).
+    pub(crate) cpu_emulated: bool,
     pub(crate) uniform_align: u64,
     pub(crate) errors: Arc<ErrorSink>,
 }
@@ -84,6 +87,11 @@ impl GpuContext {
         let features = adapter.features();
         let shader_f16 = features.contains(wgpu::Features::SHADER_F16);
         let subgroups = features.contains(wgpu::Features::SUBGROUP);
+        let cpu_emulated = info.device_type == wgpu::DeviceType::Cpu
+            || [&info.name, &info.driver, &info.driver_info].iter().any(|s| {
+                let s = s.to_lowercase();
+                s.contains("swiftshader") || s.contains("llvmpipe") || s.contains("lavapipe")
+            });
         let summary = AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
@@ -157,6 +165,7 @@ impl GpuContext {
             max_buffer: summary.max_buffer_bytes,
             uniform_align,
             f16,
+            cpu_emulated,
             summary,
             errors,
         })

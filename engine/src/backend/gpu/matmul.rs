@@ -10,16 +10,24 @@ use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 const MATVEC: &str = concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matvec.wgsl"));
+const MATVEC_ROWS: &str =
+    concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matvec_rows.wgsl"));
 const MATMAT: &str = concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matmat.wgsl"));
+const MATMAT_ROWS: &str =
+    concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matmat_rows.wgsl"));
 const EMBED: &str = concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/embed.wgsl"));
 
 /// Values per unit, the step every kernel walks a row in (quant.wgsl).
 const UNIT: usize = 32;
-/// Weight rows per matvec workgroup (ROWS in matvec.wgsl).
-const MATVEC_ROWS: usize = 4;
+/// Weight rows per matvec workgroup (ROWS in matvec.wgsl; WG · ROWS in matvec_rows.wgsl).
+const MATVEC_WORKGROUP_ROWS: usize = 4;
+const MATVEC_ROWS_WORKGROUP_ROWS: usize = 8 * 16;
 /// Weight rows and activation rows per matmat workgroup (TM and TN in matmat.wgsl).
 const TILE_ROWS: usize = 64;
 const TILE_ACTS: usize = 32;
+/// The same for matmat_rows.wgsl (WG · ROWS and ACTS there).
+const ROWS_TILE_ROWS: usize = 8 * 16;
+const ROWS_TILE_ACTS: usize = 8;
 /// Invocations per embed workgroup.
 const EMBED_WORKGROUP: usize = 256;
 
@@ -73,31 +81,74 @@ fn params(w: &GpuWeight, rows: usize, chunk: &WeightChunk) -> Params {
     }
 }
 
+/// How a product splits its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProductStrategy {
+    /// Workgroups share loads through workgroup memory and reduce there (real GPUs): matvec.wgsl, matmat.wgsl.
+    Cooperative,
+    /// Each invocation owns whole weight rows (16, × 8 activation rows in prefill) and shares nothing
+    /// (CPU-emulated adapters, where every load is costly): matvec_rows.wgsl, matmat_rows.wgsl.
+    RowsPerInvocation,
+}
+
+impl ProductStrategy {
+    pub(crate) fn for_backend(b: &GpuBackend) -> Self {
+        if b.rec.ctx.cpu_emulated { Self::RowsPerInvocation } else { Self::Cooperative }
+    }
+}
+
 /// out [x.rows, w.rows] = x [x.rows, w.cols] · Wᵀ.
 pub(crate) fn matmul(b: &GpuBackend, x: &GpuTensor, w: &GpuWeight) -> Result<GpuTensor> {
+    matmul_with(b, x, w, None, ProductStrategy::for_backend(b))
+}
+
+/// `matmul`, plus Σ_u m[o, u] · sums[u] per output o when `sums` (one value per 32-value unit) is given: ggml's
+/// Q8_1 block-sum term of Q4_1 / Q5_1 products, which decode adds inside the product and prefill in a second pass.
+pub(crate) fn matmul_with(
+    b: &GpuBackend,
+    x: &GpuTensor,
+    w: &GpuWeight,
+    sums: Option<&GpuTensor>,
+    strategy: ProductStrategy,
+) -> Result<GpuTensor> {
     if x.cols != w.cols {
         return Err(Error::Backend(format!(
             "matmul of activations with {} columns by a weight with {} columns",
             x.cols, w.cols
         )));
     }
-    let access = [Access::Read, Access::Read, Access::ReadWrite];
-    let decode = x.rows == 1;
-    let kernel = if decode {
-        b.rec.kernel("matvec", MATVEC, &[dtype_define(w.dtype)], &access)
-    } else {
-        b.rec.kernel("matmat", MATMAT, &[dtype_define(w.dtype)], &access)
-    };
     let out = b.tensor(x.rows, w.rows);
-    for chunk in &w.chunks {
-        let groups = if decode {
-            grid(chunk.rows.div_ceil(MATVEC_ROWS) as u32)
-        } else {
-            let [gx, gy, _] = grid(chunk.rows.div_ceil(TILE_ROWS) as u32);
-            [gx, gy, x.rows.div_ceil(TILE_ACTS) as u32]
+    if x.rows == 1 {
+        let (name, source, rows_per_group) = match strategy {
+            ProductStrategy::Cooperative => ("matvec", MATVEC, MATVEC_WORKGROUP_ROWS),
+            ProductStrategy::RowsPerInvocation => ("matvec_rows", MATVEC_ROWS, MATVEC_ROWS_WORKGROUP_ROWS),
         };
+        let defines = [dtype_define(w.dtype), ("SUMS", format!("{}u", sums.is_some() as u32))];
+        let access = [Access::Read, Access::Read, Access::ReadWrite, Access::Read];
+        let kernel = b.rec.kernel(name, source, &defines, &access);
+        // Without sums the kernel never reads binding 4; x stands in for it.
+        let sums = sums.unwrap_or(x);
+        for chunk in &w.chunks {
+            let p = params(w, x.rows, chunk);
+            let groups = grid(chunk.rows.div_ceil(rows_per_group) as u32);
+            b.rec.dispatch(&kernel, bytemuck::bytes_of(&p), &[&chunk.buf, x.buf(), out.buf(), sums.buf()], groups)?;
+        }
+        return Ok(out);
+    }
+    let (name, source, tile_rows, tile_acts) = match strategy {
+        ProductStrategy::Cooperative => ("matmat", MATMAT, TILE_ROWS, TILE_ACTS),
+        ProductStrategy::RowsPerInvocation => ("matmat_rows", MATMAT_ROWS, ROWS_TILE_ROWS, ROWS_TILE_ACTS),
+    };
+    let access = [Access::Read, Access::Read, Access::ReadWrite];
+    let kernel = b.rec.kernel(name, source, &[dtype_define(w.dtype)], &access);
+    for chunk in &w.chunks {
+        let [gx, gy, _] = grid(chunk.rows.div_ceil(tile_rows) as u32);
+        let groups = [gx, gy, x.rows.div_ceil(tile_acts) as u32];
         let p = params(w, x.rows, chunk);
         b.rec.dispatch(&kernel, bytemuck::bytes_of(&p), &[&chunk.buf, x.buf(), out.buf()], groups)?;
+    }
+    if let Some(sums) = sums {
+        super::activation_rounding::add_q8_1_sums(b, w, sums, &out)?;
     }
     Ok(out)
 }
@@ -127,6 +178,8 @@ mod tests {
     use crate::backend::gpu::{GpuBackend, GpuOptions};
     use crate::backend::Backend;
     use crate::quant::{dequantize_to_vec, GgmlType};
+    use super::ProductStrategy;
+    use crate::backend::gpu::activation_rounding::q8_1_matmul_with;
 
     const ALL: [GgmlType; 11] = [
         GgmlType::F32,
@@ -207,15 +260,27 @@ mod tests {
         let x = values(x_rows * cols, seed + 7);
         let gw = g.upload_weight("w", dtype, [w_rows, cols], &bytes).unwrap();
         let gx = g.tensor_from_host(&x, x_rows, cols).unwrap();
-        let got = read(g, &super::matmul(g, &gx, &gw).unwrap());
         let tol = if dtype == GgmlType::F32 { 1e-5 } else { 1e-4 };
-        assert_close(&what, &got, &exact(dtype, &bytes, w_rows, cols, &x), tol);
+        let want = exact(dtype, &bytes, w_rows, cols, &x);
+        // Each product has a kernel for real GPUs and one for CPU-emulated adapters: the test adapter runs both.
+        for kernel in [ProductStrategy::Cooperative, ProductStrategy::RowsPerInvocation] {
+            let got = read(g, &super::matmul_with(g, &gx, &gw, None, kernel).unwrap());
+            assert_close(&format!("{what} ({kernel:?})"), &got, &want, tol);
+        }
 
         let c = CpuBackend::new();
         let cw = c.upload_weight("w", dtype, [w_rows, cols], &bytes).unwrap();
         let cx = candle_core::Tensor::from_slice(&x, (x_rows, cols), &candle_core::Device::Cpu).unwrap();
+        let want = cpu_host(&c, c.matmul(&cx, &cw).unwrap());
         let got = read(g, &g.matmul(&gx, &gw).unwrap());
-        assert_close(&format!("{what} (rounded like the CPU backend)"), &got, &cpu_host(&c, c.matmul(&cx, &cw).unwrap()), 1e-5);
+        assert_close(&format!("{what} (rounded like the CPU backend)"), &got, &want, 1e-5);
+        // Q8_1's block-sum term, added inside either decode kernel and after either prefill kernel.
+        if matches!(dtype, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            for kernel in [ProductStrategy::Cooperative, ProductStrategy::RowsPerInvocation] {
+                let out = q8_1_matmul_with(g, &gx, &gw, kernel).unwrap().expect("a Q8_1 product");
+                assert_close(&format!("{what} (Q8_1 sums, {kernel:?})"), &read(g, &out), &want, 1e-5);
+            }
+        }
     }
 
     /// Columns for each type: whole blocks, and for floats an odd count (F16/BF16 rows then start mid-word and the

@@ -106,6 +106,12 @@ impl GpuBackend {
         &self.rec.ctx.summary
     }
 
+    /// Where the GPU time went, per kernel, when the process runs with AVIARY_GPU_PROFILE set (every dispatch is
+    /// then submitted and timed alone).
+    pub fn profile_report(&self) -> Option<String> {
+        self.rec.profile_report()
+    }
+
     /// Frees the device and everything on it now; every later op reports the loss (as a real device loss does).
     pub fn destroy(&self) {
         self.rec.ctx.device.destroy();

@@ -76,10 +76,6 @@ impl Pool {
         });
         Rc::new(Slab { buf: Some(buf), pool: self.clone() })
     }
-
-    pub(crate) fn clear(&self) {
-        self.free.borrow_mut().clear();
-    }
 }
 
 /// A pooled buffer; dropping it returns the buffer to the pool. Work already recorded that reads it stays valid:

@@ -23,6 +23,7 @@ pub(crate) enum Access {
 /// One compiled specialisation of a WGSL kernel: binding 0 is its uniform block, then its storage buffers.
 pub(crate) struct Kernel {
     id: u64,
+    name: String,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     storage: usize,
@@ -43,6 +44,9 @@ pub(crate) struct Recorder {
     pub(crate) pool: Rc<Pool>,
     kernels: RefCell<HashMap<String, Rc<Kernel>>>,
     state: RefCell<State>,
+    /// Milliseconds and dispatches per kernel, when AVIARY_GPU_PROFILE is set (native only): every dispatch is then
+    /// submitted and waited for alone, which is slow but says where a step's time goes.
+    profile: Option<RefCell<HashMap<String, (f64, u64)>>>,
 }
 
 struct State {
@@ -74,7 +78,43 @@ impl Recorder {
                 uploads: Vec::new(),
                 upload_buf,
             }),
+            profile: (cfg!(not(target_arch = "wasm32")) && std::env::var_os("AVIARY_GPU_PROFILE").is_some())
+                .then(RefCell::default),
         }
+    }
+
+    /// Per-kernel time, slowest first, when profiling.
+    pub(crate) fn profile_report(&self) -> Option<String> {
+        let profile = self.profile.as_ref()?.borrow();
+        let mut rows: Vec<_> = profile.iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let total: f64 = rows.iter().map(|r| r.1 .0).sum();
+        let mut out = format!("GPU time by kernel ({total:.0} ms in all):\n");
+        for (name, (ms, n)) in rows {
+            out.push_str(&format!("{ms:10.1} ms {:5.1}% {n:8} dispatches  {name}\n", 100.0 * ms / total));
+        }
+        Some(out)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn profile_dispatch(&self, kernel: &Kernel) -> Result<()> {
+        let Some(profile) = &self.profile else { return Ok(()) };
+        let start = std::time::Instant::now();
+        self.flush()?;
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Backend(format!("waiting for the GPU failed: {e}")))?;
+        let mut profile = profile.borrow_mut();
+        let entry = profile.entry(kernel.name.clone()).or_default();
+        entry.0 += start.elapsed().as_secs_f64() * 1000.0;
+        entry.1 += 1;
+        Ok(())
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn profile_dispatch(&self, _kernel: &Kernel) -> Result<()> {
+        Ok(())
     }
 
     fn new_arena(ctx: &GpuContext, pool: &Pool, slots: u64) -> GpuBuf {
@@ -176,7 +216,7 @@ impl Recorder {
             cache: None,
         });
         self.pool.count(|c| c.allocations += 1);
-        let kernel = Rc::new(Kernel { id: self.kernels.borrow().len() as u64 + 1, pipeline, layout, storage: access.len() });
+        let kernel = Rc::new(Kernel { id: self.kernels.borrow().len() as u64 + 1, name: key.clone(), pipeline, layout, storage: access.len() });
         self.kernels.borrow_mut().insert(key, kernel.clone());
         kernel
     }
@@ -190,26 +230,26 @@ impl Recorder {
             return Ok(());
         }
         let align = self.ctx.uniform_align;
-        let mut st = self.state.borrow_mut();
-        if st.uniforms.len() as u64 + align > st.arena.size {
+        let mut state = self.state.borrow_mut();
+        if state.uniforms.len() as u64 + align > state.arena.size {
             // Recorded dispatches point into the current arena: submit them before replacing it.
-            drop(st);
+            drop(state);
             self.flush()?;
-            st = self.state.borrow_mut();
-            let slots = 2 * st.arena.size / align;
-            st.arena = Self::new_arena(&self.ctx, &self.pool, slots);
-            st.bind_groups.clear();
+            state = self.state.borrow_mut();
+            let slots = 2 * state.arena.size / align;
+            state.arena = Self::new_arena(&self.ctx, &self.pool, slots);
+            state.bind_groups.clear();
         }
-        let offset = st.uniforms.len() as u32;
-        st.uniforms.extend_from_slice(params);
-        st.uniforms.resize(offset as usize + align as usize, 0);
+        let offset = state.uniforms.len() as u32;
+        state.uniforms.extend_from_slice(params);
+        state.uniforms.resize(offset as usize + align as usize, 0);
 
-        let key = BindKey { kernel: kernel.id, arena: st.arena.id, buffers: buffers.iter().map(|b| b.id).collect() };
-        if !st.bind_groups.contains_key(&key) {
+        let key = BindKey { kernel: kernel.id, arena: state.arena.id, buffers: buffers.iter().map(|b| b.id).collect() };
+        if !state.bind_groups.contains_key(&key) {
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &st.arena.buffer,
+                    buffer: &state.arena.buffer,
                     offset: 0,
                     size: wgpu::BufferSize::new(UNIFORM_BYTES),
                 }),
@@ -223,9 +263,9 @@ impl Recorder {
                 entries: &entries,
             });
             self.pool.count(|c| c.allocations += 1);
-            st.bind_groups.insert(key, group);
+            state.bind_groups.insert(key, group);
         }
-        let st = &mut *st;
+        let st = &mut *state;
         let group = &st.bind_groups[&BindKey {
             kernel: kernel.id,
             arena: st.arena.id,
@@ -239,8 +279,9 @@ impl Recorder {
         pass.set_bind_group(0, group, &[offset]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         drop(pass);
+        drop(state);
         self.pool.count(|c| c.dispatches += 1);
-        Ok(())
+        self.profile_dispatch(kernel)
     }
 
     /// Records a buffer-to-buffer copy.
