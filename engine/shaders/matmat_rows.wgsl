@@ -6,10 +6,12 @@
 // 8 values it loads 8 activations of each of its ACTS rows and dequantises each of its ROWS rows once, for
 // ROWS · ACTS · 8 multiply-adds. No workgroup memory, no barriers.
 // Workgroups: (weight-row groups of WG · ROWS rows, folded by grid(), × activation-row tiles of ACTS in z).
-// Bindings: w (chunk of the weight, bytes), x [rows, cols], out [rows, out_stride].
+// Bindings: w (chunk of the weight, bytes), x [rows, cols], out [rows, out_stride], sums [rows, units] (SUMS = 1).
 
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// With SUMS = 1 (Q4_1 / Q5_1 times Q8_1-rounded activations): the per-block sum term. Otherwise unused.
+@group(0) @binding(4) var<storage, read> sums: array<f32>;
 
 const WG: u32 = 8u;
 const ROWS: u32 = 16u;
@@ -52,6 +54,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let v = dequant8(row[r], u, part);
                 for (var a = 0u; a < ACTS; a++) {
                     acc[r * ACTS + a] += dot(v.a, xa[a]) + dot(v.b, xb[a]);
+                }
+            }
+        }
+        if (SUMS == 1u) {
+            var su: array<f32, ACTS>;
+            for (var a = 0u; a < ACTS; a++) {
+                su[a] = sums[act[a] * p.units + u];
+            }
+            for (var r = 0u; r < ROWS; r++) {
+                let m = block_min(row[r], u);
+                for (var a = 0u; a < ACTS; a++) {
+                    acc[r * ACTS + a] += m * su[a];
                 }
             }
         }

@@ -103,7 +103,7 @@ pub(crate) fn matmul(b: &GpuBackend, x: &GpuTensor, w: &GpuWeight) -> Result<Gpu
 }
 
 /// `matmul`, plus Σ_u m[o, u] · sums[u] per output o when `sums` (one value per 32-value unit) is given: ggml's
-/// Q8_1 block-sum term of Q4_1 / Q5_1 products, which decode adds inside the product and prefill in a second pass.
+/// Q8_1 block-sum term of Q4_1 / Q5_1 products, added inside the product except by matmat.wgsl (a second pass).
 pub(crate) fn matmul_with(
     b: &GpuBackend,
     x: &GpuTensor,
@@ -139,15 +139,28 @@ pub(crate) fn matmul_with(
         ProductStrategy::Cooperative => ("matmat", MATMAT, TILE_ROWS, TILE_ACTS),
         ProductStrategy::RowsPerInvocation => ("matmat_rows", MATMAT_ROWS, ROWS_TILE_ROWS, ROWS_TILE_ACTS),
     };
-    let access = [Access::Read, Access::Read, Access::ReadWrite];
-    let kernel = b.rec.kernel(name, source, &[dtype_define(w.dtype)], &access);
+    // matmat_rows.wgsl adds the sums itself; matmat.wgsl leaves them to a second pass.
+    let inline_sums = sums.filter(|_| strategy == ProductStrategy::RowsPerInvocation);
+    let (defines, access) = if strategy == ProductStrategy::RowsPerInvocation {
+        (
+            vec![dtype_define(w.dtype), ("SUMS", format!("{}u", inline_sums.is_some() as u32))],
+            vec![Access::Read, Access::Read, Access::ReadWrite, Access::Read],
+        )
+    } else {
+        (vec![dtype_define(w.dtype)], vec![Access::Read, Access::Read, Access::ReadWrite])
+    };
+    let kernel = b.rec.kernel(name, source, &defines, &access);
     for chunk in &w.chunks {
         let [gx, gy, _] = grid(chunk.rows.div_ceil(tile_rows) as u32);
         let groups = [gx, gy, x.rows.div_ceil(tile_acts) as u32];
         let p = params(w, x.rows, chunk);
-        b.rec.dispatch(&kernel, bytemuck::bytes_of(&p), &[&chunk.buf, x.buf(), out.buf()], groups)?;
+        let mut bindings = vec![&chunk.buf, x.buf(), out.buf()];
+        if strategy == ProductStrategy::RowsPerInvocation {
+            bindings.push(inline_sums.unwrap_or(x).buf());
+        }
+        b.rec.dispatch(&kernel, bytemuck::bytes_of(&p), &bindings, groups)?;
     }
-    if let Some(sums) = sums {
+    if let (Some(sums), None) = (sums, inline_sums) {
         super::activation_rounding::add_q8_1_sums(b, w, sums, &out)?;
     }
     Ok(out)
