@@ -42,7 +42,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc: array<f32, ROWS * ACTS>;
     var xa: array<vec4<f32>, ACTS>;
     var xb: array<vec4<f32>, ACTS>;
+    var head: array<Head, ROWS>;
     for (var u = 0u; u < p.units; u++) {
+        // Each row's scales once per unit, not once per part.
+        for (var r = 0u; r < ROWS; r++) {
+            head[r] = unit_head(row[r], u);
+        }
         for (var part = 0u; part < 4u; part++) {
             let o = part_offsets(part) + vec2<u32>(u * 32u);
             for (var a = 0u; a < ACTS; a++) {
@@ -51,7 +56,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 xb[a] = vec4<f32>(xv(s, o.y), xv(s, o.y + 1u), xv(s, o.y + 2u), xv(s, o.y + 3u));
             }
             for (var r = 0u; r < ROWS; r++) {
-                let v = dequant8(row[r], u, part);
+                let v = dequant_part(row[r], u, part, head[r]);
                 for (var a = 0u; a < ACTS; a++) {
                     acc[r * ACTS + a] += dot(v.a, xa[a]) + dot(v.b, xb[a]);
                 }
@@ -63,7 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 su[a] = sums[act[a] * p.units + u];
             }
             for (var r = 0u; r < ROWS; r++) {
-                let m = block_min(row[r], u);
+                let m = head_min(head[r]);
                 for (var a = 0u; a < ACTS; a++) {
                     acc[r * ACTS + a] += m * su[a];
                 }

@@ -3,8 +3,8 @@
 //
 // There a storage or workgroup load costs a per-lane loop in the driver, so the time goes by loads, not bytes, and
 // matvec.wgsl's shape (activations reloaded for every 4 rows, partial sums through workgroup memory, barriers) is
-// slow. Here each invocation owns ROWS whole rows: every weight word is loaded once, every activation once per ROWS
-// rows, and nothing is shared, so there is no workgroup memory and no barrier. On a real GPU this would read
+// slow. Here each invocation owns ROWS whole rows: every weight word is loaded once (a unit's scales once for its
+// 4 parts), every activation once per ROWS rows, and nothing is shared, so there is no workgroup memory and no barrier. On a real GPU this would read
 // memory uncoalesced; the launcher picks it only for CPU-emulated adapters.
 // Bindings: w (chunk of the weight, bytes), x [cols], out [out_stride], sums [units] (SUMS = 1 only).
 
@@ -35,20 +35,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         row[r] = min(r0 + r, p.chunk_rows - 1u) * p.row_bytes;
     }
     var acc: array<f32, ROWS>;
+    var head: array<Head, ROWS>;
     for (var u = 0u; u < p.units; u++) {
+        // Each row's scales once per unit, not once per part.
+        for (var r = 0u; r < ROWS; r++) {
+            head[r] = unit_head(row[r], u);
+        }
         for (var part = 0u; part < 4u; part++) {
             let o = part_offsets(part) + vec2<u32>(u * 32u);
             let xa = vec4<f32>(xv(o.x), xv(o.x + 1u), xv(o.x + 2u), xv(o.x + 3u));
             let xb = vec4<f32>(xv(o.y), xv(o.y + 1u), xv(o.y + 2u), xv(o.y + 3u));
             for (var r = 0u; r < ROWS; r++) {
-                let v = dequant8(row[r], u, part);
+                let v = dequant_part(row[r], u, part, head[r]);
                 acc[r] += dot(v.a, xa) + dot(v.b, xb);
             }
         }
         if (SUMS == 1u) {
             let s = sums[u];
             for (var r = 0u; r < ROWS; r++) {
-                acc[r] += block_min(row[r], u) * s;
+                acc[r] += head_min(head[r]) * s;
             }
         }
     }

@@ -100,56 +100,36 @@ fn part_offsets(part: u32) -> vec2<u32> {
     return vec2<u32>(8u * part, 8u * part + 4u);
 }
 
-// Q4_0, 18 B: d (f16), qs[16]. y = (nibble - 8) * d.
-fn q4_0(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + u * 18u;
-    let d = f16_at(blk);
-    let q = w32(blk + 2u + 4u * part);
-    return Part((vec4<f32>(lo4(q)) - 8.0) * d, (vec4<f32>(hi4(q)) - 8.0) * d);
+// A unit's scales, loaded once per unit and shared by its 4 parts (loads are what costs on CPU-emulated adapters):
+// f holds the type's per-unit scales (see unit_head), q the Q5_0 / Q5_1 high bits.
+struct Head {
+    f: vec2<f32>,
+    q: u32,
 }
 
-// Q4_1, 20 B: d, m (f16), qs[16]. y = nibble * d + m.
-fn q4_1(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + u * 20u;
-    let dm = unpack2x16float(w32(blk));
-    let q = w32(blk + 4u + 4u * part);
-    return Part(vec4<f32>(lo4(q)) * dm.x + dm.y, vec4<f32>(hi4(q)) * dm.x + dm.y);
+// The 64 bits at an even byte offset. One word more is read when off is not 4-aligned.
+fn w64(off: u32) -> vec2<u32> {
+    let i = off >> 2u;
+    if ((off & 2u) == 0u) {
+        return vec2<u32>(w[i], w[i + 1u]);
+    }
+    let b = w[i + 1u];
+    return vec2<u32>((w[i] >> 16u) | (b << 16u), (b >> 16u) | (w[i + 2u] << 16u));
 }
 
-// The fifth bits of Q5_0/Q5_1: value j (< 16) takes bit j of qh, value j + 16 takes bit j + 16.
-fn q5_high(qh: u32, part: u32, upper: u32) -> vec4<u32> {
-    let bits = vec4<u32>(4u * part + upper) + vec4<u32>(0u, 1u, 2u, 3u);
-    return bits4(qh, bits, 1u) << vec4<u32>(4u);
-}
-
-// Q5_0, 22 B: d (f16), qh (u32, at an odd half-word), qs[16]. y = (nibble | high << 4) - 16) * d.
-fn q5_0(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + u * 22u;
-    let d = f16_at(blk);
-    let qh = w32(blk + 2u);
-    let q = w32(blk + 6u + 4u * part);
-    let a = vec4<f32>(lo4(q) | q5_high(qh, part, 0u)) - 16.0;
-    let b = vec4<f32>(hi4(q) | q5_high(qh, part, 16u)) - 16.0;
-    return Part(a * d, b * d);
-}
-
-// Q5_1, 24 B: d, m (f16), qh (u32), qs[16]. y = (nibble | high << 4) * d + m.
-fn q5_1(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + u * 24u;
-    let dm = unpack2x16float(w32(blk));
-    let qh = w32(blk + 4u);
-    let q = w32(blk + 8u + 4u * part);
-    let a = vec4<f32>(lo4(q) | q5_high(qh, part, 0u));
-    let b = vec4<f32>(hi4(q) | q5_high(qh, part, 16u));
-    return Part(a * dm.x + dm.y, b * dm.x + dm.y);
-}
-
-// Q8_0, 34 B: d (f16), qs[32] (i8). y = q * d.
-fn q8_0(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + u * 34u;
-    let d = f16_at(blk);
-    let q = blk + 2u + 8u * part;
-    return Part(i8x4(w32(q)) * d, i8x4(w32(q + 4u)) * d);
+// The byte offset of unit u's block in the row starting at `row`.
+fn block_at(row: u32, u: u32) -> u32 {
+    switch DTYPE {
+        case Q4_0: { return row + u * 18u; }
+        case Q4_1: { return row + u * 20u; }
+        case Q5_0: { return row + u * 22u; }
+        case Q5_1: { return row + u * 24u; }
+        case Q8_0: { return row + u * 34u; }
+        case Q4_K: { return row + (u >> 3u) * 144u; }
+        case Q5_K: { return row + (u >> 3u) * 176u; }
+        case Q6_K: { return row + (u >> 3u) * 210u; }
+        default: { return row; }
+    }
 }
 
 // The 6-bit scale and min of K-quant sub-block j (0..8) from the 12 scale bytes at s (ggml's get_scale_min_k4):
@@ -165,57 +145,129 @@ fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(m));
 }
 
+// The i8 at an even or odd byte offset.
+fn i8_at(off: u32) -> f32 {
+    return f32(bitcast<i32>(w8(off) << 24u) >> 24u);
+}
+
+// Unit u's scales: Q4_0 / Q5_0 / Q8_0: f.x = d. Q4_1 / Q5_1: f = (d, m), q = qh. Q4_K / Q5_K: f = (d · scale,
+// dmin · min) of sub-block u % 8. Q6_K: f = d · scale for parts 0-1 and for parts 2-3. Floats: unused.
+fn unit_head(row: u32, u: u32) -> Head {
+    let blk = block_at(row, u);
+    switch DTYPE {
+        case Q4_0, Q8_0: { return Head(vec2<f32>(f16_at(blk), 0.0), 0u); }
+        case Q4_1: { return Head(unpack2x16float(w32(blk)), 0u); }
+        case Q5_0: { return Head(vec2<f32>(f16_at(blk), 0.0), w32(blk + 2u)); }
+        case Q5_1: { return Head(unpack2x16float(w32(blk)), w32(blk + 4u)); }
+        case Q4_K, Q5_K: {
+            let dm = unpack2x16float(w32(blk));
+            return Head(dm * scale_min_k4(blk + 4u, u & 7u), 0u);
+        }
+        case Q6_K: {
+            let j = u & 7u;
+            let sc = blk + 192u + 8u * (j >> 2u) + 2u * (j & 3u);
+            return Head(f16_at(blk + 208u) * vec2<f32>(i8_at(sc), i8_at(sc + 1u)), 0u);
+        }
+        default: { return Head(vec2<f32>(0.0), 0u); }
+    }
+}
+
+// The min m of unit u of a Q4_1 / Q5_1 row; 0 for other types. ggml's Q8_1 product adds m · f16(d · Σq) per block
+// where the rounded activations give m · f16(d) · Σq: the products add the difference, m · sums[u]
+// (round_activations.wgsl, entry q8_1, writes sums).
+fn head_min(h: Head) -> f32 {
+    if (DTYPE == Q4_1 || DTYPE == Q5_1) {
+        return h.f.y;
+    }
+    return 0.0;
+}
+
+fn block_min(row: u32, u: u32) -> f32 {
+    if (DTYPE == Q4_1 || DTYPE == Q5_1) {
+        return f16_at(block_at(row, u) + 2u);
+    }
+    return 0.0;
+}
+
+// Q4_0, 18 B: d (f16), qs[16]. y = (nibble - 8) * d.
+fn q4_0(blk: u32, part: u32, h: Head) -> Part {
+    let q = w32(blk + 2u + 4u * part);
+    return Part((vec4<f32>(lo4(q)) - 8.0) * h.f.x, (vec4<f32>(hi4(q)) - 8.0) * h.f.x);
+}
+
+// Q4_1, 20 B: d, m (f16), qs[16]. y = nibble * d + m.
+fn q4_1(blk: u32, part: u32, h: Head) -> Part {
+    let q = w32(blk + 4u + 4u * part);
+    return Part(vec4<f32>(lo4(q)) * h.f.x + h.f.y, vec4<f32>(hi4(q)) * h.f.x + h.f.y);
+}
+
+// The fifth bits of Q5_0/Q5_1: value j (< 16) takes bit j of qh, value j + 16 takes bit j + 16.
+fn q5_high(qh: u32, part: u32, upper: u32) -> vec4<u32> {
+    let bits = vec4<u32>(4u * part + upper) + vec4<u32>(0u, 1u, 2u, 3u);
+    return bits4(qh, bits, 1u) << vec4<u32>(4u);
+}
+
+// Q5_0, 22 B: d (f16), qh (u32, at an odd half-word), qs[16]. y = (nibble | high << 4) - 16) * d.
+fn q5_0(blk: u32, part: u32, h: Head) -> Part {
+    let q = w32(blk + 6u + 4u * part);
+    let a = vec4<f32>(lo4(q) | q5_high(h.q, part, 0u)) - 16.0;
+    let b = vec4<f32>(hi4(q) | q5_high(h.q, part, 16u)) - 16.0;
+    return Part(a * h.f.x, b * h.f.x);
+}
+
+// Q5_1, 24 B: d, m (f16), qh (u32), qs[16]. y = (nibble | high << 4) * d + m.
+fn q5_1(blk: u32, part: u32, h: Head) -> Part {
+    let q = w32(blk + 8u + 4u * part);
+    let a = vec4<f32>(lo4(q) | q5_high(h.q, part, 0u));
+    let b = vec4<f32>(hi4(q) | q5_high(h.q, part, 16u));
+    return Part(a * h.f.x + h.f.y, b * h.f.x + h.f.y);
+}
+
+// Q8_0, 34 B: d (f16), qs[32] (i8). y = q * d.
+fn q8_0(blk: u32, part: u32, h: Head) -> Part {
+    let q = w64(blk + 2u + 8u * part);
+    return Part(i8x4(q.x) * h.f.x, i8x4(q.y) * h.f.x);
+}
+
 // Q4_K, 144 B: d, dmin (f16), scales[12], qs[128]. Sub-block j uses qs[32 (j / 2) ..][l], low nibbles for even j and
 // high nibbles for odd j (two sub-blocks share 32 bytes). y = d * sc(j) * nibble - dmin * m(j).
-fn q4_k(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + (u >> 3u) * 144u;
+fn q4_k(blk: u32, u: u32, part: u32, h: Head) -> Part {
     let j = u & 7u;
-    let dm = unpack2x16float(w32(blk));
-    let sm = scale_min_k4(blk + 4u, j);
-    let d = dm.x * sm.x;
-    let m = dm.y * sm.y;
-    let q = blk + 16u + 32u * (j >> 1u) + 8u * part;
+    let q = w64(blk + 16u + 32u * (j >> 1u) + 8u * part);
     let shift = BYTE_SHIFTS + vec4<u32>(4u * (j & 1u));
-    let a = bits4(w32(q), shift, 15u);
-    let b = bits4(w32(q + 4u), shift, 15u);
-    return Part(vec4<f32>(a) * d - m, vec4<f32>(b) * d - m);
+    let a = bits4(q.x, shift, 15u);
+    let b = bits4(q.y, shift, 15u);
+    return Part(vec4<f32>(a) * h.f.x - h.f.y, vec4<f32>(b) * h.f.x - h.f.y);
 }
 
 // Q5_K, 176 B: d, dmin (f16), scales[12], qh[32], qs[128]. As Q4_K, plus 16 when bit j of qh[l] is set: qh is
 // indexed by l alone (ggml shifts its bit masks by 2 per 64 values, which is bit j of sub-block j).
-fn q5_k(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + (u >> 3u) * 176u;
+fn q5_k(blk: u32, u: u32, part: u32, h: Head) -> Part {
     let j = u & 7u;
-    let dm = unpack2x16float(w32(blk));
-    let sm = scale_min_k4(blk + 4u, j);
-    let d = dm.x * sm.x;
-    let m = dm.y * sm.y;
-    let q = blk + 48u + 32u * (j >> 1u) + 8u * part;
-    let h = blk + 16u + 8u * part;
+    let q = w64(blk + 48u + 32u * (j >> 1u) + 8u * part);
+    let hi = w64(blk + 16u + 8u * part);
     let shift = BYTE_SHIFTS + vec4<u32>(4u * (j & 1u));
     let hshift = BYTE_SHIFTS + vec4<u32>(j);
-    let a = bits4(w32(q), shift, 15u) | (bits4(w32(h), hshift, 1u) << vec4<u32>(4u));
-    let b = bits4(w32(q + 4u), shift, 15u) | (bits4(w32(h + 4u), hshift, 1u) << vec4<u32>(4u));
-    return Part(vec4<f32>(a) * d - m, vec4<f32>(b) * d - m);
+    let a = bits4(q.x, shift, 15u) | (bits4(hi.x, hshift, 1u) << vec4<u32>(4u));
+    let b = bits4(q.y, shift, 15u) | (bits4(hi.y, hshift, 1u) << vec4<u32>(4u));
+    return Part(vec4<f32>(a) * h.f.x - h.f.y, vec4<f32>(b) * h.f.x - h.f.y);
 }
 
 // Q6_K, 210 B: ql[128], qh[64], scales[16] (i8), d (f16) last. Each half n (128 values) uses ql[64n..], qh[32n..],
 // scales[8n..]; its quarter k (32 values, value l) is: k=0 low nibble of ql[l], k=1 low nibble of ql[l + 32],
 // k=2 high nibble of ql[l], k=3 high nibble of ql[l + 32], with bits 2k..2k+1 of qh[l] on top, minus 32, times
 // d * scales[8n + 2k + l / 16]. Unit j (0..8) is half j / 4, quarter j % 4; a part's 8 values share one scale.
-fn q6_k(row: u32, u: u32, part: u32) -> Part {
-    let blk = row + (u >> 3u) * 210u;
+fn q6_k(blk: u32, u: u32, part: u32, h: Head) -> Part {
     let j = u & 7u;
     let n = j >> 2u;
     let k = j & 3u;
-    let sc = bitcast<i32>(w8(blk + 192u + 8u * n + 2u * k + part / 2u) << 24u) >> 24u;
-    let ds = f16_at(blk + 208u) * f32(sc);
-    let ql = blk + 64u * n + 32u * (k & 1u) + 8u * part;
-    let qh = blk + 128u + 32u * n + 8u * part;
+    let ds = select(h.f.x, h.f.y, part >= 2u);
+    let ql = w64(blk + 64u * n + 32u * (k & 1u) + 8u * part);
+    let qh = w64(blk + 128u + 32u * n + 8u * part);
     let lshift = BYTE_SHIFTS + vec4<u32>(4u * (k >> 1u));
     let hshift = BYTE_SHIFTS + vec4<u32>(2u * k);
-    let a = bits4(w32(ql), lshift, 15u) | (bits4(w32(qh), hshift, 3u) << vec4<u32>(4u));
-    let b = bits4(w32(ql + 4u), lshift, 15u) | (bits4(w32(qh + 4u), hshift, 3u) << vec4<u32>(4u));
+    let a = bits4(ql.x, lshift, 15u) | (bits4(qh.x, hshift, 3u) << vec4<u32>(4u));
+    let b = bits4(ql.y, lshift, 15u) | (bits4(qh.y, hshift, 3u) << vec4<u32>(4u));
     return Part(ds * (vec4<f32>(a) - 32.0), ds * (vec4<f32>(b) - 32.0));
 }
 
@@ -264,30 +316,23 @@ fn float_part(row: u32, u: u32, part: u32) -> Part {
     );
 }
 
-// The min m of unit u of a Q4_1 / Q5_1 row (its f16 at byte 2 of the block); 0 for other types. ggml's Q8_1
-// product adds m · f16(d · Σq) per block where the rounded activations give m · f16(d) · Σq: matvec adds the
-// difference, m · sums[u] (round_activations.wgsl, entry q8_1, writes sums).
-fn block_min(row: u32, u: u32) -> f32 {
-    if (DTYPE == Q4_1) {
-        return f16_at(row + u * 20u + 2u);
+// Part `part` of unit u of the weight row that starts at byte `row` of the buffer, given the unit's head.
+fn dequant_part(row: u32, u: u32, part: u32, h: Head) -> Part {
+    let blk = block_at(row, u);
+    switch DTYPE {
+        case Q4_0: { return q4_0(blk, part, h); }
+        case Q4_1: { return q4_1(blk, part, h); }
+        case Q5_0: { return q5_0(blk, part, h); }
+        case Q5_1: { return q5_1(blk, part, h); }
+        case Q8_0: { return q8_0(blk, part, h); }
+        case Q4_K: { return q4_k(blk, u, part, h); }
+        case Q5_K: { return q5_k(blk, u, part, h); }
+        case Q6_K: { return q6_k(blk, u, part, h); }
+        default: { return float_part(row, u, part); }
     }
-    if (DTYPE == Q5_1) {
-        return f16_at(row + u * 24u + 2u);
-    }
-    return 0.0;
 }
 
 // Part `part` of unit u of the weight row that starts at byte `row` of the buffer.
 fn dequant8(row: u32, u: u32, part: u32) -> Part {
-    switch DTYPE {
-        case Q4_0: { return q4_0(row, u, part); }
-        case Q4_1: { return q4_1(row, u, part); }
-        case Q5_0: { return q5_0(row, u, part); }
-        case Q5_1: { return q5_1(row, u, part); }
-        case Q8_0: { return q8_0(row, u, part); }
-        case Q4_K: { return q4_k(row, u, part); }
-        case Q5_K: { return q5_k(row, u, part); }
-        case Q6_K: { return q6_k(row, u, part); }
-        default: { return float_part(row, u, part); }
-    }
+    return dequant_part(row, u, part, unit_head(row, u));
 }
