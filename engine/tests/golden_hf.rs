@@ -20,6 +20,11 @@ fn check(name: &str) {
     if let Some(m) = load_gpu_with(&dir, small) {
         compare(name, "gpu, 4 KiB bindings", &m);
     }
+    // Lavapipe gets the product kernels written for CPU-emulated adapters; real GPUs get the cooperative ones.
+    let cooperative = GpuOptions { force_cooperative_products: true, ..Default::default() };
+    if let Some(m) = load_gpu_with(&dir, cooperative) {
+        compare(name, "gpu, cooperative products", &m);
+    }
 }
 
 fn compare<B: Backend>(name: &str, backend: &str, m: &Loaded<B>) {

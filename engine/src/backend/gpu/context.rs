@@ -11,6 +11,8 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Use f32 arithmetic even where the adapter offers shader-f16.
     pub force_f32: bool,
+    /// Use the product kernels written for real GPUs even on a CPU-emulated adapter (tests run both families).
+    pub force_cooperative_products: bool,
 }
 
 /// The adapter as the UI and benchmarks describe it.
@@ -87,11 +89,12 @@ impl GpuContext {
         let features = adapter.features();
         let shader_f16 = features.contains(wgpu::Features::SHADER_F16);
         let subgroups = features.contains(wgpu::Features::SUBGROUP);
-        let cpu_emulated = info.device_type == wgpu::DeviceType::Cpu
-            || [&info.name, &info.driver, &info.driver_info].iter().any(|s| {
-                let s = s.to_lowercase();
-                s.contains("swiftshader") || s.contains("llvmpipe") || s.contains("lavapipe")
-            });
+        let cpu_emulated = !options.force_cooperative_products
+            && (info.device_type == wgpu::DeviceType::Cpu
+                || [&info.name, &info.driver, &info.driver_info].iter().any(|s| {
+                    let s = s.to_lowercase();
+                    s.contains("swiftshader") || s.contains("llvmpipe") || s.contains("lavapipe")
+                }));
         let summary = AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
