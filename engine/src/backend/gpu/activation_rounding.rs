@@ -10,6 +10,7 @@ use super::recorder::{grid, Access};
 use super::{GpuBackend, GpuTensor};
 use crate::quant::GgmlType;
 use crate::Result;
+use std::cell::RefCell;
 
 const SOURCE: &str = include_str!("../../../shaders/round_activations.wgsl");
 const WORKGROUP: usize = 64;
@@ -64,12 +65,18 @@ struct CorrectionParams {
 
 /// x · Wᵀ for Q4_1 / Q5_1 weights exactly as ggml forms it with Q8_1 activations: the rounded product, plus
 /// m · (f16(d·Σq) - f16(d)·Σq) per block. None for other types (or rows that are not whole blocks).
-pub(crate) fn q8_1_matmul(b: &GpuBackend, x: &GpuTensor, w: &super::GpuWeight) -> Result<Option<GpuTensor>> {
-    q8_1_matmul_with(b, x, w, ProductStrategy::for_backend(b))
+pub(crate) fn q8_1_matmul(
+    b: &GpuBackend,
+    memo: &RefCell<Option<Rounded>>,
+    x: &GpuTensor,
+    w: &super::GpuWeight,
+) -> Result<Option<GpuTensor>> {
+    q8_1_matmul_with(b, memo, x, w, ProductStrategy::for_backend(b))
 }
 
 pub(crate) fn q8_1_matmul_with(
     b: &GpuBackend,
+    memo: &RefCell<Option<Rounded>>,
     x: &GpuTensor,
     w: &super::GpuWeight,
     strategy: ProductStrategy,
@@ -77,14 +84,17 @@ pub(crate) fn q8_1_matmul_with(
     if !matches!(w.dtype, GgmlType::Q4_1 | GgmlType::Q5_1) || !x.cols.is_multiple_of(32) {
         return Ok(None);
     }
-    let blocks = x.cols / 32;
-    let (rounded, delta) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, blocks));
-    let access = [Access::Read, Access::ReadWrite, Access::ReadWrite];
-    let kernel = b.rec.kernel_entry("round_activations", SOURCE, "q8_1", &[("MODE", "1u".to_string())], &access);
-    let params = Params { n: x.len() as u32, _pad: [0; 3] };
-    let groups = grid((x.rows * blocks).div_ceil(WORKGROUP) as u32);
-    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), rounded.buf(), delta.buf()], groups)?;
-    Ok(Some(super::matmul::matmul_with(b, &rounded, w, Some(&delta), strategy)?))
+    let (rounded, sums) = cached(memo, x, Q8_1_MODE, || {
+        let blocks = x.cols / 32;
+        let (rounded, sums) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, blocks));
+        let access = [Access::Read, Access::ReadWrite, Access::ReadWrite];
+        let kernel = b.rec.kernel_entry("round_activations", SOURCE, "q8_1", &[("MODE", "1u".to_string())], &access);
+        let params = Params { n: x.len() as u32, _pad: [0; 3] };
+        let groups = grid((x.rows * blocks).div_ceil(WORKGROUP) as u32);
+        b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), rounded.buf(), sums.buf()], groups)?;
+        Ok((rounded, Some(sums)))
+    })?;
+    Ok(Some(super::matmul::matmul_with(b, &rounded, w, sums.as_ref(), strategy)?))
 }
 
 /// out [rows, w.rows] += Σ_b m[o, b] · delta[r, b]: the Q8_1 sum term for a prefill product (decode adds it
@@ -115,24 +125,39 @@ pub(crate) struct Rounded {
     source: GpuTensor,
     mode: u32,
     result: GpuTensor,
+    sums: Option<GpuTensor>,
 }
 
-/// `round_for`, reusing the previous result when the same tensor is rounded the same way again.
+/// The memo's key for Q8_1 rounding with its block sums (the shader's MODE 1 plus the sums).
+const Q8_1_MODE: u32 = u32::MAX;
+
+/// The rounding `mode` of `x` from the memo, or `round` run and remembered.
+fn cached(
+    memo: &RefCell<Option<Rounded>>,
+    x: &GpuTensor,
+    mode: u32,
+    round: impl FnOnce() -> Result<(GpuTensor, Option<GpuTensor>)>,
+) -> Result<(GpuTensor, Option<GpuTensor>)> {
+    if let Some(r) = memo.borrow().as_ref() {
+        if r.mode == mode && std::rc::Rc::ptr_eq(&r.source.slab, &x.slab) {
+            return Ok((r.result.clone(), r.sums.clone()));
+        }
+    }
+    let (result, sums) = round()?;
+    *memo.borrow_mut() = Some(Rounded { source: x.clone(), mode, result: result.clone(), sums: sums.clone() });
+    Ok((result, sums))
+}
+
+/// `round_for`, reusing the previous result when the same tensor is rounded the same way again (q, k and v share
+/// their input, as do gate and up).
 pub(crate) fn round_cached(
     b: &GpuBackend,
-    memo: &std::cell::RefCell<Option<Rounded>>,
+    memo: &RefCell<Option<Rounded>>,
     x: &GpuTensor,
     dtype: GgmlType,
 ) -> Result<GpuTensor> {
     let Some((mode, _)) = mode(dtype) else { return Ok(x.clone()) };
-    if let Some(r) = memo.borrow().as_ref() {
-        if r.mode == mode && std::rc::Rc::ptr_eq(&r.source.slab, &x.slab) {
-            return Ok(r.result.clone());
-        }
-    }
-    let result = round_for(b, x, dtype)?;
-    *memo.borrow_mut() = Some(Rounded { source: x.clone(), mode, result: result.clone() });
-    Ok(result)
+    Ok(cached(memo, x, mode, || Ok((round_for(b, x, dtype)?, None)))?.0)
 }
 
 #[cfg(test)]

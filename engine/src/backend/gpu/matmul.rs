@@ -290,7 +290,7 @@ mod tests {
         // Q8_1's block-sum term, added inside either decode kernel and after either prefill kernel.
         if matches!(dtype, GgmlType::Q4_1 | GgmlType::Q5_1) {
             for kernel in [ProductStrategy::Cooperative, ProductStrategy::RowsPerInvocation] {
-                let out = q8_1_matmul_with(g, &gx, &gw, kernel).unwrap().expect("a Q8_1 product");
+                let out = q8_1_matmul_with(g, &Default::default(), &gx, &gw, kernel).unwrap().expect("a Q8_1 product");
                 assert_close(&format!("{what} (Q8_1 sums, {kernel:?})"), &read(g, &out), &want, 1e-5);
             }
         }

@@ -287,7 +287,7 @@ impl Backend for GpuBackend {
             )));
         }
         // Like the CPU backend (and llama.cpp), multiply by the activations as ggml quantises them for this weight.
-        if let Some(out) = activation_rounding::q8_1_matmul(self, x, w)? {
+        if let Some(out) = activation_rounding::q8_1_matmul(self, &self.rounded, x, w)? {
             return Ok(out);
         }
         let x = activation_rounding::round_cached(self, &self.rounded, x, w.dtype)?;
