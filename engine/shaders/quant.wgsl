@@ -189,16 +189,34 @@ fn block_min(row: u32, u: u32) -> f32 {
     return 0.0;
 }
 
-// Q4_0, 18 B: d (f16), qs[16]. y = (nibble - 8) * d.
-fn q4_0(blk: u32, part: u32, h: Head) -> Part {
-    let q = w32(blk + 2u + 4u * part);
-    return Part((vec4<f32>(lo4(q)) - 8.0) * h.f.x, (vec4<f32>(hi4(q)) - 8.0) * h.f.x);
-}
-
-// Q4_1, 20 B: d, m (f16), qs[16]. y = nibble * d + m.
-fn q4_1(blk: u32, part: u32, h: Head) -> Part {
-    let q = w32(blk + 4u + 4u * part);
-    return Part(vec4<f32>(lo4(q)) * h.f.x + h.f.y, vec4<f32>(hi4(q)) * h.f.x + h.f.y);
+// The integer values of a part of the 32-value block types (what ggml's integer dot products multiply):
+// Q4_0 nibble - 8, Q4_1 nibble, Q5_0 (nibble | high << 4) - 16, Q5_1 nibble | high << 4, Q8_0 the i8.
+// Q4_0, 18 B: d (f16), qs[16]. Q4_1, 20 B: d, m (f16), qs[16]. Q5_0, 22 B: d (f16), qh (u32, at an odd half-word),
+// qs[16]. Q5_1, 24 B: d, m (f16), qh (u32), qs[16]. Q8_0, 34 B: d (f16), qs[32] (i8).
+// y = ints · d, plus m for Q4_1 / Q5_1.
+fn block_ints(blk: u32, part: u32, h: Head) -> Part {
+    switch DTYPE {
+        case Q4_0: {
+            let q = w32(blk + 2u + 4u * part);
+            return Part(vec4<f32>(lo4(q)) - 8.0, vec4<f32>(hi4(q)) - 8.0);
+        }
+        case Q4_1: {
+            let q = w32(blk + 4u + 4u * part);
+            return Part(vec4<f32>(lo4(q)), vec4<f32>(hi4(q)));
+        }
+        case Q5_0: {
+            let q = w32(blk + 6u + 4u * part);
+            return Part(vec4<f32>(lo4(q) | q5_high(h.q, part, 0u)) - 16.0, vec4<f32>(hi4(q) | q5_high(h.q, part, 16u)) - 16.0);
+        }
+        case Q5_1: {
+            let q = w32(blk + 8u + 4u * part);
+            return Part(vec4<f32>(lo4(q) | q5_high(h.q, part, 0u)), vec4<f32>(hi4(q) | q5_high(h.q, part, 16u)));
+        }
+        default: {
+            let q = w64(blk + 2u + 8u * part);
+            return Part(i8x4(q.x), i8x4(q.y));
+        }
+    }
 }
 
 // The fifth bits of Q5_0/Q5_1: value j (< 16) takes bit j of qh, value j + 16 takes bit j + 16.
@@ -207,26 +225,10 @@ fn q5_high(qh: u32, part: u32, upper: u32) -> vec4<u32> {
     return bits4(qh, bits, 1u) << vec4<u32>(4u);
 }
 
-// Q5_0, 22 B: d (f16), qh (u32, at an odd half-word), qs[16]. y = (nibble | high << 4) - 16) * d.
-fn q5_0(blk: u32, part: u32, h: Head) -> Part {
-    let q = w32(blk + 6u + 4u * part);
-    let a = vec4<f32>(lo4(q) | q5_high(h.q, part, 0u)) - 16.0;
-    let b = vec4<f32>(hi4(q) | q5_high(h.q, part, 16u)) - 16.0;
-    return Part(a * h.f.x, b * h.f.x);
-}
-
-// Q5_1, 24 B: d, m (f16), qh (u32), qs[16]. y = (nibble | high << 4) * d + m.
-fn q5_1(blk: u32, part: u32, h: Head) -> Part {
-    let q = w32(blk + 8u + 4u * part);
-    let a = vec4<f32>(lo4(q) | q5_high(h.q, part, 0u));
-    let b = vec4<f32>(hi4(q) | q5_high(h.q, part, 16u));
-    return Part(a * h.f.x + h.f.y, b * h.f.x + h.f.y);
-}
-
-// Q8_0, 34 B: d (f16), qs[32] (i8). y = q * d.
-fn q8_0(blk: u32, part: u32, h: Head) -> Part {
-    let q = w64(blk + 2u + 8u * part);
-    return Part(i8x4(q.x) * h.f.x, i8x4(q.y) * h.f.x);
+fn block32(blk: u32, part: u32, h: Head) -> Part {
+    let v = block_ints(blk, part, h);
+    let m = head_min(h);
+    return Part(v.a * h.f.x + m, v.b * h.f.x + m);
 }
 
 // Q4_K, 144 B: d, dmin (f16), scales[12], qs[128]. Sub-block j uses qs[32 (j / 2) ..][l], low nibbles for even j and
@@ -320,11 +322,7 @@ fn float_part(row: u32, u: u32, part: u32) -> Part {
 fn dequant_part(row: u32, u: u32, part: u32, h: Head) -> Part {
     let blk = block_at(row, u);
     switch DTYPE {
-        case Q4_0: { return q4_0(blk, part, h); }
-        case Q4_1: { return q4_1(blk, part, h); }
-        case Q5_0: { return q5_0(blk, part, h); }
-        case Q5_1: { return q5_1(blk, part, h); }
-        case Q8_0: { return q8_0(blk, part, h); }
+        case Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: { return block32(blk, part, h); }
         case Q4_K: { return q4_k(blk, u, part, h); }
         case Q5_K: { return q5_k(blk, u, part, h); }
         case Q6_K: { return q6_k(blk, u, part, h); }
