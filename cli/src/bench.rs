@@ -38,7 +38,8 @@ pub fn run(mut a: Args) -> Result<()> {
         AnyLoaded::Gpu(m) => {
             let copy_gbs = futures::executor::block_on(m.backend.copy_bandwidth_gbs())?;
             let adapter = m.backend.adapter().clone();
-            run_on(&a, m, load_s, Some(GpuExtras { copy_gbs, adapter }))?;
+            let f16 = m.backend.uses_f16();
+            run_on(&a, m, load_s, Some(GpuExtras { copy_gbs, adapter, f16 }))?;
             if let Some(report) = m.backend.profile_report() {
                 eprint!("{report}");
             }
@@ -50,6 +51,7 @@ pub fn run(mut a: Args) -> Result<()> {
 struct GpuExtras {
     copy_gbs: f64,
     adapter: engine::backend::gpu::AdapterSummary,
+    f16: bool,
 }
 
 fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, load_s: f64, gpu: Option<GpuExtras>) -> Result<()> {
@@ -72,6 +74,7 @@ fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, load_s: f64, gpu: Option<GpuExtra
     let gpu_fields = gpu.as_ref().map(|g| {
         serde_json::json!({
             "adapter": g.adapter,
+            "f16": g.f16,
             "dispatches_per_token": c.dispatches as f64 / steps,
             "dispatches_per_layer": c.dispatches as f64 / steps / m.model.layers.len().max(1) as f64,
             "submits_per_token": c.submits as f64 / steps,

@@ -26,6 +26,10 @@ pub struct ModelArgs {
     /// Where to run the model: the GPU when an adapter exists, else the CPU.
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
+    /// On the GPU, keep f32 arithmetic even where the adapter offers shader-f16 (which otherwise holds the KV cache
+    /// and the attention products in f16).
+    #[arg(long)]
+    pub gpu_f32: bool,
     /// Longest context (prompt + reply) to allocate for; defaults to the model's, capped at 4096.
     #[arg(long)]
     pub context: Option<usize>,
@@ -101,10 +105,11 @@ impl<B: Backend> Loaded<B> {
 pub fn load(args: &ModelArgs) -> Result<AnyLoaded> {
     let files = ModelFiles::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let context = args.context.unwrap_or(files.config.max_position_embeddings.min(4096)).max(1);
+    let gpu_options = GpuOptions { force_f32: args.gpu_f32, ..Default::default() };
     let gpu = match args.backend {
         Some(BackendChoice::Cpu) => None,
-        Some(BackendChoice::Gpu) => Some(futures::executor::block_on(GpuBackend::new(&GpuOptions::default()))?),
-        None => match futures::executor::block_on(GpuBackend::new(&GpuOptions::default())) {
+        Some(BackendChoice::Gpu) => Some(futures::executor::block_on(GpuBackend::new(&gpu_options))?),
+        None => match futures::executor::block_on(GpuBackend::new(&gpu_options)) {
             Ok(g) => Some(g),
             Err(e) => {
                 eprintln!("aviary: {e}; running on the CPU");

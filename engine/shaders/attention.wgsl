@@ -12,7 +12,10 @@
 //   Σ p·v) to dst as scratch [rows, n_heads, splits, HEAD_DIM + 2], which attention_combine.wgsl merges.
 // Grid: x = kv head · head blocks + head block, y = row block, z = split.
 // Bindings: q [rows, n_heads·HEAD_DIM], k_cache [capacity, kv_row], v_cache [capacity, kv_row], dst (see above).
-// Defines: HEAD_DIM, RB, HB, WG (a power of two).
+// Defines: HEAD_DIM, RB, HB, WG (a power of two), KV: the cache's element type. With KV = f16 (adapters with
+// shader-f16) the products q·k and p·v are f16 multiplies; sums, softmax and the output stay f32.
+
+enable f16;
 
 struct Params {
     rows: u32,
@@ -33,8 +36,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<KV>;
+@group(0) @binding(3) var<storage, read> v_cache: array<KV>;
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 // Queries of one workgroup, and output dims of one thread.
@@ -119,7 +122,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var i = 0u; i < HEAD_DIM; i++) {
                 let kx = k_cache[kbase + i];
                 for (var qi = 0u; qi < NQ; qi++) {
-                    qk[qi] += qs[qi * HEAD_DIM + i] * kx;
+                    qk[qi] += f32(KV(qs[qi * HEAD_DIM + i]) * kx);
                 }
             }
             for (var qi = 0u; qi < NQ; qi++) {
@@ -167,7 +170,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 if (i < HEAD_DIM) {
                     let vx = v_cache[vbase + i];
                     for (var qi = 0u; qi < NQ; qi++) {
-                        acc[qi * DPT + c] += ps[qi * WG + jj] * vx;
+                        acc[qi * DPT + c] += f32(KV(ps[qi * WG + jj]) * vx);
                     }
                 }
             }

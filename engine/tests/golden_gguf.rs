@@ -43,8 +43,8 @@ fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
     // bound the quantisation itself sets (the one against the twin).
     // Lavapipe gets the product kernels written for CPU-emulated adapters; real GPUs get the cooperative ones.
     for (kernels, options) in [
-        ("gpu", GpuOptions::default()),
-        ("gpu, cooperative products", GpuOptions { force_cooperative_products: true, ..Default::default() }),
+        ("gpu", f32_path()),
+        ("gpu, cooperative products", GpuOptions { force_cooperative_products: true, ..f32_path() }),
     ] {
         let Some(g) = load_gpu_with(&path, options) else { return };
         assert_eq!(g.greedy(&prompt, want.len()), want, "{name} {quant} ({kernels}): greedy tokens differ from llama.cpp's");

@@ -81,8 +81,13 @@ pub fn gpu_backend(options: GpuOptions) -> Option<GpuBackend> {
     }
 }
 
+/// The GPU backend's f32 path (the one held to the CPU's bounds); tests of the f16 path ask for it explicitly.
 pub fn load_gpu(path: &Path) -> Option<GpuModel> {
-    load_gpu_with(path, GpuOptions::default())
+    load_gpu_with(path, f32_path())
+}
+
+pub fn f32_path() -> GpuOptions {
+    GpuOptions { force_f32: true, ..Default::default() }
 }
 
 pub fn load_gpu_with(path: &Path, options: GpuOptions) -> Option<GpuModel> {

@@ -63,6 +63,16 @@ struct CombineParams {
 
 /// Appends `k`, `v` (`[rows, n_kv·head_dim]`, positions start_pos..) to the cache, then attends `q`
 /// (`[rows, n_heads·head_dim]`) over every visible cached position → `[rows, n_heads·head_dim]`.
+/// The KV cache's element type: f16 where the adapter has shader-f16 (half the memory and bandwidth), else f32.
+fn kv_type(b: &GpuBackend) -> (&'static str, String) {
+    ("KV", if b.rec.ctx.f16 { "f16" } else { "f32" }.to_string())
+}
+
+/// Bytes of one cached key or value element.
+pub(crate) fn kv_element_bytes(b: &GpuBackend) -> usize {
+    if b.rec.ctx.f16 { 2 } else { 4 }
+}
+
 pub(crate) fn attention(
     b: &GpuBackend,
     q: &GpuTensor,
@@ -120,7 +130,7 @@ pub(crate) fn attention(
     }
 
     let append =
-        b.rec.kernel("kv_append", APPEND, &[], &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite]);
+        b.rec.kernel("kv_append", APPEND, &[kv_type(b)], &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite]);
     let n = rows * kv_row;
     let params = AppendParams {
         n: n as u32,
@@ -148,7 +158,13 @@ pub(crate) fn attention(
     let kernel = b.rec.kernel(
         "attention",
         ATTEND,
-        &[("HEAD_DIM", format!("{d}u")), ("RB", format!("{rb}u")), ("HB", format!("{hb}u")), ("WG", format!("{wg}u"))],
+        &[
+            ("HEAD_DIM", format!("{d}u")),
+            ("RB", format!("{rb}u")),
+            ("HB", format!("{hb}u")),
+            ("WG", format!("{wg}u")),
+            kv_type(b),
+        ],
         &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     );
     let params = AttendParams {
@@ -182,7 +198,8 @@ pub(crate) fn attention(
 #[cfg(test)]
 mod tests {
     use crate::backend::cpu::CpuBackend;
-    use crate::backend::gpu::testing::{assert_close, backend, read, values};
+    use crate::backend::gpu::testing::{assert_close, backend, backend_with, read, values};
+    use crate::backend::gpu::GpuOptions;
     use crate::backend::gpu::{GpuBackend, GpuKvCache};
     use crate::backend::{AttentionParams, Backend, KvSpec};
 
@@ -195,6 +212,8 @@ mod tests {
         p: AttentionParams,
         /// Queries are values in [-1, 1) times this (larger scores make the softmax peakier, the softcap bite).
         q_amp: f32,
+        /// Allowed |gpu - cpu| relative to max |cpu|: 1e-5 in f32; f16 keys, values and products lose more.
+        tol: f32,
     }
 
     impl Twin {
@@ -203,7 +222,8 @@ mod tests {
             let c = CpuBackend::new();
             let gc = g.new_kv_cache(spec).unwrap();
             let cc = c.new_kv_cache(spec).unwrap();
-            Self { g, c, gc, cc, p, q_amp }
+            let tol = if g.uses_f16() { F16_TOLERANCE } else { 1e-5 };
+            Self { g, c, gc, cc, p, q_amp, tol }
         }
 
         /// Runs positions start_pos..start_pos + rows through both caches; compares the outputs when `check`.
@@ -231,7 +251,7 @@ mod tests {
                     &format!("{p:?} at positions {start_pos}..{}", start_pos + rows),
                     &read(g, &got),
                     &want,
-                    1e-5,
+                    self.tol,
                 );
             }
         }
@@ -256,6 +276,28 @@ mod tests {
             scale: 1.0 / (head_dim as f32).sqrt(),
             softcap: None,
             window: None,
+        }
+    }
+
+    /// The f16 path's bound: keys and values rounded to f16 (2⁻¹¹ relative) and multiplied in f16.
+    const F16_TOLERANCE: f32 = 4e-3;
+
+    #[test]
+    fn f16_cache_and_products_match_the_cpu_within_f16_rounding() {
+        let Some(g) = backend_with(GpuOptions::default()) else { return };
+        if !g.uses_f16() {
+            eprintln!("skipping: the adapter has no shader-f16");
+            return;
+        }
+        Twin::new(g, params(6, 2, 40), 128, 3.0).prefill_decode_prefill();
+        let Some(g) = backend_with(GpuOptions::default()) else { return };
+        let p = AttentionParams { window: Some(13), softcap: Some(50.0), ..params(2, 2, 33) };
+        Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
+        let Some(g) = backend_with(GpuOptions::default()) else { return };
+        let mut t = Twin::new(g, params(4, 2, 32), 640, 3.0);
+        t.step(0, 300, true);
+        for pos in 300..310 {
+            t.step(pos, 1, true);
         }
     }
 

@@ -171,7 +171,8 @@ impl Backend for GpuBackend {
     type KvCache = GpuKvCache;
 
     fn name(&self) -> String {
-        format!("gpu: {}", self.rec.ctx.summary)
+        let precision = if self.rec.ctx.f16 { "f16 KV cache and attention" } else { "f32" };
+        format!("gpu: {}, {precision}", self.rec.ctx.summary)
     }
 
     fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<GpuWeight> {
@@ -252,7 +253,7 @@ impl Backend for GpuBackend {
             None => spec.max_positions,
         }
         .max(1);
-        let bytes = (capacity * spec.n_kv_heads * spec.head_dim * 4) as u64;
+        let bytes = (capacity * spec.n_kv_heads * spec.head_dim * attention::kv_element_bytes(self)) as u64;
         let ctx = &self.rec.ctx;
         if bytes > ctx.max_binding {
             return Err(Error::Backend(format!(

@@ -145,7 +145,8 @@ impl Recorder {
         Ok((st.upload_buf.clone(), offset))
     }
 
-    /// The kernel `name` specialised by `defines` (prepended as WGSL `const`s), compiled on first use.
+    /// The kernel `name` specialised by `defines` (prepended as WGSL `const`s, or `alias`es for the values f16 and
+    /// f32), compiled on first use.
     pub(crate) fn kernel(&self, name: &str, source: &str, defines: &[(&str, String)], access: &[Access]) -> Rc<Kernel> {
         self.kernel_entry(name, source, "main", defines, access)
     }
@@ -171,7 +172,12 @@ impl Recorder {
             code.push_str("enable f16;\n");
         }
         for (k, v) in defines {
-            code.push_str(&format!("const {k} = {v};\n"));
+            // A scalar type name defines a type alias (e.g. the KV cache's element type), anything else a constant.
+            if matches!(v.as_str(), "f16" | "f32") {
+                code.push_str(&format!("alias {k} = {v};\n"));
+            } else {
+                code.push_str(&format!("const {k} = {v};\n"));
+            }
         }
         code.push_str(&source.replace("enable f16;", ""));
         let device = &self.ctx.device;

@@ -15,8 +15,9 @@ pub(crate) fn backend_with(options: GpuOptions) -> Option<GpuBackend> {
     }
 }
 
+/// The f32 path (the one every kernel test compares with the CPU at tight bounds).
 pub(crate) fn backend() -> Option<GpuBackend> {
-    backend_with(GpuOptions::default())
+    backend_with(GpuOptions { force_f32: true, ..Default::default() })
 }
 
 pub(crate) fn read(b: &GpuBackend, t: &GpuTensor) -> Vec<f32> {
