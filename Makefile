@@ -23,7 +23,8 @@ test: setup models reference
 	cargo test --release --workspace --no-fail-fast
 	scripts/web-test.sh
 
-# Real models on the GPU backend against the CPU backend and llama.cpp (slow on lavapipe).
+# Greedy decoding of the real models on the GPU backend against the CPU backend (slow on lavapipe; the
+# teacher-forced agreement with llama.cpp runs in make test).
 test-gpu-models: setup models
 	cargo test --release -p engine --test real_llamacpp -- --ignored --nocapture
 

@@ -80,14 +80,13 @@ fn check(fixture_name: &str) {
     assert!(rate >= 0.99, "{fixture_name}: teacher-forced top-1 agreement {:.2}% < 99%", rate * 100.0);
 }
 
-/// The GPU backend: greedy tokens equal the CPU backend's (a first difference only at a near-tie of either the CPU's
-/// logits or llama.cpp's), and teacher-forced top-1 agrees with llama.cpp at ≥ 99%.
-fn check_gpu(fixture_name: &str) {
+/// The GPU backend's greedy tokens equal the CPU backend's: a first difference only at a near-tie of either the
+/// CPU's logits or llama.cpp's.
+fn check_gpu_greedy(fixture_name: &str) {
     let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
     let path = real_model(refs["model_file"].as_str().expect("model_file"));
     let Some(g) = load_gpu(&path) else { return };
     let cpu = load_cpu(&path);
-    let (mut agree, mut total) = (0usize, 0usize);
     let mut greedy_failures = Vec::new();
     for (ci, case) in refs["cases"].as_array().expect("cases").iter().enumerate() {
         let prompt = as_u32s(&case["prompt_tokens"]);
@@ -98,9 +97,9 @@ fn check_gpu(fixture_name: &str) {
             let mut seq = prompt.clone();
             seq.extend(&ours_cpu[..j]);
             let row = cpu.logits(&seq).pop().expect("logits");
-            let cpu_near = row[ours_cpu[j] as usize] - row[theirs[j] as usize] <= NEAR_TIE;
-            let llamacpp_near = ours_cpu[..j] == as_u32s(&case["greedy"])[..j] && is_near_tie(&tops[j], theirs[j]);
             let gap = row[ours_cpu[j] as usize] - row[theirs[j] as usize];
+            let cpu_near = gap <= NEAR_TIE;
+            let llamacpp_near = ours_cpu[..j] == as_u32s(&case["greedy"])[..j] && is_near_tie(&tops[j], theirs[j]);
             eprintln!(
                 "{fixture_name} case {ci}: GPU greedy diverges from the CPU at step {j}: GPU {} CPU {} (CPU logit gap \
                  {gap:.3}{})",
@@ -112,6 +111,22 @@ fn check_gpu(fixture_name: &str) {
                 greedy_failures.push(ci);
             }
         }
+    }
+    assert!(
+        greedy_failures.is_empty(),
+        "{fixture_name}: GPU greedy differs from the CPU's, not at a near-tie, in cases {greedy_failures:?}"
+    );
+}
+
+/// The GPU backend's teacher-forced top-1 agrees with llama.cpp at ≥ 99% of positions (near-ties count as agreeing).
+fn check_gpu_teacher_forced(fixture_name: &str) {
+    let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
+    let path = real_model(refs["model_file"].as_str().expect("model_file"));
+    let Some(g) = load_gpu(&path) else { return };
+    let (mut agree, mut total) = (0usize, 0usize);
+    for (ci, case) in refs["cases"].as_array().expect("cases").iter().enumerate() {
+        let prompt = as_u32s(&case["prompt_tokens"]);
+        let tops = case["top_logits"].as_array().expect("top_logits");
         let mut seq = prompt.clone();
         seq.extend(as_u32s(&case["greedy"]));
         let logits = g.logits(&seq);
@@ -128,20 +143,30 @@ fn check_gpu(fixture_name: &str) {
     let rate = agree as f64 / total as f64;
     eprintln!("{fixture_name} (gpu): teacher-forced top-1 agreement {agree}/{total} = {:.2}%", rate * 100.0);
     assert!(rate >= 0.99, "{fixture_name} (gpu): teacher-forced top-1 agreement {:.2}% < 99%", rate * 100.0);
-    assert!(greedy_failures.is_empty(), "{fixture_name}: GPU greedy differs from the CPU's, not at a near-tie, in cases {greedy_failures:?}");
-}
-
-// Lavapipe runs these for about ten minutes each on two cores: `make test-gpu-models` runs them.
-#[test]
-#[ignore = "slow on lavapipe; run by make test-gpu-models"]
-fn smollm2_on_gpu_matches_cpu_and_llamacpp() {
-    check_gpu("smollm2");
 }
 
 #[test]
+fn smollm2_on_gpu_agrees_with_llamacpp_teacher_forced() {
+    check_gpu_teacher_forced("smollm2");
+}
+
+#[test]
+fn gemma3_on_gpu_agrees_with_llamacpp_teacher_forced() {
+    check_gpu_teacher_forced("gemma3");
+}
+
+// Greedy decoding on lavapipe takes minutes per model, and SmolLM2 does not pass yet (tests/fixtures/README.md, "GPU
+// backend findings"): `make test-gpu-models` runs these.
+#[test]
+#[ignore = "slow on lavapipe, and SmolLM2 case 4 fails; run by make test-gpu-models"]
+fn smollm2_greedy_on_gpu_matches_cpu() {
+    check_gpu_greedy("smollm2");
+}
+
+#[test]
 #[ignore = "slow on lavapipe; run by make test-gpu-models"]
-fn gemma3_on_gpu_matches_cpu_and_llamacpp() {
-    check_gpu("gemma3");
+fn gemma3_greedy_on_gpu_matches_cpu() {
+    check_gpu_greedy("gemma3");
 }
 
 #[test]
