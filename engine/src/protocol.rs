@@ -94,7 +94,9 @@ impl BackendInfo {
     /// A short label for a status line.
     pub fn label(&self) -> String {
         match self {
-            BackendInfo::Gpu { adapter, .. } => format!("WebGPU: {}", adapter.name),
+            // Browsers often report no adapter name (SwiftShader's is empty).
+            BackendInfo::Gpu { adapter, .. } if adapter.name.is_empty() => "WebGPU".to_string(),
+            BackendInfo::Gpu { adapter, .. } => format!("WebGPU ({})", adapter.name),
             BackendInfo::Cpu { .. } => "CPU (wasm)".to_string(),
         }
     }

@@ -78,9 +78,9 @@ fn ModelCardView() -> impl IntoView {
             .join(", ");
         let device = match &backend {
             BackendInfo::Gpu { adapter, f16 } => format!(
-                "WebGPU: {} ({}), shader-f16 {}, max binding {}",
-                adapter.name,
-                adapter.backend,
+                "WebGPU{}, {}, shader-f16 {}, max binding {}",
+                if adapter.name.is_empty() { String::new() } else { format!(": {}", adapter.name) },
+                adapter.device_type,
                 if *f16 { "on" } else { "off" },
                 format::bytes(adapter.max_storage_binding_bytes)
             ),
@@ -97,7 +97,7 @@ fn ModelCardView() -> impl IntoView {
                 <dt>"Quantization"</dt><dd>{quant}</dd>
                 <dt>"Context"</dt><dd>{format!("{} (session {})", card.context_length, card.session_context)}</dd>
                 <dt>"Chat template"</dt><dd>{if card.chat_template_builtin { "built-in" } else { "the model's own" }}</dd>
-                <dt>"Device"</dt><dd>{device}</dd>
+                <dt>"Device"</dt><dd data-testid="model-device">{device}</dd>
                 <dt>"Loaded in"</dt><dd>{load}</dd>
             </dl>
         })
