@@ -37,7 +37,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export PROMPT="What is the capital of France?"
+# A prompt whose greedy answer has clear margins: the CPU backend and the GPU backend (lavapipe, f16 and f32) agree
+# on it. On "What is the capital of France?" they part at the eighth token, where the top two logits are 0.07 apart
+# (a genuine near-tie, where SwiftShader and lavapipe may round either way).
+export PROMPT="Name the three primary colors."
 export MAX_TOKENS=24
 # The browser's adapter may lack shader-f16 (SwiftShader does), so the CLI answers both ways; the test compares with
 # the one whose arithmetic the browser's adapter uses.

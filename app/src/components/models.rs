@@ -78,9 +78,9 @@ fn ModelCardView() -> impl IntoView {
             .join(", ");
         let device = match &backend {
             BackendInfo::Gpu { adapter, f16 } => format!(
-                "WebGPU{}, {}, shader-f16 {}, max binding {}",
+                "WebGPU{} ({} adapter), shader-f16 {}, max binding {}",
                 if adapter.name.is_empty() { String::new() } else { format!(": {}", adapter.name) },
-                adapter.device_type,
+                adapter.device_type.to_lowercase(),
                 if *f16 { "on" } else { "off" },
                 format::bytes(adapter.max_storage_binding_bytes)
             ),
