@@ -59,4 +59,4 @@ url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
 [ -n "$url" ] || die "the server did not start: $(cat "$artifacts/serve.log")"
 echo "app served at $url"
 
-AVIARY_URL="$url" EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" ARTIFACTS="$artifacts" node tests/e2e/chat.mjs
+MODEL_FILE="$model" AVIARY_URL="$url" EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" ARTIFACTS="$artifacts" node tests/e2e/chat.mjs

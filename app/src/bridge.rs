@@ -78,10 +78,10 @@ impl Bridge {
                     *p = Some(Progress { stage, done, total, started_ms, now_ms: now });
                 });
             }
-            Event::Ready { card, backend, load_ms } => {
+            Event::Ready { card, backend, stats } => {
                 model.card.set(Some(card));
                 model.backend.set(Some(backend));
-                model.load_ms.set(Some(load_ms));
+                model.load.set(Some(stats));
                 model.progress.set(None);
                 model.status.set(Status::Ready);
             }

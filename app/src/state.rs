@@ -1,7 +1,7 @@
 //! The app's shared state: signals wrapped in context newtypes, provided once by `App` and read by any component
 //! with `expect_context::<T>()`.
 
-use engine::protocol::{BackendInfo, ModelCard, Stage};
+use engine::protocol::{BackendInfo, LoadStats, ModelCard, Stage};
 use engine::session::{Stats, StopReason};
 use leptos::prelude::*;
 
@@ -36,7 +36,7 @@ pub struct ModelState {
     pub progress: RwSignal<Option<Progress>>,
     pub card: RwSignal<Option<ModelCard>>,
     pub backend: RwSignal<Option<BackendInfo>>,
-    pub load_ms: RwSignal<Option<f64>>,
+    pub load: RwSignal<Option<LoadStats>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +123,7 @@ pub fn provide_state(default_url: String) {
         progress: RwSignal::new(None),
         card: RwSignal::new(None),
         backend: RwSignal::new(None),
-        load_ms: RwSignal::new(None),
+        load: RwSignal::new(None),
     });
     provide_context(Chat { messages: RwSignal::new(Vec::new()), streaming: RwSignal::new(None), next_id: RwSignal::new(1) });
     provide_context(Settings {

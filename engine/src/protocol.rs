@@ -53,8 +53,8 @@ pub enum Event {
     Started,
     /// Work in progress: `done` of `total` units of `stage`.
     Progress { stage: Stage, done: u64, total: u64 },
-    /// A model is loaded and can generate; loading took `load_ms` (backend, header and weights).
-    Ready { card: ModelCard, backend: BackendInfo, load_ms: f64 },
+    /// A model is loaded and can generate.
+    Ready { card: ModelCard, backend: BackendInfo, stats: LoadStats },
     /// A piece of generated text (never splits a character); `token` is the id that completed it.
     Token { id: u64, token: u32, text: String },
     /// A generation ended; `generation.text` is the whole reply.
@@ -100,6 +100,16 @@ impl BackendInfo {
             BackendInfo::Cpu { .. } => "CPU (wasm)".to_string(),
         }
     }
+}
+
+/// How a load went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadStats {
+    /// Opening the backend, reading the header and streaming the weights.
+    pub load_ms: f64,
+    /// The worker's wasm memory after the load. Wasm memory never shrinks, so this is its peak during the load; the
+    /// weights stream through it tensor by tensor, so it stays well below the model file's size.
+    pub wasm_memory_bytes: u64,
 }
 
 /// What the UI shows about a loaded model.

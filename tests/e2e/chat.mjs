@@ -5,10 +5,10 @@
 // Environment: AVIARY_URL (the served app), PROMPT, MAX_TOKENS, EXPECTED_JSON and EXPECTED_F32_JSON (the CLI's
 // `generate --json` output on the GPU with f16 arithmetic where the adapter has it, and with f32 only: the browser's
 // answer is compared with the one whose arithmetic its adapter uses), ARTIFACTS (a directory for screenshots and the
-// browser log), CHROMIUM (default /usr/bin/chromium).
+// browser log), MODEL_FILE (the model's path, for its size), CHROMIUM (default /usr/bin/chromium).
 
 import { chromium } from 'playwright-core';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const env = (name, fallback) => {
@@ -92,6 +92,12 @@ try {
   console.log(`     loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   await page.screenshot({ path: join(artifacts, 'models-loaded.png'), fullPage: true });
   if (!/ready/.test(statusText)) throw new Error('no model, nothing more to test');
+  // The weights stream through the worker tensor by tensor: its wasm memory (whose size after the load is its peak,
+  // as wasm memory never shrinks) stays well below the model file's size.
+  const wasmBytes = Number(await page.getByTestId('model-wasm-memory').getAttribute('data-bytes'));
+  const fileBytes = statSync(env('MODEL_FILE')).size;
+  check(wasmBytes > 0 && wasmBytes < fileBytes / 2, 'peak worker wasm memory stays below half the model file',
+    `${(wasmBytes / 1e6).toFixed(1)} MB of wasm memory for a ${(fileBytes / 1e6).toFixed(1)} MB file`);
   const device = await page.getByTestId('model-device').textContent();
   const f16 = /shader-f16 on/.test(device);
   const expected = f16 ? expectedF16 : expectedF32;

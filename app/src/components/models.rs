@@ -87,7 +87,7 @@ fn ModelCardView() -> impl IntoView {
             BackendInfo::Cpu { reason: Some(r) } => format!("CPU (wasm), because WebGPU is unavailable: {r}"),
             BackendInfo::Cpu { reason: None } => "CPU (wasm)".to_string(),
         };
-        let load = model.load_ms.get().map(|ms| format::duration(ms / 1000.0)).unwrap_or_default();
+        let load = model.load.get().unwrap_or_default();
         Some(view! {
             <dl class="card">
                 <dt>"Name"</dt><dd>{card.name.clone()}</dd>
@@ -98,7 +98,11 @@ fn ModelCardView() -> impl IntoView {
                 <dt>"Context"</dt><dd>{format!("{} (session {})", card.context_length, card.session_context)}</dd>
                 <dt>"Chat template"</dt><dd>{if card.chat_template_builtin { "built-in" } else { "the model's own" }}</dd>
                 <dt>"Device"</dt><dd data-testid="model-device">{device}</dd>
-                <dt>"Loaded in"</dt><dd>{load}</dd>
+                <dt>"Loaded in"</dt><dd>{format::duration(load.load_ms / 1000.0)}</dd>
+                <dt>"Worker memory"</dt>
+                <dd data-testid="model-wasm-memory" data-bytes=load.wasm_memory_bytes.to_string()>
+                    {format!("{} of wasm memory after the load", format::bytes(load.wasm_memory_bytes))}
+                </dd>
             </dl>
         })
     }

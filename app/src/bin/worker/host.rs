@@ -17,7 +17,7 @@ use engine::backend::gpu::{GpuBackend, GpuOptions};
 use engine::backend::Backend;
 use engine::chat::ChatTemplate;
 use engine::model::{ModelFiles, Transformer};
-use engine::protocol::{default_context, BackendChoice, BackendInfo, Event, ModelCard, Request, Stage};
+use engine::protocol::{default_context, BackendChoice, BackendInfo, Event, LoadStats, ModelCard, Request, Stage};
 use engine::session::{GenerateOptions, Generation, Session, Stats, StopReason};
 use engine::tokenizer::Tokenizer;
 use engine::{Error, Result};
@@ -100,7 +100,7 @@ struct Loaded<B: Backend> {
     template: ChatTemplate,
     context: usize,
     info: BackendInfo,
-    load_ms: f64,
+    stats: LoadStats,
 }
 
 enum AnyLoaded {
@@ -183,8 +183,8 @@ async fn finish<B: Backend>(
     let model = files
         .load(&backend, &mut |done, total| shared.post(&Event::Progress { stage: Stage::Weights, done, total }))
         .await?;
-    let load_ms = js_sys::Date::now() - t0;
-    Ok(Loaded { files, backend, model, tokenizer, template, context, info, load_ms })
+    let stats = LoadStats { load_ms: js_sys::Date::now() - t0, wasm_memory_bytes: wasm_memory_bytes() };
+    Ok(Loaded { files, backend, model, tokenizer, template, context, info, stats })
 }
 
 /// Answers requests with `m` loaded, until a `Load` asks for another model (returned, to be run next).
@@ -198,7 +198,7 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
     };
     *shared.generation_cancel.borrow_mut() = Some(session.cancel_flag());
     let card = ModelCard::new(&m.files, m.template.source(), m.context);
-    shared.post(&Event::Ready { card, backend: m.info.clone(), load_ms: m.load_ms });
+    shared.post(&Event::Ready { card, backend: m.info.clone(), stats: m.stats });
     let next = loop {
         let Some((epoch, request)) = queue.next().await else { break None };
         match request {
@@ -250,6 +250,15 @@ async fn generate<B: Backend>(
             shared.post(&Event::error(Some(id), e));
         }
     }
+}
+
+/// The size of this worker's wasm memory.
+fn wasm_memory_bytes() -> u64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .ok()
+        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+        .map_or(0, |b| b.byte_length() as u64)
 }
 
 fn cancelled_generation() -> Generation {
