@@ -25,13 +25,13 @@ pub struct ModelArgs {
     /// Where to run the model: the GPU when an adapter exists, else the CPU.
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
+    /// On the GPU, keep f32 arithmetic even where the adapter offers shader-f16 (which otherwise holds the KV cache
+    /// and the attention products in f16).
+    #[arg(long)]
+    pub gpu_f32: bool,
     /// Longest context (prompt + reply) to allocate for; defaults to the model's, capped at 4096.
     #[arg(long)]
     pub context: Option<usize>,
-    /// On the GPU, compute in f32 even where the adapter offers shader-f16 (as on an adapter without it, such as a
-    /// browser's SwiftShader).
-    #[arg(long)]
-    pub gpu_f32: bool,
 }
 
 pub struct Loaded<B: Backend> {
@@ -89,11 +89,11 @@ impl<B: Backend> Loaded<B> {
 pub fn load(args: &ModelArgs) -> Result<AnyLoaded> {
     let files = ModelFiles::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let context = args.context.unwrap_or(files.config.max_position_embeddings.min(4096)).max(1);
-    let options = GpuOptions { force_f32: args.gpu_f32, ..GpuOptions::default() };
+    let gpu_options = GpuOptions { force_f32: args.gpu_f32, ..Default::default() };
     let gpu = match args.backend {
         Some(BackendChoice::Cpu) => None,
-        Some(BackendChoice::Gpu) => Some(futures::executor::block_on(GpuBackend::new(&options))?),
-        None => match futures::executor::block_on(GpuBackend::new(&options)) {
+        Some(BackendChoice::Gpu) => Some(futures::executor::block_on(GpuBackend::new(&gpu_options))?),
+        None => match futures::executor::block_on(GpuBackend::new(&gpu_options)) {
             Ok(g) => Some(g),
             Err(e) => {
                 eprintln!("aviary: {e}; running on the CPU");
