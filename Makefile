@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 export AVIARY_CACHE ?= $(HOME)/.cache/aviary
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
+PORT ?= 8080
 
-.PHONY: run test setup models reference wasm-check fuzz bench web-test test-gpu-models
+.PHONY: run chat test setup models reference wasm-check fuzz bench web-test e2e-test web-build test-gpu-models
 
 setup:
 	@scripts/setup.sh
@@ -15,13 +16,22 @@ models:
 reference:
 	@scripts/fetch-reference.sh
 
-run: setup models
+# The browser app, built for release, served at http://127.0.0.1:$(PORT) with the models under /models/.
+run: setup models web-build
+	cargo run --release -p aviary -- serve --dir dist --model-dir "$(AVIARY_CACHE)/models" --port $(PORT)
+
+web-build:
+	@scripts/build-web.sh
+
+# Chat in the terminal instead.
+chat: setup models
 	cargo run --release -p aviary -- chat --model "$(MODEL)" --temperature 0.7 --top-p 0.9
 
 test: setup models reference
 	cargo check -p engine --target wasm32-unknown-unknown
 	cargo test --release --workspace --no-fail-fast
 	scripts/web-test.sh
+	scripts/e2e-test.sh
 
 # Greedy decoding of the real models on the GPU backend against the CPU backend (slow on lavapipe; the
 # teacher-forced agreement with llama.cpp runs in make test).
@@ -32,6 +42,10 @@ test-gpu-models: setup models
 # wasm-bindgen-test-runner when missing.
 web-test:
 	@scripts/web-test.sh
+
+# The browser app end to end in headless Chromium (WebGPU on SwiftShader): load, stream, compare with the CLI, stop.
+e2e-test: setup models
+	@scripts/e2e-test.sh
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_header -- -max_total_time=60

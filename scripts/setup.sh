@@ -22,3 +22,6 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
+
+# The browser app's build tools and end-to-end test tools.
+"$(dirname "$0")/web-setup.sh"

@@ -5,8 +5,7 @@ use clap::{Args, ValueEnum};
 use engine::backend::cpu::CpuBackend;
 use engine::backend::gpu::{GpuBackend, GpuOptions};
 use engine::backend::Backend;
-use engine::chat::{Builtin, ChatTemplate, Message};
-use engine::config::Arch;
+use engine::chat::{ChatTemplate, Message};
 use engine::model::{ModelFiles, Transformer};
 use engine::source::FileSource;
 use engine::tokenizer::Tokenizer;
@@ -67,21 +66,9 @@ impl<B: Backend> Loaded<B> {
         self.files.tokenizer.as_ref().context("this model has no tokenizer (pass --tokens instead of --prompt)")
     }
 
-    /// The model's own chat template, or the built-in one for its family.
+    /// The model's own chat template, or the built-in one for its family (shared with the browser worker).
     pub fn chat_template(&self) -> Result<ChatTemplate> {
-        if let Some(t) = &self.files.chat_template {
-            return Ok(t.clone());
-        }
-        let tok = self.tokenizer()?;
-        let token = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-        let bos = token(tok.bos_id());
-        let eos = token(tok.eos_ids().first().copied());
-        let builtin = match self.files.config.arch {
-            Arch::Gemma2 | Arch::Gemma3 => Builtin::Gemma,
-            Arch::Llama if tok.token_to_id("<|start_header_id|>").is_some() => Builtin::Llama3,
-            Arch::Llama => Builtin::ChatMl,
-        };
-        Ok(ChatTemplate::builtin(builtin, &bos, &eos))
+        Ok(engine::prompt::chat_template(self.files.chat_template.as_ref(), self.tokenizer()?, self.files.config.arch))
     }
 
     /// Prompt ids: a user turn in the chat template (the template writes BOS itself), or the raw text with BOS
@@ -90,10 +77,7 @@ impl<B: Backend> Loaded<B> {
         let tok = self.tokenizer()?;
         let ids = match raw {
             Some(text) => tok.encode(text, tok.add_bos_by_default())?,
-            None => {
-                let text = self.chat_template()?.render(messages, true)?;
-                tok.encode(&text, false)?
-            }
+            None => engine::prompt::encode_chat(&self.chat_template()?, tok, messages)?,
         };
         if ids.is_empty() {
             bail!("the prompt is empty after tokenisation");

@@ -5,6 +5,7 @@ mod chat;
 mod generate;
 mod load;
 mod logits;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     Chat(chat::Args),
     /// Measure prefill and decode speed and peak memory.
     Bench(bench::Args),
+    /// Serve the browser app (and a directory of models) over HTTP, with Range requests.
+    Serve(serve::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Logits(a) => logits::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

@@ -7,6 +7,8 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod model;
+pub mod prompt;
+pub mod protocol;
 pub mod quant;
 pub mod sampling;
 pub mod session;

@@ -1,0 +1,46 @@
+//! The page: provides the state and the worker bridge, then lays out the views.
+
+use crate::bridge::Bridge;
+use crate::components::{chat::ChatView, models::ModelsView, settings::SettingsView, status::ModelStatus};
+use crate::state::{provide_state, ModelState};
+use engine::protocol::Request;
+use leptos::prelude::*;
+
+/// The model the app's own server provides (`aviary serve --model-dir`), relative to the page.
+pub const DEFAULT_MODEL_URL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Query parameters: `?model=URL` picks the model to load, `?autoload=0` waits for the Load button.
+fn query_param(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    let search = search.strip_prefix('?').unwrap_or(&search).to_string();
+    search.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| js_sys::decode_uri_component(v).ok().map(String::from).unwrap_or_else(|| v.to_string()))
+    })
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_state(query_param("model").unwrap_or_else(|| DEFAULT_MODEL_URL.to_string()));
+    let bridge = Bridge::start();
+    provide_context(bridge);
+    if query_param("autoload").as_deref() != Some("0") {
+        let model = expect_context::<ModelState>();
+        model.status.set(crate::state::Status::Loading);
+        bridge.send(Request::Load { url: model.url.get_untracked(), backend: Default::default(), context: None });
+    }
+
+    view! {
+        <header class="top">
+            <h1>"Aviary"</h1>
+            <ModelStatus/>
+        </header>
+        <main class="layout">
+            <aside class="side">
+                <ModelsView/>
+                <SettingsView/>
+            </aside>
+            <ChatView/>
+        </main>
+    }
+}

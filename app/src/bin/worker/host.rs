@@ -1,0 +1,266 @@
+//! The worker side of the app: owns the engine and answers `engine::protocol` requests.
+//!
+//! The message handler runs for every message, even mid-generation (a generation awaits the GPU each token, which
+//! gives the event loop a turn). It handles `Cancel` at once and queues everything else for one async task, the
+//! *driver*, which does the work in order. The driver keeps a loaded model as a local of `serve`, and the
+//! `Session` (which borrows the backend and the model) beside it, so the KV cache and the session's prompt reuse
+//! live across turns without leaking or self-referential structs; loading another model returns from `serve`, which
+//! drops the session, the model and its GPU buffers before the next load starts.
+//!
+//! Cancellation uses an epoch: every `Cancel` or `Load` bumps it. Queued requests carry the epoch they were sent in,
+//! so ones overtaken by a cancel are skipped; a running load's source checks it before each read; a running
+//! generation is stopped through the session's cancel flag.
+
+use crate::http_source::HttpSource;
+use engine::backend::cpu::CpuBackend;
+use engine::backend::gpu::{GpuBackend, GpuOptions};
+use engine::backend::Backend;
+use engine::chat::ChatTemplate;
+use engine::model::{ModelFiles, Transformer};
+use engine::protocol::{default_context, BackendChoice, BackendInfo, Event, LoadStats, ModelCard, Request, Stage};
+use engine::session::{GenerateOptions, Generation, Session, Stats, StopReason};
+use engine::tokenizer::Tokenizer;
+use engine::{Error, Result};
+use futures::channel::mpsc::{unbounded, UnboundedReceiver};
+use futures::StreamExt;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+/// What the message handler and the driver share.
+struct Shared {
+    scope: DedicatedWorkerGlobalScope,
+    epoch: Cell<u64>,
+    /// The cancel flag of the live session, when a model is loaded.
+    generation_cancel: RefCell<Option<Arc<AtomicBool>>>,
+}
+
+impl Shared {
+    fn post(&self, event: &Event) {
+        if let Err(e) = self.scope.post_message(&JsValue::from_str(&event.to_json())) {
+            web_sys::console::error_2(&"aviary worker: postMessage failed".into(), &e);
+        }
+    }
+
+    /// Stops whatever runs and whatever is queued.
+    fn cancel_all(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        if let Some(flag) = self.generation_cancel.borrow().as_ref() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+type Queue = UnboundedReceiver<(u64, Request)>;
+
+/// Installs the message handler, starts the driver and tells the page it is listening.
+pub fn start() {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let shared = Rc::new(Shared { scope, epoch: Cell::new(0), generation_cancel: RefCell::new(None) });
+    let (tx, rx) = unbounded::<(u64, Request)>();
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new({
+        let shared = shared.clone();
+        move |ev: MessageEvent| {
+            let Some(text) = ev.data().as_string() else {
+                shared.post(&Event::error(None, "the worker expects requests as JSON strings"));
+                return;
+            };
+            let request = match Request::from_json(&text) {
+                Ok(r) => r,
+                Err(e) => return shared.post(&Event::error(None, e)),
+            };
+            match request {
+                Request::Cancel => shared.cancel_all(),
+                other => {
+                    if matches!(other, Request::Load { .. }) {
+                        shared.cancel_all(); // a new model supersedes whatever runs
+                    }
+                    // The driver lives as long as the worker, so the queue is never closed.
+                    let _ = tx.unbounded_send((shared.epoch.get(), other));
+                }
+            }
+        }
+    });
+    shared.scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    on_message.forget();
+    wasm_bindgen_futures::spawn_local(drive(shared.clone(), rx));
+    shared.post(&Event::Started);
+}
+
+/// A model on one backend, with what generation needs besides the weights.
+struct Loaded<B: Backend> {
+    files: ModelFiles<HttpSource>,
+    backend: B,
+    model: Transformer<B>,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    context: usize,
+    info: BackendInfo,
+    stats: LoadStats,
+}
+
+enum AnyLoaded {
+    Gpu(Box<Loaded<GpuBackend>>),
+    Cpu(Box<Loaded<CpuBackend>>),
+}
+
+/// The driver: takes requests in order; while a model is loaded, `serve` takes them instead.
+async fn drive(shared: Rc<Shared>, mut queue: Queue) {
+    let mut next: Option<(u64, Request)> = None;
+    loop {
+        let Some((epoch, request)) = (match next.take() {
+            Some(r) => Some(r),
+            None => queue.next().await,
+        }) else {
+            return;
+        };
+        match request {
+            Request::Load { url, backend, context } => {
+                if epoch != shared.epoch.get() {
+                    shared.post(&cancelled_load());
+                    continue;
+                }
+                match load(&shared, epoch, &url, backend, context).await {
+                    Ok(AnyLoaded::Gpu(m)) => next = serve(&shared, &m, &mut queue).await,
+                    Ok(AnyLoaded::Cpu(m)) => next = serve(&shared, &m, &mut queue).await,
+                    Err(Error::Cancelled) => shared.post(&cancelled_load()),
+                    Err(e) => shared.post(&Event::Error { id: None, message: e.to_string(), model_lost: true }),
+                }
+            }
+            Request::Generate { id, .. } => shared.post(&Event::error(Some(id), "no model is loaded")),
+            Request::Cancel => {}
+        }
+    }
+}
+
+fn cancelled_load() -> Event {
+    Event::Error { id: None, message: "loading was cancelled".into(), model_lost: true }
+}
+
+async fn load(shared: &Rc<Shared>, epoch: u64, url: &str, choice: BackendChoice, context: Option<usize>) -> Result<AnyLoaded> {
+    let t0 = js_sys::Date::now();
+    let cancelled: crate::http_source::CancelCheck = {
+        let shared = shared.clone();
+        Rc::new(move || shared.epoch.get() != epoch)
+    };
+    shared.post(&Event::Progress { stage: Stage::Backend, done: 0, total: 1 });
+    let gpu = match choice {
+        BackendChoice::Cpu => Err(None),
+        BackendChoice::Gpu => Ok(GpuBackend::new(&GpuOptions::default()).await?),
+        BackendChoice::Auto => GpuBackend::new(&GpuOptions::default()).await.map_err(|e| Some(e.to_string())),
+    };
+    shared.post(&Event::Progress { stage: Stage::Header, done: 0, total: 1 });
+    let source = HttpSource::open(url, cancelled.clone()).await?;
+    let files = ModelFiles::from_gguf(source).await?;
+    shared.post(&Event::Progress { stage: Stage::Header, done: 1, total: 1 });
+    Ok(match gpu {
+        Ok(backend) => {
+            let info = BackendInfo::Gpu { adapter: backend.adapter().clone(), f16: backend.uses_f16() };
+            AnyLoaded::Gpu(Box::new(finish(shared, files, backend, info, context, t0).await?))
+        }
+        Err(reason) => AnyLoaded::Cpu(Box::new(finish(shared, files, CpuBackend::new(), BackendInfo::Cpu { reason }, context, t0).await?)),
+    })
+}
+
+async fn finish<B: Backend>(
+    shared: &Shared,
+    mut files: ModelFiles<HttpSource>,
+    backend: B,
+    info: BackendInfo,
+    context: Option<usize>,
+    t0: f64,
+) -> Result<Loaded<B>> {
+    let tokenizer = files
+        .tokenizer
+        .take()
+        .ok_or_else(|| Error::Unsupported("this model file has no tokenizer, so it cannot chat".into()))?;
+    let template = engine::prompt::chat_template(files.chat_template.as_ref(), &tokenizer, files.config.arch);
+    let context = default_context(files.config.max_position_embeddings, context);
+    let model = files
+        .load(&backend, &mut |done, total| shared.post(&Event::Progress { stage: Stage::Weights, done, total }))
+        .await?;
+    let stats = LoadStats { load_ms: js_sys::Date::now() - t0, wasm_memory_bytes: wasm_memory_bytes() };
+    Ok(Loaded { files, backend, model, tokenizer, template, context, info, stats })
+}
+
+/// Answers requests with `m` loaded, until a `Load` asks for another model (returned, to be run next).
+async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) -> Option<(u64, Request)> {
+    let mut session = match Session::new(&m.backend, &m.model, Some(&m.tokenizer), m.context) {
+        Ok(s) => s,
+        Err(e) => {
+            shared.post(&Event::Error { id: None, message: e.to_string(), model_lost: true });
+            return None;
+        }
+    };
+    *shared.generation_cancel.borrow_mut() = Some(session.cancel_flag());
+    let card = ModelCard::new(&m.files, m.template.source(), m.context);
+    shared.post(&Event::Ready { card, backend: m.info.clone(), stats: m.stats });
+    let next = loop {
+        let Some((epoch, request)) = queue.next().await else { break None };
+        match request {
+            Request::Generate { id, messages, options } => {
+                if epoch != shared.epoch.get() {
+                    shared.post(&Event::Done { id, generation: cancelled_generation() });
+                    continue;
+                }
+                generate(shared, m, &mut session, id, &messages, &options).await;
+            }
+            load @ Request::Load { .. } => break Some((epoch, load)),
+            Request::Cancel => {}
+        }
+    };
+    *shared.generation_cancel.borrow_mut() = None;
+    next
+}
+
+async fn generate<B: Backend>(
+    shared: &Shared,
+    m: &Loaded<B>,
+    session: &mut Session<'_, B>,
+    id: u64,
+    messages: &[engine::chat::Message],
+    options: &GenerateOptions,
+) {
+    let prompt = match engine::prompt::encode_chat(&m.template, &m.tokenizer, messages) {
+        Ok(p) => p,
+        Err(e) => return shared.post(&Event::error(Some(id), e)),
+    };
+    if prompt.len() >= session.max_positions() {
+        let message = format!(
+            "the conversation is {} tokens long, and this session holds {}: start a new chat",
+            prompt.len(),
+            session.max_positions()
+        );
+        return shared.post(&Event::error(Some(id), message));
+    }
+    let result = session
+        .generate(&prompt, options, &mut |token, text| {
+            shared.post(&Event::Token { id, token, text: text.to_string() })
+        })
+        .await;
+    match result {
+        Ok(generation) => shared.post(&Event::Done { id, generation }),
+        Err(e) => {
+            // The session may hold a half-written cache: start the next turn from scratch.
+            let _ = session.reset();
+            shared.post(&Event::error(Some(id), e));
+        }
+    }
+}
+
+/// The size of this worker's wasm memory.
+fn wasm_memory_bytes() -> u64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .ok()
+        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+        .map_or(0, |b| b.byte_length() as u64)
+}
+
+fn cancelled_generation() -> Generation {
+    Generation { tokens: vec![], text: String::new(), stop_reason: StopReason::Cancelled, stats: Stats::default() }
+}

@@ -1,0 +1,19 @@
+//! The worker bundle: hosts Aviary's engine off the page's thread (see host.rs). Trunk builds it from index.html
+//! (`data-type="worker"`), and the page starts it with `new Worker("./worker_loader.js")`.
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+#[cfg(target_arch = "wasm32")]
+mod http_source;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    console_error_panic_hook::set_once();
+    host::start();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("the Aviary worker runs in a browser: build the app with `make run` (trunk)");
+    std::process::exit(1);
+}

@@ -1,0 +1,173 @@
+//! The typed channel to the worker that hosts the engine: requests out, events in, both `engine::protocol` enums
+//! as JSON strings. Requests sent before the worker says `Started` wait in a queue (a worker drops messages that
+//! arrive before its handler is installed). Events update the state signals; components never touch the worker.
+
+use crate::state::{Chat, ChatMessage, ModelState, Progress, Reply, Role, Status};
+use engine::protocol::{Event, Request};
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use web_sys::{MessageEvent, Worker};
+
+struct Inner {
+    worker: Option<Worker>,
+    started: bool,
+    queue: Vec<Request>,
+}
+
+/// A handle to the worker (Copy, so any closure can hold one).
+#[derive(Clone, Copy)]
+pub struct Bridge(StoredValue<Inner, LocalStorage>);
+
+impl Bridge {
+    /// Starts the worker and wires its events to the state in context.
+    pub fn start() -> Bridge {
+        let bridge = Bridge(StoredValue::new_local(Inner { worker: None, started: false, queue: Vec::new() }));
+        let model = expect_context::<ModelState>();
+        let chat = expect_context::<Chat>();
+        match Worker::new("./worker_loader.js") {
+            Ok(worker) => {
+                let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+                    let Some(text) = ev.data().as_string() else { return };
+                    match Event::from_json(&text) {
+                        Ok(event) => bridge.on_event(event, model, chat),
+                        Err(e) => web_sys::console::error_1(&format!("aviary: bad event from the worker: {e}").into()),
+                    }
+                });
+                worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+                on_message.forget(); // as long as the page
+                let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
+                    model.status.set(Status::Failed(format!("the engine's worker failed: {}", ev.message())));
+                });
+                worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+                on_error.forget();
+                bridge.0.update_value(|b| b.worker = Some(worker));
+            }
+            Err(e) => model.status.set(Status::Failed(format!("could not start the engine's worker: {e:?}"))),
+        }
+        bridge
+    }
+
+    pub fn send(&self, request: Request) {
+        self.0.update_value(|b| match (&b.worker, b.started) {
+            (Some(w), true) => post(w, &request),
+            _ => b.queue.push(request),
+        });
+    }
+
+    fn on_event(&self, event: Event, model: ModelState, chat: Chat) {
+        match event {
+            Event::Started => self.0.update_value(|b| {
+                b.started = true;
+                if let Some(w) = &b.worker {
+                    for r in b.queue.drain(..) {
+                        post(w, &r);
+                    }
+                }
+                if model.status.get_untracked() == Status::Starting {
+                    model.status.set(Status::Empty);
+                }
+            }),
+            Event::Progress { stage, done, total } => {
+                let now = js_sys::Date::now();
+                model.status.set(Status::Loading);
+                model.progress.update(|p| {
+                    let started_ms = match p {
+                        Some(p) if p.stage == stage => p.started_ms,
+                        _ => now,
+                    };
+                    *p = Some(Progress { stage, done, total, started_ms, now_ms: now });
+                });
+            }
+            Event::Ready { card, backend, stats } => {
+                model.card.set(Some(card));
+                model.backend.set(Some(backend));
+                model.load.set(Some(stats));
+                model.progress.set(None);
+                model.status.set(Status::Ready);
+            }
+            Event::Token { id, text, .. } => {
+                if let Some(m) = chat.reply(id) {
+                    m.text.update(|t| t.push_str(&text));
+                }
+            }
+            Event::Done { id, generation } => {
+                if let Some(m) = chat.reply(id) {
+                    // The whole reply as the engine has it (the streamed pieces add up to it).
+                    m.text.set(generation.text);
+                    m.stats.set(Some(generation.stats));
+                    m.reply.set(Reply::Done(generation.stop_reason));
+                }
+                finish_generation(id, model, chat);
+            }
+            Event::Error { id, message, model_lost } => {
+                if let Some(id) = id {
+                    if let Some(m) = chat.reply(id) {
+                        m.reply.set(Reply::Failed(message.clone()));
+                    }
+                    finish_generation(id, model, chat);
+                }
+                if model_lost {
+                    model.card.set(None);
+                    model.backend.set(None);
+                    model.progress.set(None);
+                    model.status.set(Status::Failed(message));
+                } else if id.is_none() {
+                    web_sys::console::error_1(&format!("aviary: {message}").into());
+                }
+            }
+        }
+    }
+}
+
+fn finish_generation(id: u64, model: ModelState, chat: Chat) {
+    if chat.streaming.get_untracked() == Some(id) {
+        chat.streaming.set(None);
+        if model.status.get_untracked() == Status::Generating {
+            model.status.set(Status::Ready);
+        }
+    }
+}
+
+fn post(worker: &Worker, request: &Request) {
+    if let Err(e) = worker.post_message(&JsValue::from_str(&request.to_json())) {
+        web_sys::console::error_2(&"aviary: postMessage to the worker failed".into(), &e);
+    }
+}
+
+/// Appends a user message and an empty assistant reply, and asks the worker to generate it.
+pub fn send_user_message(bridge: Bridge, text: String) {
+    let chat = expect_context::<Chat>();
+    let model = expect_context::<ModelState>();
+    let settings = expect_context::<crate::state::Settings>();
+    let user = ChatMessage::user(chat.fresh_id(), &text);
+    let id = chat.fresh_id();
+    let reply = ChatMessage::assistant(id);
+    chat.messages.update(|m| m.push(user));
+    let mut messages = Vec::new();
+    let system = settings.system_prompt.get_untracked();
+    if !system.trim().is_empty() {
+        messages.push(engine::chat::Message::system(system));
+    }
+    chat.messages.with_untracked(|all| {
+        for m in all {
+            let role = match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            messages.push(engine::chat::Message::new(role, m.text.get_untracked()));
+        }
+    });
+    chat.messages.update(|m| m.push(reply));
+    chat.streaming.set(Some(id));
+    model.status.set(Status::Generating);
+    let options = engine::session::GenerateOptions {
+        max_tokens: settings.max_tokens.get_untracked(),
+        sampling: engine::sampling::SamplingParams {
+            temperature: settings.temperature.get_untracked(),
+            seed: settings.seed.get_untracked(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    bridge.send(Request::Generate { id, messages, options });
+}

@@ -1,0 +1,7 @@
+//! One view per file.
+
+pub mod chat;
+pub mod message;
+pub mod models;
+pub mod settings;
+pub mod status;

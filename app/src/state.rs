@@ -1,0 +1,135 @@
+//! The app's shared state: signals wrapped in context newtypes, provided once by `App` and read by any component
+//! with `expect_context::<T>()`.
+
+use engine::protocol::{BackendInfo, LoadStats, ModelCard, Stage};
+use engine::session::{Stats, StopReason};
+use leptos::prelude::*;
+
+/// Where the model stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// The worker is starting.
+    Starting,
+    /// No model is loaded.
+    Empty,
+    Loading,
+    Ready,
+    Generating,
+    Failed(String),
+}
+
+/// Load progress, with when it started (ms, `Date.now`) for speed and time left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub stage: Stage,
+    pub done: u64,
+    pub total: u64,
+    pub started_ms: f64,
+    pub now_ms: f64,
+}
+
+/// The model: what is loaded, on what, and how loading goes.
+#[derive(Clone, Copy)]
+pub struct ModelState {
+    pub status: RwSignal<Status>,
+    pub url: RwSignal<String>,
+    pub progress: RwSignal<Option<Progress>>,
+    pub card: RwSignal<Option<ModelCard>>,
+    pub backend: RwSignal<Option<BackendInfo>>,
+    pub load: RwSignal<Option<LoadStats>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// How an assistant message stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Streaming,
+    Done(StopReason),
+    Failed(String),
+}
+
+/// One message of the conversation; its text is a signal of its own so streaming touches one node.
+#[derive(Clone, Copy)]
+pub struct ChatMessage {
+    pub id: u64,
+    pub role: Role,
+    pub text: RwSignal<String>,
+    pub reply: RwSignal<Reply>,
+    pub stats: RwSignal<Option<Stats>>,
+}
+
+impl ChatMessage {
+    pub fn user(id: u64, text: &str) -> Self {
+        Self::new(id, Role::User, text, Reply::Done(StopReason::StopToken))
+    }
+
+    /// An empty reply about to stream.
+    pub fn assistant(id: u64) -> Self {
+        Self::new(id, Role::Assistant, "", Reply::Streaming)
+    }
+
+    fn new(id: u64, role: Role, text: &str, reply: Reply) -> Self {
+        ChatMessage {
+            id,
+            role,
+            text: RwSignal::new(text.to_string()),
+            reply: RwSignal::new(reply),
+            stats: RwSignal::new(None),
+        }
+    }
+}
+
+/// The conversation, and which reply (by generation id) is streaming.
+#[derive(Clone, Copy)]
+pub struct Chat {
+    pub messages: RwSignal<Vec<ChatMessage>>,
+    pub streaming: RwSignal<Option<u64>>,
+    pub next_id: RwSignal<u64>,
+}
+
+impl Chat {
+    pub fn fresh_id(&self) -> u64 {
+        let id = self.next_id.get_untracked();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// The assistant message a generation writes to.
+    pub fn reply(&self, id: u64) -> Option<ChatMessage> {
+        self.messages.with_untracked(|m| m.iter().find(|m| m.id == id && m.role == Role::Assistant).copied())
+    }
+}
+
+/// Generation settings.
+#[derive(Clone, Copy)]
+pub struct Settings {
+    pub system_prompt: RwSignal<String>,
+    /// 0 = greedy.
+    pub temperature: RwSignal<f32>,
+    pub seed: RwSignal<u64>,
+    pub max_tokens: RwSignal<usize>,
+}
+
+/// Creates and provides every context newtype.
+pub fn provide_state(default_url: String) {
+    provide_context(ModelState {
+        status: RwSignal::new(Status::Starting),
+        url: RwSignal::new(default_url),
+        progress: RwSignal::new(None),
+        card: RwSignal::new(None),
+        backend: RwSignal::new(None),
+        load: RwSignal::new(None),
+    });
+    provide_context(Chat { messages: RwSignal::new(Vec::new()), streaming: RwSignal::new(None), next_id: RwSignal::new(1) });
+    provide_context(Settings {
+        system_prompt: RwSignal::new(String::new()),
+        temperature: RwSignal::new(0.0),
+        seed: RwSignal::new(0),
+        max_tokens: RwSignal::new(256),
+    });
+}

@@ -1,0 +1,268 @@
+//! The messages between the browser app's UI and the Web Worker that hosts the engine, defined once here so both
+//! sides agree by construction. They travel as JSON strings through `postMessage`: small (one per token at most),
+//! readable in the browser's devtools, and independent of how wasm-bindgen represents Rust values.
+//!
+//! Every request that can fail answers with `Event::Error`; nothing a page sends can make the worker panic.
+
+use crate::backend::gpu::AdapterSummary;
+use crate::chat::Message;
+use crate::model::ModelFiles;
+use crate::session::{GenerateOptions, Generation};
+use crate::source::ByteSource;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// What the page asks of the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Load a GGUF model from a URL, replacing the loaded one. The worker reads it with HTTP Range requests, tensor by
+    /// tensor, so the file is never held whole in memory.
+    Load {
+        url: String,
+        #[serde(default)]
+        backend: BackendChoice,
+        /// Longest context (prompt + reply) to allocate for; the model's own, capped at 4096, when absent.
+        #[serde(default)]
+        context: Option<usize>,
+    },
+    /// Generate the assistant's next turn after `messages`, rendered in the model's chat template. `id` tags the
+    /// events this generation produces.
+    Generate { id: u64, messages: Vec<Message>, options: GenerateOptions },
+    /// Stop what is running (a load or a generation) as soon as possible. A generation ends with `Done` and
+    /// `StopReason::Cancelled`; a load ends with an `Error` saying it was cancelled.
+    Cancel,
+}
+
+/// Which backend the worker should run the model on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// WebGPU when the browser offers an adapter, the CPU otherwise.
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+/// What the worker tells the page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The worker's message handler is installed: requests sent from now on are heard.
+    Started,
+    /// Work in progress: `done` of `total` units of `stage`.
+    Progress { stage: Stage, done: u64, total: u64 },
+    /// A model is loaded and can generate.
+    Ready { card: ModelCard, backend: BackendInfo, stats: LoadStats },
+    /// A piece of generated text (never splits a character); `token` is the id that completed it.
+    Token { id: u64, token: u32, text: String },
+    /// A generation ended; `generation.text` is the whole reply.
+    Done { id: u64, generation: Generation },
+    /// A request failed. `id` names the generation it belongs to, if any. `model_lost` says no model is loaded
+    /// any more (a load replaces the previous model first, so a failed or cancelled load leaves none).
+    Error {
+        id: Option<u64>,
+        message: String,
+        #[serde(default)]
+        model_lost: bool,
+    },
+}
+
+/// The phases of work the worker reports progress for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Opening the device (WebGPU adapter or CPU).
+    Backend,
+    /// Reading the file's header: metadata, tokenizer, tensor index (bytes).
+    Header,
+    /// Streaming weights from the source to the backend (bytes).
+    Weights,
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendInfo {
+    Gpu { adapter: AdapterSummary, f16: bool },
+    /// `reason` says why the GPU is not used, when it was not asked for explicitly.
+    Cpu { reason: Option<String> },
+}
+
+impl BackendInfo {
+    /// A short label for a status line.
+    pub fn label(&self) -> String {
+        match self {
+            // Browsers often report no adapter name (SwiftShader's is empty).
+            BackendInfo::Gpu { adapter, .. } if adapter.name.is_empty() => "WebGPU".to_string(),
+            BackendInfo::Gpu { adapter, .. } => format!("WebGPU ({})", adapter.name),
+            BackendInfo::Cpu { .. } => "CPU (wasm)".to_string(),
+        }
+    }
+}
+
+/// How a load went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadStats {
+    /// Opening the backend, reading the header and streaming the weights.
+    pub load_ms: f64,
+    /// The worker's wasm memory after the load. Wasm memory never shrinks, so this is its peak during the load; the
+    /// weights stream through it tensor by tensor, so it stays well below the model file's size.
+    pub wasm_memory_bytes: u64,
+}
+
+/// What the UI shows about a loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The file's own name (GGUF `general.name`) or the last part of its URL.
+    pub name: String,
+    pub source: String,
+    pub arch: String,
+    pub parameters: u64,
+    pub file_bytes: u64,
+    pub weight_bytes: u64,
+    /// Bytes per weight type, largest share first.
+    pub quantization: Vec<(String, u64)>,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vocab_size: usize,
+    /// The model's trained context length.
+    pub context_length: usize,
+    /// The context the session allocated for (prompt + reply).
+    pub session_context: usize,
+    /// The chat template's Jinja source, and whether it is a built-in one (the file carries none).
+    pub chat_template: String,
+    pub chat_template_builtin: bool,
+}
+
+impl ModelCard {
+    pub fn new<S: ByteSource>(files: &ModelFiles<S>, chat_template: &str, session_context: usize) -> Self {
+        let source = files.sources.first().map(|s| s.name()).unwrap_or_default();
+        let name = files
+            .metadata
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| source.rsplit('/').next().unwrap_or(&source).to_string());
+        let cfg = &files.config;
+        ModelCard {
+            name,
+            source,
+            arch: cfg.arch.name().to_string(),
+            parameters: files.parameters(),
+            file_bytes: files.sources.iter().map(|s| s.len()).sum(),
+            weight_bytes: files.weight_bytes(),
+            quantization: files.quantization_mix().into_iter().map(|(t, b)| (t.name().to_string(), b)).collect(),
+            layers: cfg.num_hidden_layers,
+            hidden_size: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            vocab_size: cfg.vocab_size,
+            context_length: cfg.max_position_embeddings,
+            session_context,
+            chat_template: chat_template.to_string(),
+            chat_template_builtin: files.chat_template.is_none(),
+        }
+    }
+}
+
+/// The context a session allocates when the page does not say: the model's own, capped at 4096 (as the CLI does).
+pub fn default_context(files_context: usize, requested: Option<usize>) -> usize {
+    requested.unwrap_or(files_context.min(4096)).max(1)
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Malformed { format: crate::error::Format::Json, detail: format!("{what}: {e}") })
+}
+
+impl Request {
+    pub fn to_json(&self) -> String {
+        // Serialising these plain enums cannot fail (string keys, finite shapes); fall back to a harmless request.
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"cancel"}"#.to_string())
+    }
+
+    pub fn from_json(s: &str) -> Result<Self> {
+        from_json(s, "request")
+    }
+}
+
+impl Event {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            serde_json::json!({ "type": "error", "id": null, "message": format!("unserialisable event: {e}") }).to_string()
+        })
+    }
+
+    pub fn from_json(s: &str) -> Result<Self> {
+        from_json(s, "event")
+    }
+
+    pub fn error(id: Option<u64>, message: impl std::fmt::Display) -> Self {
+        Event::Error { id, message: message.to_string(), model_lost: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Stats, StopReason};
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        let reqs = [
+            Request::Load { url: "models/a.gguf".into(), backend: BackendChoice::Cpu, context: Some(512) },
+            Request::Generate {
+                id: 7,
+                messages: vec![Message::system("be brief"), Message::user("hi")],
+                options: GenerateOptions { max_tokens: 24, ..Default::default() },
+            },
+            Request::Cancel,
+        ];
+        for r in reqs {
+            assert_eq!(Request::from_json(&r.to_json()).unwrap(), r);
+        }
+        // Optional fields may be left out by hand-written requests (tests, devtools).
+        let r = Request::from_json(r#"{"type":"load","url":"x.gguf"}"#).unwrap();
+        assert_eq!(r, Request::Load { url: "x.gguf".into(), backend: BackendChoice::Auto, context: None });
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let events = [
+            Event::Started,
+            Event::Progress { stage: Stage::Weights, done: 10, total: 100 },
+            Event::Token { id: 1, token: 42, text: "é".into() },
+            Event::Done {
+                id: 1,
+                generation: Generation {
+                    tokens: vec![1, 2],
+                    text: "ok".into(),
+                    stop_reason: StopReason::Cancelled,
+                    stats: Stats::default(),
+                },
+            },
+            Event::error(Some(3), "boom"),
+        ];
+        for e in events {
+            assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn bad_json_is_an_error_not_a_panic() {
+        assert!(Request::from_json("{").is_err());
+        assert!(Request::from_json(r#"{"type":"nope"}"#).is_err());
+        assert!(Event::from_json("null").is_err());
+    }
+
+    #[test]
+    fn default_context_caps_at_4096() {
+        assert_eq!(default_context(8192, None), 4096);
+        assert_eq!(default_context(2048, None), 2048);
+        assert_eq!(default_context(8192, Some(100)), 100);
+        assert_eq!(default_context(8192, Some(0)), 1);
+    }
+}

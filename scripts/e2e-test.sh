@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# End-to-end test of the browser app (tests/e2e/chat.mjs): builds it (release, as `make run` does), serves it with
+# `aviary serve` on a free port of 127.0.0.1 together with the default model, and drives headless Chromium (WebGPU on
+# SwiftShader when there is no GPU) with playwright-core. The expected greedy answer is computed here by the native
+# CLI on the GPU backend, for the same prompt, settings and model. Screenshots and the browser's log go to
+# target/e2e-artifacts/.
+#   E2E_SKIP_BUILD=1 reuses dist/ as it is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+die() { echo "e2e-test: $*" >&2; exit 1; }
+
+scripts/web-setup.sh
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  command -v apt-get >/dev/null || die "Chromium is needed (Debian: apt-get install chromium)"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed apt-get install -y -qq chromium
+fi
+
+cache="${AVIARY_CACHE:-$HOME/.cache/aviary}"
+model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+[ -f "$model" ] || scripts/fetch-models.sh
+
+[ "${E2E_SKIP_BUILD:-0}" = 1 ] && [ -f dist/index.html ] || scripts/build-web.sh
+cargo build --release -p aviary
+target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
+aviary="$target_dir/release/aviary"
+
+artifacts=target/e2e-artifacts
+mkdir -p "$artifacts"
+tmp=$(mktemp -d)
+server=
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# A prompt whose greedy answer has clear margins: the CPU backend and the GPU backend (lavapipe, f16 and f32) agree
+# on it. On "What is the capital of France?" they part at the eighth token, where the top two logits are 0.07 apart
+# (a genuine near-tie, where SwiftShader and lavapipe may round either way).
+export PROMPT="Name the three primary colors."
+export MAX_TOKENS=24
+# The browser's adapter may lack shader-f16 (SwiftShader does), so the CLI answers both ways; the test compares with
+# the one whose arithmetic the browser's adapter uses.
+echo "expected answers: aviary generate --backend gpu (greedy, $MAX_TOKENS tokens), with f16 where available and f32…"
+"$aviary" generate --model "$model" --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --backend gpu --json >"$tmp/expected.json"
+"$aviary" generate --model "$model" --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --backend gpu --gpu-f32 --json >"$tmp/expected-f32.json"
+cat "$tmp/expected.json" "$tmp/expected-f32.json"
+
+"$aviary" serve --dir dist --model-dir "$(dirname "$model")" --port 0 >"$tmp/serve.out" 2>"$artifacts/serve.log" &
+server=$!
+for _ in $(seq 100); do
+  grep -q '^serving' "$tmp/serve.out" 2>/dev/null && break
+  sleep 0.1
+done
+url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
+[ -n "$url" ] || die "the server did not start: $(cat "$artifacts/serve.log")"
+echo "app served at $url"
+
+MODEL_FILE="$model" AVIARY_URL="$url" EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" ARTIFACTS="$artifacts" node tests/e2e/chat.mjs
