@@ -97,8 +97,8 @@ pub(crate) fn q8_1_matmul_with(
     Ok(Some(super::matmul::matmul_with(b, &rounded, w, sums.as_ref(), strategy)?))
 }
 
-/// out [rows, w.rows] += Σ_b m[o, b] · delta[r, b]: the Q8_1 sum term for a prefill product (decode adds it
-/// inside the matvec).
+/// out [rows, w.rows] += Σ_b m[o, b] · delta[r, b]: the Q8_1 sum term after a matmat.wgsl product (every other
+/// product kernel adds it itself).
 pub(crate) fn add_q8_1_sums(b: &GpuBackend, w: &super::GpuWeight, delta: &GpuTensor, out: &GpuTensor) -> Result<()> {
     let kernel = b.rec.kernel("q8_1_correction", CORRECTION, &[], &[Access::Read, Access::Read, Access::ReadWrite]);
     let block_bytes = w.dtype.byte_len(32).unwrap_or(20) as u32;
