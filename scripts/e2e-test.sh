@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# End-to-end test of the browser app (tests/e2e/chat.mjs): builds it (release, as `make run` does), serves it with
-# `aviary serve` on a free port of 127.0.0.1 together with the default model, and drives headless Chromium (WebGPU on
-# SwiftShader when there is no GPU) with playwright-core. The expected greedy answer is computed here by the native
-# CLI on the GPU backend, for the same prompt, settings and model. Screenshots and the browser's log go to
-# target/e2e-artifacts/.
-#   E2E_SKIP_BUILD=1 reuses dist/ as it is.
+# End-to-end tests of the browser app (tests/e2e/*.test.mjs, helpers in tests/e2e/lib.mjs): builds it (release, as
+# `make run` does), serves it with `aviary serve` on a free port of 127.0.0.1 together with the default model, and
+# runs each test, which drives headless Chromium (WebGPU on SwiftShader when there is no GPU) with playwright-core.
+# The expected greedy answers are computed here by the native CLI for the same prompt, settings and model.
+# Screenshots and browser logs go to target/e2e-artifacts/.
+#   E2E_SKIP_BUILD=1 reuses dist/ as it is; arguments name the tests to run (e.g. `chat`), all when none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,12 +42,14 @@ trap cleanup EXIT
 # (a genuine near-tie, where SwiftShader and lavapipe may round either way).
 export PROMPT="Name the three primary colors."
 export MAX_TOKENS=24
-# The browser's adapter may lack shader-f16 (SwiftShader does), so the CLI answers both ways; the test compares with
-# the one whose arithmetic the browser's adapter uses.
-echo "expected answers: aviary generate --backend gpu (greedy, $MAX_TOKENS tokens), with f16 where available and f32…"
-"$aviary" generate --model "$model" --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --backend gpu --json >"$tmp/expected.json"
-"$aviary" generate --model "$model" --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --backend gpu --gpu-f32 --json >"$tmp/expected-f32.json"
-cat "$tmp/expected.json" "$tmp/expected-f32.json"
+# The browser's adapter may lack shader-f16 (SwiftShader does), so the CLI answers both ways; a test compares with
+# the one whose arithmetic the browser's adapter uses. The CPU backend's answer is for the page without WebGPU.
+echo "expected answers: aviary generate (greedy, $MAX_TOKENS tokens) on the GPU with f16 where available, with f32, on the CPU…"
+generate() { "$aviary" generate --model "$model" --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --json "$@"; }
+generate --backend gpu >"$tmp/expected.json"
+generate --backend gpu --gpu-f32 >"$tmp/expected-f32.json"
+generate --backend cpu >"$tmp/expected-cpu.json"
+cat "$tmp/expected.json" "$tmp/expected-f32.json" "$tmp/expected-cpu.json"
 
 "$aviary" serve --dir dist --model-dir "$(dirname "$model")" --port 0 >"$tmp/serve.out" 2>"$artifacts/serve.log" &
 server=$!
@@ -59,4 +61,15 @@ url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
 [ -n "$url" ] || die "the server did not start: $(cat "$artifacts/serve.log")"
 echo "app served at $url"
 
-MODEL_FILE="$model" AVIARY_URL="$url" EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" ARTIFACTS="$artifacts" node tests/e2e/chat.mjs
+export MODEL_FILE="$model" AVIARY_URL="$url" ARTIFACTS="$artifacts"
+export EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" EXPECTED_CPU_JSON="$tmp/expected-cpu.json"
+tests=("$@")
+if [ ${#tests[@]} -eq 0 ]; then
+  for f in tests/e2e/*.test.mjs; do tests+=("$(basename "$f" .test.mjs)"); done
+fi
+failed=()
+for t in "${tests[@]}"; do
+  echo "== e2e: $t"
+  node "tests/e2e/$t.test.mjs" || failed+=("$t")
+done
+[ ${#failed[@]} -eq 0 ] || die "failed: ${failed[*]}"

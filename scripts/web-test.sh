@@ -63,3 +63,8 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
 
 # .cargo/config.toml makes wasm-bindgen-test-runner the runner; --nocapture shows each model's worst error.
 cargo test -p engine --target wasm32-unknown-unknown --test web_goldens -- --nocapture "$@"
+
+# The app's own logic that lives only on wasm (app/tests/web_*.rs: storage, markdown, …), in the same browser.
+if compgen -G "app/tests/web_*.rs" >/dev/null; then
+  cargo test -p app --target wasm32-unknown-unknown --test 'web_*' -- --nocapture
+fi
