@@ -52,7 +52,8 @@ url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
 [ -n "$url" ] || die "the server did not start: $(cat "$artifacts/serve.log")"
 echo "app at $url, wllama at ${url}wllama-bench/"
 
-busy=$(pgrep -c -f 'cargo|rustc|trunk' || true)
+busy=$(pgrep -c -x 'cargo|rustc|trunk' || true)
+export BUSY="$busy"
 [ "$busy" = 0 ] || echo "bench-web: warning: $busy cargo/rustc/trunk processes are running; the numbers will be lower" >&2
 
 # About 64 prompt tokens with the model's template (its default system prompt included), and an answer longer
