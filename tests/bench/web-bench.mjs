@@ -141,26 +141,29 @@ const report = {
 };
 let failed = 0;
 const only = process.env.BENCH_ONLY?.split(',').filter(Boolean);
-for (const e of engines) {
-  const label = `${e.name}-${e.path === 'WebGPU' ? 'webgpu' : 'cpu'}`;
-  if (only && !only.includes(label)) continue;
-  const profile = mkdtempSync(join(tmpdir(), `bench-web-${label}-`));
-  const r = { engine: e.name, path: e.path, runs: {} };
-  try {
-    for (const phase of ['cold', 'cached']) {
-      console.log(`${label}: ${phase} load and one generation…`);
-      r.runs[phase] = await session(profile, e.webgpu, `${label}-${phase}`, (page) => e.run(page, `${label}-${phase}`));
-      const g = r.runs[phase].generation;
-      console.log(`  load ${(r.runs[phase].loadMs / 1000).toFixed(2)} s; ${g.promptTokens} prompt tokens, ${g.generatedTokens} generated`);
+const label = (e) => `${e.name}-${e.path === 'WebGPU' ? 'webgpu' : 'cpu'}`;
+const chosen = engines
+  .filter((e) => !only || only.includes(label(e)))
+  .map((e) => ({ ...e, label: label(e), profile: mkdtempSync(join(tmpdir(), `bench-web-${label(e)}-`)), r: { engine: e.name, path: e.path, runs: {} } }));
+// Phase by phase, engine by engine: other work on the machine then slows the engines alike rather than one of them.
+for (const phase of ['cold', 'cached']) {
+  for (const e of chosen) {
+    if (e.r.error) continue;
+    console.log(`${e.label}: ${phase} load and one generation…`);
+    try {
+      e.r.runs[phase] = await session(e.profile, e.webgpu, `${e.label}-${phase}`, (page) => e.run(page, `${e.label}-${phase}`));
+      const g = e.r.runs[phase].generation;
+      console.log(`  load ${(e.r.runs[phase].loadMs / 1000).toFixed(2)} s; ${g.promptTokens} prompt tokens, ${g.generatedTokens} generated`);
+    } catch (err) {
+      failed++;
+      e.r.error = String(err.stack ?? err);
+      console.log(`FAIL ${e.label}: ${e.r.error}`);
     }
-  } catch (err) {
-    failed++;
-    r.error = String(err.stack ?? err);
-    console.log(`FAIL ${label}: ${r.error}`);
-  } finally {
-    rmSync(profile, { recursive: true, force: true });
   }
-  report.results.push(r);
+}
+for (const e of chosen) {
+  rmSync(e.profile, { recursive: true, force: true });
+  report.results.push(e.r);
 }
 report.machine.loadavgEnd = loadavg();
 
