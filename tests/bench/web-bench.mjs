@@ -58,7 +58,7 @@ async function wllamaSession(page) {
   };
 }
 
-async function aviarySession(page, label) {
+async function aviarySession(page, label, { query = '', expect } = {}) {
   // The moment the status line first says ready (or error), on the page's clock (0 = the navigation's start).
   await page.addInitScript(() => {
     const seen = () => {
@@ -67,10 +67,12 @@ async function aviarySession(page, label) {
     };
     new MutationObserver(seen).observe(document, { subtree: true, childList: true, characterData: true });
   });
-  await page.goto(base);
+  await page.goto(new URL(query, base).href);
   await page.waitForFunction(() => window.__benchReady, null, { timeout: LOAD_TIMEOUT, polling: 250 });
   const ready = await page.evaluate(() => window.__benchReady);
   if (!/ready/.test(ready.text)) throw new Error(`the app did not load the model: ${ready.text}`);
+  // Numbers under the wrong heading would be worse than none (a failed adapter falls back to the CPU).
+  if (expect && !expect.test(ready.text)) throw new Error(`expected the model on ${expect.source}: ${ready.text}`);
   const device = await page.getByTestId('model-device').textContent().catch(() => null);
   const adapter = await page.evaluate(async () => {
     const a = await navigator.gpu?.requestAdapter();
@@ -118,9 +120,13 @@ async function aviarySession(page, label) {
 
 const engines = [
   { name: 'wllama', path: 'CPU wasm', webgpu: false, run: wllamaSession },
-  { name: 'aviary', path: 'WebGPU', webgpu: true, run: aviarySession },
-  // Without the WebGPU flags the page has no adapter and runs the engine's CPU backend in the worker.
-  { name: 'aviary', path: 'CPU wasm', webgpu: false, run: aviarySession },
+  { name: 'aviary', path: 'WebGPU', webgpu: true, run: (page, l) => aviarySession(page, l, { expect: /WebGPU/ }) },
+  // Without the WebGPU flags the page has no adapter and runs the engine's CPU backend in the worker; `?backend=cpu`
+  // asks for it explicitly where the app reads that parameter.
+  {
+    name: 'aviary', path: 'CPU wasm', webgpu: false,
+    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu', expect: /CPU/ }),
+  },
 ];
 
 const report = {
