@@ -11,10 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 die() { echo "bench-web: $*" >&2; exit 1; }
 
 scripts/web-setup.sh
-command -v chromium >/dev/null || [ -n "${CHROMIUM:-}" ] || die "Chromium is needed (Debian: apt-get install chromium)"
+if [ -z "${CHROMIUM:-}" ] && ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  command -v apt-get >/dev/null || die "Chromium is needed (Debian: apt-get install chromium)"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed apt-get install -y -qq chromium
+fi
 
 cache="${AVIARY_CACHE:-$HOME/.cache/aviary}"
 model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
