@@ -5,7 +5,7 @@ export AVIARY_CACHE ?= $(HOME)/.cache/aviary
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 PORT ?= 8080
 
-.PHONY: run chat test setup models reference wasm-check fuzz bench web-test e2e-test web-build test-gpu-models
+.PHONY: run chat test setup models reference wasm-check fuzz bench bench-web web-test e2e-test web-build test-gpu-models
 
 setup:
 	@scripts/setup.sh
@@ -56,3 +56,8 @@ bench: setup models
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend gpu
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/gemma-3-270m-q4_k_m.gguf" --backend cpu
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/gemma-3-270m-q4_k_m.gguf" --backend gpu
+
+# The browser app in headless Chromium (WebGPU on SwiftShader, and the CPU path) beside wllama, same model and
+# question: load (cold, cached), first token, prefill and decode tok/s; writes target/bench-web.json.
+bench-web: setup models
+	@scripts/bench-web.sh

@@ -3,7 +3,8 @@
 # wrong version, so a second run is quick:
 #   - Node.js and npm (Debian packages);
 #   - node_modules from package-lock.json (`npm ci`): wasm-opt from npm's binaryen (Debian's older one produces a
-#     wasm that fails at run time) and playwright-core (it drives the system Chromium; it never downloads browsers);
+#     wasm that fails at run time), playwright-core (it drives the system Chromium; it never downloads browsers) and
+#     @wllama/wllama (the peer scripts/bench-web.sh measures beside the app);
 #   - wasm-bindgen-cli at exactly Cargo.lock's wasm-bindgen version (crates.io);
 #   - trunk 0.21 (crates.io; 0.22 needs a newer rustc). Building it takes 8–15 minutes the first time.
 set -euo pipefail

@@ -39,7 +39,9 @@ pub fn MessageView(message: ChatMessage) -> impl IntoView {
                 parts.push(format!("decode {:.1} tok/s", s.decode_tok_s()));
             }
         }
-        Some(view! { <p class="meta">{parts.join(" · ")}</p> })
+        // The raw numbers for tools that measure the page (the text above is rounded for people).
+        let raw = message.stats.get().and_then(|s| serde_json::to_string(&s).ok());
+        Some(view! { <p class="meta" data-stats=raw>{parts.join(" · ")}</p> })
     };
     view! {
         <article class=class data-testid=testid data-state=state>

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The browser benchmark (tests/bench/web-bench.mjs): Aviary's app on WebGPU (SwiftShader when there is no GPU) and
+# on the CPU, beside wllama (npm @wllama/wllama, llama.cpp in WebAssembly), in the same headless Chromium, on the
+# default model, with the same greedy question. Prints a table and writes target/bench-web.json.
+#
+# One `aviary serve` serves both pages from one origin: a directory made for this run holds links to the built
+# app's files (dist/), to the wllama page (tests/bench/wllama/) and to the package files it imports; the server
+# follows links. It sends no COOP/COEP headers, so the page is not cross-origin isolated and wllama runs its
+# single-thread build (its multi-thread build needs SharedArrayBuffer); Aviary's CPU path is single-threaded too.
+#   BENCH_SKIP_BUILD=1 reuses dist/ when it exists; QUESTION and MAX_TOKENS change the workload.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+die() { echo "bench-web: $*" >&2; exit 1; }
+
+scripts/web-setup.sh
+if [ -z "${CHROMIUM:-}" ] && ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  command -v apt-get >/dev/null || die "Chromium is needed (Debian: apt-get install chromium)"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed apt-get install -y -qq chromium
+fi
+
+cache="${AVIARY_CACHE:-$HOME/.cache/aviary}"
+model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+[ -f "$model" ] || scripts/fetch-models.sh
+
+[ "${BENCH_SKIP_BUILD:-0}" = 1 ] && [ -f dist/index.html ] || scripts/build-web.sh
+cargo build --release -p aviary
+target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
+aviary="$target_dir/release/aviary"
+
+artifacts=target/bench-web-artifacts
+mkdir -p "$artifacts"
+tmp=$(mktemp -d)
+server=
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+site="$tmp/site"
+mkdir -p "$site/wllama-bench"
+for f in dist/*; do ln -s "$PWD/$f" "$site/"; done
+for f in tests/bench/wllama/*; do ln -s "$PWD/$f" "$site/wllama-bench/"; done
+ln -s "$PWD/node_modules/@wllama/wllama/esm" "$site/wllama-bench/wllama"
+ln -s "$PWD/node_modules/@huggingface/jinja/dist" "$site/wllama-bench/jinja"
+
+"$aviary" serve --dir "$site" --model-dir "$(dirname "$model")" --port 0 >"$tmp/serve.out" 2>"$artifacts/serve.log" &
+server=$!
+for _ in $(seq 100); do
+  grep -q '^serving' "$tmp/serve.out" 2>/dev/null && break
+  sleep 0.1
+done
+url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
+[ -n "$url" ] || die "the server did not start: $(cat "$artifacts/serve.log")"
+echo "app at $url, wllama at ${url}wllama-bench/"
+
+busy=$(pgrep -c -x 'cargo|rustc|trunk' || true)
+export BUSY="$busy"
+[ "$busy" = 0 ] || echo "bench-web: warning: $busy cargo/rustc/trunk processes are running; the numbers will be lower" >&2
+
+# About 64 prompt tokens with the model's template (its default system prompt included), and an answer longer
+# than MAX_TOKENS, so every engine decodes exactly MAX_TOKENS tokens.
+export QUESTION="${QUESTION:-Explain why the sky is blue during the day but turns red and orange at sunset. Mention Rayleigh scattering and how far sunlight travels through the air.}"
+export MAX_TOKENS="${MAX_TOKENS:-32}"
+export AVIARY_URL="$url" MODEL_PATH="models/$(basename "$model")" OUT=target/bench-web.json ARTIFACTS="$artifacts"
+node tests/bench/web-bench.mjs
