@@ -7,6 +7,7 @@ mod attention;
 mod dot;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
+mod libm;
 pub mod ops;
 pub mod q8;
 pub mod qmatmul;

@@ -27,6 +27,12 @@ pub struct AdapterSummary {
     pub max_storage_binding_bytes: u64,
     pub max_buffer_bytes: u64,
     pub max_workgroup_storage_bytes: u32,
+    /// Every feature the adapter offers, by its WebGPU name where it has one (`shader-f16`, `timestamp-query`, …).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// The adapter's limits that decide what a model needs (wgpu's field names), for the UI and benchmarks.
+    #[serde(default)]
+    pub limits: Vec<(String, u64)>,
 }
 
 impl std::fmt::Display for AdapterSummary {
@@ -110,6 +116,21 @@ impl GpuContext {
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size as u64,
             max_buffer_bytes: limits.max_buffer_size,
             max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
+            features: features.iter_names().map(|(name, f)| f.as_str().unwrap_or(name).to_string()).collect(),
+            limits: [
+                ("max_storage_buffer_binding_size", limits.max_storage_buffer_binding_size as u64),
+                ("max_buffer_size", limits.max_buffer_size),
+                ("max_compute_workgroup_storage_size", limits.max_compute_workgroup_storage_size.into()),
+                ("max_compute_invocations_per_workgroup", limits.max_compute_invocations_per_workgroup.into()),
+                ("max_compute_workgroup_size_x", limits.max_compute_workgroup_size_x.into()),
+                ("max_compute_workgroups_per_dimension", limits.max_compute_workgroups_per_dimension.into()),
+                ("max_storage_buffers_per_shader_stage", limits.max_storage_buffers_per_shader_stage.into()),
+                ("max_uniform_buffer_binding_size", limits.max_uniform_buffer_binding_size as u64),
+                ("min_storage_buffer_offset_alignment", limits.min_storage_buffer_offset_alignment.into()),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
         };
         // Ask for everything the adapter offers that matters to us: big bindings, big buffers, many bindings.
         let mut required = wgpu::Limits::downlevel_defaults();
