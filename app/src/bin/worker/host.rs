@@ -137,6 +137,14 @@ async fn drive(shared: Rc<Shared>, mut queue: Queue) {
     }
 }
 
+/// Why the GPU is not used, for the model card: the backend's own words, without the error kind's prefix.
+fn fallback_reason(e: Error) -> String {
+    match e {
+        Error::Backend(why) => why,
+        other => other.to_string(),
+    }
+}
+
 fn cancelled_load() -> Event {
     Event::Error { id: None, message: "loading was cancelled".into(), model_lost: true }
 }
@@ -151,7 +159,7 @@ async fn load(shared: &Rc<Shared>, epoch: u64, url: &str, choice: BackendChoice,
     let gpu = match choice {
         BackendChoice::Cpu => Err(None),
         BackendChoice::Gpu => Ok(GpuBackend::new(&GpuOptions::default()).await?),
-        BackendChoice::Auto => GpuBackend::new(&GpuOptions::default()).await.map_err(|e| Some(e.to_string())),
+        BackendChoice::Auto => GpuBackend::new(&GpuOptions::default()).await.map_err(|e| Some(fallback_reason(e))),
     };
     shared.post(&Event::Progress { stage: Stage::Header, done: 0, total: 1 });
     let source = HttpSource::open(url, cancelled.clone()).await?;

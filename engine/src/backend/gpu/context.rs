@@ -64,6 +64,24 @@ impl ErrorSink {
     }
 }
 
+/// Why there is no adapter, in words a user can act on. In a browser wgpu's own message lists every native backend
+/// it was built without; what matters there is whether the page has WebGPU at all.
+#[cfg(not(target_arch = "wasm32"))]
+fn no_adapter_reason(e: wgpu::RequestAdapterError) -> String {
+    format!("no GPU adapter: {e}")
+}
+
+#[cfg(target_arch = "wasm32")]
+fn no_adapter_reason(_: wgpu::RequestAdapterError) -> String {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
+    let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).unwrap_or_default();
+    if gpu.is_undefined() || gpu.is_null() {
+        "this browser offers no WebGPU here (navigator.gpu is missing)".into()
+    } else {
+        "the browser has WebGPU but gives no adapter (requestAdapter() returned none)".into()
+    }
+}
+
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -89,7 +107,7 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::Backend(format!("no GPU adapter: {e}")))?;
+            .map_err(|e| Error::Backend(no_adapter_reason(e)))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features();
