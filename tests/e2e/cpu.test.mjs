@@ -80,7 +80,7 @@ try {
   t.check(/ready/.test(statusText) && /WebGPU/.test(statusText), 'with WebGPU the model loads on WebGPU', statusText);
   const panel = page.getByTestId('adapter-panel');
   const panelText = (await panel.textContent()).replace(/\s+/g, ' ');
-  t.check(/max storage binding/i.test(panelText) && /features/i.test(panelText),
+  t.check(/max storage buffer binding size/.test(panelText) && /Features/.test(panelText),
     'the adapter panel lists the adapter\'s features and limits', panelText);
   const adapterInfo = await page.evaluate(async () => {
     const a = await navigator.gpu.requestAdapter();
@@ -89,6 +89,11 @@ try {
   const shownBinding = Number(await page.getByTestId('adapter-limit-max_storage_buffer_binding_size').getAttribute('data-value'));
   t.check(shownBinding === adapterInfo.binding, 'the panel\'s max storage binding is the browser\'s own',
     `panel ${shownBinding}, navigator.gpu ${adapterInfo.binding}`);
+  const shown = await page.getByTestId('adapter-features').locator('li').allTextContents();
+  t.check(shown.includes('shader-f16') === adapterInfo.features.includes('shader-f16'),
+    'the panel and the browser agree on shader-f16', `panel: ${shown.join(' ')}\n     browser: ${adapterInfo.features.join(' ')}`);
+  t.check(shown.includes('timestamp-query') === adapterInfo.features.includes('timestamp-query'),
+    'the panel and the browser agree on timestamp-query');
   await panel.screenshot({ path: join(artifacts, 'adapter-webgpu.png') });
 
   // The choice in the panel applies to the next Load.
