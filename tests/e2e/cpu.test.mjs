@@ -94,6 +94,10 @@ try {
     'the panel and the browser agree on shader-f16', `panel: ${shown.join(' ')}\n     browser: ${adapterInfo.features.join(' ')}`);
   t.check(shown.includes('timestamp-query') === adapterInfo.features.includes('timestamp-query'),
     'the panel and the browser agree on timestamp-query');
+  const browserOnly = (await page.getByTestId('adapter-browser-only-features').textContent()).split(', ');
+  const unaccounted = adapterInfo.features.filter((f) => !shown.includes(f) && !browserOnly.includes(f));
+  t.check(unaccounted.length === 0, 'every feature the browser offers is in the panel (mapped by wgpu or not)',
+    `missing: ${unaccounted.join(' ')}; only the browser's: ${browserOnly.join(' ')}`);
   await panel.screenshot({ path: join(artifacts, 'adapter-webgpu.png') });
 
   // The choice in the panel applies to the next Load.

@@ -18,8 +18,9 @@ enum PageGpu {
     NoApi,
     /// `requestAdapter()` gave none (or failed), with what it said.
     NoAdapter(String),
-    /// GPUAdapterInfo's strings: vendor, architecture, device, description (any may be empty).
-    Adapter { vendor: String, architecture: String, device: String, description: String },
+    /// GPUAdapterInfo's strings: vendor, architecture, device, description (any may be empty), and the adapter's
+    /// features by the browser's names (wgpu maps only those it knows).
+    Adapter { vendor: String, architecture: String, device: String, description: String, features: Vec<String> },
 }
 
 impl PageGpu {
@@ -64,7 +65,11 @@ async fn probe_page_gpu() -> PageGpu {
         Ok(a) if a.is_null() || a.is_undefined() => PageGpu::NoAdapter("requestAdapter() gave none".into()),
         Ok(a) => {
             let info = get(&a, "info");
+            let mut features: Vec<String> =
+                js_sys::Array::from(&get(&a, "features")).iter().filter_map(|f| f.as_string()).collect();
+            features.sort();
             PageGpu::Adapter {
+                features,
                 vendor: get_string(&info, "vendor"),
                 architecture: get_string(&info, "architecture"),
                 device: get_string(&info, "device"),
@@ -149,7 +154,7 @@ fn limit_label(limit: &str) -> String {
 fn GpuDetails(adapter: AdapterSummary, f16: bool, page_gpu: RwSignal<PageGpu>) -> impl IntoView {
     let name = if adapter.name.is_empty() { "(the browser gives no name)".to_string() } else { adapter.name.clone() };
     let browser_info = move || match page_gpu.get() {
-        PageGpu::Adapter { vendor, architecture, device, description } => {
+        PageGpu::Adapter { vendor, architecture, device, description, .. } => {
             let mut parts = vec![];
             for (k, v) in [("vendor", vendor), ("architecture", architecture), ("device", device), ("description", description)] {
                 if !v.is_empty() {
@@ -167,6 +172,15 @@ fn GpuDetails(adapter: AdapterSummary, f16: bool, page_gpu: RwSignal<PageGpu>) -
     };
     let features = adapter.features.clone();
     let limits = adapter.limits.clone();
+    let engine_features = features.clone();
+    // Features the browser offers that wgpu does not pass on (so the engine cannot use them).
+    let browser_only = move || match page_gpu.get() {
+        PageGpu::Adapter { features, .. } => {
+            let extra: Vec<String> = features.into_iter().filter(|f| !engine_features.contains(f)).collect();
+            if extra.is_empty() { "none".to_string() } else { extra.join(", ") }
+        }
+        _ => "—".to_string(),
+    };
     view! {
         <dl class="card" data-testid="adapter-gpu">
             <dt>"Adapter"</dt><dd data-testid="adapter-name">{name}</dd>
@@ -174,13 +188,14 @@ fn GpuDetails(adapter: AdapterSummary, f16: bool, page_gpu: RwSignal<PageGpu>) -
             <dt>"Type"</dt><dd>{adapter.device_type.clone()}</dd>
             <dt>"Backend"</dt><dd>{backend}</dd>
             <dt>"Arithmetic"</dt><dd>{if f16 { "f16 where it can (shader-f16)" } else { "f32 (no shader-f16)" }}</dd>
-            <dt>"Features"</dt>
+            <dt title="as wgpu maps them: what the engine can ask for">"Features"</dt>
             <dd>
                 <Show when={let empty = features.is_empty(); move || empty}>"none beyond the core"</Show>
                 <ul class="tags" data-testid="adapter-features">
                     {features.into_iter().map(|f| view! { <li>{f}</li> }).collect_view()}
                 </ul>
             </dd>
+            <dt title="offered by the browser, not passed on by wgpu">"Browser only"</dt><dd data-testid="adapter-browser-only-features">{browser_only}</dd>
         </dl>
         <table class="limits" data-testid="adapter-limits">
             <tbody>
