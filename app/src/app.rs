@@ -2,14 +2,16 @@
 
 use crate::bridge::Bridge;
 use crate::components::{chat::ChatView, models::ModelsView, settings::SettingsView, status::ModelStatus};
-use crate::state::{provide_state, ModelState};
-use engine::protocol::Request;
+use crate::components::adapter::AdapterPanel;
+use crate::state::{provide_state, BackendPreference, ModelState};
+use engine::protocol::{BackendChoice, Request};
 use leptos::prelude::*;
 
 /// The model the app's own server provides (`aviary serve --model-dir`), relative to the page.
 pub const DEFAULT_MODEL_URL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Query parameters: `?model=URL` picks the model to load, `?autoload=0` waits for the Load button.
+/// Query parameters: `?model=URL` picks the model to load, `?autoload=0` waits for the Load button, `?backend=cpu`
+/// (or `gpu`, `auto`) picks the backend.
 fn query_param(name: &str) -> Option<String> {
     let search = web_sys::window()?.location().search().ok()?;
     let search = search.strip_prefix('?').unwrap_or(&search).to_string();
@@ -22,12 +24,18 @@ fn query_param(name: &str) -> Option<String> {
 #[component]
 pub fn App() -> impl IntoView {
     provide_state(query_param("model").unwrap_or_else(|| DEFAULT_MODEL_URL.to_string()));
+    let backend = expect_context::<BackendPreference>().0;
+    match query_param("backend").as_deref() {
+        Some("cpu") => backend.set(BackendChoice::Cpu),
+        Some("gpu" | "webgpu") => backend.set(BackendChoice::Gpu),
+        _ => {}
+    }
     let bridge = Bridge::start();
     provide_context(bridge);
     if query_param("autoload").as_deref() != Some("0") {
         let model = expect_context::<ModelState>();
         model.status.set(crate::state::Status::Loading);
-        bridge.send(Request::Load { url: model.url.get_untracked(), backend: Default::default(), context: None });
+        bridge.send(Request::Load { url: model.url.get_untracked(), backend: backend.get_untracked(), context: None });
     }
 
     view! {
@@ -38,6 +46,7 @@ pub fn App() -> impl IntoView {
         <main class="layout">
             <aside class="side">
                 <ModelsView/>
+                <AdapterPanel/>
                 <SettingsView/>
             </aside>
             <ChatView/>

@@ -1,7 +1,7 @@
 //! The app's shared state: signals wrapped in context newtypes, provided once by `App` and read by any component
 //! with `expect_context::<T>()`.
 
-use engine::protocol::{BackendInfo, LoadStats, ModelCard, Stage};
+use engine::protocol::{BackendChoice, BackendInfo, LoadStats, ModelCard, Stage};
 use engine::session::{Stats, StopReason};
 use leptos::prelude::*;
 
@@ -115,6 +115,10 @@ pub struct Settings {
     pub max_tokens: RwSignal<usize>,
 }
 
+/// The backend the next Load asks for (the adapter panel's choice, or `?backend=cpu|gpu` in the page URL).
+#[derive(Clone, Copy)]
+pub struct BackendPreference(pub RwSignal<BackendChoice>);
+
 /// Creates and provides every context newtype.
 pub fn provide_state(default_url: String) {
     provide_context(ModelState {
@@ -132,4 +136,5 @@ pub fn provide_state(default_url: String) {
         seed: RwSignal::new(0),
         max_tokens: RwSignal::new(256),
     });
+    provide_context(BackendPreference(RwSignal::new(BackendChoice::Auto)));
 }

@@ -91,13 +91,14 @@ pub enum BackendInfo {
 }
 
 impl BackendInfo {
-    /// A short label for a status line.
+    /// A short label for a status line; on the CPU it says why WebGPU is not used, when it was not a choice.
     pub fn label(&self) -> String {
         match self {
             // Browsers often report no adapter name (SwiftShader's is empty).
             BackendInfo::Gpu { adapter, .. } if adapter.name.is_empty() => "WebGPU".to_string(),
             BackendInfo::Gpu { adapter, .. } => format!("WebGPU ({})", adapter.name),
-            BackendInfo::Cpu { .. } => "CPU (wasm)".to_string(),
+            BackendInfo::Cpu { reason: Some(why) } => format!("CPU (wasm) — WebGPU unavailable: {why}"),
+            BackendInfo::Cpu { reason: None } => "CPU (wasm)".to_string(),
         }
     }
 }

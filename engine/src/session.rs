@@ -86,6 +86,9 @@ pub struct Generation {
 /// Milliseconds from an arbitrary origin.
 pub type Clock = fn() -> f64;
 
+/// A future a session awaits between units of work (see [`Session::yield_hook`]).
+pub type YieldHook = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+
 #[cfg(not(target_arch = "wasm32"))]
 pub fn default_clock() -> f64 {
     use std::sync::OnceLock;
@@ -111,6 +114,11 @@ pub struct Session<'m, B: Backend> {
     cached: Vec<u32>,
     cancel: Arc<AtomicBool>,
     pub clock: Clock,
+    /// Awaited before each token is sampled (the first after the prefill, each later one after its decode step) and
+    /// between prefill chunks. A backend whose futures are always ready (the CPU) otherwise runs a whole generation
+    /// without giving a single-threaded host (a browser worker) a turn of its event loop, so it could never hear a
+    /// cancel; the host sets a hook that yields to its event loop. None (the default) costs nothing.
+    pub yield_hook: Option<YieldHook>,
 }
 
 impl<'m, B: Backend> Session<'m, B> {
@@ -128,6 +136,7 @@ impl<'m, B: Backend> Session<'m, B> {
             cached: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             clock: default_clock,
+            yield_hook: None,
         })
     }
 
@@ -176,11 +185,20 @@ impl<'m, B: Backend> Session<'m, B> {
         let chunk_rows = self.model.max_rows_per_forward(self.backend);
         let mut last = None;
         for chunk in new.chunks(chunk_rows) {
+            if last.is_some() {
+                self.yield_now().await;
+            }
             last = Some(self.model.forward(self.backend, &mut self.cache, chunk, false)?);
             self.cached.extend_from_slice(chunk);
         }
         let out = last.ok_or_else(|| Error::Backend("no logits".into()))?;
         Ok((self.backend.sampling_logits(&out).await?, new.len()))
+    }
+
+    async fn yield_now(&self) {
+        if let Some(hook) = &self.yield_hook {
+            hook().await;
+        }
     }
 
     async fn step(&mut self, token: u32) -> Result<SamplingLogits> {
@@ -223,6 +241,7 @@ impl<'m, B: Backend> Session<'m, B> {
         stats.prefill_ms = t_prefill - t0;
 
         let stop_reason = loop {
+            self.yield_now().await;
             if self.cancel.load(Ordering::Relaxed) {
                 break StopReason::Cancelled;
             }
@@ -306,5 +325,47 @@ mod tests {
         assert_eq!(held_back("answer </E", &stops), 3);
         assert_eq!(held_back("answer", &stops), 0);
         assert_eq!(earliest_stop("a</END>b", &stops), Some(1));
+    }
+
+    /// The yield hook is awaited once per generated token, and a cancel raised while it runs (as a worker's message
+    /// handler does when the hook lets it run) stops the generation before the next token.
+    #[test]
+    fn the_yield_hook_runs_once_per_token_and_lets_a_cancel_in() {
+        use crate::backend::cpu::CpuBackend;
+        use crate::model::ModelFiles;
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/llama/model-f32.gguf");
+        let files = ModelFiles::open(&path).expect("the tiny Llama fixture");
+        let backend = CpuBackend::new();
+        let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {})).expect("load");
+        let mut session = Session::new(&backend, &model, None, 64).expect("session");
+        let options = GenerateOptions { max_tokens: 7, stop_at_eos: false, ..Default::default() };
+        let prompt = [1, 5, 9, 13];
+
+        let calls = Rc::new(Cell::new(0usize));
+        let counter = calls.clone();
+        session.yield_hook = Some(Box::new(move || {
+            counter.set(counter.get() + 1);
+            Box::pin(async {})
+        }));
+        let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {})).expect("generate");
+        assert_eq!(g.tokens.len(), 7);
+        assert_eq!(calls.get(), g.tokens.len(), "one yield per generated token");
+
+        let cancel = session.cancel_flag();
+        let calls = Rc::new(Cell::new(0usize));
+        let counter = calls.clone();
+        session.yield_hook = Some(Box::new(move || {
+            counter.set(counter.get() + 1);
+            if counter.get() == 3 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            Box::pin(async {})
+        }));
+        session.reset().expect("reset");
+        let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {})).expect("generate");
+        assert_eq!(g.stop_reason, StopReason::Cancelled);
+        assert_eq!(g.tokens.len(), 2, "the cancel raised in the third yield stops before the third token");
     }
 }

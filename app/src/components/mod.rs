@@ -1,5 +1,6 @@
 //! One view per file.
 
+pub mod adapter;
 pub mod chat;
 pub mod message;
 pub mod models;

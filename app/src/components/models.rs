@@ -2,7 +2,7 @@
 
 use crate::bridge::Bridge;
 use crate::format;
-use crate::state::{Chat, ModelState, Status};
+use crate::state::{BackendPreference, Chat, ModelState, Status};
 use engine::protocol::{BackendInfo, Request, Stage};
 use leptos::prelude::*;
 
@@ -11,12 +11,13 @@ pub fn ModelsView() -> impl IntoView {
     let model = expect_context::<ModelState>();
     let chat = expect_context::<Chat>();
     let bridge = expect_context::<Bridge>();
+    let backend = expect_context::<BackendPreference>().0;
     let busy = move || matches!(model.status.get(), Status::Loading | Status::Starting);
     let load = move |_| {
         chat.streaming.set(None);
         model.status.set(Status::Loading);
         model.card.set(None);
-        bridge.send(Request::Load { url: model.url.get_untracked(), backend: Default::default(), context: None });
+        bridge.send(Request::Load { url: model.url.get_untracked(), backend: backend.get_untracked(), context: None });
     };
     let cancel = move |_| bridge.send(Request::Cancel);
 
@@ -84,8 +85,7 @@ fn ModelCardView() -> impl IntoView {
                 if *f16 { "on" } else { "off" },
                 format::bytes(adapter.max_storage_binding_bytes)
             ),
-            BackendInfo::Cpu { reason: Some(r) } => format!("CPU (wasm), because WebGPU is unavailable: {r}"),
-            BackendInfo::Cpu { reason: None } => "CPU (wasm)".to_string(),
+            cpu @ BackendInfo::Cpu { .. } => cpu.label(),
         };
         let load = model.load.get().unwrap_or_default();
         Some(view! {

@@ -137,6 +137,14 @@ async fn drive(shared: Rc<Shared>, mut queue: Queue) {
     }
 }
 
+/// Why the GPU is not used, for the model card: the backend's own words, without the error kind's prefix.
+fn fallback_reason(e: Error) -> String {
+    match e {
+        Error::Backend(why) => why,
+        other => other.to_string(),
+    }
+}
+
 fn cancelled_load() -> Event {
     Event::Error { id: None, message: "loading was cancelled".into(), model_lost: true }
 }
@@ -151,7 +159,7 @@ async fn load(shared: &Rc<Shared>, epoch: u64, url: &str, choice: BackendChoice,
     let gpu = match choice {
         BackendChoice::Cpu => Err(None),
         BackendChoice::Gpu => Ok(GpuBackend::new(&GpuOptions::default()).await?),
-        BackendChoice::Auto => GpuBackend::new(&GpuOptions::default()).await.map_err(|e| Some(e.to_string())),
+        BackendChoice::Auto => GpuBackend::new(&GpuOptions::default()).await.map_err(|e| Some(fallback_reason(e))),
     };
     shared.post(&Event::Progress { stage: Stage::Header, done: 0, total: 1 });
     let source = HttpSource::open(url, cancelled.clone()).await?;
@@ -197,6 +205,10 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
         }
     };
     *shared.generation_cancel.borrow_mut() = Some(session.cancel_flag());
+    if matches!(m.info, BackendInfo::Cpu { .. }) {
+        // The GPU path awaits a buffer map every token, which already gives the event loop a turn.
+        session.yield_hook = Some(event_loop_yield());
+    }
     let card = ModelCard::new(&m.files, m.template.source(), m.context);
     shared.post(&Event::Ready { card, backend: m.info.clone(), stats: m.stats });
     let next = loop {
@@ -250,6 +262,40 @@ async fn generate<B: Backend>(
             shared.post(&Event::error(Some(id), e));
         }
     }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    type MessageChannel;
+    #[wasm_bindgen(constructor)]
+    fn new() -> MessageChannel;
+    #[wasm_bindgen(method, getter)]
+    fn port1(this: &MessageChannel) -> MessagePort;
+    #[wasm_bindgen(method, getter)]
+    fn port2(this: &MessageChannel) -> MessagePort;
+    type MessagePort;
+    #[wasm_bindgen(method, setter)]
+    fn set_onmessage(this: &MessagePort, handler: &js_sys::Function);
+    #[wasm_bindgen(method, js_name = postMessage)]
+    fn post_message(this: &MessagePort, message: &JsValue);
+}
+
+/// A hook for `Session::yield_hook` that lets the worker's event loop run (and its message handler hear a Cancel)
+/// before it resolves. A message to itself over a MessageChannel comes back as a new task after whatever is queued,
+/// without the 4 ms that browsers add to nested `setTimeout(0)`s.
+fn event_loop_yield() -> engine::session::YieldHook {
+    let channel = MessageChannel::new();
+    Box::new(move || {
+        let (port1, port2) = (channel.port1(), channel.port2());
+        let woken = js_sys::Promise::new(&mut |resolve, _reject| {
+            port1.set_onmessage(&resolve);
+            port2.post_message(&JsValue::UNDEFINED);
+        });
+        Box::pin(async move {
+            // The promise only resolves; there is nothing to report if it did not.
+            let _ = wasm_bindgen_futures::JsFuture::from(woken).await;
+        })
+    })
 }
 
 /// The size of this worker's wasm memory.

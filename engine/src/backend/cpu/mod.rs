@@ -1,12 +1,16 @@
 //! The CPU reference backend. Activations are f32 candle tensors; the ops that shape a quantized model's logits —
 //! quantized matmuls ([`qmatmul`]), RMSNorm, RoPE, gated activations and attention ([`ops`], `attention`) — are
 //! computed with the arithmetic of llama.cpp's x86 CPU build, bit for bit, so GGUF models follow llama.cpp's
-//! trajectory. Float-weight matmuls, additions and soft-capping stay on candle.
+//! trajectory. Float-weight matmuls, additions and soft-capping stay on candle. The wasm build gives the same bits as
+//! the native one for RoPE, norms and quantized matmuls: its fused multiply-adds are exact and RoPE's sines and
+//! cosines come from one implementation ([`libm`]); `exp` and `tanh` outside the 8-lane kernels (a row's tail in
+//! SwiGLU, GELU-tanh, soft-capping) still use the platform's libm.
 
 mod attention;
 mod dot;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
+mod libm;
 pub mod ops;
 pub mod q8;
 pub mod qmatmul;

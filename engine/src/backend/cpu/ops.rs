@@ -8,19 +8,9 @@
 //! is a true fused multiply-add wherever the hardware has one; the hot loops are compiled a second time with AVX2 +
 //! FMA enabled and picked at run time, which turns those into single instructions and lets LLVM vectorise them.
 
-/// A fused multiply-add, a·b + c rounded once. wasm32 has no FMA instruction and a software one is far too slow
-/// for inner loops, so there it is an ordinary multiply and add (wasm results are not bit-identical to llama.cpp).
-#[inline(always)]
-pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        a.mul_add(b, c)
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        a * b + c
-    }
-}
+/// A fused multiply-add, a·b + c rounded once, on every target (wasm32 has no FMA instruction: see
+/// [`super::libm::fma`]), so the portable kernels give the same bits in wasm as natively.
+pub(crate) use super::libm::fma;
 
 /// Whether the AVX2 + FMA compilations of the hot loops may run (checked once; cached by std).
 #[cfg(target_arch = "x86_64")]
@@ -183,8 +173,9 @@ pub(crate) fn rope_angles(inv_freq: &[f32], theta_scale: Option<f32>, pos: usize
             }
             None => pos as f32 * inv_freq[i],
         };
-        *c = t.cos();
-        *s = t.sin();
+        // glibc's algorithm on every target: the platform's own sinf/cosf differ in the last bit (see libm.rs).
+        *c = super::libm::cosf(t);
+        *s = super::libm::sinf(t);
     }
 }
 

@@ -27,6 +27,12 @@ pub struct AdapterSummary {
     pub max_storage_binding_bytes: u64,
     pub max_buffer_bytes: u64,
     pub max_workgroup_storage_bytes: u32,
+    /// Every feature the adapter offers, by its WebGPU name where it has one (`shader-f16`, `timestamp-query`, …).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// The adapter's limits that decide what a model needs (wgpu's field names), for the UI and benchmarks.
+    #[serde(default)]
+    pub limits: Vec<(String, u64)>,
 }
 
 impl std::fmt::Display for AdapterSummary {
@@ -58,6 +64,24 @@ impl ErrorSink {
     }
 }
 
+/// Why there is no adapter, in words a user can act on. In a browser wgpu's own message lists every native backend
+/// it was built without; what matters there is whether the page has WebGPU at all.
+#[cfg(not(target_arch = "wasm32"))]
+fn no_adapter_reason(e: wgpu::RequestAdapterError) -> String {
+    format!("no GPU adapter: {e}")
+}
+
+#[cfg(target_arch = "wasm32")]
+fn no_adapter_reason(_: wgpu::RequestAdapterError) -> String {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
+    let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).unwrap_or_default();
+    if gpu.is_undefined() || gpu.is_null() {
+        "this browser offers no WebGPU here (navigator.gpu is missing)".into()
+    } else {
+        "the browser has WebGPU but gives no adapter (requestAdapter() returned none)".into()
+    }
+}
+
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -83,7 +107,7 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::Backend(format!("no GPU adapter: {e}")))?;
+            .map_err(|e| Error::Backend(no_adapter_reason(e)))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features();
@@ -110,6 +134,21 @@ impl GpuContext {
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size as u64,
             max_buffer_bytes: limits.max_buffer_size,
             max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
+            features: features.iter_names().map(|(name, f)| f.as_str().unwrap_or(name).to_string()).collect(),
+            limits: [
+                ("max_storage_buffer_binding_size", limits.max_storage_buffer_binding_size as u64),
+                ("max_buffer_size", limits.max_buffer_size),
+                ("max_compute_workgroup_storage_size", limits.max_compute_workgroup_storage_size.into()),
+                ("max_compute_invocations_per_workgroup", limits.max_compute_invocations_per_workgroup.into()),
+                ("max_compute_workgroup_size_x", limits.max_compute_workgroup_size_x.into()),
+                ("max_compute_workgroups_per_dimension", limits.max_compute_workgroups_per_dimension.into()),
+                ("max_storage_buffers_per_shader_stage", limits.max_storage_buffers_per_shader_stage.into()),
+                ("max_uniform_buffer_binding_size", limits.max_uniform_buffer_binding_size as u64),
+                ("min_storage_buffer_offset_alignment", limits.min_storage_buffer_offset_alignment.into()),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
         };
         // Ask for everything the adapter offers that matters to us: big bindings, big buffers, many bindings.
         let mut required = wgpu::Limits::downlevel_defaults();
