@@ -1,6 +1,7 @@
 //! The page: provides the state and the worker bridge, then lays out the views.
 
 use crate::bridge::Bridge;
+use crate::components::conversations::ConversationsView;
 use crate::components::{chat::ChatView, models::ModelsView, settings::SettingsView, status::ModelStatus};
 use crate::state::{provide_state, ModelState};
 use engine::protocol::Request;
@@ -24,6 +25,8 @@ pub fn App() -> impl IntoView {
     provide_state(query_param("model").unwrap_or_else(|| DEFAULT_MODEL_URL.to_string()));
     let bridge = Bridge::start();
     provide_context(bridge);
+    crate::components::settings::persist_settings();
+    crate::components::conversations::persist_conversations();
     if query_param("autoload").as_deref() != Some("0") {
         let model = expect_context::<ModelState>();
         model.status.set(crate::state::Status::Loading);
@@ -37,6 +40,7 @@ pub fn App() -> impl IntoView {
         </header>
         <main class="layout">
             <aside class="side">
+                <ConversationsView/>
                 <ModelsView/>
                 <SettingsView/>
             </aside>

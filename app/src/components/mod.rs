@@ -1,7 +1,9 @@
 //! One view per file.
 
 pub mod chat;
+pub mod conversations;
 pub mod message;
 pub mod models;
 pub mod settings;
 pub mod status;
+pub mod token_popup;
