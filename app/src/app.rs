@@ -1,6 +1,7 @@
 //! The page: provides the state and the worker bridge, then lays out the views.
 
 use crate::bridge::Bridge;
+use crate::components::conversations::ConversationsView;
 use crate::components::{chat::ChatView, models::ModelsView, settings::SettingsView, status::ModelStatus};
 use crate::components::adapter::AdapterPanel;
 use crate::state::{provide_state, BackendPreference, ModelState};
@@ -32,6 +33,8 @@ pub fn App() -> impl IntoView {
     }
     let bridge = Bridge::start();
     provide_context(bridge);
+    crate::components::settings::persist_settings();
+    crate::components::conversations::persist_conversations();
     if query_param("autoload").as_deref() != Some("0") {
         let model = expect_context::<ModelState>();
         model.status.set(crate::state::Status::Loading);
@@ -45,6 +48,7 @@ pub fn App() -> impl IntoView {
         </header>
         <main class="layout">
             <aside class="side">
+                <ConversationsView/>
                 <ModelsView/>
                 <AdapterPanel/>
                 <SettingsView/>

@@ -2,7 +2,7 @@
 //! as JSON strings. Requests sent before the worker says `Started` wait in a queue (a worker drops messages that
 //! arrive before its handler is installed). Events update the state signals; components never touch the worker.
 
-use crate::state::{Chat, ChatMessage, ModelState, Progress, Reply, Role, Status};
+use crate::state::{Chat, ModelState, Progress, Reply, Role, Status};
 use engine::protocol::{Event, Request};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -85,9 +85,12 @@ impl Bridge {
                 model.progress.set(None);
                 model.status.set(Status::Ready);
             }
-            Event::Token { id, text, .. } => {
+            Event::Token { id, token, text, info } => {
                 if let Some(m) = chat.reply(id) {
                     m.text.update(|t| t.push_str(&text));
+                    if !text.is_empty() {
+                        m.tokens.update(|c| c.push(crate::state::TokenChip { token, text, info }));
+                    }
                 }
             }
             Event::Done { id, generation } => {
@@ -134,15 +137,54 @@ fn post(worker: &Worker, request: &Request) {
     }
 }
 
+/// How many of the likeliest tokens each generated token comes with (the token view's popup).
+const TOKEN_CANDIDATES: usize = 5;
+
 /// Appends a user message and an empty assistant reply, and asks the worker to generate it.
 pub fn send_user_message(bridge: Bridge, text: String) {
     let chat = expect_context::<Chat>();
+    let user = chat.new_message(Role::User, &text, Reply::Done(engine::session::StopReason::StopToken));
+    chat.messages.update(|m| m.push(user));
+    generate_reply(bridge);
+}
+
+/// Replaces the last reply with a new one to the same conversation.
+pub fn regenerate(bridge: Bridge) {
+    let chat = expect_context::<Chat>();
+    if chat.streaming.get_untracked().is_some() {
+        return;
+    }
+    let last_is_reply = chat.messages.with_untracked(|m| m.last().is_some_and(|m| m.role == Role::Assistant));
+    if !last_is_reply {
+        return;
+    }
+    chat.messages.update(|m| {
+        m.pop();
+    });
+    generate_reply(bridge);
+}
+
+/// Replaces the last user message's text with `text`, drops what followed it, and generates a new reply.
+pub fn edit_last(bridge: Bridge, text: String) {
+    let chat = expect_context::<Chat>();
+    if chat.streaming.get_untracked().is_some() {
+        return;
+    }
+    let Some(at) = chat.messages.with_untracked(|m| m.iter().rposition(|m| m.role == Role::User)) else { return };
+    chat.messages.update(|m| {
+        m.truncate(at + 1);
+        m[at].text.set(text);
+    });
+    generate_reply(bridge);
+}
+
+/// Appends an empty assistant reply to the conversation and asks the worker to generate it.
+fn generate_reply(bridge: Bridge) {
+    let chat = expect_context::<Chat>();
     let model = expect_context::<ModelState>();
     let settings = expect_context::<crate::state::Settings>();
-    let user = ChatMessage::user(chat.fresh_id(), &text);
-    let id = chat.fresh_id();
-    let reply = ChatMessage::assistant(id);
-    chat.messages.update(|m| m.push(user));
+    let reply = chat.new_message(Role::Assistant, "", Reply::Streaming);
+    let id = reply.id;
     let mut messages = Vec::new();
     let system = settings.system_prompt.get_untracked();
     if !system.trim().is_empty() {
@@ -165,8 +207,13 @@ pub fn send_user_message(bridge: Bridge, text: String) {
         sampling: engine::sampling::SamplingParams {
             temperature: settings.temperature.get_untracked(),
             seed: settings.seed.get_untracked(),
-            ..Default::default()
+            top_k: settings.top_k.get_untracked(),
+            top_p: settings.top_p.get_untracked(),
+            min_p: settings.min_p.get_untracked(),
+            repeat_penalty: settings.repeat_penalty.get_untracked(),
+            repeat_last_n: settings.repeat_last_n.get_untracked(),
         },
+        candidates: TOKEN_CANDIDATES,
         ..Default::default()
     };
     bridge.send(Request::Generate { id, messages, options });

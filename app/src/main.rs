@@ -6,6 +6,9 @@
 mod format;
 
 #[cfg(target_arch = "wasm32")]
+use aviary_app::{conversations, markdown};
+
+#[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
 mod bridge;

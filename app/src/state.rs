@@ -5,6 +5,8 @@ use engine::protocol::{BackendChoice, BackendInfo, LoadStats, ModelCard, Stage};
 use engine::session::{Stats, StopReason};
 use leptos::prelude::*;
 
+pub use crate::conversations::TokenChip;
+
 /// Where the model stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
@@ -61,18 +63,11 @@ pub struct ChatMessage {
     pub text: RwSignal<String>,
     pub reply: RwSignal<Reply>,
     pub stats: RwSignal<Option<Stats>>,
+    /// A reply's streamed pieces with the candidates the model weighed for each (for the token view).
+    pub tokens: RwSignal<Vec<TokenChip>>,
 }
 
 impl ChatMessage {
-    pub fn user(id: u64, text: &str) -> Self {
-        Self::new(id, Role::User, text, Reply::Done(StopReason::StopToken))
-    }
-
-    /// An empty reply about to stream.
-    pub fn assistant(id: u64) -> Self {
-        Self::new(id, Role::Assistant, "", Reply::Streaming)
-    }
-
     fn new(id: u64, role: Role, text: &str, reply: Reply) -> Self {
         ChatMessage {
             id,
@@ -80,8 +75,17 @@ impl ChatMessage {
             text: RwSignal::new(text.to_string()),
             reply: RwSignal::new(reply),
             stats: RwSignal::new(None),
+            tokens: RwSignal::new(Vec::new()),
         }
     }
+}
+
+/// A saved conversation as the list shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationEntry {
+    pub id: u64,
+    pub title: String,
+    pub updated_ms: f64,
 }
 
 /// The conversation, and which reply (by generation id) is streaming.
@@ -90,9 +94,24 @@ pub struct Chat {
     pub messages: RwSignal<Vec<ChatMessage>>,
     pub streaming: RwSignal<Option<u64>>,
     pub next_id: RwSignal<u64>,
+    /// The saved conversation these messages belong to (None until the first message).
+    pub conversation: RwSignal<Option<u64>>,
+    /// Every saved conversation, most recent first.
+    pub conversations: RwSignal<Vec<ConversationEntry>>,
+    /// Why saving or reading conversations failed, if it did.
+    pub storage_error: RwSignal<Option<String>>,
+    /// The app's owner, which new messages' signals belong to: a message created from a click inside another
+    /// message (Regenerate, Edit) must outlive that message's view.
+    pub owner: StoredValue<Owner, LocalStorage>,
 }
 
 impl Chat {
+    /// A new message whose signals live as long as the app.
+    pub fn new_message(&self, role: Role, text: &str, reply: Reply) -> ChatMessage {
+        let id = self.fresh_id();
+        self.owner.with_value(|o| o.with(|| ChatMessage::new(id, role, text, reply)))
+    }
+
     pub fn fresh_id(&self) -> u64 {
         let id = self.next_id.get_untracked();
         self.next_id.set(id + 1);
@@ -113,6 +132,15 @@ pub struct Settings {
     pub temperature: RwSignal<f32>,
     pub seed: RwSignal<u64>,
     pub max_tokens: RwSignal<usize>,
+    /// 0 = off.
+    pub top_k: RwSignal<usize>,
+    /// 1 = off.
+    pub top_p: RwSignal<f32>,
+    /// 0 = off.
+    pub min_p: RwSignal<f32>,
+    /// 1 = off.
+    pub repeat_penalty: RwSignal<f32>,
+    pub repeat_last_n: RwSignal<usize>,
 }
 
 /// The backend the next Load asks for (the adapter panel's choice, or `?backend=cpu|gpu` in the page URL).
@@ -129,12 +157,25 @@ pub fn provide_state(default_url: String) {
         backend: RwSignal::new(None),
         load: RwSignal::new(None),
     });
-    provide_context(Chat { messages: RwSignal::new(Vec::new()), streaming: RwSignal::new(None), next_id: RwSignal::new(1) });
+    provide_context(Chat {
+        messages: RwSignal::new(Vec::new()),
+        streaming: RwSignal::new(None),
+        next_id: RwSignal::new(1),
+        conversation: RwSignal::new(None),
+        conversations: RwSignal::new(Vec::new()),
+        storage_error: RwSignal::new(None),
+        owner: StoredValue::new_local(Owner::current().unwrap_or_default()),
+    });
     provide_context(Settings {
         system_prompt: RwSignal::new(String::new()),
         temperature: RwSignal::new(0.0),
         seed: RwSignal::new(0),
         max_tokens: RwSignal::new(256),
+        top_k: RwSignal::new(0),
+        top_p: RwSignal::new(1.0),
+        min_p: RwSignal::new(0.0),
+        repeat_penalty: RwSignal::new(1.0),
+        repeat_last_n: RwSignal::new(64),
     });
     provide_context(BackendPreference(RwSignal::new(BackendChoice::Auto)));
 }

@@ -7,7 +7,7 @@
 use crate::backend::gpu::AdapterSummary;
 use crate::chat::Message;
 use crate::model::ModelFiles;
-use crate::session::{GenerateOptions, Generation};
+use crate::session::{GenerateOptions, Generation, TokenInfo};
 use crate::source::ByteSource;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,8 +55,15 @@ pub enum Event {
     Progress { stage: Stage, done: u64, total: u64 },
     /// A model is loaded and can generate.
     Ready { card: ModelCard, backend: BackendInfo, stats: LoadStats },
-    /// A piece of generated text (never splits a character); `token` is the id that completed it.
-    Token { id: u64, token: u32, text: String },
+    /// A piece of generated text (never splits a character); `token` is the id that completed it. `info` holds the
+    /// likeliest tokens at that step when the request's options asked for candidates.
+    Token {
+        id: u64,
+        token: u32,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<TokenInfo>,
+    },
     /// A generation ended; `generation.text` is the whole reply.
     Done { id: u64, generation: Generation },
     /// A request failed. `id` names the generation it belongs to, if any. `model_lost` says no model is loaded
@@ -235,7 +242,16 @@ mod tests {
         let events = [
             Event::Started,
             Event::Progress { stage: Stage::Weights, done: 10, total: 100 },
-            Event::Token { id: 1, token: 42, text: "é".into() },
+            Event::Token { id: 1, token: 42, text: "é".into(), info: None },
+            Event::Token {
+                id: 1,
+                token: 42,
+                text: "é".into(),
+                info: Some(TokenInfo {
+                    candidates: vec![crate::session::Candidate { token: 42, text: "é".into(), p: 0.5 }],
+                    support: 128,
+                }),
+            },
             Event::Done {
                 id: 1,
                 generation: Generation {

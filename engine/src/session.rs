@@ -18,6 +18,10 @@ pub struct GenerateOptions {
     pub stop_strings: Vec<String>,
     /// Whether the model's own eos/end-of-turn ids stop generation.
     pub stop_at_eos: bool,
+    /// How many of the likeliest tokens to report with each generated token (0 = none, as the CLI wants); see
+    /// [`TokenInfo`].
+    #[serde(default)]
+    pub candidates: usize,
 }
 
 impl Default for GenerateOptions {
@@ -28,6 +32,7 @@ impl Default for GenerateOptions {
             stop_tokens: vec![],
             stop_strings: vec![],
             stop_at_eos: true,
+            candidates: 0,
         }
     }
 }
@@ -81,6 +86,53 @@ pub struct Generation {
     pub text: String,
     pub stop_reason: StopReason,
     pub stats: Stats,
+}
+
+/// One of the likeliest tokens at a generation step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Candidate {
+    pub token: u32,
+    /// The token's own text (a byte token alone may decode to U+FFFD).
+    pub text: String,
+    /// Softmax probability of its logit (temperature 1, before any penalty) over the `support` logits.
+    pub p: f32,
+}
+
+/// What generation knew when it picked a token: the likeliest tokens at that step, best first.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TokenInfo {
+    pub candidates: Vec<Candidate>,
+    /// How many logits the probabilities are normalised over: the whole vocabulary (CPU), or only the top-k a GPU
+    /// backend reads back, in which case they are shares of those and slightly overstate the true probabilities.
+    pub support: usize,
+}
+
+/// The `n` likeliest tokens of `logits` with their softmax probabilities over all of `logits`, best first (equal
+/// logits by lower id, as the sampler breaks ties), and how many logits that softmax covered. NaN counts as -inf.
+pub fn top_candidates(logits: &SamplingLogits, n: usize) -> (Vec<(u32, f32)>, usize) {
+    let pairs: Vec<(u32, f32)> = match logits {
+        SamplingLogits::Full(row) => row.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect(),
+        SamplingLogits::Candidates(c) => c.clone(),
+    };
+    let clean = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { l };
+    let max = pairs.iter().map(|p| clean(p.1)).fold(f32::NEG_INFINITY, f32::max);
+    if pairs.is_empty() || max == f32::NEG_INFINITY {
+        return (Vec::new(), pairs.len());
+    }
+    let total: f64 = pairs.iter().map(|p| (clean(p.1) as f64 - max as f64).exp()).sum();
+    let mut best = pairs.clone();
+    let by_logit = |a: &(u32, f32), b: &(u32, f32)| clean(b.1).total_cmp(&clean(a.1)).then(a.0.cmp(&b.0));
+    let n = n.min(best.len());
+    if n == 0 {
+        return (Vec::new(), pairs.len());
+    }
+    if n < best.len() {
+        best.select_nth_unstable_by(n - 1, by_logit);
+        best.truncate(n);
+    }
+    best.sort_unstable_by(by_logit);
+    let out = best.into_iter().map(|(t, l)| (t, ((clean(l) as f64 - max as f64).exp() / total) as f32)).collect();
+    (out, pairs.len())
 }
 
 /// Milliseconds from an arbitrary origin.
@@ -214,6 +266,17 @@ impl<'m, B: Backend> Session<'m, B> {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(u32, &str),
     ) -> Result<Generation> {
+        self.generate_with_info(prompt, options, &mut |token, text, _| on_text(token, text)).await
+    }
+
+    /// [`Session::generate`], with the [`TokenInfo`] of the token that completed each piece when
+    /// `options.candidates` asks for it (None otherwise, and for the text flushed at the end).
+    pub async fn generate_with_info(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(u32, &str, Option<&TokenInfo>),
+    ) -> Result<Generation> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt has no tokens".into()));
         }
@@ -257,13 +320,14 @@ impl<'m, B: Backend> Session<'m, B> {
             }
             tokens.push(token);
             history.push(token);
+            let info = (options.candidates > 0).then(|| self.token_info(&logits, options.candidates));
             if let Some(d) = detok.as_mut() {
                 text.push_str(&d.push(token)?);
             }
             if let Some(cut) = earliest_stop(&text, &options.stop_strings) {
                 text.truncate(cut);
                 if cut > emitted {
-                    on_text(token, &text[emitted..]);
+                    on_text(token, &text[emitted..], info.as_ref());
                 }
                 emitted = text.len();
                 break StopReason::StopString;
@@ -271,7 +335,7 @@ impl<'m, B: Backend> Session<'m, B> {
             // Hold back text that may be the start of a stop string.
             let safe = text.len() - held_back(&text, &options.stop_strings);
             if safe > emitted || detok.is_none() {
-                on_text(token, &text[emitted..safe]);
+                on_text(token, &text[emitted..safe], info.as_ref());
                 emitted = safe;
             }
             if tokens.len() >= options.max_tokens {
@@ -288,12 +352,18 @@ impl<'m, B: Backend> Session<'m, B> {
             }
         }
         if text.len() > emitted && stop_reason != StopReason::StopString {
-            on_text(tokens.last().copied().unwrap_or(0), &text[emitted..]);
+            on_text(tokens.last().copied().unwrap_or(0), &text[emitted..], None);
         }
         stats.generated_tokens = tokens.len();
         stats.decode_ms = (self.clock)() - t_prefill;
         stats.decode_counters = self.backend.counters().since(&counters_before);
         Ok(Generation { tokens, text, stop_reason, stats })
+    }
+
+    fn token_info(&self, logits: &SamplingLogits, n: usize) -> TokenInfo {
+        let (best, support) = top_candidates(logits, n);
+        let text = |t: u32| self.tokenizer.and_then(|k| k.decode(&[t], false).ok()).unwrap_or_default();
+        TokenInfo { candidates: best.into_iter().map(|(token, p)| Candidate { token, text: text(token), p }).collect(), support }
     }
 }
 
@@ -318,6 +388,58 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Softmax computed the plain way, in f64, over every logit.
+    fn softmax(row: &[f32]) -> Vec<f64> {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
+        let e: Vec<f64> = row.iter().map(|&l| (l as f64 - max).exp()).collect();
+        let total: f64 = e.iter().sum();
+        e.into_iter().map(|x| x / total).collect()
+    }
+
+    #[test]
+    fn candidates_are_the_softmax_of_the_logits_best_first() {
+        let row = vec![0.5, 3.0, -1.0, 2.0, 3.0, f32::NAN, 1.5];
+        let p = softmax(&row.iter().map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l }).collect::<Vec<_>>());
+        let (best, support) = top_candidates(&SamplingLogits::Full(row.clone()), 4);
+        assert_eq!(support, row.len());
+        // Ties (ids 1 and 4) go to the lower id, as the sampler breaks them.
+        assert_eq!(best.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 4, 3, 6]);
+        for (id, prob) in &best {
+            assert!((*prob as f64 - p[*id as usize]).abs() < 1e-6, "token {id}: {prob} vs {}", p[*id as usize]);
+        }
+        assert!(best.windows(2).all(|w| w[0].1 >= w[1].1));
+        // Asking for more than there are gives them all, summing to 1.
+        let (all, _) = top_candidates(&SamplingLogits::Full(row.clone()), 100);
+        assert_eq!(all.len(), row.len());
+        assert!((all.iter().map(|c| c.1 as f64).sum::<f64>() - 1.0).abs() < 1e-5);
+        assert!(top_candidates(&SamplingLogits::Full(vec![]), 3).0.is_empty());
+        assert!(top_candidates(&SamplingLogits::Full(row), 0).0.is_empty());
+    }
+
+    #[test]
+    fn gpu_candidates_are_shares_of_the_top_k() {
+        // A GPU backend hands over only its top-k, in its own order: the probabilities are normalised over those.
+        let c = vec![(7, 1.0), (9, 2.0), (3, 0.0)];
+        let (best, support) = top_candidates(&SamplingLogits::Candidates(c), 2);
+        assert_eq!(support, 3);
+        let p = softmax(&[2.0, 1.0, 0.0]);
+        assert_eq!(best.iter().map(|c| c.0).collect::<Vec<_>>(), vec![9, 7]);
+        assert!((best[0].1 as f64 - p[0]).abs() < 1e-6 && (best[1].1 as f64 - p[1]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn under_greedy_the_first_candidate_is_the_token_chosen() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut sampler = Sampler::new(SamplingParams::default()).unwrap();
+        for _ in 0..50 {
+            let row: Vec<f32> = (0..1000).map(|_| rng.random_range(-10.0..10.0)).collect();
+            let logits = SamplingLogits::Full(row);
+            let chosen = sampler.sample_from(&logits, &[]);
+            assert_eq!(top_candidates(&logits, 5).0[0].0, chosen);
+        }
+    }
 
     #[test]
     fn held_back_keeps_partial_stop_strings() {

@@ -103,20 +103,34 @@ export async function setGreedy(page, maxTokens) {
 
 /**
  * Sends a message and records the reply's text as it streams, until it ends; `stopAfterChars` clicks Stop once that
- * much text has streamed. Returns { state, text, partials, stopped }.
+ * much text has streamed. `send` replaces typing into the composer (e.g. clicking Regenerate); the reply watched is
+ * then the last one. Returns { state, text, partials, stopped }. The text is the reply's raw text (its `data-raw`),
+ * not the Markdown the page renders from it.
  */
-export async function ask(page, text, { stopAfterChars } = {}) {
+export async function ask(page, text, { stopAfterChars, send } = {}) {
   const assistant = page.getByTestId('message-assistant');
   const before = await assistant.count();
-  await page.getByTestId('chat-input').fill(text);
-  await page.getByTestId('chat-input').press('Enter');
-  await assistant.nth(before).waitFor();
-  const reply = assistant.nth(before);
+  let reply;
+  if (send) {
+    // The reply replaces the last one: wait until the last reply is a new, streaming one.
+    const old = before ? await assistant.last().elementHandle() : null;
+    await send();
+    await page.waitForFunction((o) => {
+      const all = document.querySelectorAll('[data-testid=message-assistant]');
+      return all.length && all[all.length - 1] !== o;
+    }, old, { timeout: REPLY_TIMEOUT, polling: 50 });
+    reply = assistant.last();
+  } else {
+    await page.getByTestId('chat-input').fill(text);
+    await page.getByTestId('chat-input').press('Enter');
+    await assistant.nth(before).waitFor();
+    reply = assistant.nth(before);
+  }
   const partials = new Set();
   const t0 = Date.now();
   let stopped = false;
   for (;;) {
-    const [state, body] = await Promise.all([reply.getAttribute('data-state'), reply.locator('.text').textContent()]);
+    const [state, body] = await Promise.all([reply.getAttribute('data-state'), reply.locator('.text').getAttribute('data-raw')]);
     if (state !== 'streaming') return { state, text: body, partials, stopped };
     if (body) partials.add(body);
     if (stopAfterChars !== undefined && !stopped && body.length >= stopAfterChars) {

@@ -1,6 +1,7 @@
 //! The conversation and the composer: Enter sends (Shift+Enter for a new line), Stop cancels the reply streaming.
 
 use crate::bridge::{send_user_message, Bridge};
+use crate::components::conversations::{new_conversation, Conversations};
 use crate::components::message::MessageView;
 use crate::state::{Chat, ModelState, Status};
 use engine::protocol::Request;
@@ -22,12 +23,8 @@ pub fn ChatView() -> impl IntoView {
         send_user_message(bridge, text);
     };
     let stop = move |_| bridge.send(Request::Cancel);
-    let new_chat = move |_| {
-        if chat.streaming.get_untracked().is_some() {
-            bridge.send(Request::Cancel);
-        }
-        chat.messages.set(Vec::new());
-    };
+    let conversations = Conversations::from_context();
+    let new_chat = move |_| new_conversation(conversations);
     let on_key = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
@@ -40,7 +37,7 @@ pub fn ChatView() -> impl IntoView {
         <section class="chat">
             <div class="chat-head">
                 <h2>"Chat"</h2>
-                <button class="secondary" on:click=new_chat>"New chat"</button>
+                <button class="secondary" data-testid="new-chat" on:click=new_chat>"New chat"</button>
             </div>
             <div class="messages">
                 <Show when=move || chat.messages.with(|m| m.is_empty())>

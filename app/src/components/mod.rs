@@ -2,7 +2,9 @@
 
 pub mod adapter;
 pub mod chat;
+pub mod conversations;
 pub mod message;
 pub mod models;
 pub mod settings;
 pub mod status;
+pub mod token_popup;

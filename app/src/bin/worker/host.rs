@@ -250,8 +250,8 @@ async fn generate<B: Backend>(
         return shared.post(&Event::error(Some(id), message));
     }
     let result = session
-        .generate(&prompt, options, &mut |token, text| {
-            shared.post(&Event::Token { id, token, text: text.to_string() })
+        .generate_with_info(&prompt, options, &mut |token, text, info| {
+            shared.post(&Event::Token { id, token, text: text.to_string(), info: info.cloned() })
         })
         .await;
     match result {
