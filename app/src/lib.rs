@@ -1,0 +1,25 @@
+//! What the app's bundles and its wasm tests (tests/web_*.rs) share: the worker's model sources and storage. The
+//! files live beside the worker that uses them (src/bin/worker/); they are compiled here once, as a library, so the
+//! tests can reach them too.
+
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/blob_source.rs"]
+pub mod blob_source;
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/cache_storage.rs"]
+pub mod cache_storage;
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/cached_source.rs"]
+pub mod cached_source;
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/download.rs"]
+pub mod download;
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/http_source.rs"]
+pub mod http_source;
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/js.rs"]
+pub mod js;
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/opfs.rs"]
+pub mod opfs;
