@@ -151,7 +151,11 @@ fn on_storage_event(event: &Event, bridge: Bridge, storage: Storage) {
             storage.origin.set(origin.clone());
             bridge.send(Request::ListCache);
         }
-        Event::Error { model_lost: true, .. } => storage.origin.set(None),
+        Event::Error { model_lost: true, .. } => {
+            // A failed download removes what it had stored.
+            storage.origin.set(None);
+            bridge.send(Request::ListCache);
+        }
         Event::Cache { entries, store, note } => {
             storage.entries.set(entries.clone());
             storage.store.set(*store);

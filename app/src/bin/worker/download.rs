@@ -19,7 +19,7 @@ impl Download {
     pub async fn start(url: &str) -> Result<Download> {
         let resp = call_async(&js_sys::global(), "fetch", &[&url.into()])
             .await
-            .map_err(|e| io(format!("{url}: {}", js_text(&e))))?;
+            .map_err(|e| io(format!("could not download {url} (is the server reachable?): {}", js_text(&e))))?;
         let resp: Response = resp.dyn_into().map_err(|_| io(format!("{url}: fetch gave no Response")))?;
         if !resp.ok() {
             return Err(io(format!("{url}: HTTP {} {}", resp.status(), resp.status_text())));
