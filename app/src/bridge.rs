@@ -2,7 +2,7 @@
 //! as JSON strings. Requests sent before the worker says `Started` wait in a queue (a worker drops messages that
 //! arrive before its handler is installed). Events update the state signals; components never touch the worker.
 
-use crate::state::{Chat, ModelState, Progress, Reply, Role, Status};
+use crate::state::{Chat, ModelState, Progress, Reply, Role, Status, Storage};
 use engine::protocol::{Event, Request};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -24,12 +24,16 @@ impl Bridge {
         let bridge = Bridge(StoredValue::new_local(Inner { worker: None, started: false, queue: Vec::new() }));
         let model = expect_context::<ModelState>();
         let chat = expect_context::<Chat>();
+        let storage = expect_context::<Storage>();
         match Worker::new("./worker_loader.js") {
             Ok(worker) => {
                 let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
                     let Some(text) = ev.data().as_string() else { return };
                     match Event::from_json(&text) {
-                        Ok(event) => bridge.on_event(event, model, chat),
+                        Ok(event) => {
+                            on_storage_event(&event, bridge, storage);
+                            bridge.on_event(event, model, chat)
+                        }
                         Err(e) => web_sys::console::error_1(&format!("aviary: bad event from the worker: {e}").into()),
                     }
                 });
@@ -45,6 +49,24 @@ impl Bridge {
             Err(e) => model.status.set(Status::Failed(format!("could not start the engine's worker: {e:?}"))),
         }
         bridge
+    }
+
+    /// Sends `request` with files beside it (`postMessage` carries `File`s, which JSON cannot). Files are not
+    /// queued: they are picked by hand, long after the worker starts.
+    pub fn send_with_files(&self, request: Request, files: Vec<web_sys::File>) -> Result<(), String> {
+        self.0.with_value(|b| match (&b.worker, b.started) {
+            (Some(w), true) => {
+                let list = js_sys::Array::new();
+                for f in &files {
+                    list.push(f);
+                }
+                let message = js_sys::Object::new();
+                let _ = js_sys::Reflect::set(&message, &"request".into(), &request.to_json().into());
+                let _ = js_sys::Reflect::set(&message, &"files".into(), &list);
+                w.post_message(&message).map_err(|e| format!("could not send the files to the engine: {e:?}"))
+            }
+            _ => Err("the engine is still starting: try again in a moment".into()),
+        })
     }
 
     pub fn send(&self, request: Request) {
@@ -78,7 +100,7 @@ impl Bridge {
                     *p = Some(Progress { stage, done, total, started_ms, now_ms: now });
                 });
             }
-            Event::Ready { card, backend, stats } => {
+            Event::Ready { card, backend, stats, .. } => {
                 model.card.set(Some(card));
                 model.backend.set(Some(backend));
                 model.load.set(Some(stats));
@@ -102,6 +124,7 @@ impl Bridge {
                 }
                 finish_generation(id, model, chat);
             }
+            Event::Cache { .. } => {}
             Event::Error { id, message, model_lost } => {
                 if let Some(id) = id {
                     if let Some(m) = chat.reply(id) {
@@ -119,6 +142,31 @@ impl Bridge {
                 }
             }
         }
+    }
+}
+
+/// The storage side of events: the stored models' list, and where a loaded model came from. A load may have
+/// downloaded a model, so each `Ready` asks for the list again.
+fn on_storage_event(event: &Event, bridge: Bridge, storage: Storage) {
+    match event {
+        Event::Started => bridge.send(Request::ListCache),
+        Event::Ready { origin, .. } => {
+            storage.origin.set(origin.clone());
+            bridge.send(Request::ListCache);
+        }
+        Event::Error { model_lost: true, .. } => {
+            // A failed download removes what it had stored.
+            storage.origin.set(None);
+            bridge.send(Request::ListCache);
+        }
+        Event::Cache { entries, store, note } => {
+            storage.entries.set(entries.clone());
+            storage.store.set(*store);
+            storage.note.set(note.clone());
+            storage.listed.set(true);
+            crate::components::storage::refresh_estimate(storage);
+        }
+        _ => {}
     }
 }
 

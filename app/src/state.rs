@@ -1,7 +1,7 @@
 //! The app's shared state: signals wrapped in context newtypes, provided once by `App` and read by any component
 //! with `expect_context::<T>()`.
 
-use engine::protocol::{BackendChoice, BackendInfo, LoadStats, ModelCard, Stage};
+use engine::protocol::{BackendChoice, BackendInfo, CacheEntry, LoadStats, ModelCard, Origin, Stage, Store};
 use engine::session::{Stats, StopReason};
 use leptos::prelude::*;
 
@@ -147,6 +147,28 @@ pub struct Settings {
 #[derive(Clone, Copy)]
 pub struct BackendPreference(pub RwSignal<BackendChoice>);
 
+/// The models kept in the browser's storage, as the worker last listed them, the storage's quota, and where the
+/// loaded model's bytes came from.
+#[derive(Clone, Copy)]
+pub struct Storage {
+    pub entries: RwSignal<Vec<CacheEntry>>,
+    pub store: RwSignal<Option<Store>>,
+    /// Why models are not kept (or kept only in Cache Storage), when that is so.
+    pub note: RwSignal<Option<String>>,
+    /// Whether the worker has answered a listing yet.
+    pub listed: RwSignal<bool>,
+    /// `navigator.storage.estimate()`: (usage, quota) in bytes.
+    pub estimate: RwSignal<Option<(u64, u64)>>,
+    pub origin: RwSignal<Option<Origin>>,
+}
+
+impl Storage {
+    /// The complete stored copy of `absolute_url`, if any.
+    pub fn cached(&self, absolute_url: &str) -> Option<CacheEntry> {
+        self.entries.with(|e| e.iter().find(|e| e.complete && e.url == absolute_url).cloned())
+    }
+}
+
 /// Creates and provides every context newtype.
 pub fn provide_state(default_url: String) {
     provide_context(ModelState {
@@ -165,6 +187,14 @@ pub fn provide_state(default_url: String) {
         conversations: RwSignal::new(Vec::new()),
         storage_error: RwSignal::new(None),
         owner: StoredValue::new_local(Owner::current().unwrap_or_default()),
+    });
+    provide_context(Storage {
+        entries: RwSignal::new(Vec::new()),
+        store: RwSignal::new(None),
+        note: RwSignal::new(None),
+        listed: RwSignal::new(false),
+        estimate: RwSignal::new(None),
+        origin: RwSignal::new(None),
     });
     provide_context(Settings {
         system_prompt: RwSignal::new(String::new()),

@@ -32,6 +32,19 @@ pub enum Request {
     /// Stop what is running (a load or a generation) as soon as possible. A generation ends with `Done` and
     /// `StopReason::Cancelled`; a load ends with an `Error` saying it was cancelled.
     Cancel,
+    /// Load a model from files the user picked, which travel beside this request (`postMessage` carries `File`
+    /// objects, not JSON): one `.gguf`, or a folder's `config.json`, `tokenizer.json`, (`tokenizer_config.json`,
+    /// `model.safetensors.index.json`) and `*.safetensors`. Replaces the loaded model, like `Load`.
+    LoadFiles {
+        #[serde(default)]
+        backend: BackendChoice,
+        #[serde(default)]
+        context: Option<usize>,
+    },
+    /// List the models kept in the browser's storage; answered with `Event::Cache`.
+    ListCache,
+    /// Remove a model (by the URL it was downloaded from) from the browser's storage; answered with `Event::Cache`.
+    DeleteCached { url: String },
 }
 
 /// Which backend the worker should run the model on.
@@ -53,8 +66,14 @@ pub enum Event {
     Started,
     /// Work in progress: `done` of `total` units of `stage`.
     Progress { stage: Stage, done: u64, total: u64 },
-    /// A model is loaded and can generate.
-    Ready { card: ModelCard, backend: BackendInfo, stats: LoadStats },
+    /// A model is loaded and can generate. `origin` says where its bytes came from (absent from older workers).
+    Ready {
+        card: ModelCard,
+        backend: BackendInfo,
+        stats: LoadStats,
+        #[serde(default)]
+        origin: Option<Origin>,
+    },
     /// A piece of generated text (never splits a character); `token` is the id that completed it. `info` holds the
     /// likeliest tokens at that step when the request's options asked for candidates.
     Token {
@@ -74,6 +93,61 @@ pub enum Event {
         #[serde(default)]
         model_lost: bool,
     },
+    /// The models kept in the browser's storage, newest first. `store` is where they are kept (absent when the
+    /// browser offers no storage to the worker, and then `note` says why).
+    Cache {
+        entries: Vec<CacheEntry>,
+        store: Option<Store>,
+        #[serde(default)]
+        note: Option<String>,
+    },
+}
+
+/// Where the worker keeps downloaded models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Store {
+    /// The Origin Private File System: one file per model, read at offsets.
+    Opfs,
+    /// Cache Storage (`caches`), where OPFS is unavailable.
+    CacheStorage,
+}
+
+impl Store {
+    pub fn label(self) -> &'static str {
+        match self {
+            Store::Opfs => "the browser's private file system (OPFS)",
+            Store::CacheStorage => "the browser's Cache Storage",
+        }
+    }
+}
+
+/// Where a loaded model's bytes came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// Downloaded whole into the browser's storage by this load, then read from there.
+    Network { store: Store },
+    /// Found complete in the browser's storage: nothing was downloaded.
+    Cache { store: Store },
+    /// Read from the server with HTTP Range requests, because no storage was usable (`reason` says why).
+    Streamed { reason: String },
+    /// Files the user picked or dropped.
+    Local,
+}
+
+/// A model kept in the browser's storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The URL it was downloaded from (absolute), which is also its key.
+    pub url: String,
+    /// Its file name.
+    pub name: String,
+    pub bytes: u64,
+    /// When the download finished (ms since the epoch, `Date.now()`); when it started for a partial one.
+    pub saved_at_ms: f64,
+    /// False for a download that did not finish (an interrupted tab): never loaded from, only deleted or replaced.
+    pub complete: bool,
 }
 
 /// The phases of work the worker reports progress for.
@@ -84,6 +158,8 @@ pub enum Stage {
     Backend,
     /// Reading the file's header: metadata, tokenizer, tensor index (bytes).
     Header,
+    /// Downloading the whole file into the browser's storage (bytes; `total` is 0 when the server does not say).
+    Download,
     /// Streaming weights from the source to the backend (bytes).
     Weights,
 }
@@ -228,6 +304,9 @@ mod tests {
                 options: GenerateOptions { max_tokens: 24, ..Default::default() },
             },
             Request::Cancel,
+            Request::LoadFiles { backend: BackendChoice::Gpu, context: None },
+            Request::ListCache,
+            Request::DeleteCached { url: "http://127.0.0.1:8080/models/a.gguf".into() },
         ];
         for r in reqs {
             assert_eq!(Request::from_json(&r.to_json()).unwrap(), r);
@@ -262,10 +341,71 @@ mod tests {
                 },
             },
             Event::error(Some(3), "boom"),
+            Event::Progress { stage: Stage::Download, done: 5, total: 0 },
+            Event::Cache {
+                entries: vec![
+                    CacheEntry {
+                        url: "https://example.org/m.gguf".into(),
+                        name: "m.gguf".into(),
+                        bytes: 98_000_000,
+                        saved_at_ms: 1.7e12,
+                        complete: true,
+                    },
+                    CacheEntry { url: "u".into(), name: "u".into(), bytes: 3, saved_at_ms: 0.5, complete: false },
+                ],
+                store: Some(Store::Opfs),
+                note: None,
+            },
+            Event::Cache { entries: vec![], store: None, note: Some("no OPFS".into()) },
         ];
         for e in events {
             assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn ready_carries_its_origin_and_older_events_still_parse() {
+        let card = ModelCard {
+            name: "m".into(),
+            source: "m.gguf".into(),
+            arch: "llama".into(),
+            parameters: 1,
+            file_bytes: 2,
+            weight_bytes: 1,
+            quantization: vec![("Q4_1".into(), 1)],
+            layers: 1,
+            hidden_size: 8,
+            heads: 1,
+            kv_heads: 1,
+            vocab_size: 4,
+            context_length: 16,
+            session_context: 16,
+            chat_template: String::new(),
+            chat_template_builtin: true,
+        };
+        let backend = BackendInfo::Cpu { reason: None };
+        for origin in [
+            Some(Origin::Network { store: Store::Opfs }),
+            Some(Origin::Cache { store: Store::CacheStorage }),
+            Some(Origin::Streamed { reason: "no storage".into() }),
+            Some(Origin::Local),
+            None,
+        ] {
+            let e = Event::Ready { card: card.clone(), backend: backend.clone(), stats: LoadStats::default(), origin };
+            assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
+        }
+        // A Ready written before `origin` existed has none.
+        let mut old = serde_json::to_value(Event::Ready {
+            card,
+            backend,
+            stats: LoadStats::default(),
+            origin: Some(Origin::Local),
+        })
+        .unwrap();
+        old.as_object_mut().unwrap().remove("origin");
+        assert!(matches!(Event::from_json(&old.to_string()).unwrap(), Event::Ready { origin: None, .. }));
+        let tagged = serde_json::to_value(Origin::Cache { store: Store::Opfs }).unwrap();
+        assert_eq!(tagged, serde_json::json!({ "kind": "cache", "store": "opfs" }));
     }
 
     #[test]

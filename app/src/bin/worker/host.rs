@@ -11,13 +11,13 @@
 //! so ones overtaken by a cancel are skipped; a running load's source checks it before each read; a running
 //! generation is stopped through the session's cancel flag.
 
-use crate::http_source::HttpSource;
+use aviary_app::cached_source::{self, Source, Target};
 use engine::backend::cpu::CpuBackend;
 use engine::backend::gpu::{GpuBackend, GpuOptions};
 use engine::backend::Backend;
 use engine::chat::ChatTemplate;
 use engine::model::{ModelFiles, Transformer};
-use engine::protocol::{default_context, BackendChoice, BackendInfo, Event, LoadStats, ModelCard, Request, Stage};
+use engine::protocol::{default_context, BackendChoice, BackendInfo, Event, LoadStats, ModelCard, Origin, Request, Stage};
 use engine::session::{GenerateOptions, Generation, Session, Stats, StopReason};
 use engine::tokenizer::Tokenizer;
 use engine::{Error, Result};
@@ -36,6 +36,9 @@ struct Shared {
     epoch: Cell<u64>,
     /// The cancel flag of the live session, when a model is loaded.
     generation_cancel: RefCell<Option<Arc<AtomicBool>>>,
+    /// The files the latest `LoadFiles` came with (they cannot travel in its JSON). Any load cancels the ones
+    /// before it, so the load the driver runs is always the latest, and these are its files.
+    picked_files: RefCell<Vec<web_sys::File>>,
 }
 
 impl Shared {
@@ -59,12 +62,18 @@ type Queue = UnboundedReceiver<(u64, Request)>;
 /// Installs the message handler, starts the driver and tells the page it is listening.
 pub fn start() {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let shared = Rc::new(Shared { scope, epoch: Cell::new(0), generation_cancel: RefCell::new(None) });
+    let shared = Rc::new(Shared {
+        scope,
+        epoch: Cell::new(0),
+        generation_cancel: RefCell::new(None),
+        picked_files: RefCell::new(Vec::new()),
+    });
     let (tx, rx) = unbounded::<(u64, Request)>();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new({
         let shared = shared.clone();
         move |ev: MessageEvent| {
-            let Some(text) = ev.data().as_string() else {
+            let (text, files) = request_and_files(&ev.data());
+            let Some(text) = text else {
                 shared.post(&Event::error(None, "the worker expects requests as JSON strings"));
                 return;
             };
@@ -75,8 +84,11 @@ pub fn start() {
             match request {
                 Request::Cancel => shared.cancel_all(),
                 other => {
-                    if matches!(other, Request::Load { .. }) {
+                    if matches!(other, Request::Load { .. } | Request::LoadFiles { .. }) {
                         shared.cancel_all(); // a new model supersedes whatever runs
+                    }
+                    if matches!(other, Request::LoadFiles { .. }) {
+                        *shared.picked_files.borrow_mut() = files;
                     }
                     // The driver lives as long as the worker, so the queue is never closed.
                     let _ = tx.unbounded_send((shared.epoch.get(), other));
@@ -91,9 +103,24 @@ pub fn start() {
     shared.post(&Event::Started);
 }
 
+/// A message is a JSON request string, or `{request: string, files: [File…]}` when files travel with it.
+fn request_and_files(data: &JsValue) -> (Option<String>, Vec<web_sys::File>) {
+    if let Some(text) = data.as_string() {
+        return (Some(text), Vec::new());
+    }
+    let get = |k: &str| js_sys::Reflect::get(data, &k.into()).ok();
+    let text = get("request").and_then(|r| r.as_string());
+    let files = get("files")
+        .filter(|f| js_sys::Array::is_array(f))
+        .map(|f| js_sys::Array::from(&f).iter().filter_map(|f| f.dyn_into::<web_sys::File>().ok()).collect())
+        .unwrap_or_default();
+    (text, files)
+}
+
 /// A model on one backend, with what generation needs besides the weights.
 struct Loaded<B: Backend> {
-    files: ModelFiles<HttpSource>,
+    files: ModelFiles<Source>,
+    origin: Origin,
     backend: B,
     model: Transformer<B>,
     tokenizer: Tokenizer,
@@ -119,12 +146,19 @@ async fn drive(shared: Rc<Shared>, mut queue: Queue) {
             return;
         };
         match request {
-            Request::Load { url, backend, context } => {
+            Request::Load { .. } | Request::LoadFiles { .. } => {
                 if epoch != shared.epoch.get() {
                     shared.post(&cancelled_load());
                     continue;
                 }
-                match load(&shared, epoch, &url, backend, context).await {
+                let (target, backend, context) = match request {
+                    Request::Load { url, backend, context } => (Target::Url(url), backend, context),
+                    Request::LoadFiles { backend, context } => {
+                        (Target::Files(std::mem::take(&mut *shared.picked_files.borrow_mut())), backend, context)
+                    }
+                    _ => continue,
+                };
+                match load(&shared, epoch, target, backend, context).await {
                     Ok(AnyLoaded::Gpu(m)) => next = serve(&shared, &m, &mut queue).await,
                     Ok(AnyLoaded::Cpu(m)) => next = serve(&shared, &m, &mut queue).await,
                     Err(Error::Cancelled) => shared.post(&cancelled_load()),
@@ -133,6 +167,7 @@ async fn drive(shared: Rc<Shared>, mut queue: Queue) {
             }
             Request::Generate { id, .. } => shared.post(&Event::error(Some(id), "no model is loaded")),
             Request::Cancel => {}
+            storage @ (Request::ListCache | Request::DeleteCached { .. }) => storage_request(&shared, storage).await,
         }
     }
 }
@@ -145,13 +180,28 @@ fn fallback_reason(e: Error) -> String {
     }
 }
 
+/// Lists or deletes stored models. These run in the driver's order, so they never race a download for the index.
+async fn storage_request(shared: &Shared, request: Request) {
+    let event = match request {
+        Request::DeleteCached { url } => cached_source::delete(&url).await,
+        _ => cached_source::list().await,
+    };
+    shared.post(&event);
+}
+
 fn cancelled_load() -> Event {
     Event::Error { id: None, message: "loading was cancelled".into(), model_lost: true }
 }
 
-async fn load(shared: &Rc<Shared>, epoch: u64, url: &str, choice: BackendChoice, context: Option<usize>) -> Result<AnyLoaded> {
+async fn load(
+    shared: &Rc<Shared>,
+    epoch: u64,
+    target: Target,
+    choice: BackendChoice,
+    context: Option<usize>,
+) -> Result<AnyLoaded> {
     let t0 = js_sys::Date::now();
-    let cancelled: crate::http_source::CancelCheck = {
+    let cancelled: aviary_app::http_source::CancelCheck = {
         let shared = shared.clone();
         Rc::new(move || shared.epoch.get() != epoch)
     };
@@ -162,21 +212,23 @@ async fn load(shared: &Rc<Shared>, epoch: u64, url: &str, choice: BackendChoice,
         BackendChoice::Auto => GpuBackend::new(&GpuOptions::default()).await.map_err(|e| Some(fallback_reason(e))),
     };
     shared.post(&Event::Progress { stage: Stage::Header, done: 0, total: 1 });
-    let source = HttpSource::open(url, cancelled.clone()).await?;
-    let files = ModelFiles::from_gguf(source).await?;
+    let download_progress = |done, total| shared.post(&Event::Progress { stage: Stage::Download, done, total });
+    let (files, origin) = cached_source::open_model(target, cancelled.clone(), &download_progress).await?;
     shared.post(&Event::Progress { stage: Stage::Header, done: 1, total: 1 });
     Ok(match gpu {
         Ok(backend) => {
             let info = BackendInfo::Gpu { adapter: backend.adapter().clone(), f16: backend.uses_f16() };
-            AnyLoaded::Gpu(Box::new(finish(shared, files, backend, info, context, t0).await?))
+            AnyLoaded::Gpu(Box::new(finish(shared, (files, origin), backend, info, context, t0).await?))
         }
-        Err(reason) => AnyLoaded::Cpu(Box::new(finish(shared, files, CpuBackend::new(), BackendInfo::Cpu { reason }, context, t0).await?)),
+        Err(reason) => AnyLoaded::Cpu(Box::new(
+            finish(shared, (files, origin), CpuBackend::new(), BackendInfo::Cpu { reason }, context, t0).await?,
+        )),
     })
 }
 
 async fn finish<B: Backend>(
     shared: &Shared,
-    mut files: ModelFiles<HttpSource>,
+    (mut files, origin): (ModelFiles<Source>, Origin),
     backend: B,
     info: BackendInfo,
     context: Option<usize>,
@@ -192,7 +244,7 @@ async fn finish<B: Backend>(
         .load(&backend, &mut |done, total| shared.post(&Event::Progress { stage: Stage::Weights, done, total }))
         .await?;
     let stats = LoadStats { load_ms: js_sys::Date::now() - t0, wasm_memory_bytes: wasm_memory_bytes() };
-    Ok(Loaded { files, backend, model, tokenizer, template, context, info, stats })
+    Ok(Loaded { files, origin, backend, model, tokenizer, template, context, info, stats })
 }
 
 /// Answers requests with `m` loaded, until a `Load` asks for another model (returned, to be run next).
@@ -210,7 +262,7 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
         session.yield_hook = Some(event_loop_yield());
     }
     let card = ModelCard::new(&m.files, m.template.source(), m.context);
-    shared.post(&Event::Ready { card, backend: m.info.clone(), stats: m.stats });
+    shared.post(&Event::Ready { card, backend: m.info.clone(), stats: m.stats, origin: Some(m.origin.clone()) });
     let next = loop {
         let Some((epoch, request)) = queue.next().await else { break None };
         match request {
@@ -221,8 +273,9 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
                 }
                 generate(shared, m, &mut session, id, &messages, &options).await;
             }
-            load @ Request::Load { .. } => break Some((epoch, load)),
+            load @ (Request::Load { .. } | Request::LoadFiles { .. }) => break Some((epoch, load)),
             Request::Cancel => {}
+            storage @ (Request::ListCache | Request::DeleteCached { .. }) => storage_request(shared, storage).await,
         }
     };
     *shared.generation_cancel.borrow_mut() = None;

@@ -19,15 +19,12 @@ pub struct HttpSource {
     cancelled: CancelCheck,
 }
 
-fn io(message: String) -> Error {
-    Error::Io(std::io::Error::other(message))
+fn js_text(e: JsValue) -> String {
+    crate::js::js_text(&e)
 }
 
-/// A JS exception as text.
-fn js_text(e: JsValue) -> String {
-    e.as_string()
-        .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
-        .unwrap_or_else(|| format!("{e:?}"))
+fn io(message: String) -> Error {
+    crate::js::io(message)
 }
 
 impl HttpSource {

@@ -1,10 +1,9 @@
-//! The worker bundle: hosts Aviary's engine off the page's thread (see host.rs). Trunk builds it from index.html
+//! The worker bundle: hosts Aviary's engine off the page's thread (see host.rs). Its model sources and storage
+//! are in the app's library (src/lib.rs), which the wasm tests share. Trunk builds it from index.html
 //! (`data-type="worker"`), and the page starts it with `new Worker("./worker_loader.js")`.
 
 #[cfg(target_arch = "wasm32")]
 mod host;
-#[cfg(target_arch = "wasm32")]
-mod http_source;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {

@@ -1,0 +1,86 @@
+//! A whole-file download, read chunk by chunk from the response body. The chunks stay JS `Uint8Array`s, handed
+//! straight to storage, so the file never passes through wasm memory; the caller checks for cancellation and
+//! reports progress between chunks.
+
+use crate::js::{call, call_async, get, io, js_text};
+use engine::Result;
+use js_sys::Uint8Array;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::Response;
+
+pub struct Download {
+    pub url: String,
+    /// The body's length from Content-Length, 0 when the server does not say.
+    pub total: u64,
+    reader: JsValue,
+}
+
+impl Download {
+    pub async fn start(url: &str) -> Result<Download> {
+        let resp = call_async(&js_sys::global(), "fetch", &[&url.into()])
+            .await
+            .map_err(|e| io(format!("could not download {url} (is the server reachable?): {}", js_text(&e))))?;
+        let resp: Response = resp.dyn_into().map_err(|_| io(format!("{url}: fetch gave no Response")))?;
+        if !resp.ok() {
+            return Err(io(format!("{url}: HTTP {} {}", resp.status(), resp.status_text())));
+        }
+        let total = resp
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let body = get(&resp, "body")?;
+        if body.is_null() || body.is_undefined() {
+            return Err(io(format!("{url}: the response has no body")));
+        }
+        let reader = call(&body, "getReader", &[]).map_err(|e| io(format!("{url}: {}", js_text(&e))))?;
+        Ok(Download { url: url.to_string(), total, reader })
+    }
+
+    /// The next piece of the body, or None at its end.
+    pub async fn next_chunk(&self) -> Result<Option<Uint8Array>> {
+        let r = call_async(&self.reader, "read", &[])
+            .await
+            .map_err(|e| io(format!("{}: the download broke off: {}", self.url, js_text(&e))))?;
+        if get(&r, "done")?.as_bool().unwrap_or(false) {
+            return Ok(None);
+        }
+        let value = get(&r, "value")?;
+        value.dyn_into::<Uint8Array>().map(Some).map_err(|_| io(format!("{}: the body gave a non-byte chunk", self.url)))
+    }
+
+    /// Stops reading (the connection is dropped).
+    pub fn cancel(&self) {
+        let _ = call(&self.reader, "cancel", &[]);
+    }
+}
+
+/// Reports progress at most every `STEP` bytes, so a download posts hundreds of events, not tens of thousands.
+pub struct Throttle {
+    last: u64,
+}
+
+impl Throttle {
+    const STEP: u64 = 1 << 20;
+
+    pub fn new() -> Self {
+        Throttle { last: 0 }
+    }
+
+    pub fn due(&mut self, done: u64) -> bool {
+        if done >= self.last + Self::STEP {
+            self.last = done;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
