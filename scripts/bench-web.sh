@@ -11,24 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 die() { echo "bench-web: $*" >&2; exit 1; }
-
-scripts/web-setup.sh
-if [ -z "${CHROMIUM:-}" ] && ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
-  command -v apt-get >/dev/null || die "Chromium is needed (Debian: apt-get install chromium)"
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed apt-get install -y -qq chromium
-fi
-
-cache="${AVIARY_CACHE:-$HOME/.cache/aviary}"
-model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-[ -f "$model" ] || scripts/fetch-models.sh
-
-[ "${BENCH_SKIP_BUILD:-0}" = 1 ] && [ -f dist/index.html ] || scripts/build-web.sh
-cargo build --release -p aviary
-target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
-aviary="$target_dir/release/aviary"
+source scripts/app-under-test.sh
+prepare_app "${BENCH_SKIP_BUILD:-0}"
 
 artifacts=target/bench-web-artifacts
 mkdir -p "$artifacts"
@@ -47,14 +32,7 @@ for f in tests/bench/wllama/*; do ln -s "$PWD/$f" "$site/wllama-bench/"; done
 ln -s "$PWD/node_modules/@wllama/wllama/esm" "$site/wllama-bench/wllama"
 ln -s "$PWD/node_modules/@huggingface/jinja/dist" "$site/wllama-bench/jinja"
 
-"$aviary" serve --dir "$site" --model-dir "$(dirname "$model")" --port 0 >"$tmp/serve.out" 2>"$artifacts/serve.log" &
-server=$!
-for _ in $(seq 100); do
-  grep -q '^serving' "$tmp/serve.out" 2>/dev/null && break
-  sleep 0.1
-done
-url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
-[ -n "$url" ] || die "the server did not start: $(cat "$artifacts/serve.log")"
+serve_app "$site" "$artifacts/serve.log" "$tmp"
 echo "app at $url, wllama at ${url}wllama-bench/"
 
 busy=$(pgrep -c -x 'cargo|rustc|trunk' || true)

@@ -8,24 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 die() { echo "e2e-test: $*" >&2; exit 1; }
-
-scripts/web-setup.sh
-if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
-  command -v apt-get >/dev/null || die "Chromium is needed (Debian: apt-get install chromium)"
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed apt-get install -y -qq chromium
-fi
-
-cache="${AVIARY_CACHE:-$HOME/.cache/aviary}"
-model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-[ -f "$model" ] || scripts/fetch-models.sh
-
-[ "${E2E_SKIP_BUILD:-0}" = 1 ] && [ -f dist/index.html ] || scripts/build-web.sh
-cargo build --release -p aviary
-target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
-aviary="$target_dir/release/aviary"
+source scripts/app-under-test.sh
+prepare_app "${E2E_SKIP_BUILD:-0}"
 
 artifacts=target/e2e-artifacts
 mkdir -p "$artifacts"
@@ -51,14 +36,7 @@ generate --backend gpu --gpu-f32 >"$tmp/expected-f32.json"
 generate --backend cpu >"$tmp/expected-cpu.json"
 cat "$tmp/expected.json" "$tmp/expected-f32.json" "$tmp/expected-cpu.json"
 
-"$aviary" serve --dir dist --model-dir "$(dirname "$model")" --port 0 >"$tmp/serve.out" 2>"$artifacts/serve.log" &
-server=$!
-for _ in $(seq 100); do
-  grep -q '^serving' "$tmp/serve.out" 2>/dev/null && break
-  sleep 0.1
-done
-url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
-[ -n "$url" ] || die "the server did not start: $(cat "$artifacts/serve.log")"
+serve_app dist "$artifacts/serve.log" "$tmp"
 echo "app served at $url"
 
 export MODEL_FILE="$model" AVIARY_URL="$url" ARTIFACTS="$artifacts"

@@ -129,28 +129,24 @@ fn LoadProgress() -> impl IntoView {
     let model = expect_context::<ModelState>();
     move || {
         model.progress.get().map(|p| {
+            let elapsed_s = (p.now_ms - p.started_ms) / 1000.0;
+            // "done of total (n%) speed, time left", or just the bytes and speed when the size is unknown.
+            let amount = if p.total == 0 {
+                format!("{} {}", format::bytes(p.done), format::speed_and_eta(p.done, p.done, elapsed_s))
+            } else {
+                format!(
+                    "{} of {} ({}%) {}",
+                    format::bytes(p.done),
+                    format::bytes(p.total),
+                    format::percent(p.done, p.total),
+                    format::speed_and_eta(p.done, p.total, elapsed_s)
+                )
+            };
             let label = match p.stage {
                 Stage::Backend => "opening the device…".to_string(),
                 Stage::Header => "reading the model's header…".to_string(),
-                Stage::Download if p.total == 0 => format!(
-                    "downloading into the browser's storage: {} {}",
-                    format::bytes(p.done),
-                    format::speed_and_eta(p.done, p.done, (p.now_ms - p.started_ms) / 1000.0)
-                ),
-                Stage::Download => format!(
-                    "downloading into the browser's storage: {} of {} ({}%) {}",
-                    format::bytes(p.done),
-                    format::bytes(p.total),
-                    format::percent(p.done, p.total),
-                    format::speed_and_eta(p.done, p.total, (p.now_ms - p.started_ms) / 1000.0)
-                ),
-                Stage::Weights => format!(
-                    "weights: {} of {} ({}%) {}",
-                    format::bytes(p.done),
-                    format::bytes(p.total),
-                    format::percent(p.done, p.total),
-                    format::speed_and_eta(p.done, p.total, (p.now_ms - p.started_ms) / 1000.0)
-                ),
+                Stage::Download => format!("downloading into the browser's storage: {}", amount),
+                Stage::Weights => format!("weights: {}", amount),
             };
             let value = if matches!(p.stage, Stage::Weights | Stage::Download) { p.done as f64 } else { 0.0 };
             view! {

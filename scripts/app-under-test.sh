@@ -1,0 +1,35 @@
+# Sourced by the scripts that drive the browser app in headless Chromium (e2e-test.sh, bench-web.sh); they define
+# `die` first. `prepare_app SKIP` installs what is missing (web tools, Chromium, the default model), builds dist/
+# unless SKIP is 1 and it exists, and builds the CLI: it sets $model and $aviary. `serve_app DIR LOG TMP` serves DIR
+# with the models under /models/ on a free port of 127.0.0.1: it sets $server (the pid) and $url.
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+prepare_app() {
+  scripts/web-setup.sh
+  if [ -z "${CHROMIUM:-}" ] && ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+    command -v apt-get >/dev/null || die "Chromium is needed (Debian: apt-get install chromium)"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed apt-get install -y -qq chromium
+  fi
+  local cache="${AVIARY_CACHE:-$HOME/.cache/aviary}"
+  model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  [ -f "$model" ] || scripts/fetch-models.sh
+  [ "$1" = 1 ] && [ -f dist/index.html ] || scripts/build-web.sh
+  cargo build --release -p aviary
+  local target_dir
+  target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
+  aviary="$target_dir/release/aviary"
+}
+
+serve_app() {
+  local dir=$1 log=$2 tmp=$3
+  "$aviary" serve --dir "$dir" --model-dir "$(dirname "$model")" --port 0 >"$tmp/serve.out" 2>"$log" &
+  server=$!
+  for _ in $(seq 100); do
+    grep -q '^serving' "$tmp/serve.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  url=$(sed -n 's/^serving .* at \(http[^ ]*\)$/\1/p' "$tmp/serve.out" | head -1)
+  [ -n "$url" ] || die "the server did not start: $(cat "$log")"
+}
