@@ -2,6 +2,7 @@
 # `die` first. `prepare_app SKIP` installs what is missing (web tools, Chromium, the default model), builds dist/
 # unless SKIP is 1 and it exists, and builds the CLI: it sets $model and $aviary. `serve_app DIR LOG TMP` serves DIR
 # with the models under /models/ on a free port of 127.0.0.1: it sets $server (the pid) and $url.
+# `with_scratch_dir` sets $tmp to a new directory, removed (and the server stopped) when the script exits.
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -20,6 +21,12 @@ prepare_app() {
   local target_dir
   target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
   aviary="$target_dir/release/aviary"
+}
+
+with_scratch_dir() {
+  tmp=$(mktemp -d)
+  server=
+  trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$tmp"' EXIT
 }
 
 serve_app() {

@@ -17,13 +17,7 @@ prepare_app "${BENCH_SKIP_BUILD:-0}"
 
 artifacts=target/bench-web-artifacts
 mkdir -p "$artifacts"
-tmp=$(mktemp -d)
-server=
-cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+with_scratch_dir
 
 site="$tmp/site"
 mkdir -p "$site/wllama-bench"

@@ -14,13 +14,7 @@ prepare_app "${E2E_SKIP_BUILD:-0}"
 
 artifacts=target/e2e-artifacts
 mkdir -p "$artifacts"
-tmp=$(mktemp -d)
-server=
-cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+with_scratch_dir
 
 # A prompt whose greedy answer has clear margins: the CPU backend and the GPU backend (lavapipe, f16 and f32) agree
 # on it. On "What is the capital of France?" they part at the eighth token, where the top two logits are 0.07 apart
