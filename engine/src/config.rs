@@ -123,8 +123,14 @@ impl Config {
 
     fn validate(self) -> Result<Self> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 || self.head_dim == 0 {
-            return bad("hidden size, layer count, vocabulary and head size must be non-zero".into());
+        if self.hidden_size == 0
+            || self.num_hidden_layers == 0
+            || self.vocab_size == 0
+            || self.head_dim == 0
+        {
+            return bad(
+                "hidden size, layer count, vocabulary and head size must be non-zero".into(),
+            );
         }
         if self.num_attention_heads == 0
             || self.num_key_value_heads == 0
@@ -175,9 +181,12 @@ impl Config {
         };
         let key = |k: &str| format!("{arch_name}.{k}");
         let get_usize = |k: &str| -> Option<usize> {
-            meta.get(&key(k)).and_then(MetaValue::as_u64).and_then(|v| usize::try_from(v).ok())
+            meta.get(&key(k))
+                .and_then(MetaValue::as_u64)
+                .and_then(|v| usize::try_from(v).ok())
         };
-        let req_usize = |k: &str| get_usize(k).ok_or_else(|| Error::Config(format!("GGUF lacks {}", key(k))));
+        let req_usize =
+            |k: &str| get_usize(k).ok_or_else(|| Error::Config(format!("GGUF lacks {}", key(k))));
         let get_f64 = |k: &str| meta.get(&key(k)).and_then(MetaValue::as_f64);
 
         let hidden_size = req_usize("embedding_length")?;
@@ -196,13 +205,15 @@ impl Config {
                 Some(v) => Ok(v.as_u64().map(|v| v as usize)),
             }
         };
-        let num_attention_heads =
-            head_count("attention.head_count")?.ok_or_else(|| Error::Config(format!("GGUF lacks {}", key("attention.head_count"))))?;
-        let num_key_value_heads = head_count("attention.head_count_kv")?.unwrap_or(num_attention_heads);
+        let num_attention_heads = head_count("attention.head_count")?
+            .ok_or_else(|| Error::Config(format!("GGUF lacks {}", key("attention.head_count"))))?;
+        let num_key_value_heads =
+            head_count("attention.head_count_kv")?.unwrap_or(num_attention_heads);
         if num_attention_heads == 0 {
             return Err(Error::Config("zero attention heads".into()));
         }
-        let head_dim = get_usize("attention.key_length").unwrap_or(hidden_size / num_attention_heads);
+        let head_dim =
+            get_usize("attention.key_length").unwrap_or(hidden_size / num_attention_heads);
         let intermediate_size = req_usize("feed_forward_length")?;
         let vocab_size = match get_usize("vocab_size") {
             Some(v) => v,
@@ -210,7 +221,9 @@ impl Config {
                 .get("tokenizer.ggml.tokens")
                 .and_then(MetaValue::as_array)
                 .map(|a| a.len())
-                .ok_or_else(|| Error::Config("GGUF has neither a vocab_size nor a vocabulary".into()))?,
+                .ok_or_else(|| {
+                    Error::Config("GGUF has neither a vocab_size nor a vocabulary".into())
+                })?,
         };
         let rms_norm_eps = get_f64("attention.layer_norm_rms_epsilon").unwrap_or(match arch {
             Arch::Llama => 1e-5,
@@ -223,27 +236,53 @@ impl Config {
         let max_position_embeddings = get_usize("context_length").unwrap_or(2048);
         let sliding_window = get_usize("attention.sliding_window");
         let token_id = |k: &str| meta.get(k).and_then(MetaValue::as_u64).map(|v| v as u32);
-        let mut eos_token_ids: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
-            .iter()
-            .filter_map(|k| token_id(k))
-            .collect();
+        let mut eos_token_ids: Vec<u32> =
+            ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+                .iter()
+                .filter_map(|k| token_id(k))
+                .collect();
         eos_token_ids.dedup();
 
-        let (layer_windows, rope_local_base_freq, hidden_act, embedding_scale, rope_layout) = match arch {
-            Arch::Llama => (vec![None; num_hidden_layers], None, Activation::Silu, None, RopeLayout::Adjacent),
-            Arch::Gemma2 => {
-                let w = sliding_window.unwrap_or(4096);
-                // Even layers are local, odd layers global.
-                let windows = (0..num_hidden_layers).map(|i| (i % 2 == 0).then_some(w)).collect();
-                (windows, None, Activation::GeluTanhF16Table, Some((hidden_size as f32).sqrt()), RopeLayout::SplitHalves)
-            }
-            Arch::Gemma3 => {
-                let w = sliding_window.unwrap_or(512);
-                let pattern = get_usize("attention.sliding_window_pattern").unwrap_or(6).max(1);
-                let windows = (0..num_hidden_layers).map(|i| ((i + 1) % pattern != 0).then_some(w)).collect();
-                (windows, Some(10000.0), Activation::GeluTanhF16Table, Some((hidden_size as f32).sqrt()), RopeLayout::SplitHalves)
-            }
-        };
+        let (layer_windows, rope_local_base_freq, hidden_act, embedding_scale, rope_layout) =
+            match arch {
+                Arch::Llama => (
+                    vec![None; num_hidden_layers],
+                    None,
+                    Activation::Silu,
+                    None,
+                    RopeLayout::Adjacent,
+                ),
+                Arch::Gemma2 => {
+                    let w = sliding_window.unwrap_or(4096);
+                    // Even layers are local, odd layers global.
+                    let windows = (0..num_hidden_layers)
+                        .map(|i| (i % 2 == 0).then_some(w))
+                        .collect();
+                    (
+                        windows,
+                        None,
+                        Activation::GeluTanhF16Table,
+                        Some((hidden_size as f32).sqrt()),
+                        RopeLayout::SplitHalves,
+                    )
+                }
+                Arch::Gemma3 => {
+                    let w = sliding_window.unwrap_or(512);
+                    let pattern = get_usize("attention.sliding_window_pattern")
+                        .unwrap_or(6)
+                        .max(1);
+                    let windows = (0..num_hidden_layers)
+                        .map(|i| ((i + 1) % pattern != 0).then_some(w))
+                        .collect();
+                    (
+                        windows,
+                        Some(10000.0),
+                        Activation::GeluTanhF16Table,
+                        Some((hidden_size as f32).sqrt()),
+                        RopeLayout::SplitHalves,
+                    )
+                }
+            };
         // llama.cpp does not store query_pre_attn_scalar: it scales by 1/sqrt(head_dim), except for Gemma 2 27B
         // (46 layers), where it uses hidden/heads.
         let query_pre_attn_scalar = if arch == Arch::Gemma2 && num_hidden_layers == 46 {
@@ -256,7 +295,10 @@ impl Config {
                 Some(get_f64("attn_logit_softcapping").unwrap_or(50.0)),
                 Some(get_f64("final_logit_softcapping").unwrap_or(30.0)),
             ),
-            _ => (get_f64("attn_logit_softcapping"), get_f64("final_logit_softcapping")),
+            _ => (
+                get_f64("attn_logit_softcapping"),
+                get_f64("final_logit_softcapping"),
+            ),
         };
         Config {
             arch,
@@ -291,16 +333,24 @@ impl Config {
 
     /// From a Hugging Face config.json (Llama, Gemma 2, Gemma 3 text; Gemma 3 multimodal uses its `text_config`).
     pub fn from_hf_json(json: &Value) -> Result<Self> {
-        let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or_default();
+        let model_type = json
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let (arch, c) = match model_type {
             "llama" => (Arch::Llama, json),
             "gemma2" => (Arch::Gemma2, json),
             "gemma3_text" => (Arch::Gemma3, json),
             "gemma3" => (Arch::Gemma3, json.get("text_config").unwrap_or(json)),
-            other => return Err(Error::Unsupported(format!("model_type `{other}` in config.json"))),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "model_type `{other}` in config.json"
+                )))
+            }
         };
         let get_usize = |k: &str| c.get(k).and_then(Value::as_u64).map(|v| v as usize);
-        let req_usize = |k: &str| get_usize(k).ok_or_else(|| Error::Config(format!("config.json lacks `{k}`")));
+        let req_usize =
+            |k: &str| get_usize(k).ok_or_else(|| Error::Config(format!("config.json lacks `{k}`")));
         let get_f64 = |k: &str| c.get(k).and_then(Value::as_f64);
 
         let hidden_size = req_usize("hidden_size")?;
@@ -311,7 +361,11 @@ impl Config {
         }
         let num_key_value_heads = get_usize("num_key_value_heads").unwrap_or(num_attention_heads);
         let gemma = arch != Arch::Llama;
-        let head_dim = get_usize("head_dim").unwrap_or(if gemma { 256 } else { hidden_size / num_attention_heads });
+        let head_dim = get_usize("head_dim").unwrap_or(if gemma {
+            256
+        } else {
+            hidden_size / num_attention_heads
+        });
         let sliding_window = get_usize("sliding_window");
 
         let layer_windows: Vec<Option<usize>> = match arch {
@@ -320,7 +374,9 @@ impl Config {
                 let w = sliding_window.unwrap_or(if arch == Arch::Gemma2 { 4096 } else { 512 });
                 if let Some(types) = c.get("layer_types").and_then(Value::as_array) {
                     if types.len() != num_hidden_layers {
-                        return Err(Error::Config("layer_types must list one entry per layer".into()));
+                        return Err(Error::Config(
+                            "layer_types must list one entry per layer".into(),
+                        ));
                     }
                     types
                         .iter()
@@ -331,10 +387,14 @@ impl Config {
                         })
                         .collect::<Result<_>>()?
                 } else if arch == Arch::Gemma2 {
-                    (0..num_hidden_layers).map(|i| (i % 2 == 0).then_some(w)).collect()
+                    (0..num_hidden_layers)
+                        .map(|i| (i % 2 == 0).then_some(w))
+                        .collect()
                 } else {
                     let pattern = get_usize("sliding_window_pattern").unwrap_or(6).max(1);
-                    (0..num_hidden_layers).map(|i| ((i + 1) % pattern != 0).then_some(w)).collect()
+                    (0..num_hidden_layers)
+                        .map(|i| ((i + 1) % pattern != 0).then_some(w))
+                        .collect()
                 }
             }
         };
@@ -353,33 +413,45 @@ impl Config {
         let scaling_obj = global_rope.or_else(|| c.get("rope_scaling").and_then(Value::as_object));
         let rope_scaling = match scaling_obj {
             Some(s) => {
-                let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or_default();
+                let kind = s
+                    .get("rope_type")
+                    .or_else(|| s.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 match kind {
                     "llama3" => {
                         let f = |k: &str| {
-                            s.get(k)
-                                .and_then(Value::as_f64)
-                                .ok_or_else(|| Error::Config(format!("llama3 rope scaling lacks `{k}`")))
+                            s.get(k).and_then(Value::as_f64).ok_or_else(|| {
+                                Error::Config(format!("llama3 rope scaling lacks `{k}`"))
+                            })
                         };
                         Some(Llama3RopeScaling {
                             factor: f("factor")?,
                             low_freq_factor: f("low_freq_factor")?,
                             high_freq_factor: f("high_freq_factor")?,
-                            original_max_position_embeddings: f("original_max_position_embeddings")?,
+                            original_max_position_embeddings: f(
+                                "original_max_position_embeddings",
+                            )?,
                         })
                     }
                     "default" | "" => None,
-                    other => return Err(Error::Unsupported(format!("rope scaling type `{other}`"))),
+                    other => {
+                        return Err(Error::Unsupported(format!("rope scaling type `{other}`")))
+                    }
                 }
             }
             None => None,
         };
-        let theta_of = |o: Option<&serde_json::Map<String, Value>>| o.and_then(|o| o.get("rope_theta")).and_then(Value::as_f64);
+        let theta_of = |o: Option<&serde_json::Map<String, Value>>| {
+            o.and_then(|o| o.get("rope_theta")).and_then(Value::as_f64)
+        };
         let rope_theta = theta_of(global_rope)
             .or_else(|| get_f64("rope_theta"))
             .unwrap_or(if arch == Arch::Gemma3 { 1e6 } else { 10000.0 });
         let rope_local_base_freq = (arch == Arch::Gemma3).then(|| {
-            theta_of(local_rope).or_else(|| get_f64("rope_local_base_freq")).unwrap_or(10000.0)
+            theta_of(local_rope)
+                .or_else(|| get_f64("rope_local_base_freq"))
+                .unwrap_or(10000.0)
         });
         let hidden_act = match c
             .get("hidden_activation")
@@ -394,7 +466,11 @@ impl Config {
         let ids = |k: &str| -> Vec<u32> {
             match json.get(k).or_else(|| c.get(k)) {
                 Some(Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|v| v as u32)
+                    .collect(),
                 _ => vec![],
             }
         };
@@ -414,8 +490,16 @@ impl Config {
             rope_layout: RopeLayout::SplitHalves,
             layer_windows,
             query_pre_attn_scalar: get_f64("query_pre_attn_scalar").unwrap_or(head_dim as f64),
-            attn_logit_softcapping: if arch == Arch::Gemma2 { get_f64("attn_logit_softcapping") } else { None },
-            final_logit_softcapping: if arch == Arch::Gemma3 { None } else { get_f64("final_logit_softcapping") },
+            attn_logit_softcapping: if arch == Arch::Gemma2 {
+                get_f64("attn_logit_softcapping")
+            } else {
+                None
+            },
+            final_logit_softcapping: if arch == Arch::Gemma3 {
+                None
+            } else {
+                get_f64("final_logit_softcapping")
+            },
             tie_word_embeddings: c
                 .get("tie_word_embeddings")
                 .or_else(|| json.get("tie_word_embeddings"))

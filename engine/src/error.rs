@@ -8,7 +8,12 @@ pub enum Error {
 
     /// The bytes end before a structure that must be there.
     #[error("{format} file is truncated: needed {needed} bytes at offset {offset}, but it has {available}")]
-    Truncated { format: Format, offset: u64, needed: u64, available: u64 },
+    Truncated {
+        format: Format,
+        offset: u64,
+        needed: u64,
+        available: u64,
+    },
 
     /// The bytes are there but say something impossible.
     #[error("malformed {format} file: {detail}")]
@@ -25,7 +30,11 @@ pub enum Error {
     MissingTensor(String),
 
     #[error("tensor `{name}` has shape {actual:?}, expected {expected:?}")]
-    ShapeMismatch { name: String, expected: Vec<usize>, actual: Vec<usize> },
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -7,11 +7,18 @@ use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// The model's own chat template, or the built-in one for its family when the file carries none.
-pub fn chat_template(own: Option<&ChatTemplate>, tokenizer: &Tokenizer, arch: Arch) -> ChatTemplate {
+pub fn chat_template(
+    own: Option<&ChatTemplate>,
+    tokenizer: &Tokenizer,
+    arch: Arch,
+) -> ChatTemplate {
     if let Some(t) = own {
         return t.clone();
     }
-    let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i)).unwrap_or_default();
+    let token = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.id_to_token(i))
+            .unwrap_or_default()
+    };
     let bos = token(tokenizer.bos_id());
     let eos = token(tokenizer.eos_ids().first().copied());
     ChatTemplate::builtin(builtin_for(arch, tokenizer), &bos, &eos)
@@ -27,10 +34,16 @@ pub fn builtin_for(arch: Arch, tokenizer: &Tokenizer) -> Builtin {
 }
 
 /// Prompt ids for the assistant's next turn after `messages` (the template writes BOS itself).
-pub fn encode_chat(template: &ChatTemplate, tokenizer: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+pub fn encode_chat(
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    messages: &[Message],
+) -> Result<Vec<u32>> {
     let ids = tokenizer.encode(&template.render(messages, true)?, false)?;
     if ids.is_empty() {
-        return Err(Error::InvalidArgument("the prompt is empty after tokenisation".into()));
+        return Err(Error::InvalidArgument(
+            "the prompt is empty after tokenisation".into(),
+        ));
     }
     Ok(ids)
 }

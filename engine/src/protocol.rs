@@ -28,7 +28,11 @@ pub enum Request {
     },
     /// Generate the assistant's next turn after `messages`, rendered in the model's chat template. `id` tags the
     /// events this generation produces.
-    Generate { id: u64, messages: Vec<Message>, options: GenerateOptions },
+    Generate {
+        id: u64,
+        messages: Vec<Message>,
+        options: GenerateOptions,
+    },
     /// Stop what is running (a load or a generation) as soon as possible. A generation ends with `Done` and
     /// `StopReason::Cancelled`; a load ends with an `Error` saying it was cancelled.
     Cancel,
@@ -168,9 +172,14 @@ pub enum Stage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BackendInfo {
-    Gpu { adapter: AdapterSummary, f16: bool },
+    Gpu {
+        adapter: AdapterSummary,
+        f16: bool,
+    },
     /// `reason` says why the GPU is not used, when it was not asked for explicitly.
-    Cpu { reason: Option<String> },
+    Cpu {
+        reason: Option<String>,
+    },
 }
 
 impl BackendInfo {
@@ -180,7 +189,9 @@ impl BackendInfo {
             // Browsers often report no adapter name (SwiftShader's is empty).
             BackendInfo::Gpu { adapter, .. } if adapter.name.is_empty() => "WebGPU".to_string(),
             BackendInfo::Gpu { adapter, .. } => format!("WebGPU ({})", adapter.name),
-            BackendInfo::Cpu { reason: Some(why) } => format!("CPU (wasm) — WebGPU unavailable: {why}"),
+            BackendInfo::Cpu { reason: Some(why) } => {
+                format!("CPU (wasm) — WebGPU unavailable: {why}")
+            }
             BackendInfo::Cpu { reason: None } => "CPU (wasm)".to_string(),
         }
     }
@@ -223,7 +234,11 @@ pub struct ModelCard {
 }
 
 impl ModelCard {
-    pub fn new<S: ByteSource>(files: &ModelFiles<S>, chat_template: &str, session_context: usize) -> Self {
+    pub fn new<S: ByteSource>(
+        files: &ModelFiles<S>,
+        chat_template: &str,
+        session_context: usize,
+    ) -> Self {
         let source = files.sources.first().map(|s| s.name()).unwrap_or_default();
         let name = files
             .metadata
@@ -239,7 +254,11 @@ impl ModelCard {
             parameters: files.parameters(),
             file_bytes: files.sources.iter().map(|s| s.len()).sum(),
             weight_bytes: files.weight_bytes(),
-            quantization: files.quantization_mix().into_iter().map(|(t, b)| (t.name().to_string(), b)).collect(),
+            quantization: files
+                .quantization_mix()
+                .into_iter()
+                .map(|(t, b)| (t.name().to_string(), b))
+                .collect(),
             layers: cfg.num_hidden_layers,
             hidden_size: cfg.hidden_size,
             heads: cfg.num_attention_heads,
@@ -259,7 +278,10 @@ pub fn default_context(files_context: usize, requested: Option<usize>) -> usize 
 }
 
 fn from_json<T: for<'de> Deserialize<'de>>(s: &str, what: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Malformed { format: crate::error::Format::Json, detail: format!("{what}: {e}") })
+    serde_json::from_str(s).map_err(|e| Error::Malformed {
+        format: crate::error::Format::Json,
+        detail: format!("{what}: {e}"),
+    })
 }
 
 impl Request {
@@ -285,7 +307,11 @@ impl Event {
     }
 
     pub fn error(id: Option<u64>, message: impl std::fmt::Display) -> Self {
-        Event::Error { id, message: message.to_string(), model_lost: false }
+        Event::Error {
+            id,
+            message: message.to_string(),
+            model_lost: false,
+        }
     }
 }
 
@@ -297,37 +323,69 @@ mod tests {
     #[test]
     fn requests_round_trip_through_json() {
         let reqs = [
-            Request::Load { url: "models/a.gguf".into(), backend: BackendChoice::Cpu, context: Some(512) },
+            Request::Load {
+                url: "models/a.gguf".into(),
+                backend: BackendChoice::Cpu,
+                context: Some(512),
+            },
             Request::Generate {
                 id: 7,
                 messages: vec![Message::system("be brief"), Message::user("hi")],
-                options: GenerateOptions { max_tokens: 24, ..Default::default() },
+                options: GenerateOptions {
+                    max_tokens: 24,
+                    ..Default::default()
+                },
             },
             Request::Cancel,
-            Request::LoadFiles { backend: BackendChoice::Gpu, context: None },
+            Request::LoadFiles {
+                backend: BackendChoice::Gpu,
+                context: None,
+            },
             Request::ListCache,
-            Request::DeleteCached { url: "http://127.0.0.1:8080/models/a.gguf".into() },
+            Request::DeleteCached {
+                url: "http://127.0.0.1:8080/models/a.gguf".into(),
+            },
         ];
         for r in reqs {
             assert_eq!(Request::from_json(&r.to_json()).unwrap(), r);
         }
         // Optional fields may be left out by hand-written requests (tests, devtools).
         let r = Request::from_json(r#"{"type":"load","url":"x.gguf"}"#).unwrap();
-        assert_eq!(r, Request::Load { url: "x.gguf".into(), backend: BackendChoice::Auto, context: None });
+        assert_eq!(
+            r,
+            Request::Load {
+                url: "x.gguf".into(),
+                backend: BackendChoice::Auto,
+                context: None
+            }
+        );
     }
 
     #[test]
     fn events_round_trip_through_json() {
         let events = [
             Event::Started,
-            Event::Progress { stage: Stage::Weights, done: 10, total: 100 },
-            Event::Token { id: 1, token: 42, text: "é".into(), info: None },
+            Event::Progress {
+                stage: Stage::Weights,
+                done: 10,
+                total: 100,
+            },
+            Event::Token {
+                id: 1,
+                token: 42,
+                text: "é".into(),
+                info: None,
+            },
             Event::Token {
                 id: 1,
                 token: 42,
                 text: "é".into(),
                 info: Some(TokenInfo {
-                    candidates: vec![crate::session::Candidate { token: 42, text: "é".into(), p: 0.5 }],
+                    candidates: vec![crate::session::Candidate {
+                        token: 42,
+                        text: "é".into(),
+                        p: 0.5,
+                    }],
                     support: 128,
                 }),
             },
@@ -341,7 +399,11 @@ mod tests {
                 },
             },
             Event::error(Some(3), "boom"),
-            Event::Progress { stage: Stage::Download, done: 5, total: 0 },
+            Event::Progress {
+                stage: Stage::Download,
+                done: 5,
+                total: 0,
+            },
             Event::Cache {
                 entries: vec![
                     CacheEntry {
@@ -351,12 +413,22 @@ mod tests {
                         saved_at_ms: 1.7e12,
                         complete: true,
                     },
-                    CacheEntry { url: "u".into(), name: "u".into(), bytes: 3, saved_at_ms: 0.5, complete: false },
+                    CacheEntry {
+                        url: "u".into(),
+                        name: "u".into(),
+                        bytes: 3,
+                        saved_at_ms: 0.5,
+                        complete: false,
+                    },
                 ],
                 store: Some(Store::Opfs),
                 note: None,
             },
-            Event::Cache { entries: vec![], store: None, note: Some("no OPFS".into()) },
+            Event::Cache {
+                entries: vec![],
+                store: None,
+                note: Some("no OPFS".into()),
+            },
         ];
         for e in events {
             assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
@@ -386,12 +458,21 @@ mod tests {
         let backend = BackendInfo::Cpu { reason: None };
         for origin in [
             Some(Origin::Network { store: Store::Opfs }),
-            Some(Origin::Cache { store: Store::CacheStorage }),
-            Some(Origin::Streamed { reason: "no storage".into() }),
+            Some(Origin::Cache {
+                store: Store::CacheStorage,
+            }),
+            Some(Origin::Streamed {
+                reason: "no storage".into(),
+            }),
             Some(Origin::Local),
             None,
         ] {
-            let e = Event::Ready { card: card.clone(), backend: backend.clone(), stats: LoadStats::default(), origin };
+            let e = Event::Ready {
+                card: card.clone(),
+                backend: backend.clone(),
+                stats: LoadStats::default(),
+                origin,
+            };
             assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
         }
         // A Ready written before `origin` existed has none.
@@ -403,9 +484,15 @@ mod tests {
         })
         .unwrap();
         old.as_object_mut().unwrap().remove("origin");
-        assert!(matches!(Event::from_json(&old.to_string()).unwrap(), Event::Ready { origin: None, .. }));
+        assert!(matches!(
+            Event::from_json(&old.to_string()).unwrap(),
+            Event::Ready { origin: None, .. }
+        ));
         let tagged = serde_json::to_value(Origin::Cache { store: Store::Opfs }).unwrap();
-        assert_eq!(tagged, serde_json::json!({ "kind": "cache", "store": "opfs" }));
+        assert_eq!(
+            tagged,
+            serde_json::json!({ "kind": "cache", "store": "opfs" })
+        );
     }
 
     #[test]

@@ -190,7 +190,10 @@ fn check_len(ty: GgmlType, bytes: usize, elements: usize) -> Result<()> {
 
 /// Runs `f` over each (block bytes, block output) pair; lengths were checked by the caller, so every block is whole.
 fn for_blocks(ty: GgmlType, bytes: &[u8], out: &mut [f32], f: fn(&[u8], &mut [f32])) {
-    for (block, y) in bytes.chunks_exact(ty.type_size()).zip(out.chunks_exact_mut(ty.block_size())) {
+    for (block, y) in bytes
+        .chunks_exact(ty.type_size())
+        .zip(out.chunks_exact_mut(ty.block_size()))
+    {
         f(block, y);
     }
 }
@@ -259,7 +262,10 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
     let (sc, m) = if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
-        ((s[j + 4] & 15) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+        (
+            (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
     };
     (sc as f32, m as f32)
 }

@@ -27,7 +27,15 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -35,7 +43,10 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("temperature must be finite and >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be finite and >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(0.0..=1.0).contains(&self.top_p) {
             return bad(format!("top_p must be in [0, 1], got {}", self.top_p));
@@ -44,7 +55,10 @@ impl SamplingParams {
             return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return bad(format!("repeat_penalty must be finite and > 0, got {}", self.repeat_penalty));
+            return bad(format!(
+                "repeat_penalty must be finite and > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         Ok(())
     }
@@ -63,7 +77,12 @@ impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Ok(Self { params, rng, scratch: Vec::new(), recent: Vec::new() })
+        Ok(Self {
+            params,
+            rng,
+            scratch: Vec::new(),
+            recent: Vec::new(),
+        })
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -183,7 +202,11 @@ impl Sampler {
         self.recent.dedup();
         for c in candidates.iter_mut() {
             if self.recent.binary_search(&c.0).is_ok() {
-                c.1 = if c.1 > 0.0 { c.1 / penalty } else { c.1 * penalty };
+                c.1 = if c.1 > 0.0 {
+                    c.1 / penalty
+                } else {
+                    c.1 * penalty
+                };
             }
         }
     }
@@ -218,7 +241,11 @@ mod tests {
     }
 
     fn random_params(seed: u64) -> SamplingParams {
-        SamplingParams { temperature: 1.0, seed, ..SamplingParams::default() }
+        SamplingParams {
+            temperature: 1.0,
+            seed,
+            ..SamplingParams::default()
+        }
     }
 
     const LOGITS: [f32; 6] = [0.5, 2.0, -1.0, 1.9, 0.0, 1.2];
@@ -237,7 +264,9 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
         let run = |seed| {
             let mut s = sampler(random_params(seed));
-            (0..40).map(|_| s.sample_logits(&logits, &[])).collect::<Vec<_>>()
+            (0..40)
+                .map(|_| s.sample_logits(&logits, &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -245,27 +274,55 @@ mod tests {
 
     #[test]
     fn candidate_order_does_not_matter() {
-        let params = SamplingParams { temperature: 0.8, top_k: 4, top_p: 0.95, ..random_params(3) };
-        let forward: Vec<(u32, f32)> = LOGITS.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        let params = SamplingParams {
+            temperature: 0.8,
+            top_k: 4,
+            top_p: 0.95,
+            ..random_params(3)
+        };
+        let forward: Vec<(u32, f32)> = LOGITS
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
         let mut reversed = forward.clone();
         reversed.reverse();
         let (mut a, mut b) = (sampler(params.clone()), sampler(params));
         for _ in 0..50 {
-            assert_eq!(a.sample(&mut forward.clone(), &[]), b.sample(&mut reversed.clone(), &[]));
+            assert_eq!(
+                a.sample(&mut forward.clone(), &[]),
+                b.sample(&mut reversed.clone(), &[])
+            );
         }
     }
 
     #[test]
     fn filters_that_keep_one_token_are_greedy() {
         let cases = [
-            SamplingParams { top_k: 1, ..random_params(0) },
-            SamplingParams { top_p: 1e-6, ..random_params(0) },
-            SamplingParams { top_p: 0.0, ..random_params(0) },
-            SamplingParams { min_p: 1.0, ..random_params(0) },
+            SamplingParams {
+                top_k: 1,
+                ..random_params(0)
+            },
+            SamplingParams {
+                top_p: 1e-6,
+                ..random_params(0)
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..random_params(0)
+            },
+            SamplingParams {
+                min_p: 1.0,
+                ..random_params(0)
+            },
         ];
         for params in cases {
             for seed in 0..20 {
-                let mut s = sampler(SamplingParams { seed, temperature: 5.0, ..params.clone() });
+                let mut s = sampler(SamplingParams {
+                    seed,
+                    temperature: 5.0,
+                    ..params.clone()
+                });
                 assert_eq!(s.sample_logits(&LOGITS, &[]), 1, "{params:?}");
             }
         }
@@ -273,17 +330,29 @@ mod tests {
 
     #[test]
     fn top_k_and_top_p_restrict_the_support() {
-        let mut s = sampler(SamplingParams { top_k: 2, temperature: 10.0, ..random_params(1) });
+        let mut s = sampler(SamplingParams {
+            top_k: 2,
+            temperature: 10.0,
+            ..random_params(1)
+        });
         for _ in 0..200 {
             assert!([1, 3].contains(&s.sample_logits(&LOGITS, &[])));
         }
         // softmax(LOGITS) sorted ≈ [0.36, 0.33, 0.16, ...]: p = 0.5 keeps exactly the top two.
-        let mut s = sampler(SamplingParams { top_p: 0.5, temperature: 10.0, ..random_params(1) });
+        let mut s = sampler(SamplingParams {
+            top_p: 0.5,
+            temperature: 10.0,
+            ..random_params(1)
+        });
         for _ in 0..200 {
             assert!([1, 3].contains(&s.sample_logits(&LOGITS, &[])));
         }
         // min_p 0.5 keeps logits >= 2.0 + ln 0.5 ≈ 1.307: ids 1 and 3.
-        let mut s = sampler(SamplingParams { min_p: 0.5, temperature: 10.0, ..random_params(1) });
+        let mut s = sampler(SamplingParams {
+            min_p: 0.5,
+            temperature: 10.0,
+            ..random_params(1)
+        });
         for _ in 0..200 {
             assert!([1, 3].contains(&s.sample_logits(&LOGITS, &[])));
         }
@@ -291,29 +360,57 @@ mod tests {
 
     #[test]
     fn repeat_penalty_changes_the_choice() {
-        let penalised = SamplingParams { repeat_penalty: 1.1, ..SamplingParams::default() };
+        let penalised = SamplingParams {
+            repeat_penalty: 1.1,
+            ..SamplingParams::default()
+        };
         // Positive logit: 2.0 / 1.1 < 1.9.
-        assert_eq!(sampler(SamplingParams::default()).sample_logits(&LOGITS, &[1]), 1);
-        assert_eq!(sampler(penalised.clone()).sample_logits(&LOGITS, &[1, 1, 1]), 3);
+        assert_eq!(
+            sampler(SamplingParams::default()).sample_logits(&LOGITS, &[1]),
+            1
+        );
+        assert_eq!(
+            sampler(penalised.clone()).sample_logits(&LOGITS, &[1, 1, 1]),
+            3
+        );
         // Negative logit: -1.0 * 1.1 < -1.05.
-        assert_eq!(sampler(penalised.clone()).sample_logits(&[-1.0, -1.05], &[0]), 1);
+        assert_eq!(
+            sampler(penalised.clone()).sample_logits(&[-1.0, -1.05], &[0]),
+            1
+        );
         // Outside the window the token is not penalised.
-        let window = SamplingParams { repeat_last_n: 2, ..penalised };
-        assert_eq!(sampler(window.clone()).sample_logits(&LOGITS, &[1, 0, 4]), 1);
+        let window = SamplingParams {
+            repeat_last_n: 2,
+            ..penalised
+        };
+        assert_eq!(
+            sampler(window.clone()).sample_logits(&LOGITS, &[1, 0, 4]),
+            1
+        );
         assert_eq!(sampler(window).sample_logits(&LOGITS, &[0, 1, 4]), 3);
     }
 
     #[test]
     fn nan_logits_never_win_and_do_not_panic() {
         let logits = [f32::NAN, 0.5, f32::NAN, 0.2];
-        assert_eq!(sampler(SamplingParams::default()).sample_logits(&logits, &[]), 1);
-        let mut s = sampler(SamplingParams { top_p: 0.9, min_p: 0.01, ..random_params(5) });
+        assert_eq!(
+            sampler(SamplingParams::default()).sample_logits(&logits, &[]),
+            1
+        );
+        let mut s = sampler(SamplingParams {
+            top_p: 0.9,
+            min_p: 0.01,
+            ..random_params(5)
+        });
         for _ in 0..100 {
             assert!([1, 3].contains(&s.sample_logits(&logits, &[])));
         }
         let all_nan = [f32::NAN; 3];
         assert_eq!(sampler(random_params(0)).sample_logits(&all_nan, &[]), 0);
-        assert_eq!(sampler(SamplingParams::default()).sample_logits(&all_nan, &[]), 0);
+        assert_eq!(
+            sampler(SamplingParams::default()).sample_logits(&all_nan, &[]),
+            0
+        );
         assert_eq!(sampler(random_params(0)).sample_logits(&[], &[]), 0);
     }
 
@@ -321,9 +418,15 @@ mod tests {
     fn empirical_distribution_matches_softmax() {
         let logits = [1.0f32, 2.0, 3.0];
         for temperature in [1.0f32, 0.5] {
-            let exp: Vec<f64> = logits.iter().map(|&l| (l as f64 / temperature as f64).exp()).collect();
+            let exp: Vec<f64> = logits
+                .iter()
+                .map(|&l| (l as f64 / temperature as f64).exp())
+                .collect();
             let z: f64 = exp.iter().sum();
-            let mut s = sampler(SamplingParams { temperature, ..random_params(42) });
+            let mut s = sampler(SamplingParams {
+                temperature,
+                ..random_params(42)
+            });
             let draws = 20_000;
             let mut counts = [0usize; 3];
             for _ in 0..draws {
@@ -332,7 +435,10 @@ mod tests {
             for i in 0..3 {
                 let got = counts[i] as f64 / draws as f64;
                 let want = exp[i] / z;
-                assert!((got - want).abs() < 0.015, "T={temperature} token {i}: {got:.4} vs {want:.4}");
+                assert!(
+                    (got - want).abs() < 0.015,
+                    "T={temperature} token {i}: {got:.4} vs {want:.4}"
+                );
             }
         }
     }
@@ -341,16 +447,37 @@ mod tests {
     fn invalid_params_are_rejected() {
         let d = SamplingParams::default;
         for p in [
-            SamplingParams { temperature: -0.1, ..d() },
-            SamplingParams { temperature: f32::NAN, ..d() },
-            SamplingParams { temperature: f32::INFINITY, ..d() },
+            SamplingParams {
+                temperature: -0.1,
+                ..d()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..d()
+            },
+            SamplingParams {
+                temperature: f32::INFINITY,
+                ..d()
+            },
             SamplingParams { top_p: 1.5, ..d() },
-            SamplingParams { top_p: f32::NAN, ..d() },
+            SamplingParams {
+                top_p: f32::NAN,
+                ..d()
+            },
             SamplingParams { min_p: -0.1, ..d() },
-            SamplingParams { repeat_penalty: 0.0, ..d() },
-            SamplingParams { repeat_penalty: f32::NAN, ..d() },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..d()
+            },
+            SamplingParams {
+                repeat_penalty: f32::NAN,
+                ..d()
+            },
         ] {
-            assert!(matches!(Sampler::new(p.clone()), Err(Error::InvalidArgument(_))), "{p:?}");
+            assert!(
+                matches!(Sampler::new(p.clone()), Err(Error::InvalidArgument(_))),
+                "{p:?}"
+            );
         }
     }
 }

@@ -76,7 +76,11 @@ impl Stats {
 }
 
 fn rate(n: usize, ms: f64) -> f64 {
-    if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 }
+    if ms > 0.0 {
+        n as f64 * 1000.0 / ms
+    } else {
+        0.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -111,17 +115,28 @@ pub struct TokenInfo {
 /// logits by lower id, as the sampler breaks ties), and how many logits that softmax covered. NaN counts as -inf.
 pub fn top_candidates(logits: &SamplingLogits, n: usize) -> (Vec<(u32, f32)>, usize) {
     let pairs: Vec<(u32, f32)> = match logits {
-        SamplingLogits::Full(row) => row.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect(),
+        SamplingLogits::Full(row) => row
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect(),
         SamplingLogits::Candidates(c) => c.clone(),
     };
     let clean = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { l };
-    let max = pairs.iter().map(|p| clean(p.1)).fold(f32::NEG_INFINITY, f32::max);
+    let max = pairs
+        .iter()
+        .map(|p| clean(p.1))
+        .fold(f32::NEG_INFINITY, f32::max);
     if pairs.is_empty() || max == f32::NEG_INFINITY {
         return (Vec::new(), pairs.len());
     }
-    let total: f64 = pairs.iter().map(|p| (clean(p.1) as f64 - max as f64).exp()).sum();
+    let total: f64 = pairs
+        .iter()
+        .map(|p| (clean(p.1) as f64 - max as f64).exp())
+        .sum();
     let mut best = pairs.clone();
-    let by_logit = |a: &(u32, f32), b: &(u32, f32)| clean(b.1).total_cmp(&clean(a.1)).then(a.0.cmp(&b.0));
+    let by_logit =
+        |a: &(u32, f32), b: &(u32, f32)| clean(b.1).total_cmp(&clean(a.1)).then(a.0.cmp(&b.0));
     let n = n.min(best.len());
     if n == 0 {
         return (Vec::new(), pairs.len());
@@ -131,7 +146,10 @@ pub fn top_candidates(logits: &SamplingLogits, n: usize) -> (Vec<(u32, f32)>, us
         best.truncate(n);
     }
     best.sort_unstable_by(by_logit);
-    let out = best.into_iter().map(|(t, l)| (t, ((clean(l) as f64 - max as f64).exp() / total) as f32)).collect();
+    let out = best
+        .into_iter()
+        .map(|(t, l)| (t, ((clean(l) as f64 - max as f64).exp() / total) as f32))
+        .collect();
     (out, pairs.len())
 }
 
@@ -220,7 +238,9 @@ impl<'m, B: Backend> Session<'m, B> {
         self.reset()?;
         let mut rows = Vec::with_capacity(tokens.len());
         for chunk in tokens.chunks(self.model.max_rows_per_forward(self.backend)) {
-            let out = self.model.forward(self.backend, &mut self.cache, chunk, true)?;
+            let out = self
+                .model
+                .forward(self.backend, &mut self.cache, chunk, true)?;
             self.cached.extend_from_slice(chunk);
             rows.extend(self.backend.to_host(&out).await?);
         }
@@ -240,7 +260,10 @@ impl<'m, B: Backend> Session<'m, B> {
             if last.is_some() {
                 self.yield_now().await;
             }
-            last = Some(self.model.forward(self.backend, &mut self.cache, chunk, false)?);
+            last = Some(
+                self.model
+                    .forward(self.backend, &mut self.cache, chunk, false)?,
+            );
             self.cached.extend_from_slice(chunk);
         }
         let out = last.ok_or_else(|| Error::Backend("no logits".into()))?;
@@ -254,7 +277,9 @@ impl<'m, B: Backend> Session<'m, B> {
     }
 
     async fn step(&mut self, token: u32) -> Result<SamplingLogits> {
-        let out = self.model.forward(self.backend, &mut self.cache, &[token], false)?;
+        let out = self
+            .model
+            .forward(self.backend, &mut self.cache, &[token], false)?;
         self.cached.push(token);
         self.backend.sampling_logits(&out).await
     }
@@ -266,7 +291,8 @@ impl<'m, B: Backend> Session<'m, B> {
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(u32, &str),
     ) -> Result<Generation> {
-        self.generate_with_info(prompt, options, &mut |token, text, _| on_text(token, text)).await
+        self.generate_with_info(prompt, options, &mut |token, text, _| on_text(token, text))
+            .await
     }
 
     /// [`Session::generate`], with the [`TokenInfo`] of the token that completed each piece when
@@ -290,7 +316,10 @@ impl<'m, B: Backend> Session<'m, B> {
             }
         }
         let mut detok = self.tokenizer.map(|t| Detokenizer::continuing(t, true));
-        let mut stats = Stats { prompt_tokens: prompt.len(), ..Stats::default() };
+        let mut stats = Stats {
+            prompt_tokens: prompt.len(),
+            ..Stats::default()
+        };
         let mut history: Vec<u32> = prompt.to_vec();
         let mut tokens = Vec::new();
         let mut text = String::new();
@@ -320,7 +349,8 @@ impl<'m, B: Backend> Session<'m, B> {
             }
             tokens.push(token);
             history.push(token);
-            let info = (options.candidates > 0).then(|| self.token_info(&logits, options.candidates));
+            let info =
+                (options.candidates > 0).then(|| self.token_info(&logits, options.candidates));
             if let Some(d) = detok.as_mut() {
                 text.push_str(&d.push(token)?);
             }
@@ -357,19 +387,42 @@ impl<'m, B: Backend> Session<'m, B> {
         stats.generated_tokens = tokens.len();
         stats.decode_ms = (self.clock)() - t_prefill;
         stats.decode_counters = self.backend.counters().since(&counters_before);
-        Ok(Generation { tokens, text, stop_reason, stats })
+        Ok(Generation {
+            tokens,
+            text,
+            stop_reason,
+            stats,
+        })
     }
 
     fn token_info(&self, logits: &SamplingLogits, n: usize) -> TokenInfo {
         let (best, support) = top_candidates(logits, n);
-        let text = |t: u32| self.tokenizer.and_then(|k| k.decode(&[t], false).ok()).unwrap_or_default();
-        TokenInfo { candidates: best.into_iter().map(|(token, p)| Candidate { token, text: text(token), p }).collect(), support }
+        let text = |t: u32| {
+            self.tokenizer
+                .and_then(|k| k.decode(&[t], false).ok())
+                .unwrap_or_default()
+        };
+        TokenInfo {
+            candidates: best
+                .into_iter()
+                .map(|(token, p)| Candidate {
+                    token,
+                    text: text(token),
+                    p,
+                })
+                .collect(),
+            support,
+        }
     }
 }
 
 /// Byte index where the first stop string starts, if any is in `text`.
 fn earliest_stop(text: &str, stops: &[String]) -> Option<usize> {
-    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of some stop string (kept unsent until resolved).
@@ -400,20 +453,33 @@ mod tests {
     #[test]
     fn candidates_are_the_softmax_of_the_logits_best_first() {
         let row = vec![0.5, 3.0, -1.0, 2.0, 3.0, f32::NAN, 1.5];
-        let p = softmax(&row.iter().map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l }).collect::<Vec<_>>());
+        let p = softmax(
+            &row.iter()
+                .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l })
+                .collect::<Vec<_>>(),
+        );
         let (best, support) = top_candidates(&SamplingLogits::Full(row.clone()), 4);
         assert_eq!(support, row.len());
         // Ties (ids 1 and 4) go to the lower id, as the sampler breaks them.
-        assert_eq!(best.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 4, 3, 6]);
+        assert_eq!(
+            best.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![1, 4, 3, 6]
+        );
         for (id, prob) in &best {
-            assert!((*prob as f64 - p[*id as usize]).abs() < 1e-6, "token {id}: {prob} vs {}", p[*id as usize]);
+            assert!(
+                (*prob as f64 - p[*id as usize]).abs() < 1e-6,
+                "token {id}: {prob} vs {}",
+                p[*id as usize]
+            );
         }
         assert!(best.windows(2).all(|w| w[0].1 >= w[1].1));
         // Asking for more than there are gives them all, summing to 1.
         let (all, _) = top_candidates(&SamplingLogits::Full(row.clone()), 100);
         assert_eq!(all.len(), row.len());
         assert!((all.iter().map(|c| c.1 as f64).sum::<f64>() - 1.0).abs() < 1e-5);
-        assert!(top_candidates(&SamplingLogits::Full(vec![]), 3).0.is_empty());
+        assert!(top_candidates(&SamplingLogits::Full(vec![]), 3)
+            .0
+            .is_empty());
         assert!(top_candidates(&SamplingLogits::Full(row), 0).0.is_empty());
     }
 
@@ -457,12 +523,18 @@ mod tests {
         use crate::model::ModelFiles;
         use std::cell::Cell;
         use std::rc::Rc;
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/llama/model-f32.gguf");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/tiny/llama/model-f32.gguf");
         let files = ModelFiles::open(&path).expect("the tiny Llama fixture");
         let backend = CpuBackend::new();
-        let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {})).expect("load");
+        let model =
+            futures::executor::block_on(files.load(&backend, &mut |_, _| {})).expect("load");
         let mut session = Session::new(&backend, &model, None, 64).expect("session");
-        let options = GenerateOptions { max_tokens: 7, stop_at_eos: false, ..Default::default() };
+        let options = GenerateOptions {
+            max_tokens: 7,
+            stop_at_eos: false,
+            ..Default::default()
+        };
         let prompt = [1, 5, 9, 13];
 
         let calls = Rc::new(Cell::new(0usize));
@@ -471,7 +543,8 @@ mod tests {
             counter.set(counter.get() + 1);
             Box::pin(async {})
         }));
-        let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {})).expect("generate");
+        let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {}))
+            .expect("generate");
         assert_eq!(g.tokens.len(), 7);
         assert_eq!(calls.get(), g.tokens.len(), "one yield per generated token");
 
@@ -486,8 +559,13 @@ mod tests {
             Box::pin(async {})
         }));
         session.reset().expect("reset");
-        let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {})).expect("generate");
+        let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, _| {}))
+            .expect("generate");
         assert_eq!(g.stop_reason, StopReason::Cancelled);
-        assert_eq!(g.tokens.len(), 2, "the cancel raised in the third yield stops before the third token");
+        assert_eq!(
+            g.tokens.len(),
+            2,
+            "the cancel raised in the third yield stops before the third token"
+        );
     }
 }

@@ -31,9 +31,15 @@ impl ByteSource for MemorySource {
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let end = offset.checked_add(len as u64).filter(|&e| e <= self.len()).ok_or_else(|| {
-            Error::InvalidArgument(format!("read of {len} bytes at {offset} is past the end of {}", self.name))
-        })?;
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= self.len())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "read of {len} bytes at {offset} is past the end of {}",
+                    self.name
+                ))
+            })?;
         Ok(self.bytes[offset as usize..end as usize].to_vec())
     }
 
@@ -62,8 +68,12 @@ mod native {
     impl FileSource {
         pub fn open(path: impl AsRef<Path>) -> Result<Self> {
             let path = path.as_ref().to_path_buf();
-            let file = File::open(&path)
-                .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+            let file = File::open(&path).map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ))
+            })?;
             let len = file.metadata()?.len();
             Ok(Self { path, file, len })
         }
@@ -76,7 +86,10 @@ mod native {
 
         async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
             use std::os::unix::fs::FileExt;
-            if offset.checked_add(len as u64).is_none_or(|end| end > self.len) {
+            if offset
+                .checked_add(len as u64)
+                .is_none_or(|end| end > self.len)
+            {
                 return Err(Error::InvalidArgument(format!(
                     "read of {len} bytes at {offset} is past the end of {} ({} bytes)",
                     self.path.display(),

@@ -30,7 +30,10 @@ fn read(name: &str) -> Vec<u8> {
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn read_f32(name: &str) -> Vec<f32> {
@@ -55,11 +58,21 @@ fn assert_same(what: &str, got: &[f32], want: &[f32], n: usize) {
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], n: usize, exact: bool) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, reference has {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, reference has {}",
+        got.len(),
+        want.len()
+    );
     for (r, (g, w)) in got.chunks(n).zip(want.chunks(n)).enumerate() {
         let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (j, (a, b)) in g.iter().zip(w).enumerate() {
-            let ok = if exact { a.to_bits() == b.to_bits() } else { (a - b).abs() <= 1e-5 * scale };
+            let ok = if exact {
+                a.to_bits() == b.to_bits()
+            } else {
+                (a - b).abs() <= 1e-5 * scale
+            };
             assert!(ok, "{what}: row {r} column {j}: got {a:e} want {b:e}");
         }
     }
@@ -70,7 +83,9 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], n: usize, exact: bool) {
 fn tensor(b: &CpuBackend, values: &[f32], cols: usize) -> T {
     let rows = values.len() / cols;
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let table = b.upload_weight("activations", GgmlType::F32, [rows, cols], &bytes).unwrap();
+    let table = b
+        .upload_weight("activations", GgmlType::F32, [rows, cols], &bytes)
+        .unwrap();
     let ids: Vec<u32> = (0..rows as u32).collect();
     b.embed(&table, &ids, None).unwrap()
 }
@@ -80,7 +95,10 @@ fn host(b: &CpuBackend, t: &T) -> Vec<f32> {
 }
 
 fn backends() -> [(&'static str, CpuBackend); 2] {
-    [("simd", CpuBackend::new()), ("portable", CpuBackend::portable())]
+    [
+        ("simd", CpuBackend::new()),
+        ("portable", CpuBackend::portable()),
+    ]
 }
 
 struct Case {
@@ -124,13 +142,27 @@ fn check_backend(name: &str) {
     for (path, b) in backends() {
         let w = b.upload_weight(name, c.ty, [c.n, c.k], &c.weights).unwrap();
         let run = |rows: std::ops::Range<usize>| {
-            host(&b, &b.matmul(&tensor(&b, &c.x[rows.start * c.k..rows.end * c.k], c.k), &w).unwrap())
+            host(
+                &b,
+                &b.matmul(&tensor(&b, &c.x[rows.start * c.k..rows.end * c.k], c.k), &w)
+                    .unwrap(),
+            )
         };
         let check = |what: String, rows: std::ops::Range<usize>, want: &[f32]| {
-            assert_close(&format!("{name} {path} {what}"), &run(rows), want, c.n, exact)
+            assert_close(
+                &format!("{name} {path} {what}"),
+                &run(rows),
+                want,
+                c.n,
+                exact,
+            )
         };
         for i in 0..c.m {
-            check(format!("decode row {i}"), i..i + 1, &c.decode[i * c.n..(i + 1) * c.n]);
+            check(
+                format!("decode row {i}"),
+                i..i + 1,
+                &c.decode[i * c.n..(i + 1) * c.n],
+            );
         }
         check("prefill 7".into(), 0..7, &c.batch7);
         check(format!("prefill {}", c.m), 0..c.m, &c.batch_all);
@@ -143,10 +175,22 @@ fn check_qmatrix(name: &str) {
     let w = QMatrix::new(c.ty, c.n, c.k, c.weights.clone()).unwrap();
     for portable in [false, true] {
         let what = |s: &str| format!("{name} {} {s}", if portable { "portable" } else { "simd" });
-        let mm = |x: &[f32], m: usize| if portable { w.matmul_portable(x, m) } else { w.matmul(x, m) }.unwrap();
+        let mm = |x: &[f32], m: usize| {
+            if portable {
+                w.matmul_portable(x, m)
+            } else {
+                w.matmul(x, m)
+            }
+            .unwrap()
+        };
         for i in 0..c.m {
             let got = mm(&c.x[i * c.k..(i + 1) * c.k], 1);
-            assert_same(&what(&format!("decode row {i}")), &got, &c.decode[i * c.n..(i + 1) * c.n], c.n);
+            assert_same(
+                &what(&format!("decode row {i}")),
+                &got,
+                &c.decode[i * c.n..(i + 1) * c.n],
+                c.n,
+            );
         }
         assert_same(&what("prefill 7"), &mm(&c.x[..7 * c.k], 7), &c.batch7, c.n);
         assert_same(&what("prefill all"), &mm(&c.x, c.m), &c.batch_all, c.n);
@@ -194,7 +238,11 @@ fn activation_quantization_is_byte_identical_to_ggml() {
             }
             let want = read(&format!("x{k}.{act}.bin"));
             assert_eq!(want.len(), x.len() / block * block_bytes);
-            for (bi, (xb, wb)) in x.chunks_exact(block).zip(want.chunks_exact(block_bytes)).enumerate() {
+            for (bi, (xb, wb)) in x
+                .chunks_exact(block)
+                .zip(want.chunks_exact(block_bytes))
+                .enumerate()
+            {
                 let at = format!("x{k} {act} block {bi} (row {})", bi / (k / block));
                 match act.as_str() {
                     "Q8_0" => {
@@ -207,16 +255,26 @@ fn activation_quantization_is_byte_identical_to_ggml() {
                         let mut ours = [BlockQ8_1::default()];
                         q8::quantize_q8_1(xb, &mut ours);
                         assert_eq!(ours[0].d.to_bits(), f16_at(wb, 0).to_bits(), "{at}: scale");
-                        assert_eq!(ours[0].s.to_bits(), f16_at(wb, 2).to_bits(), "{at}: d * sum");
+                        assert_eq!(
+                            ours[0].s.to_bits(),
+                            f16_at(wb, 2).to_bits(),
+                            "{at}: d * sum"
+                        );
                         assert_eq!(ours[0].qs.map(|q| q as u8), wb[4..36], "{at}: quants");
                     }
                     "Q8_K" => {
                         let mut ours = [BlockQ8K::default()];
                         q8::quantize_q8_k(xb, &mut ours);
-                        assert_eq!(ours[0].d.to_bits(), f32s(&wb[..4])[0].to_bits(), "{at}: scale");
+                        assert_eq!(
+                            ours[0].d.to_bits(),
+                            f32s(&wb[..4])[0].to_bits(),
+                            "{at}: scale"
+                        );
                         assert_eq!(ours[0].qs.map(|q| q as u8), wb[4..260], "{at}: quants");
-                        let bsums: Vec<i16> =
-                            wb[260..292].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                        let bsums: Vec<i16> = wb[260..292]
+                            .chunks_exact(2)
+                            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                            .collect();
                         assert_eq!(ours[0].bsums.to_vec(), bsums, "{at}: sums");
                     }
                     other => panic!("unexpected activation type {other}"),
@@ -233,8 +291,15 @@ fn rms_norm_matches_ggml() {
     for (path, b) in backends() {
         let x = tensor(&b, &read_f32("op_rms_x.f32"), n);
         let w = b.upload_vector(&read_f32("op_rms_w.f32")).unwrap();
-        let y = b.rms_norm(&x, &w, op["eps"].as_f64().unwrap() as f32).unwrap();
-        assert_same(&format!("rms_norm {path}"), &host(&b, &y), &read_f32("op_rms_y.f32"), n);
+        let y = b
+            .rms_norm(&x, &w, op["eps"].as_f64().unwrap() as f32)
+            .unwrap();
+        assert_same(
+            &format!("rms_norm {path}"),
+            &host(&b, &y),
+            &read_f32("op_rms_y.f32"),
+            n,
+        );
     }
 }
 
@@ -245,16 +310,27 @@ fn gated_activations_match_ggml() {
     for (path, b) in backends() {
         let gate = tensor(&b, &read_f32("op_glu_gate.f32"), n);
         let up = tensor(&b, &read_f32("op_glu_up.f32"), n);
-        for (act, want) in [(Activation::Silu, "op_swiglu_y.f32"), (Activation::GeluTanhF16Table, "op_geglu_y.f32")] {
+        for (act, want) in [
+            (Activation::Silu, "op_swiglu_y.f32"),
+            (Activation::GeluTanhF16Table, "op_geglu_y.f32"),
+        ] {
             let y = b.gated_activation(&gate, &up, act).unwrap();
-            assert_same(&format!("{act:?} {path}"), &host(&b, &y), &read_f32(want), n);
+            assert_same(
+                &format!("{act:?} {path}"),
+                &host(&b, &y),
+                &read_f32(want),
+                n,
+            );
         }
     }
 }
 
 #[test]
 fn gelu_table_is_ggmls() {
-    let want = manifest()["ops"]["gelu_table_fnv1a"].as_str().unwrap().to_string();
+    let want = manifest()["ops"]["gelu_table_fnv1a"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let table = engine::backend::cpu::ops::gelu_table_bits();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (i, &v) in table.iter().enumerate() {
@@ -264,7 +340,11 @@ fn gelu_table_is_ggmls() {
             }
         }
     }
-    assert_eq!(format!("{h:016x}"), want, "GELU table over |x| < 10 differs from ggml_table_gelu_f16");
+    assert_eq!(
+        format!("{h:016x}"),
+        want,
+        "GELU table over |x| < 10 differs from ggml_table_gelu_f16"
+    );
 }
 
 #[test]
@@ -273,14 +353,24 @@ fn rope_matches_ggml() {
     let (heads, d) = (usize_of(&op["x"][1]), usize_of(&op["x"][2]));
     let base = op["base"].as_f64().unwrap();
     // As the model loader computes the table (config.rs: base^(-2i/d) in f64).
-    let inv: Vec<f32> = (0..d / 2).map(|i| base.powf(-(2.0 * i as f64) / d as f64) as f32).collect();
-    let layouts = [(RopeLayout::Adjacent, "op_rope_adjacent.f32"), (RopeLayout::SplitHalves, "op_rope_halves.f32")];
+    let inv: Vec<f32> = (0..d / 2)
+        .map(|i| base.powf(-(2.0 * i as f64) / d as f64) as f32)
+        .collect();
+    let layouts = [
+        (RopeLayout::Adjacent, "op_rope_adjacent.f32"),
+        (RopeLayout::SplitHalves, "op_rope_halves.f32"),
+    ];
     for (path, b) in backends() {
         let x = tensor(&b, &read_f32("op_rope_x.f32"), heads * d);
         for (layout, want) in layouts {
             let table = b.rope_table(&inv, layout).unwrap();
             let y = b.rope(&x, &table, heads, usize_of(&op["start"])).unwrap();
-            assert_same(&format!("rope {layout:?} {path}"), &host(&b, &y), &read_f32(want), heads * d);
+            assert_same(
+                &format!("rope {layout:?} {path}"),
+                &host(&b, &y),
+                &read_f32(want),
+                heads * d,
+            );
         }
     }
 }
@@ -291,7 +381,11 @@ fn rope_matches_ggml() {
 fn attention_matches_ggml() {
     for op in manifest()["ops"]["attention"].as_array().unwrap() {
         let name = op["name"].as_str().unwrap();
-        let (hq, hkv, d) = (usize_of(&op["n_heads"]), usize_of(&op["n_kv_heads"]), usize_of(&op["head_dim"]));
+        let (hq, hkv, d) = (
+            usize_of(&op["n_heads"]),
+            usize_of(&op["n_kv_heads"]),
+            usize_of(&op["head_dim"]),
+        );
         let (total, nq) = (usize_of(&op["total"]), usize_of(&op["queries"]));
         let window = op["window"].as_u64().map(|w| w as usize);
         let p = AttentionParams {
@@ -302,37 +396,81 @@ fn attention_matches_ggml() {
             softcap: op["softcap"].as_f64().map(|c| c as f32),
             window,
         };
-        let (k, v) = (read_f32(&format!("op_att_{name}_k.f32")), read_f32(&format!("op_att_{name}_v.f32")));
+        let (k, v) = (
+            read_f32(&format!("op_att_{name}_k.f32")),
+            read_f32(&format!("op_att_{name}_v.f32")),
+        );
         let q = read_f32(&format!("op_att_{name}_q.f32"));
         let want = read_f32(&format!("op_att_{name}_y.f32"));
         let (pre, kv) = (total - nq, hkv * d);
         for (path, b) in backends() {
-            let spec = KvSpec { n_kv_heads: hkv, head_dim: d, max_positions: 64, window };
+            let spec = KvSpec {
+                n_kv_heads: hkv,
+                head_dim: d,
+                max_positions: 64,
+                window,
+            };
             let mut cache = b.new_kv_cache(spec).unwrap();
             if pre > 0 {
                 let (q0, k0, v0) = (vec![0.0; pre * hq * d], &k[..pre * kv], &v[..pre * kv]);
-                let (q0, k0, v0) = (tensor(&b, &q0, hq * d), tensor(&b, k0, kv), tensor(&b, v0, kv));
+                let (q0, k0, v0) = (
+                    tensor(&b, &q0, hq * d),
+                    tensor(&b, k0, kv),
+                    tensor(&b, v0, kv),
+                );
                 b.attention(&q0, &k0, &v0, &mut cache, &p, 0).unwrap();
             }
-            let (q1, k1, v1) = (tensor(&b, &q, hq * d), tensor(&b, &k[pre * kv..], kv), tensor(&b, &v[pre * kv..], kv));
+            let (q1, k1, v1) = (
+                tensor(&b, &q, hq * d),
+                tensor(&b, &k[pre * kv..], kv),
+                tensor(&b, &v[pre * kv..], kv),
+            );
             let y = b.attention(&q1, &k1, &v1, &mut cache, &p, pre).unwrap();
-            assert_same(&format!("attention {name} {path}"), &host(&b, &y), &want, hq * d);
+            assert_same(
+                &format!("attention {name} {path}"),
+                &host(&b, &y),
+                &want,
+                hq * d,
+            );
         }
     }
 }
 
 #[test]
 fn bad_shapes_are_errors() {
-    assert!(QMatrix::new(GgmlType::Q4_0, 2, 32, vec![0; 35]).is_err(), "wrong byte count");
-    assert!(QMatrix::new(GgmlType::Q4_0, 2, 48, vec![0; 54]).is_err(), "row not a whole number of blocks");
-    assert!(QMatrix::new(GgmlType::F16, 2, 32, vec![0; 128]).is_err(), "not a block type");
-    assert!(QMatrix::new(GgmlType::Q4K, usize::MAX, 256, vec![]).is_err(), "overflowing shape");
+    assert!(
+        QMatrix::new(GgmlType::Q4_0, 2, 32, vec![0; 35]).is_err(),
+        "wrong byte count"
+    );
+    assert!(
+        QMatrix::new(GgmlType::Q4_0, 2, 48, vec![0; 54]).is_err(),
+        "row not a whole number of blocks"
+    );
+    assert!(
+        QMatrix::new(GgmlType::F16, 2, 32, vec![0; 128]).is_err(),
+        "not a block type"
+    );
+    assert!(
+        QMatrix::new(GgmlType::Q4K, usize::MAX, 256, vec![]).is_err(),
+        "overflowing shape"
+    );
     let w = QMatrix::new(GgmlType::Q8_0, 2, 32, vec![0; 68]).unwrap();
-    assert!(w.matmul(&[0.0; 33], 1).is_err(), "activations not m rows of cols");
+    assert!(
+        w.matmul(&[0.0; 33], 1).is_err(),
+        "activations not m rows of cols"
+    );
     assert_eq!(w.matmul(&[1.0; 64], 2).unwrap(), vec![0.0; 4]);
     let b = CpuBackend::new();
-    let table = b.upload_weight("t", GgmlType::Q8_0, [2, 32], &[0; 68]).unwrap();
-    assert!(b.embed(&table, &[2], None).is_err(), "token id past the vocabulary");
+    let table = b
+        .upload_weight("t", GgmlType::Q8_0, [2, 32], &[0; 68])
+        .unwrap();
+    assert!(
+        b.embed(&table, &[2], None).is_err(),
+        "token id past the vocabulary"
+    );
     let x = tensor(&b, &[1.0; 48], 48);
-    assert!(b.matmul(&x, &table).is_err(), "activation width differs from the weight's");
+    assert!(
+        b.matmul(&x, &table).is_err(),
+        "activation width differs from the weight's"
+    );
 }

@@ -21,15 +21,23 @@ fn shared(rel: &str) -> PathBuf {
 }
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/format/")).join(rel)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/format/"
+    ))
+    .join(rel)
 }
 
 fn read(path: &PathBuf) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-const VOCABS: [&str; 4] =
-    ["ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-bpe.gguf", "ggml-vocab-llama-spm.gguf", "ggml-vocab-phi-3.gguf"];
+const VOCABS: [&str; 4] = [
+    "ggml-vocab-gpt-2.gguf",
+    "ggml-vocab-llama-bpe.gguf",
+    "ggml-vocab-llama-spm.gguf",
+    "ggml-vocab-phi-3.gguf",
+];
 
 /// The first bytes of each vocab file: its header runs far past this, so every cut lands inside metadata.
 const PREFIX: usize = 64 << 10;
@@ -55,7 +63,11 @@ const NASTY: [u8; 6] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x40];
 /// Damages `bytes` in place: 1 to 8 bit flips or byte overwrites, mostly near the start where counts and lengths are.
 fn damage(rng: &mut Rng, bytes: &mut [u8]) {
     for _ in 0..1 + rng.below(8) {
-        let span = if rng.below(2) == 0 { bytes.len().min(512) } else { bytes.len() };
+        let span = if rng.below(2) == 0 {
+            bytes.len().min(512)
+        } else {
+            bytes.len()
+        };
         let at = rng.below(span);
         match rng.below(3) {
             0 => bytes[at] ^= 1 << rng.below(8),
@@ -70,14 +82,21 @@ fn check_gguf(prefix: &[u8], file_len: u64) -> Option<gguf::GgufFile> {
     match gguf::parse_header(prefix, file_len) {
         Ok(Parsed::Complete(f)) => {
             for t in &f.tensors {
-                assert!(t.offset + t.len <= file_len, "tensor `{}` past the end", t.name);
+                assert!(
+                    t.offset + t.len <= file_len,
+                    "tensor `{}` past the end",
+                    t.name
+                );
                 assert_eq!(t.offset % f.alignment, 0);
             }
             Some(f)
         }
         Ok(Parsed::NeedMore(n)) => {
             let have = prefix.len().min(file_len as usize) as u64;
-            assert!(n > have && n <= file_len, "NeedMore({n}) with {have} of {file_len} bytes");
+            assert!(
+                n > have && n <= file_len,
+                "NeedMore({n}) with {have} of {file_len} bytes"
+            );
             None
         }
         Err(_) => None,
@@ -88,12 +107,20 @@ fn check_safetensors(prefix: &[u8], file_len: u64) -> Option<st::SafetensorsFile
     match st::parse_header(prefix, file_len, 0) {
         Ok(Parsed::Complete(f)) => {
             for t in &f.tensors {
-                assert!(t.offset + t.len <= file_len, "tensor `{}` past the end", t.name);
+                assert!(
+                    t.offset + t.len <= file_len,
+                    "tensor `{}` past the end",
+                    t.name
+                );
             }
             Some(f)
         }
         Ok(Parsed::NeedMore(n)) => {
-            assert!(n > prefix.len() as u64 && n <= file_len, "NeedMore({n}) with {} of {file_len}", prefix.len());
+            assert!(
+                n > prefix.len() as u64 && n <= file_len,
+                "NeedMore({n}) with {} of {file_len}",
+                prefix.len()
+            );
             None
         }
         Err(_) => None,
@@ -111,10 +138,42 @@ fn complete_gguf(bytes: &[u8]) -> gguf::GgufFile {
 fn vocab_headers_parse() {
     // (file, architecture, tokenizer model, token count, first token, last token, merges) as gguf-py reads them.
     let expect = [
-        ("ggml-vocab-gpt-2.gguf", "gpt2", "gpt2", 50257, "!", "<|endoftext|>", Some(50000)),
-        ("ggml-vocab-llama-bpe.gguf", "llama", "gpt2", 128256, "!", "<|reserved_special_token_250|>", Some(280147)),
-        ("ggml-vocab-llama-spm.gguf", "llama", "llama", 32000, "<unk>", "给", None),
-        ("ggml-vocab-phi-3.gguf", "phi3", "llama", 32064, "<unk>", "[PAD32063]", None),
+        (
+            "ggml-vocab-gpt-2.gguf",
+            "gpt2",
+            "gpt2",
+            50257,
+            "!",
+            "<|endoftext|>",
+            Some(50000),
+        ),
+        (
+            "ggml-vocab-llama-bpe.gguf",
+            "llama",
+            "gpt2",
+            128256,
+            "!",
+            "<|reserved_special_token_250|>",
+            Some(280147),
+        ),
+        (
+            "ggml-vocab-llama-spm.gguf",
+            "llama",
+            "llama",
+            32000,
+            "<unk>",
+            "给",
+            None,
+        ),
+        (
+            "ggml-vocab-phi-3.gguf",
+            "phi3",
+            "llama",
+            32064,
+            "<unk>",
+            "[PAD32063]",
+            None,
+        ),
     ];
     for (name, arch, model, n_tokens, first, last, merges) in expect {
         let bytes = read(&shared(&format!("vocab/{name}")));
@@ -122,17 +181,34 @@ fn vocab_headers_parse() {
         assert_eq!(f.version, 3, "{name}");
         assert!(f.tensors.is_empty(), "{name}");
         assert_eq!(f.architecture(), Some(arch), "{name}");
-        assert_eq!(f.get("tokenizer.ggml.model").and_then(MetaValue::as_str), Some(model), "{name}");
-        let tokens = f.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).expect("tokens");
+        assert_eq!(
+            f.get("tokenizer.ggml.model").and_then(MetaValue::as_str),
+            Some(model),
+            "{name}"
+        );
+        let tokens = f
+            .get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::as_array)
+            .expect("tokens");
         assert_eq!(tokens.len(), n_tokens, "{name}");
         assert_eq!(tokens[0].as_str(), Some(first), "{name}");
         assert_eq!(tokens[n_tokens - 1].as_str(), Some(last), "{name}");
-        let n_merges = f.get("tokenizer.ggml.merges").and_then(MetaValue::as_array).map(<[_]>::len);
+        let n_merges = f
+            .get("tokenizer.ggml.merges")
+            .and_then(MetaValue::as_array)
+            .map(<[_]>::len);
         assert_eq!(n_merges, merges, "{name}");
 
         // Through a ByteSource too (llama-bpe's 7.8 MB header takes several reads).
-        let src = engine::source::MemorySource { name: name.into(), bytes };
-        assert_eq!(futures::executor::block_on(gguf::read_gguf(&src)).unwrap(), f, "{name}");
+        let src = engine::source::MemorySource {
+            name: name.into(),
+            bytes,
+        };
+        assert_eq!(
+            futures::executor::block_on(gguf::read_gguf(&src)).unwrap(),
+            f,
+            "{name}"
+        );
     }
 }
 
@@ -147,10 +223,16 @@ fn assert_meta(key: &str, got: &MetaValue, types: &[u64], want: &Value) {
                 assert_meta(key, g, &types[1..], w);
             }
         }
-        (MetaValue::String(s), Value::String(w)) => assert_eq!((ty, s.as_str()), (8, w.as_str()), "{key}"),
+        (MetaValue::String(s), Value::String(w)) => {
+            assert_eq!((ty, s.as_str()), (8, w.as_str()), "{key}")
+        }
         (MetaValue::Bool(b), Value::Bool(w)) => assert_eq!((ty, *b), (7, *w), "{key}"),
-        (MetaValue::F32(v), Value::Number(w)) => assert_eq!((ty, *v as f64), (6, w.as_f64().unwrap()), "{key}"),
-        (MetaValue::F64(v), Value::Number(w)) => assert_eq!((ty, *v), (12, w.as_f64().unwrap()), "{key}"),
+        (MetaValue::F32(v), Value::Number(w)) => {
+            assert_eq!((ty, *v as f64), (6, w.as_f64().unwrap()), "{key}")
+        }
+        (MetaValue::F64(v), Value::Number(w)) => {
+            assert_eq!((ty, *v), (12, w.as_f64().unwrap()), "{key}")
+        }
         (v, Value::Number(w)) => {
             let want_ty = match v {
                 MetaValue::U8(_) => 0,
@@ -177,19 +259,42 @@ fn assert_meta(key: &str, got: &MetaValue, types: &[u64], want: &Value) {
 fn gguf_fixtures_match_gguf_py() {
     for name in ["tiny.gguf", "tiny-align64.gguf"] {
         let bytes = read(&fixture(name));
-        let reference: Value = serde_json::from_slice(&read(&fixture(&format!("{name}.json")))).unwrap();
+        let reference: Value =
+            serde_json::from_slice(&read(&fixture(&format!("{name}.json")))).unwrap();
         let f = complete_gguf(&bytes);
-        assert_eq!(f.version as u64, reference["version"].as_u64().unwrap(), "{name}");
-        assert_eq!(f.alignment, reference["alignment"].as_u64().unwrap(), "{name}");
-        assert_eq!(f.data_offset, reference["data_offset"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            f.version as u64,
+            reference["version"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            f.alignment,
+            reference["alignment"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            f.data_offset,
+            reference["data_offset"].as_u64().unwrap(),
+            "{name}"
+        );
 
         let want_tensors = reference["tensors"].as_array().unwrap();
         assert_eq!(f.tensors.len(), want_tensors.len(), "{name}");
         for (t, w) in f.tensors.iter().zip(want_tensors) {
             assert_eq!(t.name, w["name"].as_str().unwrap());
-            assert_eq!(t.dtype, GgmlType::from_id(w["type"].as_u64().unwrap() as u32).unwrap(), "{}", t.name);
+            assert_eq!(
+                t.dtype,
+                GgmlType::from_id(w["type"].as_u64().unwrap() as u32).unwrap(),
+                "{}",
+                t.name
+            );
             // gguf-py lists dims innermost first, as stored; TensorInfo has them outermost first.
-            let mut dims: Vec<usize> = w["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let mut dims: Vec<usize> = w["dims"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
             dims.reverse();
             assert_eq!(t.shape, dims, "{}", t.name);
             assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{}", t.name);
@@ -200,8 +305,18 @@ fn gguf_fixtures_match_gguf_py() {
         let want_meta = reference["metadata"].as_object().unwrap();
         assert_eq!(f.metadata.len(), want_meta.len(), "{name}");
         for (key, w) in want_meta {
-            let types: Vec<u64> = w["types"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
-            assert_meta(key, f.get(key).unwrap_or_else(|| panic!("{name}: no {key}")), &types, &w["value"]);
+            let types: Vec<u64> = w["types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap())
+                .collect();
+            assert_meta(
+                key,
+                f.get(key).unwrap_or_else(|| panic!("{name}: no {key}")),
+                &types,
+                &w["value"],
+            );
         }
     }
 }
@@ -216,12 +331,18 @@ fn gguf_truncations() {
         for cut in cuts {
             let prefix = &bytes[..cut];
             match gguf::parse_header(prefix, len) {
-                Ok(Parsed::NeedMore(n)) => assert!(n > cut as u64 && n <= len, "{name} cut {cut}: NeedMore({n})"),
+                Ok(Parsed::NeedMore(n)) => assert!(
+                    n > cut as u64 && n <= len,
+                    "{name} cut {cut}: NeedMore({n})"
+                ),
                 other => panic!("{name} cut {cut}: {other:?}"),
             }
             // The same bytes as the whole file: a truncated file, never a request for more.
             let r = gguf::parse_header(prefix, cut as u64);
-            assert!(matches!(r, Err(Error::Truncated { .. } | Error::Malformed { .. })), "{name} cut {cut}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Truncated { .. } | Error::Malformed { .. })),
+                "{name} cut {cut}: {r:?}"
+            );
         }
     }
     for name in ["tiny.gguf", "tiny-align64.gguf"] {
@@ -235,7 +356,11 @@ fn gguf_truncations() {
                 None => assert!(cut < full.data_offset as usize, "{name} cut {cut}"),
             }
             let as_file = check_gguf(&bytes[..cut], cut as u64);
-            assert_eq!(as_file.is_some(), cut >= data_end, "{name} cut {cut}: parsed {as_file:?}");
+            assert_eq!(
+                as_file.is_some(),
+                cut >= data_end,
+                "{name} cut {cut}: parsed {as_file:?}"
+            );
         }
     }
 }
@@ -276,11 +401,26 @@ fn safetensors_file() -> Vec<u8> {
     use safetensors::tensor::{Dtype, TensorView};
     let data: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
     let tensors = vec![
-        ("model.embed_tokens.weight", TensorView::new(Dtype::F32, vec![16, 32], &data[..2048]).unwrap()),
-        ("model.layers.0.input_layernorm.weight", TensorView::new(Dtype::BF16, vec![32], &data[..64]).unwrap()),
-        ("model.layers.0.self_attn.q_proj.weight", TensorView::new(Dtype::F16, vec![8, 32], &data[..512]).unwrap()),
-        ("model.norm.weight", TensorView::new(Dtype::F16, vec![32], &data[..64]).unwrap()),
-        ("scale", TensorView::new(Dtype::F32, vec![], &data[..4]).unwrap()),
+        (
+            "model.embed_tokens.weight",
+            TensorView::new(Dtype::F32, vec![16, 32], &data[..2048]).unwrap(),
+        ),
+        (
+            "model.layers.0.input_layernorm.weight",
+            TensorView::new(Dtype::BF16, vec![32], &data[..64]).unwrap(),
+        ),
+        (
+            "model.layers.0.self_attn.q_proj.weight",
+            TensorView::new(Dtype::F16, vec![8, 32], &data[..512]).unwrap(),
+        ),
+        (
+            "model.norm.weight",
+            TensorView::new(Dtype::F16, vec![32], &data[..64]).unwrap(),
+        ),
+        (
+            "scale",
+            TensorView::new(Dtype::F32, vec![], &data[..4]).unwrap(),
+        ),
     ];
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::tensor::serialize(tensors, Some(meta)).unwrap()
@@ -306,17 +446,35 @@ fn safetensors_header_matches_the_crate() {
         assert_eq!(t.dtype, dtype, "{name}");
         assert_eq!(t.shape, view.shape(), "{name}");
         // The crate hands out slices of the buffer: their position is the absolute offset.
-        assert_eq!(t.offset as usize, view.data().as_ptr() as usize - bytes.as_ptr() as usize, "{name}");
+        assert_eq!(
+            t.offset as usize,
+            view.data().as_ptr() as usize - bytes.as_ptr() as usize,
+            "{name}"
+        );
         assert_eq!(t.len as usize, view.data().len(), "{name}");
         assert_eq!(t.shard, 2);
     }
-    assert!(f.tensors.windows(2).all(|w| w[0].offset < w[1].offset), "not in file order");
+    assert!(
+        f.tensors.windows(2).all(|w| w[0].offset < w[1].offset),
+        "not in file order"
+    );
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let want: std::collections::BTreeMap<_, _> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let want: std::collections::BTreeMap<_, _> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     assert_eq!(f.metadata, want);
 
-    let src = engine::source::MemorySource { name: "model.safetensors".into(), bytes: bytes.clone() };
-    assert_eq!(futures::executor::block_on(st::read_safetensors(&src, 2)).unwrap(), f);
+    let src = engine::source::MemorySource {
+        name: "model.safetensors".into(),
+        bytes: bytes.clone(),
+    };
+    assert_eq!(
+        futures::executor::block_on(st::read_safetensors(&src, 2)).unwrap(),
+        f
+    );
 }
 
 #[test]
@@ -327,7 +485,10 @@ fn safetensors_truncations_and_damage() {
     for cut in 0..bytes.len() {
         let got = check_safetensors(&bytes[..cut], len);
         assert_eq!(got.is_some(), cut >= header_end, "cut {cut}");
-        assert!(check_safetensors(&bytes[..cut], cut as u64).is_none(), "cut {cut}: a truncated file parsed");
+        assert!(
+            check_safetensors(&bytes[..cut], cut as u64).is_none(),
+            "cut {cut}: a truncated file parsed"
+        );
     }
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     for _ in 0..4000 {
@@ -346,12 +507,20 @@ fn safetensors_other_dtypes_are_unsupported_by_name() {
     use safetensors::tensor::{Dtype, TensorView};
     let data = [0u8; 16];
     let tensors = vec![
-        ("a", TensorView::new(Dtype::F32, vec![2], &data[..8]).unwrap()),
-        ("position_ids", TensorView::new(Dtype::I64, vec![1], &data[..8]).unwrap()),
+        (
+            "a",
+            TensorView::new(Dtype::F32, vec![2], &data[..8]).unwrap(),
+        ),
+        (
+            "position_ids",
+            TensorView::new(Dtype::I64, vec![1], &data[..8]).unwrap(),
+        ),
     ];
     let bytes = safetensors::tensor::serialize(tensors, None).unwrap();
     match st::parse_header(&bytes, bytes.len() as u64, 0) {
-        Err(Error::Unsupported(m)) => assert!(m.contains("position_ids") && m.contains("I64"), "{m}"),
+        Err(Error::Unsupported(m)) => {
+            assert!(m.contains("position_ids") && m.contains("I64"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
 }

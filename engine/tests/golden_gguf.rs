@@ -26,9 +26,17 @@ fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
     let m = load_cpu(&path);
     let want = as_u32s(&r["greedy"]);
     let got = m.greedy(&prompt, want.len());
-    assert_eq!(got, want, "{name} {quant}: greedy tokens differ from llama.cpp's");
+    assert_eq!(
+        got, want,
+        "{name} {quant}: greedy tokens differ from llama.cpp's"
+    );
     let logits = m.logits(&prompt);
-    let worst = assert_logits_close(&format!("{name} {quant} GGUF vs llama.cpp"), &logits, &as_matrix(&r["logits"]), tol);
+    let worst = assert_logits_close(
+        &format!("{name} {quant} GGUF vs llama.cpp"),
+        &logits,
+        &as_matrix(&r["logits"]),
+        tol,
+    );
     eprintln!("{name} {quant}: worst max|diff|/max|ref| vs llama.cpp = {worst:.2e}");
     let worst = assert_logits_close(
         &format!("{name} {quant} GGUF vs its HF twin"),
@@ -44,16 +52,38 @@ fn check(name: &str, quant: &str, tol: f32, tol_exact: f32) {
     // Lavapipe gets the product kernels written for CPU-emulated adapters; real GPUs get the cooperative ones.
     for (kernels, options) in [
         ("gpu", f32_path()),
-        ("gpu, cooperative products", GpuOptions { force_cooperative_products: true, ..f32_path() }),
+        (
+            "gpu, cooperative products",
+            GpuOptions {
+                force_cooperative_products: true,
+                ..f32_path()
+            },
+        ),
     ] {
-        let Some(g) = load_gpu_with(&path, options) else { return };
-        assert_eq!(g.greedy(&prompt, want.len()), want, "{name} {quant} ({kernels}): greedy tokens differ from llama.cpp's");
+        let Some(g) = load_gpu_with(&path, options) else {
+            return;
+        };
+        assert_eq!(
+            g.greedy(&prompt, want.len()),
+            want,
+            "{name} {quant} ({kernels}): greedy tokens differ from llama.cpp's"
+        );
         let logits = g.logits(&prompt);
         let tol_gpu = if quant == "f32" { tol } else { tol_exact };
         let what = format!("{name} {quant} GGUF ({kernels})");
-        let worst = assert_logits_close(&format!("{what} vs llama.cpp"), &logits, &as_matrix(&r["logits"]), tol_gpu);
+        let worst = assert_logits_close(
+            &format!("{what} vs llama.cpp"),
+            &logits,
+            &as_matrix(&r["logits"]),
+            tol_gpu,
+        );
         eprintln!("{what}: worst max|diff|/max|ref| vs llama.cpp = {worst:.2e}");
-        let worst = assert_logits_close(&format!("{what} vs its HF twin"), &logits, &as_matrix(&r["exact_logits"]), tol_exact);
+        let worst = assert_logits_close(
+            &format!("{what} vs its HF twin"),
+            &logits,
+            &as_matrix(&r["exact_logits"]),
+            tol_exact,
+        );
         eprintln!("{what}: worst max|diff|/max|ref| vs the HF twin = {worst:.2e}");
     }
 }

@@ -16,12 +16,18 @@ fn check(name: &str) {
         compare(name, "gpu", &m);
     }
     // A binding limit far below the embedding's size: every weight is split across buffers.
-    let small = GpuOptions { max_binding_bytes: Some(4096), ..f32_path() };
+    let small = GpuOptions {
+        max_binding_bytes: Some(4096),
+        ..f32_path()
+    };
     if let Some(m) = load_gpu_with(&dir, small) {
         compare(name, "gpu, 4 KiB bindings", &m);
     }
     // Lavapipe gets the product kernels written for CPU-emulated adapters; real GPUs get the cooperative ones.
-    let cooperative = GpuOptions { force_cooperative_products: true, ..f32_path() };
+    let cooperative = GpuOptions {
+        force_cooperative_products: true,
+        ..f32_path()
+    };
     if let Some(m) = load_gpu_with(&dir, cooperative) {
         compare(name, "gpu, cooperative products", &m);
     }
@@ -45,7 +51,12 @@ fn compare_within<B: Backend>(name: &str, backend: &str, m: &Loaded<B>, tol: f32
     let what = format!("{name} (safetensors, {backend})");
     let worst = assert_logits_close(&what, &m.logits(&tokens), &want, tol);
     eprintln!("{what}: worst max|diff|/max|ref| = {worst:.2e}");
-    let worst = assert_logits_close(&format!("{what} incremental"), &m.incremental_logits(&tokens), &want, tol);
+    let worst = assert_logits_close(
+        &format!("{what} incremental"),
+        &m.incremental_logits(&tokens),
+        &want,
+        tol,
+    );
     eprintln!("{what} incremental: worst max|diff|/max|ref| = {worst:.2e}");
 }
 

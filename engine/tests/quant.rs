@@ -14,7 +14,10 @@ fn fixture(name: &str) -> Vec<u8> {
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     assert_eq!(bytes.len() % 4, 0);
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// Bitwise equality, except that any NaN matches any NaN: numpy keeps a signalling NaN's payload when widening
@@ -43,7 +46,11 @@ fn dequantize_matches_gguf_py() {
     for ty in ALL {
         let raw = fixture(&format!("{}.bin", ty.name()));
         let expected = f32s(&fixture(&format!("{}.f32", ty.name())));
-        assert!(expected.len() >= 4 * ty.block_size(), "{}: fixture too small", ty.name());
+        assert!(
+            expected.len() >= 4 * ty.block_size(),
+            "{}: fixture too small",
+            ty.name()
+        );
         let got = dequantize_to_vec(ty, &raw, expected.len())
             .unwrap_or_else(|e| panic!("{}: dequantize failed: {e}", ty.name()));
         if let Some(i) = (0..expected.len()).find(|&i| !same(got[i], expected[i])) {
@@ -58,7 +65,11 @@ fn dequantize_matches_gguf_py() {
             ));
         }
     }
-    assert!(failures.is_empty(), "dequantisation differs from gguf-py:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "dequantisation differs from gguf-py:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -66,7 +77,10 @@ fn dequantize_into_a_slice_matches_to_vec() {
     let raw = fixture("Q6_K.bin");
     let mut out = vec![f32::NAN; raw.len() / 210 * 256];
     dequantize(GgmlType::Q6K, &raw, &mut out).unwrap();
-    assert_eq!(out, dequantize_to_vec(GgmlType::Q6K, &raw, out.len()).unwrap());
+    assert_eq!(
+        out,
+        dequantize_to_vec(GgmlType::Q6K, &raw, out.len()).unwrap()
+    );
 }
 
 #[test]
@@ -91,14 +105,20 @@ fn quantize_q8_0_matches_gguf_py_bytes() {
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
         let step = amax / 127.0;
         for (a, b) in x.iter().zip(y) {
-            assert!((a - b).abs() <= step * 0.5 + amax * 1e-3, "block {block}: {a} -> {b}");
+            assert!(
+                (a - b).abs() <= step * 0.5 + amax * 1e-3,
+                "block {block}: {a} -> {b}"
+            );
         }
     }
 }
 
 #[test]
 fn quantize_q8_0_rejects_partial_blocks_and_handles_zeros() {
-    assert!(matches!(quantize_q8_0(&[1.0; 33]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        quantize_q8_0(&[1.0; 33]),
+        Err(Error::InvalidArgument(_))
+    ));
     assert_eq!(quantize_q8_0(&[]).unwrap(), Vec::<u8>::new());
     assert_eq!(quantize_q8_0(&[0.0; 32]).unwrap(), vec![0u8; 34]);
 }
@@ -112,16 +132,28 @@ fn wrong_lengths_are_errors() {
         // One byte short, one byte over, one block's values too many.
         for (len, elements) in [(2 * ts - 1, 2 * bs), (2 * ts + 1, 2 * bs), (2 * ts, 3 * bs)] {
             let r = dequantize_to_vec(ty, &vec![0u8; len], elements);
-            assert!(matches!(r, Err(Error::InvalidArgument(_))), "{} len {len} elements {elements}", ty.name());
+            assert!(
+                matches!(r, Err(Error::InvalidArgument(_))),
+                "{} len {len} elements {elements}",
+                ty.name()
+            );
         }
         if bs > 1 {
             let mut out = vec![0f32; bs + 1];
             let r = dequantize(ty, &vec![0u8; ts], &mut out);
-            assert!(matches!(r, Err(Error::InvalidArgument(_))), "{}: partial block", ty.name());
+            assert!(
+                matches!(r, Err(Error::InvalidArgument(_))),
+                "{}: partial block",
+                ty.name()
+            );
         }
         // A huge claimed element count is rejected before anything is allocated.
         let r = dequantize_to_vec(ty, &bytes, usize::MAX / 2 / bs * bs);
-        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{}: huge count", ty.name());
+        assert!(
+            matches!(r, Err(Error::InvalidArgument(_))),
+            "{}: huge count",
+            ty.name()
+        );
         assert_eq!(dequantize_to_vec(ty, &[], 0).unwrap(), Vec::<f32>::new());
     }
 }

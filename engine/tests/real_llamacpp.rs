@@ -16,7 +16,11 @@ const NEAR_TIE: f32 = 0.1;
 
 /// llama.cpp's logit for `id` at a position, when `id` is among its recorded top candidates.
 fn llamacpp_logit(top: &serde_json::Value, id: u32) -> Option<f32> {
-    top.as_array()?.iter().find(|p| p[0].as_u64() == Some(id as u64)).and_then(|p| p[1].as_f64()).map(|v| v as f32)
+    top.as_array()?
+        .iter()
+        .find(|p| p[0].as_u64() == Some(id as u64))
+        .and_then(|p| p[1].as_f64())
+        .map(|v| v as f32)
 }
 
 fn is_near_tie(top: &serde_json::Value, id: u32) -> bool {
@@ -28,22 +32,51 @@ fn check(fixture_name: &str) {
     let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
     let model_file = refs["model_file"].as_str().expect("model_file");
     let m = load_cpu(&real_model(model_file));
-    let tok = m.files.tokenizer.as_ref().expect("the GGUF has a vocabulary");
-    let chat = refs["chat_template_applied"].as_bool().expect("chat_template_applied");
+    let tok = m
+        .files
+        .tokenizer
+        .as_ref()
+        .expect("the GGUF has a vocabulary");
+    let chat = refs["chat_template_applied"]
+        .as_bool()
+        .expect("chat_template_applied");
 
     let (mut agree, mut total) = (0usize, 0usize);
     for (ci, case) in refs["cases"].as_array().expect("cases").iter().enumerate() {
         let text = case["text"].as_str().expect("text");
         let rendered = case["rendered"].as_str().expect("rendered");
         if chat {
-            let template = m.files.chat_template.as_ref().expect("the GGUF has a chat template");
-            let ours = template.render(&[Message { role: "user".into(), content: text.into() }], true).unwrap();
-            assert_eq!(ours, rendered, "{fixture_name} case {ci}: chat template rendering differs");
+            let template = m
+                .files
+                .chat_template
+                .as_ref()
+                .expect("the GGUF has a chat template");
+            let ours = template
+                .render(
+                    &[Message {
+                        role: "user".into(),
+                        content: text.into(),
+                    }],
+                    true,
+                )
+                .unwrap();
+            assert_eq!(
+                ours, rendered,
+                "{fixture_name} case {ci}: chat template rendering differs"
+            );
         }
         let add_bos = case["add_bos"].as_bool().expect("add_bos");
-        assert_eq!(tok.add_bos_by_default(), add_bos, "{fixture_name}: BOS default differs from llama.cpp's");
+        assert_eq!(
+            tok.add_bos_by_default(),
+            add_bos,
+            "{fixture_name}: BOS default differs from llama.cpp's"
+        );
         let prompt = as_u32s(&case["prompt_tokens"]);
-        assert_eq!(tok.encode(rendered, add_bos).unwrap(), prompt, "{fixture_name} case {ci}: tokens differ");
+        assert_eq!(
+            tok.encode(rendered, add_bos).unwrap(),
+            prompt,
+            "{fixture_name} case {ci}: tokens differ"
+        );
 
         // Greedy: 32 tokens, the first divergence may only be a near-tie.
         let want = as_u32s(&case["greedy"]);
@@ -76,8 +109,15 @@ fn check(fixture_name: &str) {
         }
     }
     let rate = agree as f64 / total as f64;
-    eprintln!("{fixture_name}: teacher-forced top-1 agreement {agree}/{total} = {:.2}%", rate * 100.0);
-    assert!(rate >= 0.99, "{fixture_name}: teacher-forced top-1 agreement {:.2}% < 99%", rate * 100.0);
+    eprintln!(
+        "{fixture_name}: teacher-forced top-1 agreement {agree}/{total} = {:.2}%",
+        rate * 100.0
+    );
+    assert!(
+        rate >= 0.99,
+        "{fixture_name}: teacher-forced top-1 agreement {:.2}% < 99%",
+        rate * 100.0
+    );
 }
 
 /// The GPU backend's greedy tokens equal the CPU backend's: a first difference only at a near-tie of either the
@@ -99,7 +139,8 @@ fn check_gpu_greedy(fixture_name: &str) {
             let row = cpu.logits(&seq).pop().expect("logits");
             let gap = row[ours_cpu[j] as usize] - row[theirs[j] as usize];
             let cpu_near = gap <= NEAR_TIE;
-            let llamacpp_near = ours_cpu[..j] == as_u32s(&case["greedy"])[..j] && is_near_tie(&tops[j], theirs[j]);
+            let llamacpp_near =
+                ours_cpu[..j] == as_u32s(&case["greedy"])[..j] && is_near_tie(&tops[j], theirs[j]);
             eprintln!(
                 "{fixture_name} case {ci}: GPU greedy diverges from the CPU at step {j}: GPU {} CPU {} (CPU logit gap \
                  {gap:.3}{})",
@@ -141,8 +182,15 @@ fn check_gpu_teacher_forced(fixture_name: &str) {
         }
     }
     let rate = agree as f64 / total as f64;
-    eprintln!("{fixture_name} (gpu): teacher-forced top-1 agreement {agree}/{total} = {:.2}%", rate * 100.0);
-    assert!(rate >= 0.99, "{fixture_name} (gpu): teacher-forced top-1 agreement {:.2}% < 99%", rate * 100.0);
+    eprintln!(
+        "{fixture_name} (gpu): teacher-forced top-1 agreement {agree}/{total} = {:.2}%",
+        rate * 100.0
+    );
+    assert!(
+        rate >= 0.99,
+        "{fixture_name} (gpu): teacher-forced top-1 agreement {:.2}% < 99%",
+        rate * 100.0
+    );
 }
 
 #[test]

@@ -53,7 +53,13 @@ struct Fixture {
 /// The bytes of one fixture file, compiled into the test wasm.
 macro_rules! tiny {
     ($name:literal, $file:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny/", $name, "/", $file))
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tiny/",
+            $name,
+            "/",
+            $file
+        ))
     };
 }
 
@@ -74,7 +80,9 @@ static GEMMA3: Fixture = fixture!("gemma3");
 
 /// Loads `fx` onto the GPU with `options` and checks it against the reference.
 async fn check(fx: &Fixture, options: GpuOptions, label: &str) {
-    let Some(backend) = gpu(&options).await else { return };
+    let Some(backend) = gpu(&options).await else {
+        return;
+    };
     check_on(fx, &backend, label).await;
 }
 
@@ -82,18 +90,28 @@ async fn check(fx: &Fixture, options: GpuOptions, label: &str) {
 /// max|diff|/max|ref| ≤ 1e-3 per position, as the native golden test does.
 async fn check_on<B: Backend>(fx: &Fixture, backend: &B, label: &str) {
     let what = format!("{} (safetensors, {label})", fx.name);
-    let source = MemorySource { name: format!("{}/model.safetensors", fx.name), bytes: fx.model.to_vec() };
+    let source = MemorySource {
+        name: format!("{}/model.safetensors", fx.name),
+        bytes: fx.model.to_vec(),
+    };
     let files = ModelFiles::from_hf(vec![source], fx.config, None, None)
         .await
         .unwrap_or_else(|e| panic!("{what}: reading the checkpoint: {e}"));
-    let model = files.load(backend, &mut |_, _| {}).await.unwrap_or_else(|e| panic!("{what}: loading: {e}"));
+    let model = files
+        .load(backend, &mut |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("{what}: loading: {e}"));
 
-    let reference: serde_json::Value = serde_json::from_slice(fx.reference).expect("reference.json parses");
+    let reference: serde_json::Value =
+        serde_json::from_slice(fx.reference).expect("reference.json parses");
     let tokens = as_u32s(&reference["tokens"]);
     let want = as_matrix(&reference["logits"]);
 
     let mut session = Session::new(backend, &model, None, tokens.len() + 1).expect("session");
-    let got = session.logits(&tokens).await.unwrap_or_else(|e| panic!("{what}: logits: {e}"));
+    let got = session
+        .logits(&tokens)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: logits: {e}"));
     let worst = assert_logits_close(&what, &got, &want, 1e-3);
     console_log!("{what}: worst max|diff|/max|ref| = {worst:.2e}");
 
@@ -101,8 +119,15 @@ async fn check_on<B: Backend>(fx: &Fixture, backend: &B, label: &str) {
     let mut cache = model.new_cache(backend, tokens.len()).expect("cache");
     let mut got = Vec::with_capacity(tokens.len());
     for &t in &tokens {
-        let out = model.forward(backend, &mut cache, &[t], false).unwrap_or_else(|e| panic!("{what}: decode: {e}"));
-        got.extend(backend.to_host(&out).await.unwrap_or_else(|e| panic!("{what}: decode readback: {e}")));
+        let out = model
+            .forward(backend, &mut cache, &[t], false)
+            .unwrap_or_else(|e| panic!("{what}: decode: {e}"));
+        got.extend(
+            backend
+                .to_host(&out)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: decode readback: {e}")),
+        );
     }
     let what = format!("{what} incremental");
     let worst = assert_logits_close(&what, &got, &want, 1e-3);
@@ -134,13 +159,23 @@ async fn webgpu_adapter_exists() {
 /// map path every other GPU result also takes.
 #[wasm_bindgen_test]
 async fn rms_norm_reads_back_through_an_awaited_map() {
-    let Some(b) = gpu(&GpuOptions::default()).await else { return };
+    let Some(b) = gpu(&GpuOptions::default()).await else {
+        return;
+    };
     // Rows wider than one 256-wide workgroup, and head-sized groups (QK-norm).
     for (rows, cols, group) in [(3, 577, 577), (5, 6 * 40, 40)] {
-        let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
         let w: Vec<f32> = (0..group).map(|i| 0.5 + (i % 7) as f32 / 7.0).collect();
         let eps = 1e-6;
-        let out = b.rms_norm(&b.tensor_from_host(&x, rows, cols).unwrap(), &b.upload_vector(&w).unwrap(), eps).unwrap();
+        let out = b
+            .rms_norm(
+                &b.tensor_from_host(&x, rows, cols).unwrap(),
+                &b.upload_vector(&w).unwrap(),
+                eps,
+            )
+            .unwrap();
         let got = b.to_host(&out).await.expect("readback");
         assert_eq!((got.len(), got[0].len()), (rows, cols), "readback shape");
         let want: Vec<f32> = x
@@ -151,7 +186,10 @@ async fn rms_norm_reads_back_through_an_awaited_map() {
             })
             .collect();
         for (i, (g, w)) in got.concat().iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "rms_norm [{rows}, {cols}] / {group}: index {i}: {g} vs {w}");
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "rms_norm [{rows}, {cols}] / {group}: index {i}: {g} vs {w}"
+            );
         }
     }
     console_log!("rms_norm on {}: matches the host", b.adapter());
@@ -175,7 +213,10 @@ async fn gemma3_matches_transformers() {
 /// A binding limit far below the embedding's size: every weight is split across buffers, as on a small adapter.
 #[wasm_bindgen_test]
 async fn gemma3_matches_transformers_with_4k_bindings() {
-    let options = GpuOptions { max_binding_bytes: Some(4096), ..Default::default() };
+    let options = GpuOptions {
+        max_binding_bytes: Some(4096),
+        ..Default::default()
+    };
     check(&GEMMA3, options, "webgpu, 4 KiB bindings").await;
 }
 

@@ -49,10 +49,20 @@ pub trait Backend {
     fn name(&self) -> String;
 
     /// A 2-D weight `[rows, cols]` from its raw file bytes (GGUF block layout, or little-endian F32/F16/BF16).
-    fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<Self::Weight>;
+    fn upload_weight(
+        &self,
+        name: &str,
+        dtype: GgmlType,
+        shape: [usize; 2],
+        bytes: &[u8],
+    ) -> Result<Self::Weight>;
 
     /// Fails with a clear message when weights of these types and shapes (`total` bytes) cannot live on the device.
-    fn check_capacity(&self, _matrices: &[(&str, GgmlType, [usize; 2])], _total: u64) -> Result<()> {
+    fn check_capacity(
+        &self,
+        _matrices: &[(&str, GgmlType, [usize; 2])],
+        _total: u64,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -89,7 +99,13 @@ pub trait Backend {
     }
 
     /// Rotates `[rows, heads * head_dim]` for positions start_pos..start_pos + rows.
-    fn rope(&self, x: &Self::Tensor, rope: &Self::Rope, heads: usize, start_pos: usize) -> Result<Self::Tensor>;
+    fn rope(
+        &self,
+        x: &Self::Tensor,
+        rope: &Self::Rope,
+        heads: usize,
+        start_pos: usize,
+    ) -> Result<Self::Tensor>;
 
     /// Appends k, v (`[rows, n_kv * head_dim]`, positions start_pos..) to the cache, then attends q
     /// (`[rows, n_heads * head_dim]`) causally over everything cached → `[rows, n_heads * head_dim]`.
@@ -104,7 +120,12 @@ pub trait Backend {
     ) -> Result<Self::Tensor>;
 
     /// act(gate) * up.
-    fn gated_activation(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+    fn gated_activation(
+        &self,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+        act: Activation,
+    ) -> Result<Self::Tensor>;
 
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 
@@ -121,7 +142,9 @@ pub trait Backend {
     /// per token would dominate) the `TOP_K_CANDIDATES` best tokens, found on the device.
     async fn sampling_logits(&self, logits: &Self::Tensor) -> Result<SamplingLogits> {
         let mut rows = self.to_host(logits).await?;
-        rows.pop().map(SamplingLogits::Full).ok_or_else(|| crate::Error::Backend("no logits".into()))
+        rows.pop()
+            .map(SamplingLogits::Full)
+            .ok_or_else(|| crate::Error::Backend("no logits".into()))
     }
 
     /// The most rows one op sequence may carry (a prefill longer than this runs in chunks).

@@ -61,7 +61,12 @@ pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Parsed<GgufFile>> {
         Ok(n) if n < prefix.len() => &prefix[..n],
         _ => prefix,
     };
-    match parse(&mut Reader { buf, pos: 0, file_len, values: 0 }) {
+    match parse(&mut Reader {
+        buf,
+        pos: 0,
+        file_len,
+        values: 0,
+    }) {
         Ok(file) => Ok(Parsed::Complete(file)),
         Err(Stop::More(n)) => Ok(Parsed::NeedMore(n)),
         Err(Stop::Fail(e)) => Err(e),
@@ -74,7 +79,10 @@ pub async fn read_gguf<S: ByteSource>(src: &S) -> Result<GgufFile> {
 }
 
 fn malformed(detail: impl Into<String>) -> Stop {
-    Stop::Fail(Error::Malformed { format: Format::Gguf, detail: detail.into() })
+    Stop::Fail(Error::Malformed {
+        format: Format::Gguf,
+        detail: detail.into(),
+    })
 }
 
 /// Why parsing stopped before the end: the prefix ran out, or the file is bad.
@@ -96,8 +104,15 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: u64) -> Step<&'a [u8]> {
         let start = self.pos as u64;
-        let truncated = || Error::Truncated { format: Format::Gguf, offset: start, needed: n, available: self.file_len };
-        let end = start.checked_add(n).ok_or_else(|| Stop::Fail(truncated()))?;
+        let truncated = || Error::Truncated {
+            format: Format::Gguf,
+            offset: start,
+            needed: n,
+            available: self.file_len,
+        };
+        let end = start
+            .checked_add(n)
+            .ok_or_else(|| Stop::Fail(truncated()))?;
         if end > self.file_len {
             return Err(Stop::Fail(truncated()));
         }
@@ -185,11 +200,15 @@ impl<'a> Reader<'a> {
             8 => MetaValue::String(self.string("string value")?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(malformed(format!("arrays nested deeper than {MAX_ARRAY_DEPTH} at offset {}", self.pos)));
+                    return Err(malformed(format!(
+                        "arrays nested deeper than {MAX_ARRAY_DEPTH} at offset {}",
+                        self.pos
+                    )));
                 }
                 let elem_ty = self.u32()?;
                 let count = self.u64()?;
-                let min = min_value_bytes(elem_ty).ok_or_else(|| unknown_type(elem_ty, self.pos))?;
+                let min =
+                    min_value_bytes(elem_ty).ok_or_else(|| unknown_type(elem_ty, self.pos))?;
                 self.check_count(count, min, "array length")?;
                 self.count_values(count)?;
                 let mut items = Vec::with_capacity(self.capacity(count, min));
@@ -207,7 +226,9 @@ impl<'a> Reader<'a> {
 }
 
 fn unknown_type(ty: u32, pos: usize) -> Stop {
-    malformed(format!("unknown metadata value type {ty} before offset {pos}"))
+    malformed(format!(
+        "unknown metadata value type {ty} before offset {pos}"
+    ))
 }
 
 /// The fewest bytes a value of type `ty` takes in the file, or None for an unknown type.
@@ -216,8 +237,8 @@ fn min_value_bytes(ty: u32) -> Option<u64> {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
         4..=6 => 4,
-        8 => 8,      // the length of an empty string
-        9 => 4 + 8,  // element type and count of an empty array
+        8 => 8,     // the length of an empty string
+        9 => 4 + 8, // element type and count of an empty array
         10..=12 => 8,
         _ => return None,
     })
@@ -235,12 +256,18 @@ struct RawTensor {
 fn parse(r: &mut Reader) -> Step<GgufFile> {
     let magic = r.array::<4>()?;
     if &magic != b"GGUF" {
-        return Err(malformed(format!("bad magic {magic:02x?}, expected \"GGUF\"")));
+        return Err(malformed(format!(
+            "bad magic {magic:02x?}, expected \"GGUF\""
+        )));
     }
     let version = r.u32()?;
     match version {
         2 | 3 => {}
-        1 => return Err(Stop::Fail(Error::Unsupported("GGUF version 1 (convert the model again)".into()))),
+        1 => {
+            return Err(Stop::Fail(Error::Unsupported(
+                "GGUF version 1 (convert the model again)".into(),
+            )))
+        }
         v if matches!(v.swap_bytes(), 2 | 3) => {
             return Err(Stop::Fail(Error::Unsupported("big-endian GGUF".into())));
         }
@@ -268,7 +295,11 @@ fn parse(r: &mut Reader) -> Step<GgufFile> {
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v.as_u64() {
             Some(a) if a.is_power_of_two() => a,
-            _ => return Err(malformed(format!("general.alignment {v:?} is not a power of two"))),
+            _ => {
+                return Err(malformed(format!(
+                    "general.alignment {v:?} is not a power of two"
+                )))
+            }
         },
     };
 
@@ -285,7 +316,11 @@ fn parse(r: &mut Reader) -> Step<GgufFile> {
     let header_end = r.pos as u64;
     let data_offset = header_end
         .checked_next_multiple_of(alignment)
-        .ok_or_else(|| malformed(format!("alignment {alignment} puts the data section past 2^64")))?;
+        .ok_or_else(|| {
+            malformed(format!(
+                "alignment {alignment} puts the data section past 2^64"
+            ))
+        })?;
 
     let mut tensors = Vec::with_capacity(raw.len());
     for t in raw {
@@ -312,14 +347,22 @@ fn parse(r: &mut Reader) -> Step<GgufFile> {
     }
     check_overlaps(&tensors)?;
 
-    Ok(GgufFile { version, metadata, tensors, data_offset, alignment })
+    Ok(GgufFile {
+        version,
+        metadata,
+        tensors,
+        data_offset,
+        alignment,
+    })
 }
 
 fn tensor_entry(r: &mut Reader, alignment: u64) -> Step<RawTensor> {
     let name = r.string("tensor name")?;
     let n_dims = r.u32()?;
     if n_dims > MAX_DIMS {
-        return Err(malformed(format!("tensor `{name}` has {n_dims} dimensions (at most {MAX_DIMS})")));
+        return Err(malformed(format!(
+            "tensor `{name}` has {n_dims} dimensions (at most {MAX_DIMS})"
+        )));
     }
     let mut dims = [0u64; MAX_DIMS as usize];
     for d in dims.iter_mut().take(n_dims as usize) {
@@ -330,8 +373,11 @@ fn tensor_entry(r: &mut Reader, alignment: u64) -> Step<RawTensor> {
     let rel_offset = r.u64()?;
     let bad = |why: String| malformed(format!("tensor `{name}` {dims:?}: {why}"));
 
-    let dtype = GgmlType::from_id(type_id)
-        .map_err(|_| Stop::Fail(Error::Unsupported(format!("GGUF tensor `{name}` has ggml type {type_id}"))))?;
+    let dtype = GgmlType::from_id(type_id).map_err(|_| {
+        Stop::Fail(Error::Unsupported(format!(
+            "GGUF tensor `{name}` has ggml type {type_id}"
+        )))
+    })?;
     if dims.contains(&0) {
         return Err(bad("a dimension is zero".into()));
     }
@@ -342,19 +388,36 @@ fn tensor_entry(r: &mut Reader, alignment: u64) -> Step<RawTensor> {
         .ok_or_else(|| bad("element count overflows".into()))?;
     let row = dims.first().copied().unwrap_or(1);
     if row % dtype.block_size() as u64 != 0 {
-        return Err(bad(format!("rows of {row} are not whole {} blocks of {}", dtype.name(), dtype.block_size())));
+        return Err(bad(format!(
+            "rows of {row} are not whole {} blocks of {}",
+            dtype.name(),
+            dtype.block_size()
+        )));
     }
-    let len = dtype.byte_len(elements).ok_or_else(|| bad("byte length overflows".into()))?;
+    let len = dtype
+        .byte_len(elements)
+        .ok_or_else(|| bad("byte length overflows".into()))?;
     if rel_offset % alignment != 0 {
-        return Err(bad(format!("offset {rel_offset} is not a multiple of the alignment {alignment}")));
+        return Err(bad(format!(
+            "offset {rel_offset} is not a multiple of the alignment {alignment}"
+        )));
     }
     // Every dim fits usize because their product does.
     let shape = dims.iter().rev().map(|&d| d as usize).collect();
-    Ok(RawTensor { name, dtype, shape, rel_offset, len })
+    Ok(RawTensor {
+        name,
+        dtype,
+        shape,
+        rel_offset,
+        len,
+    })
 }
 
 fn check_overlaps(tensors: &[TensorInfo]) -> Step<()> {
-    let mut spans: Vec<(u64, u64, &str)> = tensors.iter().map(|t| (t.offset, t.offset + t.len, t.name.as_str())).collect();
+    let mut spans: Vec<(u64, u64, &str)> = tensors
+        .iter()
+        .map(|t| (t.offset, t.offset + t.len, t.name.as_str()))
+        .collect();
     spans.sort_unstable();
     for pair in spans.windows(2) {
         let ((_, end_a, a), (start_b, _, b)) = (pair[0], pair[1]);
@@ -427,7 +490,9 @@ mod tests {
     /// Two tensors: an F32 [2, 3] (dims [3, 2]) and a Q4_0 [1, 64].
     fn two_tensor_file() -> Vec<u8> {
         let mut w = Writer::default();
-        w.header(3, 2, 2).kv_str("general.architecture", "llama").kv_u32("llama.block_count", 1);
+        w.header(3, 2, 2)
+            .kv_str("general.architecture", "llama")
+            .kv_u32("llama.block_count", 1);
         w.tensor("a", &[3, 2], 0, 0).tensor("b", &[64, 1], 2, 32);
         w.pad_to(32).zeros(32 + 36);
         w.out
@@ -444,9 +509,15 @@ mod tests {
         assert_eq!(f.data_offset % 32, 0);
         assert_eq!(f.data_offset, bytes.len() as u64 - 68);
         let a = f.tensor("a").unwrap();
-        assert_eq!((a.dtype, a.shape.clone(), a.offset, a.len), (GgmlType::F32, vec![2, 3], f.data_offset, 24));
+        assert_eq!(
+            (a.dtype, a.shape.clone(), a.offset, a.len),
+            (GgmlType::F32, vec![2, 3], f.data_offset, 24)
+        );
         let b = f.tensor("b").unwrap();
-        assert_eq!((b.dtype, b.shape.clone(), b.offset, b.len), (GgmlType::Q4_0, vec![1, 64], f.data_offset + 32, 36));
+        assert_eq!(
+            (b.dtype, b.shape.clone(), b.offset, b.len),
+            (GgmlType::Q4_0, vec![1, 64], f.data_offset + 32, 36)
+        );
         assert!(f.tensor("c").is_none());
     }
 
@@ -456,19 +527,46 @@ mod tests {
         w.header(2, 0, 14);
         w.str("u8").u32(0).out.push(200);
         w.str("i8").u32(1).out.push(0xff);
-        w.str("u16").u32(2).out.extend_from_slice(&513u16.to_le_bytes());
-        w.str("i16").u32(3).out.extend_from_slice(&(-2i16).to_le_bytes());
+        w.str("u16")
+            .u32(2)
+            .out
+            .extend_from_slice(&513u16.to_le_bytes());
+        w.str("i16")
+            .u32(3)
+            .out
+            .extend_from_slice(&(-2i16).to_le_bytes());
         w.kv_u32("u32", 70000);
-        w.str("i32").u32(5).out.extend_from_slice(&(-3i32).to_le_bytes());
-        w.str("f32").u32(6).out.extend_from_slice(&1.5f32.to_le_bytes());
+        w.str("i32")
+            .u32(5)
+            .out
+            .extend_from_slice(&(-3i32).to_le_bytes());
+        w.str("f32")
+            .u32(6)
+            .out
+            .extend_from_slice(&1.5f32.to_le_bytes());
         w.str("bool").u32(7).out.push(1);
         w.kv_str("str", "héllo");
         w.str("arr").u32(9).u32(8).u64(2).str("x").str("");
         w.str("u64").u32(10).u64(1 << 40);
-        w.str("i64").u32(11).out.extend_from_slice(&(-5i64).to_le_bytes());
-        w.str("f64").u32(12).out.extend_from_slice(&0.25f64.to_le_bytes());
+        w.str("i64")
+            .u32(11)
+            .out
+            .extend_from_slice(&(-5i64).to_le_bytes());
+        w.str("f64")
+            .u32(12)
+            .out
+            .extend_from_slice(&0.25f64.to_le_bytes());
         // [[1, 2], []] of i32
-        w.str("nested").u32(9).u32(9).u64(2).u32(5).u64(2).u32(1).u32(2).u32(5).u64(0);
+        w.str("nested")
+            .u32(9)
+            .u32(9)
+            .u64(2)
+            .u32(5)
+            .u64(2)
+            .u32(1)
+            .u32(2)
+            .u32(5)
+            .u64(0);
         let f = complete(&w.out).unwrap();
         use MetaValue::*;
         let expect = [
@@ -485,7 +583,10 @@ mod tests {
             ("u64", U64(1 << 40)),
             ("i64", I64(-5)),
             ("f64", F64(0.25)),
-            ("nested", Array(vec![Array(vec![I32(1), I32(2)]), Array(vec![])])),
+            (
+                "nested",
+                Array(vec![Array(vec![I32(1), I32(2)]), Array(vec![])]),
+            ),
         ];
         assert_eq!(f.metadata.len(), expect.len());
         for (k, v) in expect {
@@ -498,7 +599,11 @@ mod tests {
     #[test]
     fn custom_alignment() {
         let mut w = Writer::default();
-        w.header(3, 1, 1).kv_u32("general.alignment", 64).tensor("t", &[4], 0, 0).pad_to(64).zeros(16);
+        w.header(3, 1, 1)
+            .kv_u32("general.alignment", 64)
+            .tensor("t", &[4], 0, 0)
+            .pad_to(64)
+            .zeros(16);
         let f = complete(&w.out).unwrap();
         assert_eq!(f.alignment, 64);
         assert_eq!(f.data_offset % 64, 0);
@@ -507,7 +612,10 @@ mod tests {
         for bad in [0, 48] {
             let mut w = Writer::default();
             w.header(3, 0, 1).kv_u32("general.alignment", bad);
-            assert!(matches!(complete(&w.out), Err(Error::Malformed { .. })), "alignment {bad}");
+            assert!(
+                matches!(complete(&w.out), Err(Error::Malformed { .. })),
+                "alignment {bad}"
+            );
         }
     }
 
@@ -515,26 +623,42 @@ mod tests {
     fn prefix_asks_for_more() {
         let bytes = two_tensor_file();
         // The unpadded header: everything before the data section's alignment padding.
-        let header_len: usize = 4 + 4 + 8 + 8 + (8 + 20 + 4 + 8 + 5) + (8 + 17 + 4 + 4) + 2 * (8 + 1 + 4 + 16 + 4 + 8);
+        let header_len: usize =
+            4 + 4 + 8 + 8 + (8 + 20 + 4 + 8 + 5) + (8 + 17 + 4 + 4) + 2 * (8 + 1 + 4 + 16 + 4 + 8);
         assert_eq!(bytes.len() - 68, header_len.next_multiple_of(32));
         for cut in 0..header_len {
             match parse_header(&bytes[..cut], bytes.len() as u64).unwrap() {
-                Parsed::NeedMore(n) => assert!(n as usize > cut && n as usize <= header_len, "cut {cut}: {n}"),
+                Parsed::NeedMore(n) => assert!(
+                    n as usize > cut && n as usize <= header_len,
+                    "cut {cut}: {n}"
+                ),
                 Parsed::Complete(_) => panic!("complete from {cut} bytes"),
             }
             // The same bytes as a whole file are a truncated file (or one whose counts cannot fit in it).
             let r = complete(&bytes[..cut]);
-            assert!(matches!(r, Err(Error::Truncated { .. } | Error::Malformed { .. })), "cut {cut}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Truncated { .. } | Error::Malformed { .. })),
+                "cut {cut}: {r:?}"
+            );
         }
         // The header alone parses; the tensor data must still fit in the file.
-        assert!(matches!(parse_header(&bytes[..header_len], bytes.len() as u64), Ok(Parsed::Complete(_))));
-        assert!(matches!(complete(&bytes[..bytes.len() - 1]), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            parse_header(&bytes[..header_len], bytes.len() as u64),
+            Ok(Parsed::Complete(_))
+        ));
+        assert!(matches!(
+            complete(&bytes[..bytes.len() - 1]),
+            Err(Error::Truncated { .. })
+        ));
     }
 
     #[test]
     fn reads_through_source() {
         let bytes = two_tensor_file();
-        let src = crate::source::MemorySource { name: "t.gguf".into(), bytes: bytes.clone() };
+        let src = crate::source::MemorySource {
+            name: "t.gguf".into(),
+            bytes: bytes.clone(),
+        };
         let f = futures::executor::block_on(read_gguf(&src)).unwrap();
         assert_eq!(f, complete(&bytes).unwrap());
     }
@@ -544,16 +668,29 @@ mod tests {
         // A 3 MiB string forces reads beyond the first 1 MiB.
         let mut w = Writer::default();
         let big = "x".repeat(3 << 20);
-        w.header(3, 1, 1).kv_str("big", &big).tensor("t", &[8], 0, 0).pad_to(32).zeros(32);
-        let src = crate::source::MemorySource { name: "big.gguf".into(), bytes: w.out };
+        w.header(3, 1, 1)
+            .kv_str("big", &big)
+            .tensor("t", &[8], 0, 0)
+            .pad_to(32)
+            .zeros(32);
+        let src = crate::source::MemorySource {
+            name: "big.gguf".into(),
+            bytes: w.out,
+        };
         let f = futures::executor::block_on(read_gguf(&src)).unwrap();
-        assert_eq!(f.get("big").and_then(MetaValue::as_str).map(str::len), Some(3 << 20));
+        assert_eq!(
+            f.get("big").and_then(MetaValue::as_str).map(str::len),
+            Some(3 << 20)
+        );
         assert_eq!(f.tensors[0].shape, vec![8]);
     }
 
     fn assert_malformed(bytes: &[u8], what: &str) {
         match complete(bytes) {
-            Err(Error::Malformed { format: Format::Gguf, .. }) => {}
+            Err(Error::Malformed {
+                format: Format::Gguf,
+                ..
+            }) => {}
             other => panic!("{what}: expected Malformed, got {other:?}"),
         }
     }
@@ -607,7 +744,10 @@ mod tests {
             assert_malformed(&w.out, "count");
             // Even with only a prefix given, the file length bounds the count.
             let r = parse_header(&w.out, 1 << 30);
-            assert!(matches!(r, Err(Error::Malformed { .. })), "{tensors} {kvs}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Malformed { .. })),
+                "{tensors} {kvs}: {r:?}"
+            );
         }
         let mut w = Writer::default();
         w.header(3, 0, 1).str("k").u32(9).u32(10).u64(u64::MAX / 4);
@@ -616,12 +756,18 @@ mod tests {
         w.header(3, 0, 1).str("k").u32(8).u64(1 << 40);
         assert!(matches!(complete(&w.out), Err(Error::Truncated { .. })));
         // A string the file could hold but no sane header would.
-        assert!(matches!(parse_header(&w.out, u64::MAX), Err(Error::Unsupported(_))));
+        assert!(matches!(
+            parse_header(&w.out, u64::MAX),
+            Err(Error::Unsupported(_))
+        ));
     }
 
     fn one_tensor(dims: &[u64], ty: u32, offset: u64, data: usize) -> Vec<u8> {
         let mut w = Writer::default();
-        w.header(3, 1, 0).tensor("t", dims, ty, offset).pad_to(32).zeros(data);
+        w.header(3, 1, 0)
+            .tensor("t", dims, ty, offset)
+            .pad_to(32)
+            .zeros(data);
         w.out
     }
 
@@ -629,23 +775,43 @@ mod tests {
     fn rejects_bad_tensors() {
         assert_malformed(&one_tensor(&[1, 1, 1, 1, 1], 0, 0, 4), "5 dims");
         assert_malformed(&one_tensor(&[4, 0], 0, 0, 16), "zero dim");
-        assert_malformed(&one_tensor(&[1 << 32, 1 << 32], 0, 0, 16), "element overflow");
+        assert_malformed(
+            &one_tensor(&[1 << 32, 1 << 32], 0, 0, 16),
+            "element overflow",
+        );
         assert_malformed(&one_tensor(&[1 << 62, 2], 0, 0, 16), "byte overflow");
         assert_malformed(&one_tensor(&[48, 2], 2, 0, 1024), "row not whole blocks");
         assert_malformed(&one_tensor(&[4], 0, 16, 64), "unaligned offset");
-        assert!(matches!(complete(&one_tensor(&[4], 99, 0, 64)), Err(Error::Unsupported(_))));
-        assert!(matches!(complete(&one_tensor(&[4], 0, 0, 15)), Err(Error::Truncated { .. })));
-        assert!(matches!(complete(&one_tensor(&[4], 0, u64::MAX - 31, 16)), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            complete(&one_tensor(&[4], 99, 0, 64)),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            complete(&one_tensor(&[4], 0, 0, 15)),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            complete(&one_tensor(&[4], 0, u64::MAX - 31, 16)),
+            Err(Error::Truncated { .. })
+        ));
         // A scalar is fine.
         let f = complete(&one_tensor(&[], 0, 0, 4)).unwrap();
         assert_eq!((f.tensors[0].shape.len(), f.tensors[0].len), (0, 4));
 
         let mut w = Writer::default();
-        w.header(3, 2, 0).tensor("t", &[8], 0, 0).tensor("t", &[8], 0, 32).pad_to(32).zeros(64);
+        w.header(3, 2, 0)
+            .tensor("t", &[8], 0, 0)
+            .tensor("t", &[8], 0, 32)
+            .pad_to(32)
+            .zeros(64);
         assert_malformed(&w.out, "duplicate tensor");
 
         let mut w = Writer::default();
-        w.header(3, 2, 0).tensor("a", &[16], 0, 0).tensor("b", &[8], 0, 32).pad_to(32).zeros(64);
+        w.header(3, 2, 0)
+            .tensor("a", &[16], 0, 0)
+            .tensor("b", &[8], 0, 32)
+            .pad_to(32)
+            .zeros(64);
         assert_malformed(&w.out, "overlap");
     }
 

@@ -131,8 +131,9 @@ where
     loop {
         let have = buf.len() as u64;
         if want > have {
-            let extra = usize::try_from(want - have)
-                .map_err(|_| crate::Error::Unsupported(format!("a header of {want} bytes on this platform")))?;
+            let extra = usize::try_from(want - have).map_err(|_| {
+                crate::Error::Unsupported(format!("a header of {want} bytes on this platform"))
+            })?;
             buf.extend_from_slice(&src.read_at(have, extra).await?);
         }
         match parse(&buf, file_len)? {

@@ -40,14 +40,22 @@ pub struct ShardIndex {
 }
 
 fn malformed(detail: impl Into<String>) -> Error {
-    Error::Malformed { format: Format::Safetensors, detail: detail.into() }
+    Error::Malformed {
+        format: Format::Safetensors,
+        detail: detail.into(),
+    }
 }
 
 /// Parses the header from `prefix`, the first bytes of a file of `file_len` bytes; tensors are tagged with `shard`.
 pub fn parse_header(prefix: &[u8], file_len: u64, shard: usize) -> Result<Parsed<SafetensorsFile>> {
     let need = |needed: u64| -> Result<bool> {
         if needed > file_len {
-            return Err(Error::Truncated { format: Format::Safetensors, offset: 0, needed, available: file_len });
+            return Err(Error::Truncated {
+                format: Format::Safetensors,
+                offset: 0,
+                needed,
+                available: file_len,
+            });
         }
         Ok(needed > prefix.len() as u64)
     };
@@ -58,7 +66,9 @@ pub fn parse_header(prefix: &[u8], file_len: u64, shard: usize) -> Result<Parsed
     len_bytes.copy_from_slice(&prefix[..8]);
     let n = u64::from_le_bytes(len_bytes);
     if n > MAX_HEADER_BYTES {
-        return Err(malformed(format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")));
+        return Err(malformed(format!(
+            "header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit"
+        )));
     }
     let data_start = 8 + n;
     if need(data_start)? {
@@ -80,7 +90,8 @@ pub fn parse_header(prefix: &[u8], file_len: u64, shard: usize) -> Result<Parsed
                 .map_err(|e| malformed(format!("__metadata__ must map strings to strings: {e}")))?;
             continue;
         }
-        let raw: RawTensor = serde_json::from_value(value).map_err(|e| malformed(format!("tensor `{name}`: {e}")))?;
+        let raw: RawTensor = serde_json::from_value(value)
+            .map_err(|e| malformed(format!("tensor `{name}`: {e}")))?;
         tensors.push(tensor(name, raw, data_start, file_len, shard)?);
     }
 
@@ -88,7 +99,10 @@ pub fn parse_header(prefix: &[u8], file_len: u64, shard: usize) -> Result<Parsed
     for pair in tensors.windows(2) {
         // Sorted by start, so only neighbours can overlap.
         if pair[1].offset < pair[0].offset + pair[0].len {
-            return Err(malformed(format!("tensors `{}` and `{}` overlap", pair[0].name, pair[1].name)));
+            return Err(malformed(format!(
+                "tensors `{}` and `{}` overlap",
+                pair[0].name, pair[1].name
+            )));
         }
     }
     Ok(Parsed::Complete(SafetensorsFile { tensors, metadata }))
@@ -101,7 +115,13 @@ struct RawTensor {
     data_offsets: (u64, u64),
 }
 
-fn tensor(name: String, raw: RawTensor, data_start: u64, file_len: u64, shard: usize) -> Result<TensorInfo> {
+fn tensor(
+    name: String,
+    raw: RawTensor,
+    data_start: u64,
+    file_len: u64,
+    shard: usize,
+) -> Result<TensorInfo> {
     let dtype = match raw.dtype.as_str() {
         "F32" => GgmlType::F32,
         "F16" => GgmlType::F16,
@@ -119,14 +139,25 @@ fn tensor(name: String, raw: RawTensor, data_start: u64, file_len: u64, shard: u
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| usize::try_from(n).is_ok())
         .ok_or_else(|| bad("element count overflows".into()))?;
-    let len = dtype.byte_len(elements).ok_or_else(|| bad("byte length overflows".into()))?;
+    let len = dtype
+        .byte_len(elements)
+        .ok_or_else(|| bad("byte length overflows".into()))?;
     let (begin, end) = raw.data_offsets;
     if end < begin || end - begin != len {
-        return Err(bad(format!("data_offsets [{begin}, {end}] do not hold {len} bytes")));
+        return Err(bad(format!(
+            "data_offsets [{begin}, {end}] do not hold {len} bytes"
+        )));
     }
-    let offset = data_start.checked_add(begin).ok_or_else(|| bad(format!("offset {begin} overflows")))?;
+    let offset = data_start
+        .checked_add(begin)
+        .ok_or_else(|| bad(format!("offset {begin} overflows")))?;
     if offset.checked_add(len).is_none_or(|e| e > file_len) {
-        return Err(Error::Truncated { format: Format::Safetensors, offset, needed: len, available: file_len });
+        return Err(Error::Truncated {
+            format: Format::Safetensors,
+            offset,
+            needed: len,
+            available: file_len,
+        });
     }
     // Every dim fits usize because their product does (or it is zero, and then each is checked).
     let shape = raw
@@ -134,12 +165,22 @@ fn tensor(name: String, raw: RawTensor, data_start: u64, file_len: u64, shard: u
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| bad(format!("dimension {d} overflows"))))
         .collect::<Result<Vec<_>>>()?;
-    Ok(TensorInfo { name, dtype, shape, offset, len, shard })
+    Ok(TensorInfo {
+        name,
+        dtype,
+        shape,
+        offset,
+        len,
+        shard,
+    })
 }
 
 /// Reads the header of safetensors file number `shard` from `src`.
 pub async fn read_safetensors<S: ByteSource>(src: &S, shard: usize) -> Result<SafetensorsFile> {
-    read_prefix_until(src, INITIAL_PREFIX, |prefix, len| parse_header(prefix, len, shard)).await
+    read_prefix_until(src, INITIAL_PREFIX, |prefix, len| {
+        parse_header(prefix, len, shard)
+    })
+    .await
 }
 
 /// Parses `model.safetensors.index.json`.
@@ -148,8 +189,10 @@ pub fn parse_index(json: &[u8]) -> Result<ShardIndex> {
     struct Index {
         weight_map: Entries<String>,
     }
-    let index: Index = serde_json::from_slice(json)
-        .map_err(|e| Error::Malformed { format: Format::Json, detail: format!("safetensors index: {e}") })?;
+    let index: Index = serde_json::from_slice(json).map_err(|e| Error::Malformed {
+        format: Format::Json,
+        detail: format!("safetensors index: {e}"),
+    })?;
     let mut shards: Vec<String> = Vec::new();
     let mut tensor_shard = BTreeMap::new();
     for (tensor, file) in index.weight_map.0 {
@@ -168,7 +211,10 @@ pub fn parse_index(json: &[u8]) -> Result<ShardIndex> {
             });
         }
     }
-    Ok(ShardIndex { shards, tensor_shard })
+    Ok(ShardIndex {
+        shards,
+        tensor_shard,
+    })
 }
 
 /// Shard names are joined to the model's directory or URL, so they must not be able to leave it.
@@ -177,7 +223,9 @@ fn check_shard_name(name: &str) -> Result<()> {
     if bad {
         return Err(Error::Malformed {
             format: Format::Json,
-            detail: format!("safetensors index names shard {name:?}, which is not a plain file name"),
+            detail: format!(
+                "safetensors index names shard {name:?}, which is not a plain file name"
+            ),
         });
     }
     Ok(())
@@ -194,7 +242,10 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
@@ -235,7 +286,11 @@ mod tests {
         let bytes = file(GOOD, 30);
         let f = complete(&bytes).unwrap();
         let start = 8 + GOOD.len() as u64;
-        let got: Vec<_> = f.tensors.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.clone(), t.offset, t.len)).collect();
+        let got: Vec<_> = f
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.dtype, t.shape.clone(), t.offset, t.len))
+            .collect();
         assert_eq!(
             got,
             [
@@ -256,34 +311,67 @@ mod tests {
         let header_end = 8 + GOOD.len();
         for cut in 0..header_end {
             let want = if cut < 8 { 8 } else { header_end as u64 };
-            assert_eq!(parse_header(&bytes[..cut], bytes.len() as u64, 0).unwrap(), Parsed::NeedMore(want));
-            assert!(matches!(complete(&bytes[..cut]), Err(Error::Truncated { .. })), "cut {cut}");
+            assert_eq!(
+                parse_header(&bytes[..cut], bytes.len() as u64, 0).unwrap(),
+                Parsed::NeedMore(want)
+            );
+            assert!(
+                matches!(complete(&bytes[..cut]), Err(Error::Truncated { .. })),
+                "cut {cut}"
+            );
         }
-        assert!(matches!(parse_header(&bytes[..header_end], bytes.len() as u64, 0), Ok(Parsed::Complete(_))));
-        assert!(matches!(complete(&bytes[..bytes.len() - 1]), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            parse_header(&bytes[..header_end], bytes.len() as u64, 0),
+            Ok(Parsed::Complete(_))
+        ));
+        assert!(matches!(
+            complete(&bytes[..bytes.len() - 1]),
+            Err(Error::Truncated { .. })
+        ));
     }
 
     #[test]
     fn reads_through_source() {
-        let src = crate::source::MemorySource { name: "m.safetensors".into(), bytes: file(GOOD, 30) };
+        let src = crate::source::MemorySource {
+            name: "m.safetensors".into(),
+            bytes: file(GOOD, 30),
+        };
         let f = futures::executor::block_on(read_safetensors(&src, 1)).unwrap();
         assert_eq!(f, complete(&src.bytes).unwrap());
     }
 
     fn assert_malformed(header: &str, data: usize) {
         match complete(&file(header, data)) {
-            Err(Error::Malformed { format: Format::Safetensors, .. }) => {}
+            Err(Error::Malformed {
+                format: Format::Safetensors,
+                ..
+            }) => {}
             other => panic!("{header}: expected Malformed, got {other:?}"),
         }
     }
 
     #[test]
     fn rejects_bad_headers() {
-        assert_malformed(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 8);
-        assert_malformed(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, 8);
-        assert_malformed(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#, 8);
-        assert_malformed(r#"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#, 8);
-        assert_malformed(r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 8);
+        assert_malformed(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+            8,
+        );
+        assert_malformed(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
+            8,
+        );
+        assert_malformed(
+            r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#,
+            8,
+        );
+        assert_malformed(
+            r#"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#,
+            8,
+        );
+        assert_malformed(
+            r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            8,
+        );
         assert_malformed(r#"{"a":{"dtype":"F32","shape":[1]}}"#, 8);
         assert_malformed(
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
@@ -299,15 +387,27 @@ mod tests {
         assert_malformed("{\"\u{0}\u{ff}\":1}", 0);
         let mut bytes = file(r#"{"a":1}"#, 0);
         bytes[10] = 0xff;
-        assert!(matches!(complete(&bytes), Err(Error::Malformed { .. })), "invalid UTF-8");
+        assert!(
+            matches!(complete(&bytes), Err(Error::Malformed { .. })),
+            "invalid UTF-8"
+        );
     }
 
     #[test]
     fn rejects_bad_lengths_and_dtypes() {
-        let r = complete(&file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 7));
+        let r = complete(&file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            7,
+        ));
         assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
-        let r = complete(&file(r#"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, 8));
-        assert!(matches!(&r, Err(Error::Unsupported(m)) if m.contains("ids") && m.contains("I64")), "{r:?}");
+        let r = complete(&file(
+            r#"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            8,
+        ));
+        assert!(
+            matches!(&r, Err(Error::Unsupported(m)) if m.contains("ids") && m.contains("I64")),
+            "{r:?}"
+        );
 
         let mut bytes = u64::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{}");
@@ -316,7 +416,10 @@ mod tests {
         bytes.extend_from_slice(b"{}");
         assert!(matches!(complete(&bytes), Err(Error::Truncated { .. })));
         // The length field alone never makes it allocate: a big header in a big file only asks for more.
-        assert_eq!(parse_header(&bytes, 1 << 40, 0).unwrap(), Parsed::NeedMore(1008));
+        assert_eq!(
+            parse_header(&bytes, 1 << 40, 0).unwrap(),
+            Parsed::NeedMore(1008)
+        );
     }
 
     #[test]
@@ -326,7 +429,13 @@ mod tests {
             "a.weight":"model-00002-of-00002.safetensors",
             "m.weight":"model-00001-of-00002.safetensors"}}"#;
         let index = parse_index(json).unwrap();
-        assert_eq!(index.shards, ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]);
+        assert_eq!(
+            index.shards,
+            [
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ]
+        );
         assert_eq!(index.tensor_shard["z.weight"], 0);
         assert_eq!(index.tensor_shard["a.weight"], 1);
         assert_eq!(index.tensor_shard["m.weight"], 0);
@@ -334,11 +443,27 @@ mod tests {
 
     #[test]
     fn index_rejects_escaping_names() {
-        for name in ["../x.safetensors", "/etc/passwd", "a/b.safetensors", "..", "", "c:\\x", "a\\..\\b"] {
-            let json = format!(r#"{{"weight_map":{{"t":{}}}}}"#, serde_json::to_string(name).unwrap());
-            assert!(matches!(parse_index(json.as_bytes()), Err(Error::Malformed { .. })), "{name:?}");
+        for name in [
+            "../x.safetensors",
+            "/etc/passwd",
+            "a/b.safetensors",
+            "..",
+            "",
+            "c:\\x",
+            "a\\..\\b",
+        ] {
+            let json = format!(
+                r#"{{"weight_map":{{"t":{}}}}}"#,
+                serde_json::to_string(name).unwrap()
+            );
+            assert!(
+                matches!(parse_index(json.as_bytes()), Err(Error::Malformed { .. })),
+                "{name:?}"
+            );
         }
-        assert!(parse_index(br#"{"weight_map":{"t":"a.safetensors","t":"b.safetensors"}}"#).is_err());
+        assert!(
+            parse_index(br#"{"weight_map":{"t":"a.safetensors","t":"b.safetensors"}}"#).is_err()
+        );
         assert!(parse_index(br#"{"weight_map":{"t":1}}"#).is_err());
         assert!(parse_index(b"{}").is_err());
     }

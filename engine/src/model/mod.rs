@@ -103,7 +103,10 @@ impl Naming {
     fn lm_head(&self) -> String {
         match self {
             Naming::Gguf => "output.weight".into(),
-            Naming::Hf { prefix } => format!("{}lm_head.weight", prefix.strip_suffix("model.").unwrap_or(prefix)),
+            Naming::Hf { prefix } => format!(
+                "{}lm_head.weight",
+                prefix.strip_suffix("model.").unwrap_or(prefix)
+            ),
         }
     }
 }
@@ -132,7 +135,11 @@ impl<S: ByteSource> ModelFiles<S> {
             None
         };
         let chat_template = ChatTemplate::from_gguf(&file.metadata)?;
-        let tensors = file.tensors.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        let tensors = file
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
         Ok(Self {
             sources: vec![source],
             tensors,
@@ -176,21 +183,37 @@ impl<S: ByteSource> ModelFiles<S> {
             .into_iter()
             .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
             .ok_or_else(|| Error::MissingTensor("model.embed_tokens.weight".into()))?;
-        let naming = Naming::Hf { prefix: prefix.to_string() };
+        let naming = Naming::Hf {
+            prefix: prefix.to_string(),
+        };
         if !tensors.contains_key(&naming.lm_head()) {
             config.tie_word_embeddings = true;
         }
-        let tokenizer_config = tokenizer_config_json.map(|b| parse(b, "tokenizer_config.json")).transpose()?;
-        let tokenizer = tokenizer_json.map(|t| Tokenizer::from_json(t, tokenizer_config.as_ref())).transpose()?;
+        let tokenizer_config = tokenizer_config_json
+            .map(|b| parse(b, "tokenizer_config.json"))
+            .transpose()?;
+        let tokenizer = tokenizer_json
+            .map(|t| Tokenizer::from_json(t, tokenizer_config.as_ref()))
+            .transpose()?;
         let chat_template = match &tokenizer_config {
             Some(cfg) => ChatTemplate::from_tokenizer_config(cfg)?,
             None => None,
         };
-        Ok(Self { sources: shards, tensors, naming, config, metadata: Metadata::new(), tokenizer, chat_template })
+        Ok(Self {
+            sources: shards,
+            tensors,
+            naming,
+            config,
+            metadata: Metadata::new(),
+            tokenizer,
+            chat_template,
+        })
     }
 
     fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))
     }
 
     /// Total bytes of weights the loader will read.
@@ -207,15 +230,23 @@ impl<S: ByteSource> ModelFiles<S> {
     }
 
     async fn read(&self, info: &TensorInfo) -> Result<Vec<u8>> {
-        let src = self.sources.get(info.shard).ok_or_else(|| Error::MissingTensor(info.name.clone()))?;
-        let len = usize::try_from(info.len).map_err(|_| Error::Unsupported(format!("tensor `{}` is too large", info.name)))?;
+        let src = self
+            .sources
+            .get(info.shard)
+            .ok_or_else(|| Error::MissingTensor(info.name.clone()))?;
+        let len = usize::try_from(info.len)
+            .map_err(|_| Error::Unsupported(format!("tensor `{}` is too large", info.name)))?;
         src.read_at(info.offset, len).await
     }
 
     async fn vector(&self, name: &str, len: usize, offset: f32) -> Result<Vec<f32>> {
         let info = self.info(name)?;
         if info.elements() != len {
-            return Err(Error::ShapeMismatch { name: name.into(), expected: vec![len], actual: info.shape.clone() });
+            return Err(Error::ShapeMismatch {
+                name: name.into(),
+                expected: vec![len],
+                actual: info.shape.clone(),
+            });
         }
         let bytes = self.read(info).await?;
         let mut v = dequantize_to_vec(info.dtype, &bytes, len)?;
@@ -224,7 +255,11 @@ impl<S: ByteSource> ModelFiles<S> {
     }
 
     /// Streams every weight to `backend`. `progress(done_bytes, total_bytes)` is called after each tensor.
-    pub async fn load<B: Backend>(&self, backend: &B, progress: &mut dyn FnMut(u64, u64)) -> Result<Transformer<B>> {
+    pub async fn load<B: Backend>(
+        &self,
+        backend: &B,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Transformer<B>> {
         let cfg = &self.config;
         let total = self.weight_bytes();
         // Refuse a model the device cannot hold before a byte is uploaded.
@@ -244,7 +279,11 @@ impl<S: ByteSource> ModelFiles<S> {
         let matrix = |name: String, rows: usize, cols: usize| async move {
             let info = self.info(&name)?;
             if info.shape != [rows, cols] {
-                return Err(Error::ShapeMismatch { name, expected: vec![rows, cols], actual: info.shape.clone() });
+                return Err(Error::ShapeMismatch {
+                    name,
+                    expected: vec![rows, cols],
+                    actual: info.shape.clone(),
+                });
             }
             let bytes = self.read(info).await?;
             let w = backend.upload_weight(&name, info.dtype, [rows, cols], &bytes)?;
@@ -292,7 +331,10 @@ impl<S: ByteSource> ModelFiles<S> {
             };
             let attn_norm = take_norm(norm(name(Role::AttnNorm), h).await?);
             let (q_norm, k_norm) = if cfg.has_qk_norm() {
-                (Some(take_norm(norm(name(Role::QNorm), hd).await?)), Some(take_norm(norm(name(Role::KNorm), hd).await?)))
+                (
+                    Some(take_norm(norm(name(Role::QNorm), hd).await?)),
+                    Some(take_norm(norm(name(Role::KNorm), hd).await?)),
+                )
             } else {
                 (None, None)
             };
@@ -336,7 +378,11 @@ impl<S: ByteSource> ModelFiles<S> {
             });
         }
         let final_norm_name = self.naming.final_norm();
-        let final_norm = backend.upload_vector(&self.vector(&final_norm_name, h, cfg.norm_weight_offset).await?)?;
+        let final_norm = backend.upload_vector(
+            &self
+                .vector(&final_norm_name, h, cfg.norm_weight_offset)
+                .await?,
+        )?;
         tick(self.info(&final_norm_name)?);
         let lm_head = if cfg.tie_word_embeddings {
             None
@@ -345,7 +391,14 @@ impl<S: ByteSource> ModelFiles<S> {
             tick(info);
             Some(w)
         };
-        Ok(Transformer { config: cfg.clone(), embed, layers, final_norm, lm_head, ropes })
+        Ok(Transformer {
+            config: cfg.clone(),
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            ropes,
+        })
     }
 
     /// The mix of weight types, largest share first (for model cards and logs).
@@ -380,10 +433,15 @@ mod native {
             if path.is_dir() {
                 let read_opt = |name: &str| -> Result<Option<Vec<u8>>> {
                     let p = path.join(name);
-                    if p.exists() { Ok(Some(std::fs::read(p)?)) } else { Ok(None) }
+                    if p.exists() {
+                        Ok(Some(std::fs::read(p)?))
+                    } else {
+                        Ok(None)
+                    }
                 };
-                let config = read_opt("config.json")?
-                    .ok_or_else(|| Error::Config(format!("{} has no config.json", path.display())))?;
+                let config = read_opt("config.json")?.ok_or_else(|| {
+                    Error::Config(format!("{} has no config.json", path.display()))
+                })?;
                 let shard_names = match read_opt("model.safetensors.index.json")? {
                     Some(index) => safetensors::parse_index(&index)?.shards,
                     None => {
@@ -397,9 +455,15 @@ mod native {
                     }
                 };
                 if shard_names.is_empty() {
-                    return Err(Error::Config(format!("{} has no .safetensors files", path.display())));
+                    return Err(Error::Config(format!(
+                        "{} has no .safetensors files",
+                        path.display()
+                    )));
                 }
-                let shards = shard_names.iter().map(|n| FileSource::open(path.join(n))).collect::<Result<Vec<_>>>()?;
+                let shards = shard_names
+                    .iter()
+                    .map(|n| FileSource::open(path.join(n)))
+                    .collect::<Result<Vec<_>>>()?;
                 let tokenizer = read_opt("tokenizer.json")?;
                 let tokenizer_config = read_opt("tokenizer_config.json")?;
                 futures::executor::block_on(ModelFiles::from_hf(

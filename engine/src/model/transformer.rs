@@ -58,19 +58,36 @@ impl<B: Backend> Transformer<B> {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Cache { layers, position: 0, max_positions })
+        Ok(Cache {
+            layers,
+            position: 0,
+            max_positions,
+        })
     }
 
     /// The most positions one `forward` may run (sliding-window caches hold the window plus one such chunk).
     pub fn max_rows_per_forward(&self, backend: &B) -> usize {
         let c = &self.config;
-        let widest = c.vocab_size.max(c.intermediate_size).max(c.num_attention_heads * c.head_dim).max(1);
-        backend.max_rows_per_forward().min(backend.max_tensor_bytes() / (4 * widest)).max(1)
+        let widest = c
+            .vocab_size
+            .max(c.intermediate_size)
+            .max(c.num_attention_heads * c.head_dim)
+            .max(1);
+        backend
+            .max_rows_per_forward()
+            .min(backend.max_tensor_bytes() / (4 * widest))
+            .max(1)
     }
 
     /// Runs `tokens` at the cache's next positions; returns logits `[tokens, vocab]`, or `[1, vocab]` for the last
     /// token only when `all_logits` is false (generation needs just that one).
-    pub fn forward(&self, b: &B, cache: &mut Cache<B>, tokens: &[u32], all_logits: bool) -> Result<B::Tensor> {
+    pub fn forward(
+        &self,
+        b: &B,
+        cache: &mut Cache<B>,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<B::Tensor> {
         let cfg = &self.config;
         let eps = cfg.rms_norm_eps as f32;
         let pos = cache.position;
@@ -113,7 +130,10 @@ impl<B: Backend> Transformer<B> {
             x = sum;
             let gate = b.matmul(&normed, &layer.gate)?;
             let up = b.matmul(&normed, &layer.up)?;
-            let mut m = b.matmul(&b.gated_activation(&gate, &up, cfg.hidden_act)?, &layer.down)?;
+            let mut m = b.matmul(
+                &b.gated_activation(&gate, &up, cfg.hidden_act)?,
+                &layer.down,
+            )?;
             if let Some(n) = &layer.post_ffn_norm {
                 m = b.rms_norm(&m, n, eps)?;
             }

@@ -14,7 +14,9 @@ use tokenizers::models::bpe::{Vocab as BpeVocab, BPE};
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+};
 
 /// GGUF token types.
 const TYPE_NORMAL: i64 = 1;
@@ -43,45 +45,78 @@ struct PreSplit {
 }
 
 fn pre_split(pre: &str) -> Result<PreSplit> {
-    let split = |regexes, ignore_merges, add_bos| Ok(PreSplit { regexes, ignore_merges, add_bos });
+    let split = |regexes, ignore_merges, add_bos| {
+        Ok(PreSplit {
+            regexes,
+            ignore_merges,
+            add_bos,
+        })
+    };
     match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-        | "jina-v5-nano" => split(&[LLAMA3_RE], true, true),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" => split(&[LLAMA3_RE], true, true),
         "dbrx" | "smaug-bpe" | "chatglm-bpe" => split(&[LLAMA3_RE], false, false),
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
-            split(&[r"\p{N}", GPT2_RE], false, false)
-        }
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
-        | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" | "exaone4" => {
-            split(&[GPT2_RE], false, false)
-        }
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "megrez" | "hunyuan" | "solar-open"
-        | "grok-2" => split(&[QWEN2_RE], false, false),
-        "" | "default" => split(&[r"[\p{P}\$\+<=>\^~\|]+", GPT2_RE, r"\p{N}+", "[0-9][0-9][0-9]"], false, false),
-        other => Err(Error::Unsupported(format!("GGUF byte-level BPE pre-tokenizer `{other}`"))),
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b"
+        | "mellum2" => split(&[r"\p{N}", GPT2_RE], false, false),
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
+        | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion"
+        | "granite-docling" | "exaone4" => split(&[GPT2_RE], false, false),
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "megrez" | "hunyuan"
+        | "solar-open" | "grok-2" => split(&[QWEN2_RE], false, false),
+        "" | "default" => split(
+            &[
+                r"[\p{P}\$\+<=>\^~\|]+",
+                GPT2_RE,
+                r"\p{N}+",
+                "[0-9][0-9][0-9]",
+            ],
+            false,
+            false,
+        ),
+        other => Err(Error::Unsupported(format!(
+            "GGUF byte-level BPE pre-tokenizer `{other}`"
+        ))),
     }
 }
 
 fn malformed(detail: String) -> Error {
-    Error::Malformed { format: Format::Gguf, detail }
+    Error::Malformed {
+        format: Format::Gguf,
+        detail,
+    }
 }
 
 fn array<'m>(meta: &'m Metadata, key: &str) -> Result<Option<&'m [MetaValue]>> {
     match meta.get(key) {
         None => Ok(None),
-        Some(v) => v.as_array().map(Some).ok_or_else(|| malformed(format!("`{key}` is not an array"))),
+        Some(v) => v
+            .as_array()
+            .map(Some)
+            .ok_or_else(|| malformed(format!("`{key}` is not an array"))),
     }
 }
 
 /// An array of at least `n` entries, each converted by `f`.
-fn typed_array<T>(meta: &Metadata, key: &str, n: usize, f: impl Fn(&MetaValue) -> Option<T>) -> Result<Option<Vec<T>>> {
-    let Some(values) = array(meta, key)? else { return Ok(None) };
+fn typed_array<T>(
+    meta: &Metadata,
+    key: &str,
+    n: usize,
+    f: impl Fn(&MetaValue) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
+    let Some(values) = array(meta, key)? else {
+        return Ok(None);
+    };
     if values.len() < n {
-        return Err(malformed(format!("`{key}` has {} entries for {n} tokens", values.len())));
+        return Err(malformed(format!(
+            "`{key}` has {} entries for {n} tokens",
+            values.len()
+        )));
     }
     values[..n]
         .iter()
-        .map(|v| f(v).ok_or_else(|| malformed(format!("`{key}` holds a value of the wrong type: {v:?}"))))
+        .map(|v| {
+            f(v).ok_or_else(|| malformed(format!("`{key}` holds a value of the wrong type: {v:?}")))
+        })
         .collect::<Result<Vec<T>>>()
         .map(Some)
 }
@@ -108,7 +143,10 @@ impl Vocab {
         let raw = array(meta, "tokenizer.ggml.tokens")?
             .ok_or_else(|| malformed("`tokenizer.ggml.tokens` is missing".into()))?;
         if raw.is_empty() || raw.len() > u32::MAX as usize {
-            return Err(malformed(format!("`tokenizer.ggml.tokens` has {} entries", raw.len())));
+            return Err(malformed(format!(
+                "`tokenizer.ggml.tokens` has {} entries",
+                raw.len()
+            )));
         }
         let tokens = raw
             .iter()
@@ -117,13 +155,19 @@ impl Vocab {
                 // llama.cpp renames empty tokens so that every id keeps a distinct text.
                 Some("") => Ok(format!("[EMPTY_{i}]")),
                 Some(s) => Ok(s.to_string()),
-                None => Err(malformed(format!("`tokenizer.ggml.tokens` entry {i} is not a string"))),
+                None => Err(malformed(format!(
+                    "`tokenizer.ggml.tokens` entry {i} is not a string"
+                ))),
             })
             .collect::<Result<Vec<_>>>()?;
         let n = tokens.len();
         let mut types = typed_array(meta, "tokenizer.ggml.token_type", n, MetaValue::as_i64)?
             .unwrap_or_else(|| vec![TYPE_NORMAL; n]);
-        let ids: BpeVocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let ids: BpeVocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         // llama.cpp treats end-of-turn texts as control tokens even where the converter marked them normal.
         for text in END_OF_TURN_TEXTS {
             if let Some(&id) = ids.get(*text) {
@@ -139,7 +183,11 @@ impl Vocab {
 
     /// Tokens matched in raw text before the model runs: control, user-defined and unknown ones.
     fn added_tokens(&self, meta: &Metadata) -> Vec<AddedToken> {
-        let name = meta.get("general.name").and_then(MetaValue::as_str).unwrap_or_default().to_lowercase();
+        let name = meta
+            .get("general.name")
+            .and_then(MetaValue::as_str)
+            .unwrap_or_default()
+            .to_lowercase();
         // llama.cpp: Phi-3's special tokens swallow the whitespace after them, except these.
         let phi3 = name.contains("phi-3") || name.contains("phi3");
         self.tokens
@@ -148,7 +196,9 @@ impl Vocab {
             .filter(|(_, &ty)| matches!(ty, TYPE_UNKNOWN | TYPE_CONTROL | TYPE_USER_DEFINED))
             .map(|(text, &ty)| {
                 let rstrip = phi3 && !matches!(text.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
-                AddedToken::from(text.as_str(), ty != TYPE_USER_DEFINED).normalized(false).rstrip(rstrip)
+                AddedToken::from(text.as_str(), ty != TYPE_USER_DEFINED)
+                    .normalized(false)
+                    .rstrip(rstrip)
             })
             .collect()
     }
@@ -190,7 +240,11 @@ pub(super) fn from_gguf(meta: &Metadata) -> Result<Tokenizer> {
             let (inner, pieces) = sentencepiece(meta, &mut vocab)?;
             (inner, pieces, true, Some(1), Some(2))
         }
-        other => return Err(Error::Unsupported(format!("GGUF tokenizer model `{other}`"))),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "GGUF tokenizer model `{other}`"
+            )))
+        }
     };
     let n = vocab.len();
     let bos = token_id(meta, "tokenizer.ggml.bos_token_id", n).or(default_bos);
@@ -210,17 +264,27 @@ fn new_tokenizer(model: BPE, vocab: &Vocab, meta: &Metadata) -> tokenizers::Toke
 }
 
 /// `gpt2`: byte-level BPE with the merges in rank order and llama.cpp's pre-split regexes.
-fn byte_level_bpe(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Tokenizer, Pieces, bool)> {
-    let pre = meta.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
+fn byte_level_bpe(
+    meta: &Metadata,
+    vocab: &mut Vocab,
+) -> Result<(tokenizers::Tokenizer, Pieces, bool)> {
+    let pre = meta
+        .get("tokenizer.ggml.pre")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("default");
     let split = pre_split(pre)?;
-    let raw_merges =
-        array(meta, "tokenizer.ggml.merges")?.ok_or_else(|| malformed("`tokenizer.ggml.merges` is missing".into()))?;
+    let raw_merges = array(meta, "tokenizer.ggml.merges")?
+        .ok_or_else(|| malformed("`tokenizer.ggml.merges` is missing".into()))?;
     let mut merges = Vec::with_capacity(raw_merges.len());
     let mut seen = HashSet::with_capacity(raw_merges.len());
     for (i, m) in raw_merges.iter().enumerate() {
-        let m = m.as_str().ok_or_else(|| malformed(format!("`tokenizer.ggml.merges` entry {i} is not a string")))?;
+        let m = m.as_str().ok_or_else(|| {
+            malformed(format!("`tokenizer.ggml.merges` entry {i} is not a string"))
+        })?;
         // llama.cpp splits at the first space after the first byte, so a merge may start with a space.
-        let Some(pos) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else { continue };
+        let Some(pos) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
+            continue;
+        };
         let (a, b) = (&m[..pos], &m[pos + 1..]);
         // A merge whose parts or result are not tokens can never produce a token; the first rank of a pair counts.
         let known = vocab.ids.contains_key(a) && vocab.ids.contains_key(b);
@@ -237,11 +301,17 @@ fn byte_level_bpe(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Tok
     let mut inner = new_tokenizer(model, vocab, meta);
     let mut steps = Vec::new();
     for re in split.regexes {
-        let s = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| tok_err("pre-tokenizer regex", e))?;
+        let s = Split::new(
+            SplitPattern::Regex(re.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| tok_err("pre-tokenizer regex", e))?;
         steps.push(PreTokenizerWrapper::Split(s));
     }
-    steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)));
+    steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+        false, false, false,
+    )));
     inner.with_pre_tokenizer(Some(PreTokenizerSequence::new(steps)));
     inner.with_decoder(Some(ByteLevel::new(false, false, false)));
     let pieces = vocab.pieces(false, byte_level_bytes);
@@ -253,12 +323,16 @@ fn byte_level_bpe(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Tok
 /// of the result (the construction of Hugging Face's SentencePiece converter), with byte fallback for the rest.
 fn sentencepiece(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Tokenizer, Pieces)> {
     let n = vocab.len();
-    let scores = typed_array(meta, "tokenizer.ggml.scores", n, |v| v.as_f64().map(|s| s as f32))?
-        .unwrap_or_else(|| vec![0.0; n]);
+    let scores = typed_array(meta, "tokenizer.ggml.scores", n, |v| {
+        v.as_f64().map(|s| s as f32)
+    })?
+    .unwrap_or_else(|| vec![0.0; n]);
     // Checking every split of a piece hashes O(len²) bytes; real vocabularies need ~3·10^7 (Gemma's 262k pieces).
     let work: u64 = vocab.ids.keys().map(|p| (p.len() as u64).pow(2)).sum();
     if work > MAX_SPLIT_WORK {
-        return Err(Error::Unsupported(format!("SentencePiece vocabulary with pieces this long ({work} split bytes)")));
+        return Err(Error::Unsupported(format!(
+            "SentencePiece vocabulary with pieces this long ({work} split bytes)"
+        )));
     }
     let mut candidates: Vec<(f32, u32, u32, u32, &str, &str)> = Vec::new();
     for (piece, &id) in &vocab.ids {
@@ -269,8 +343,14 @@ fn sentencepiece(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Toke
             }
         }
     }
-    candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2, a.3).cmp(&(b.1, b.2, b.3))));
-    let merges = candidates.into_iter().map(|c| (c.4.to_string(), c.5.to_string())).collect();
+    candidates.sort_unstable_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then((a.1, a.2, a.3).cmp(&(b.1, b.2, b.3)))
+    });
+    let merges = candidates
+        .into_iter()
+        .map(|c| (c.4.to_string(), c.5.to_string()))
+        .collect();
     let model = BPE::builder()
         .vocab_and_merges(std::mem::take(&mut vocab.ids), merges)
         .byte_fallback(true)
@@ -283,10 +363,16 @@ fn sentencepiece(meta: &Metadata, vocab: &mut Vocab) -> Result<(tokenizers::Toke
     if add_space_prefix {
         norm.push(Prepend::new("▁".into()).into());
     }
-    norm.push(Replace::new(" ", "▁").map_err(|e| tok_err("normalizer", e))?.into());
+    norm.push(
+        Replace::new(" ", "▁")
+            .map_err(|e| tok_err("normalizer", e))?
+            .into(),
+    );
     inner.with_normalizer(Some(NormalizerSequence::new(norm)));
     let mut dec: Vec<DecoderWrapper> = vec![
-        Replace::new("▁", " ").map_err(|e| tok_err("decoder", e))?.into(),
+        Replace::new("▁", " ")
+            .map_err(|e| tok_err("decoder", e))?
+            .into(),
         ByteFallback::new().into(),
         Fuse::new().into(),
     ];
@@ -309,7 +395,10 @@ mod tests {
     }
 
     fn meta(entries: Vec<(&str, MetaValue)>) -> Metadata {
-        entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     /// A SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte pieces, then `pieces` with their scores.
@@ -337,10 +426,21 @@ mod tests {
             ("tokenizer.ggml.tokens", strings(&tokens)),
             (
                 "tokenizer.ggml.token_type",
-                MetaValue::Array(types.into_iter().map(|t| MetaValue::I32(t as i32)).collect()),
+                MetaValue::Array(
+                    types
+                        .into_iter()
+                        .map(|t| MetaValue::I32(t as i32))
+                        .collect(),
+                ),
             ),
-            ("tokenizer.ggml.scores", MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect())),
-            ("tokenizer.ggml.add_space_prefix", MetaValue::Bool(add_space_prefix)),
+            (
+                "tokenizer.ggml.scores",
+                MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect()),
+            ),
+            (
+                "tokenizer.ggml.add_space_prefix",
+                MetaValue::Bool(add_space_prefix),
+            ),
         ])
     }
 
@@ -365,10 +465,22 @@ mod tests {
         let tok = Tokenizer::from_gguf(&spm(&vocab, &[], true)).unwrap();
         assert_eq!(pieces_of(&tok, "abc"), ["▁a", "bc"]);
         // Without "▁a", "ab" goes first and "abc" follows.
-        let vocab = [("▁", -9.0), ("a", -9.0), ("b", -9.0), ("c", -9.0), ("ab", -1.0), ("bc", -2.0), ("abc", -0.1)];
+        let vocab = [
+            ("▁", -9.0),
+            ("a", -9.0),
+            ("b", -9.0),
+            ("c", -9.0),
+            ("ab", -1.0),
+            ("bc", -2.0),
+            ("abc", -0.1),
+        ];
         let tok = Tokenizer::from_gguf(&spm(&vocab, &[], true)).unwrap();
         assert_eq!(pieces_of(&tok, "abc"), ["▁", "abc"]);
-        assert_eq!(tok.decode(&tok.encode("abc", false).unwrap(), false).unwrap(), "abc");
+        assert_eq!(
+            tok.decode(&tok.encode("abc", false).unwrap(), false)
+                .unwrap(),
+            "abc"
+        );
     }
 
     #[test]
@@ -377,17 +489,34 @@ mod tests {
         let tok = Tokenizer::from_gguf(&spm(&vocab, &[], false)).unwrap();
         assert_eq!(pieces_of(&tok, "aaa"), ["aa", "a"]);
         assert_eq!(pieces_of(&tok, "é a"), ["<0xC3>", "<0xA9>", "▁", "a"]);
-        assert_eq!(tok.decode(&tok.encode("é a", false).unwrap(), false).unwrap(), "é a");
-        assert_eq!((tok.bos_id(), tok.add_bos_by_default()), (Some(1), true), "llama.cpp's SentencePiece defaults");
+        assert_eq!(
+            tok.decode(&tok.encode("é a", false).unwrap(), false)
+                .unwrap(),
+            "é a"
+        );
+        assert_eq!(
+            (tok.bos_id(), tok.add_bos_by_default()),
+            (Some(1), true),
+            "llama.cpp's SentencePiece defaults"
+        );
         assert_eq!(tok.eos_ids(), [2]);
     }
 
     #[test]
     fn spm_user_defined_and_control_tokens_match_raw_text() {
-        let vocab = [("▁", -1.0), ("a", -2.0), ("<", -3.0), ("s", -4.0), (">", -5.0)];
+        let vocab = [
+            ("▁", -1.0),
+            ("a", -2.0),
+            ("<", -3.0),
+            ("s", -4.0),
+            (">", -5.0),
+        ];
         let tok = Tokenizer::from_gguf(&spm(&vocab, &["\n\n"], true)).unwrap();
         // Each text fragment after a matched token gets the space prefix again, as in llama.cpp.
-        assert_eq!(pieces_of(&tok, "a<s>a\n\na"), ["▁", "a", "<s>", "▁", "a", "\n\n", "▁", "a"]);
+        assert_eq!(
+            pieces_of(&tok, "a<s>a\n\na"),
+            ["▁", "a", "<s>", "▁", "a", "\n\n", "▁", "a"]
+        );
         assert!(tok.is_special(1) && !tok.is_special(tok.token_to_id("\n\n").unwrap()));
         let ids = tok.encode("a<s>a", false).unwrap();
         assert_eq!(tok.decode(&ids, true).unwrap(), "a a");
@@ -417,7 +546,10 @@ mod tests {
             ("tokenizer.ggml.tokens", strings(&tokens)),
             ("tokenizer.ggml.token_type", MetaValue::Array(types)),
             ("tokenizer.ggml.merges", strings(&merges)),
-            ("tokenizer.ggml.eos_token_id", MetaValue::U32(tokens.len() as u32 - 1)),
+            (
+                "tokenizer.ggml.eos_token_id",
+                MetaValue::U32(tokens.len() as u32 - 1),
+            ),
         ])
     }
 
@@ -433,10 +565,21 @@ mod tests {
         assert_eq!(pieces_of(&tok, "hello wé!"), ["hello", "ĠwÃ©", "!"]);
         // Without a merge, an unmerged character stays as its bytes.
         assert_eq!(pieces_of(&tok, "ü"), ["Ã", "¼"]);
-        assert_eq!(tok.decode(&tok.encode("hello wé! ü", false).unwrap(), false).unwrap(), "hello wé! ü");
-        assert_eq!(pieces_of(&tok, "hi<|endoftext|>"), ["h", "i", "<|endoftext|>"]);
+        assert_eq!(
+            tok.decode(&tok.encode("hello wé! ü", false).unwrap(), false)
+                .unwrap(),
+            "hello wé! ü"
+        );
+        assert_eq!(
+            pieces_of(&tok, "hi<|endoftext|>"),
+            ["h", "i", "<|endoftext|>"]
+        );
         assert!(!tok.add_bos_by_default());
-        assert_eq!(tok.eos_ids(), [256 + 7], "<|endoftext|> follows the bytes and the 7 extra tokens");
+        assert_eq!(
+            tok.eos_ids(),
+            [256 + 7],
+            "<|endoftext|> follows the bytes and the 7 extra tokens"
+        );
     }
 
     #[test]
@@ -467,24 +610,54 @@ mod tests {
             m.insert(key.to_string(), v);
             m
         };
-        let malformed = |m: &Metadata| matches!(Tokenizer::from_gguf(m), Err(Error::Malformed { .. }));
-        let unsupported = |m: &Metadata| matches!(Tokenizer::from_gguf(m), Err(Error::Unsupported(_)));
+        let malformed =
+            |m: &Metadata| matches!(Tokenizer::from_gguf(m), Err(Error::Malformed { .. }));
+        let unsupported =
+            |m: &Metadata| matches!(Tokenizer::from_gguf(m), Err(Error::Unsupported(_)));
         assert!(malformed(&without("tokenizer.ggml.tokens")));
         assert!(malformed(&without("tokenizer.ggml.model")));
         assert!(malformed(&without("tokenizer.ggml.merges")));
-        assert!(malformed(&with("tokenizer.ggml.tokens", MetaValue::String("a".into()))));
-        assert!(malformed(&with("tokenizer.ggml.tokens", MetaValue::Array(vec![]))));
-        assert!(malformed(&with("tokenizer.ggml.tokens", MetaValue::Array(vec![MetaValue::U8(1)]))));
-        assert!(malformed(&with("tokenizer.ggml.token_type", MetaValue::Array(vec![MetaValue::I32(1)]))));
-        assert!(unsupported(&with("tokenizer.ggml.model", MetaValue::String("bert".into()))));
-        assert!(unsupported(&with("tokenizer.ggml.pre", MetaValue::String("tekken".into()))));
+        assert!(malformed(&with(
+            "tokenizer.ggml.tokens",
+            MetaValue::String("a".into())
+        )));
+        assert!(malformed(&with(
+            "tokenizer.ggml.tokens",
+            MetaValue::Array(vec![])
+        )));
+        assert!(malformed(&with(
+            "tokenizer.ggml.tokens",
+            MetaValue::Array(vec![MetaValue::U8(1)])
+        )));
+        assert!(malformed(&with(
+            "tokenizer.ggml.token_type",
+            MetaValue::Array(vec![MetaValue::I32(1)])
+        )));
+        assert!(unsupported(&with(
+            "tokenizer.ggml.model",
+            MetaValue::String("bert".into())
+        )));
+        assert!(unsupported(&with(
+            "tokenizer.ggml.pre",
+            MetaValue::String("tekken".into())
+        )));
         let mut short_scores = spm(&[("a", 0.0)], &[], true);
-        short_scores.insert("tokenizer.ggml.scores".into(), MetaValue::Array(vec![MetaValue::F32(0.0)]));
+        short_scores.insert(
+            "tokenizer.ggml.scores".into(),
+            MetaValue::Array(vec![MetaValue::F32(0.0)]),
+        );
         assert!(malformed(&short_scores));
         let long = "a".repeat(50_000);
-        assert!(unsupported(&spm(&[(long.as_str(), 0.0)], &[], true)), "a crafted piece would cost O(len²) to split");
+        assert!(
+            unsupported(&spm(&[(long.as_str(), 0.0)], &[], true)),
+            "a crafted piece would cost O(len²) to split"
+        );
         // Out-of-range special ids are ignored, as llama.cpp does.
-        let tok = Tokenizer::from_gguf(&with("tokenizer.ggml.bos_token_id", MetaValue::U32(1 << 30))).unwrap();
+        let tok = Tokenizer::from_gguf(&with(
+            "tokenizer.ggml.bos_token_id",
+            MetaValue::U32(1 << 30),
+        ))
+        .unwrap();
         assert_eq!(tok.bos_id(), None);
     }
 }

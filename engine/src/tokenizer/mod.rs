@@ -38,7 +38,10 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     /// tokenizer.json bytes, plus tokenizer_config.json when present (for bos/eos tokens, add_bos_token).
-    pub fn from_json(tokenizer_json: &[u8], tokenizer_config: Option<&serde_json::Value>) -> Result<Self> {
+    pub fn from_json(
+        tokenizer_json: &[u8],
+        tokenizer_config: Option<&serde_json::Value>,
+    ) -> Result<Self> {
         hf::from_json(tokenizer_json, tokenizer_config)
     }
 
@@ -57,20 +60,31 @@ impl Tokenizer {
     ) -> Self {
         let mut ids: Vec<u32> = Vec::new();
         let vocab = pieces.len();
-        let turn_ends = END_OF_TURN_TEXTS.iter().map(|t| inner.token_to_id(t).filter(|&id| pieces.is_special(id)));
+        let turn_ends = END_OF_TURN_TEXTS
+            .iter()
+            .map(|t| inner.token_to_id(t).filter(|&id| pieces.is_special(id)));
         for id in eos.into_iter().chain(turn_ends).flatten() {
             if (id as usize) < vocab && !ids.contains(&id) {
                 ids.push(id);
             }
         }
         let bos = bos.filter(|&b| (b as usize) < vocab);
-        Tokenizer { inner, pieces, add_bos: add_bos && bos.is_some(), bos, eos: ids }
+        Tokenizer {
+            inner,
+            pieces,
+            add_bos: add_bos && bos.is_some(),
+            bos,
+            eos: ids,
+        }
     }
 
     /// Control/special tokens written in `text` (e.g. "<|im_start|>", "<start_of_turn>") become their ids. With
     /// `add_bos`, the BOS id (if the vocabulary has one) comes first.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let ids = encoding.get_ids();
         let mut out = Vec::with_capacity(ids.len() + 1);
         if add_bos {

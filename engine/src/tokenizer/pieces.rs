@@ -22,7 +22,12 @@ pub(super) struct Pieces {
 
 impl Pieces {
     pub(super) fn new(strip_leading_space: bool) -> Self {
-        Pieces { bytes: Vec::new(), ends: Vec::new(), kinds: Vec::new(), strip_leading_space }
+        Pieces {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            kinds: Vec::new(),
+            strip_leading_space,
+        }
     }
 
     /// Appends the next id.
@@ -55,9 +60,10 @@ impl Pieces {
     pub(super) fn bytes(&self, id: u32, skip_special: bool) -> Result<&[u8]> {
         let i = id as usize;
         match self.kinds.get(i) {
-            None | Some(Kind::Missing) => {
-                Err(Error::Tokenizer(format!("token id {id} is not in the vocabulary ({} ids)", self.len())))
-            }
+            None | Some(Kind::Missing) => Err(Error::Tokenizer(format!(
+                "token id {id} is not in the vocabulary ({} ids)",
+                self.len()
+            ))),
             Some(Kind::Special) if skip_special => Ok(&[]),
             Some(_) => {
                 let start = if i == 0 { 0 } else { self.ends[i - 1] };
@@ -93,7 +99,10 @@ pub(super) fn byte_level_bytes(token: &str, out: &mut Vec<u8>) {
         let code = c as u32;
         if code < 256 && byte_level_printable(code as u8) {
             out.push(code as u8);
-        } else if let Some(&b) = code.checked_sub(256).and_then(|k| BYTE_LEVEL_SHIFTED.get(k as usize)) {
+        } else if let Some(&b) = code
+            .checked_sub(256)
+            .and_then(|k| BYTE_LEVEL_SHIFTED.get(k as usize))
+        {
             out.push(b);
         } else {
             let mut buf = [0u8; 4];

@@ -17,13 +17,23 @@ pub struct Detokenizer<'a> {
 impl<'a> Detokenizer<'a> {
     /// For a whole text: decodes like `Tokenizer::decode`.
     pub fn new(tok: &'a Tokenizer, skip_special: bool) -> Self {
-        Detokenizer { tok, skip_special, pending: Vec::new(), at_start: true }
+        Detokenizer {
+            tok,
+            skip_special,
+            pending: Vec::new(),
+            at_start: true,
+        }
     }
 
     /// For text that continues earlier tokens (a generated reply after its prompt): the first piece keeps its
     /// leading space, which `new` would drop for SentencePiece vocabularies that add one.
     pub fn continuing(tok: &'a Tokenizer, skip_special: bool) -> Self {
-        Detokenizer { tok, skip_special, pending: Vec::new(), at_start: false }
+        Detokenizer {
+            tok,
+            skip_special,
+            pending: Vec::new(),
+            at_start: false,
+        }
     }
 
     /// The text that `id` completes (maybe "").
@@ -57,7 +67,9 @@ impl<'a> Detokenizer<'a> {
                 Err(e) => {
                     let valid = e.valid_up_to();
                     // The prefix was just validated, so the fallback never happens.
-                    out.push_str(std::str::from_utf8(&self.pending[pos..pos + valid]).unwrap_or_default());
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[pos..pos + valid]).unwrap_or_default(),
+                    );
                     pos += valid;
                     match e.error_len() {
                         Some(bad) => pos += bad,

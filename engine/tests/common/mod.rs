@@ -15,7 +15,10 @@ use engine::source::FileSource;
 use std::path::{Path, PathBuf};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("engine/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("engine/ has a parent")
+        .to_path_buf()
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
@@ -30,7 +33,11 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 /// Real models live in the setup script's cache, outside git. Missing models fail the test: `make test` fetches them.
 pub fn real_model(file: &str) -> PathBuf {
     let p = cache_dir().join("models").join(file);
-    assert!(p.exists(), "{} is missing: run `scripts/fetch-models.sh` (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `scripts/fetch-models.sh` (make test does)",
+        p.display()
+    );
     p
 }
 
@@ -38,14 +45,20 @@ pub fn real_model(file: &str) -> PathBuf {
 /// scripts/fetch-reference.sh from the llama-cpp-python sdist on PyPI into the cache.
 pub fn reference(rel: &str) -> PathBuf {
     let p = cache_dir().join("reference").join(rel);
-    assert!(p.exists(), "{} is missing: run `scripts/fetch-reference.sh` (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `scripts/fetch-reference.sh` (make test does)",
+        p.display()
+    );
     p
 }
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("AVIARY_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/aviary"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/aviary")
+        })
 }
 
 pub struct Loaded<B: Backend> {
@@ -58,10 +71,15 @@ pub type CpuModel = Loaded<CpuBackend>;
 pub type GpuModel = Loaded<GpuBackend>;
 
 pub fn load_on<B: Backend>(path: &Path, backend: B) -> Loaded<B> {
-    let files = ModelFiles::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let files =
+        ModelFiles::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {}))
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
-    Loaded { files, backend, model }
+    Loaded {
+        files,
+        backend,
+        model,
+    }
 }
 
 pub fn load_cpu(path: &Path) -> CpuModel {
@@ -73,7 +91,9 @@ pub fn load_cpu(path: &Path) -> CpuModel {
 pub fn gpu_backend(options: GpuOptions) -> Option<GpuBackend> {
     match futures::executor::block_on(GpuBackend::new(&options)) {
         Ok(b) => Some(b),
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI needs a GPU adapter: {e}"),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI needs a GPU adapter: {e}")
+        }
         Err(e) => {
             eprintln!("skipping: {e}");
             None
@@ -87,7 +107,10 @@ pub fn load_gpu(path: &Path) -> Option<GpuModel> {
 }
 
 pub fn f32_path() -> GpuOptions {
-    GpuOptions { force_f32: true, ..Default::default() }
+    GpuOptions {
+        force_f32: true,
+        ..Default::default()
+    }
 }
 
 pub fn load_gpu_with(path: &Path, options: GpuOptions) -> Option<GpuModel> {
@@ -96,15 +119,27 @@ pub fn load_gpu_with(path: &Path, options: GpuOptions) -> Option<GpuModel> {
 
 impl<B: Backend> Loaded<B> {
     pub fn logits(&self, tokens: &[u32]) -> Vec<Vec<f32>> {
-        let mut s = Session::new(&self.backend, &self.model, None, tokens.len() + 1).expect("session");
+        let mut s =
+            Session::new(&self.backend, &self.model, None, tokens.len() + 1).expect("session");
         futures::executor::block_on(s.logits(tokens)).expect("logits")
     }
 
     pub fn greedy(&self, prompt: &[u32], n: usize) -> Vec<u32> {
-        let mut s = Session::new(&self.backend, &self.model, self.files.tokenizer.as_ref(), prompt.len() + n + 1)
-            .expect("session");
-        let options = engine::session::GenerateOptions { max_tokens: n, stop_at_eos: false, ..Default::default() };
-        futures::executor::block_on(s.generate(prompt, &options, &mut |_, _| {})).expect("generate").tokens
+        let mut s = Session::new(
+            &self.backend,
+            &self.model,
+            self.files.tokenizer.as_ref(),
+            prompt.len() + n + 1,
+        )
+        .expect("session");
+        let options = engine::session::GenerateOptions {
+            max_tokens: n,
+            stop_at_eos: false,
+            ..Default::default()
+        };
+        futures::executor::block_on(s.generate(prompt, &options, &mut |_, _| {}))
+            .expect("generate")
+            .tokens
     }
 
     /// Token-by-token decode through the backend's forward pass, all logits read back.
@@ -112,7 +147,10 @@ impl<B: Backend> Loaded<B> {
         let mut cache = self.model.new_cache(&self.backend, tokens.len()).unwrap();
         let mut got = Vec::new();
         for &t in tokens {
-            let out = self.model.forward(&self.backend, &mut cache, &[t], false).unwrap();
+            let out = self
+                .model
+                .forward(&self.backend, &mut cache, &[t], false)
+                .unwrap();
             got.extend(futures::executor::block_on(self.backend.to_host(&out)).unwrap());
         }
         got
@@ -120,5 +158,14 @@ impl<B: Backend> Loaded<B> {
 }
 
 pub fn argmax(row: &[f32]) -> u32 {
-    row.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32
+    row.iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
+            if v > b.1 {
+                (i, v)
+            } else {
+                b
+            }
+        })
+        .0 as u32
 }

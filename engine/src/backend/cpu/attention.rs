@@ -20,7 +20,12 @@ pub struct CpuKvCache {
 
 impl CpuKvCache {
     pub fn new(spec: KvSpec) -> Self {
-        Self { spec, k: Vec::new(), v: Vec::new(), first_pos: 0 }
+        Self {
+            spec,
+            k: Vec::new(),
+            v: Vec::new(),
+            first_pos: 0,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -60,7 +65,9 @@ pub fn attend(
     }
     let kv_row = hkv * d;
     if q.len() != rows * hq * d || k.len() != rows * kv_row || v.len() != rows * kv_row {
-        return Err(Error::Backend("attention inputs do not match their head counts".into()));
+        return Err(Error::Backend(
+            "attention inputs do not match their head counts".into(),
+        ));
     }
     if cache.first_pos + cache.len() != start_pos {
         return Err(Error::Backend(format!(
@@ -84,14 +91,29 @@ pub fn attend(
     let mut out = vec![0f32; rows * hq * d];
     let job = |t: usize, h: usize, o: &mut [f32]| {
         let qpos = start_pos + t;
-        let lo = p.window.map_or(0, |w| (qpos + 1).saturating_sub(w)).max(cache.first_pos);
-        head(simd, &q[(t * hq + h) * d..][..d], cache, h / group, lo, qpos, p, batch, o);
+        let lo = p
+            .window
+            .map_or(0, |w| (qpos + 1).saturating_sub(w))
+            .max(cache.first_pos);
+        head(
+            simd,
+            &q[(t * hq + h) * d..][..d],
+            cache,
+            h / group,
+            lo,
+            qpos,
+            p,
+            batch,
+            o,
+        );
     };
     for_each_head(&mut out, rows, hq, d, job);
 
     // Keep only what a later query can still see.
     if let Some(w) = cache.spec.window {
-        let keep_from = (start_pos + rows + 1).saturating_sub(w).max(cache.first_pos);
+        let keep_from = (start_pos + rows + 1)
+            .saturating_sub(w)
+            .max(cache.first_pos);
         let drop = keep_from - cache.first_pos;
         // Compacting only once the dead prefix is as long as the window keeps appends amortised O(1).
         if drop >= w.max(64) {
@@ -104,19 +126,37 @@ pub fn attend(
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn for_each_head(out: &mut [f32], rows: usize, hq: usize, d: usize, job: impl Fn(usize, usize, &mut [f32]) + Sync) {
+fn for_each_head(
+    out: &mut [f32],
+    rows: usize,
+    hq: usize,
+    d: usize,
+    job: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
     use rayon::prelude::*;
     // Small problems (decode of a short context) are not worth waking the pool for.
     if rows * hq < 4 {
-        out.chunks_exact_mut(d).enumerate().for_each(|(i, o)| job(i / hq, i % hq, o));
+        out.chunks_exact_mut(d)
+            .enumerate()
+            .for_each(|(i, o)| job(i / hq, i % hq, o));
     } else {
-        out.par_chunks_exact_mut(d).enumerate().for_each(|(i, o)| job(i / hq, i % hq, o));
+        out.par_chunks_exact_mut(d)
+            .enumerate()
+            .for_each(|(i, o)| job(i / hq, i % hq, o));
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-fn for_each_head(out: &mut [f32], _rows: usize, hq: usize, d: usize, job: impl Fn(usize, usize, &mut [f32]) + Sync) {
-    out.chunks_exact_mut(d).enumerate().for_each(|(i, o)| job(i / hq, i % hq, o));
+fn for_each_head(
+    out: &mut [f32],
+    _rows: usize,
+    hq: usize,
+    d: usize,
+    job: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    out.chunks_exact_mut(d)
+        .enumerate()
+        .for_each(|(i, o)| job(i / hq, i % hq, o));
 }
 
 /// The two inner loops of a head whose shape decides the bits: q·k (`ggml_vec_dot_f32`) and exp over 8 lanes
@@ -297,7 +337,11 @@ mod avx2 {
         let mut i = 0;
         while i < np {
             for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i + 8 * j)), _mm256_loadu_ps(py.add(i + 8 * j)), *a);
+                *a = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(px.add(i + 8 * j)),
+                    _mm256_loadu_ps(py.add(i + 8 * j)),
+                    *a,
+                );
             }
             i += 32;
         }
@@ -322,7 +366,10 @@ mod avx2 {
         let n = _mm256_sub_ps(z, r);
         let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
         let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(
+            e,
+            _mm256_castps_si256(_mm256_set1_ps(1.0)),
+        ));
         let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
         let cmask = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ);
         let u = _mm256_mul_ps(b, b);

@@ -71,7 +71,11 @@ pub fn dot_q4_1(w: &[u8], a: &[BlockQ8_1]) -> f32 {
     let (mut acc, mut summs) = ([0f32; 8], 0f32);
     for (b, y) in w.chunks_exact(20).zip(a) {
         summs += f16_at(b, 2) * y.s;
-        acc_lanes(&mut acc, f16_at(b, 0) * y.d, &lanes32(&unpack32(&b[4..20], None, 0), &y.qs));
+        acc_lanes(
+            &mut acc,
+            f16_at(b, 0) * y.d,
+            &lanes32(&unpack32(&b[4..20], None, 0), &y.qs),
+        );
     }
     hsum_lanes(&acc) + summs
 }
@@ -80,7 +84,11 @@ pub fn dot_q4_1(w: &[u8], a: &[BlockQ8_1]) -> f32 {
 pub fn dot_q5_0(w: &[u8], a: &[BlockQ8_0]) -> f32 {
     let mut acc = [0f32; 8];
     for (b, y) in w.chunks_exact(22).zip(a) {
-        acc_lanes(&mut acc, f16_at(b, 0) * y.d, &lanes32(&unpack32(&b[6..22], Some(u32_at(b, 2)), 16), &y.qs));
+        acc_lanes(
+            &mut acc,
+            f16_at(b, 0) * y.d,
+            &lanes32(&unpack32(&b[6..22], Some(u32_at(b, 2)), 16), &y.qs),
+        );
     }
     hsum_lanes(&acc)
 }
@@ -90,7 +98,11 @@ pub fn dot_q5_1(w: &[u8], a: &[BlockQ8_1]) -> f32 {
     let (mut acc, mut summs) = ([0f32; 8], 0f32);
     for (b, y) in w.chunks_exact(24).zip(a) {
         summs += f16_at(b, 2) * y.s;
-        acc_lanes(&mut acc, f16_at(b, 0) * y.d, &lanes32(&unpack32(&b[8..24], Some(u32_at(b, 4)), 0), &y.qs));
+        acc_lanes(
+            &mut acc,
+            f16_at(b, 0) * y.d,
+            &lanes32(&unpack32(&b[8..24], Some(u32_at(b, 4)), 0), &y.qs),
+        );
     }
     hsum_lanes(&acc) + summs
 }
@@ -149,8 +161,8 @@ pub fn k4_lanes(qs: &[u8], qh: Option<&[u8]>, sc: &[u8; 8], y: &[i8; 256]) -> [[
                 lo |= (((qh[l] >> (2 * c)) & 1) << 4) as i32;
                 hi |= (((qh[l] >> (2 * c + 1)) & 1) << 4) as i32;
             }
-            lanes[c][l / 4] +=
-                sc[2 * c] as i32 * lo * y[64 * c + l] as i32 + sc[2 * c + 1] as i32 * hi * y[64 * c + 32 + l] as i32;
+            lanes[c][l / 4] += sc[2 * c] as i32 * lo * y[64 * c + l] as i32
+                + sc[2 * c + 1] as i32 * hi * y[64 * c + 32 + l] as i32;
         }
     }
     lanes
@@ -159,7 +171,9 @@ pub fn k4_lanes(qs: &[u8], qh: Option<&[u8]>, sc: &[u8; 8], y: &[i8; 256]) -> [[
 /// Σ mins[j]·(bsums[2j] + bsums[2j+1]): the integer behind a Q4_K / Q5_K block's min term.
 #[inline(always)]
 pub fn k_min_sum(bsums: &[i16; 16], mins: &[u8; 8]) -> i32 {
-    (0..8).map(|j| mins[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32)).sum()
+    (0..8)
+        .map(|j| mins[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32))
+        .sum()
 }
 
 /// The four lanes of ggml's AVX2 min term: mins[2t]·(bsums[4t] + bsums[4t+1]) + mins[2t+1]·(bsums[4t+2] + …).
@@ -204,7 +218,12 @@ pub fn q6k_lanes(b: &[u8], y: &BlockQ8K) -> [i32; 8] {
 
 #[inline(always)]
 fn hsum_lanes(acc: &[f32; 8]) -> f32 {
-    let t = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    let t = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
     (t[0] + t[2]) + (t[1] + t[3])
 }
 
@@ -231,7 +250,8 @@ pub fn k4_combine(
                 for (c, chunk) in chunks.iter().enumerate() {
                     sacc = fma(chunk.iter().sum::<i32>() as f32, da, sacc);
                     let m = mn[2 * c] as i32 * (y.bsums[4 * c] as i32 + y.bsums[4 * c + 1] as i32)
-                        + mn[2 * c + 1] as i32 * (y.bsums[4 * c + 2] as i32 + y.bsums[4 * c + 3] as i32);
+                        + mn[2 * c + 1] as i32
+                            * (y.bsums[4 * c + 2] as i32 + y.bsums[4 * c + 3] as i32);
                     saccm = fma(m as f32, dmina, saccm);
                 }
             }
@@ -272,7 +292,12 @@ pub fn k4_combine(
 
 /// Combines per-block Q6_K lanes with `path`'s formula (Q6_K has no repacked kernel on x86).
 #[inline(always)]
-pub fn q6k_combine(w: &[u8], a: &[BlockQ8K], path: KPath, mut lanes: impl FnMut(&[u8], &BlockQ8K) -> [i32; 8]) -> f32 {
+pub fn q6k_combine(
+    w: &[u8],
+    a: &[BlockQ8K],
+    path: KPath,
+    mut lanes: impl FnMut(&[u8], &BlockQ8K) -> [i32; 8],
+) -> f32 {
     let mut acc = [0f32; 8];
     let mut sacc = 0f32;
     for (b, y) in w.chunks_exact(210).zip(a) {
@@ -297,12 +322,16 @@ pub fn q6k_combine(w: &[u8], a: &[BlockQ8K], path: KPath, mut lanes: impl FnMut(
 
 #[inline(always)]
 pub fn dot_q4_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
-    k4_combine(w, a, 144, path, false, |b, sc, y| k4_lanes(&b[16..144], None, sc, &y.qs))
+    k4_combine(w, a, 144, path, false, |b, sc, y| {
+        k4_lanes(&b[16..144], None, sc, &y.qs)
+    })
 }
 
 #[inline(always)]
 pub fn dot_q5_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
-    k4_combine(w, a, 176, path, true, |b, sc, y| k4_lanes(&b[48..176], Some(&b[16..48]), sc, &y.qs))
+    k4_combine(w, a, 176, path, true, |b, sc, y| {
+        k4_lanes(&b[48..176], Some(&b[16..48]), sc, &y.qs)
+    })
 }
 
 #[inline(always)]

@@ -36,14 +36,22 @@ unsafe fn load32(p: *const u8) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibbles(p: *const u8) -> __m256i {
     let t = _mm_loadu_si128(p as *const __m128i);
-    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F))
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16(t, 4), t),
+        _mm256_set1_epi8(0x0F),
+    )
 }
 
 /// Byte i = 0xFF where bit i of `bits` is set, else 0.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bytes_from_bits(bits: u32) -> __m256i {
-    let spread = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let spread = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
     let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1))
@@ -142,7 +150,11 @@ unsafe fn block_lanes<const KIND: u8>(b: *const u8, y: __m256i) -> __m256i {
 /// hsum, plus Σ m·s for the offset formats (or, `repacked` Q4_0, acc = fma(Σ, d_w·d_a, acc) per block).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Q8Act>(w: [&[u8]; R], a: &[A], repacked: bool) -> [f32; R] {
+pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Q8Act>(
+    w: [&[u8]; R],
+    a: &[A],
+    repacked: bool,
+) -> [f32; R] {
     let bytes = block_bytes(KIND);
     debug_assert!(w.iter().all(|w| w.len() == a.len() * bytes));
     let mut acc = [_mm256_setzero_ps(); R];
@@ -156,9 +168,17 @@ pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Q8Act>(w: [&[u8]; R]
             }
             let lanes = block_lanes::<KIND>(b, qy);
             if KIND == Q4_0 && repacked {
-                sacc[r] = fma(store_lanes(lanes).iter().sum::<i32>() as f32, f16_at(b) * y.d(), sacc[r]);
+                sacc[r] = fma(
+                    store_lanes(lanes).iter().sum::<i32>() as f32,
+                    f16_at(b) * y.d(),
+                    sacc[r],
+                );
             } else {
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b) * y.d()), _mm256_cvtepi32_ps(lanes), acc[r]);
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(f16_at(b) * y.d()),
+                    _mm256_cvtepi32_ps(lanes),
+                    acc[r],
+                );
             }
         }
     }
@@ -215,7 +235,10 @@ unsafe fn q4k_lanes(qs: *const u8, sc: &[u8; 8], y: &[i8; 256]) -> [__m256i; 4] 
     for (c, o) in out.iter_mut().enumerate() {
         let bits = load32(qs.add(32 * c));
         let lo = _mm256_maddubs_epi16(_mm256_and_si256(bits, low), load32(q8.add(64 * c)));
-        let hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(bits, 4), low), load32(q8.add(64 * c + 32)));
+        let hi = _mm256_maddubs_epi16(
+            _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
+            load32(q8.add(64 * c + 32)),
+        );
         let lo = _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * c] as i16));
         let hi = _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
         *o = _mm256_add_epi32(lo, hi);
@@ -239,13 +262,17 @@ pub unsafe fn dot_q4_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
         let chunks = q4k_lanes(b.add(16), &sc, &y.qs);
         match path {
             KPath::Vec => {
-                let sumi =
-                    _mm256_add_epi32(_mm256_add_epi32(chunks[0], chunks[1]), _mm256_add_epi32(chunks[2], chunks[3]));
+                let sumi = _mm256_add_epi32(
+                    _mm256_add_epi32(chunks[0], chunks[1]),
+                    _mm256_add_epi32(chunks[2], chunks[3]),
+                );
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * dw), _mm256_cvtepi32_ps(sumi), acc);
                 let dmin = -y.d * dminw;
                 for (t, m) in accm.iter_mut().enumerate() {
-                    let lane = mn[2 * t] as i32 * (y.bsums[4 * t] as i32 + y.bsums[4 * t + 1] as i32)
-                        + mn[2 * t + 1] as i32 * (y.bsums[4 * t + 2] as i32 + y.bsums[4 * t + 3] as i32);
+                    let lane = mn[2 * t] as i32
+                        * (y.bsums[4 * t] as i32 + y.bsums[4 * t + 1] as i32)
+                        + mn[2 * t + 1] as i32
+                            * (y.bsums[4 * t + 2] as i32 + y.bsums[4 * t + 3] as i32);
                     *m = fma(dmin, lane as f32, *m);
                 }
             }
@@ -254,13 +281,16 @@ pub unsafe fn dot_q4_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
                 for (c, &chunk) in chunks.iter().enumerate() {
                     sacc = fma(hsum_i32(chunk) as f32, da, sacc);
                     let m = mn[2 * c] as i32 * (y.bsums[4 * c] as i32 + y.bsums[4 * c + 1] as i32)
-                        + mn[2 * c + 1] as i32 * (y.bsums[4 * c + 2] as i32 + y.bsums[4 * c + 3] as i32);
+                        + mn[2 * c + 1] as i32
+                            * (y.bsums[4 * c + 2] as i32 + y.bsums[4 * c + 3] as i32);
                     saccm = fma(m as f32, dmina, saccm);
                 }
             }
             KPath::Repacked | KPath::Tiled => {
-                let sumi =
-                    _mm256_add_epi32(_mm256_add_epi32(chunks[0], chunks[1]), _mm256_add_epi32(chunks[2], chunks[3]));
+                let sumi = _mm256_add_epi32(
+                    _mm256_add_epi32(chunks[0], chunks[1]),
+                    _mm256_add_epi32(chunks[2], chunks[3]),
+                );
                 let total = hsum_i32(sumi) as f32;
                 let min = k_min_sum(&y.bsums, &mn) as f32;
                 if path == KPath::Tiled {
@@ -307,8 +337,10 @@ unsafe fn q6k_lanes(blk: &[u8], y: &BlockQ8K) -> __m256i {
         ];
         for (r, &qr) in q.iter().enumerate() {
             let g = 8 * n + 2 * r;
-            let sc =
-                _mm256_set_m128i(_mm_set1_epi16(scales[g + 1] as i8 as i16), _mm_set1_epi16(scales[g] as i8 as i16));
+            let sc = _mm256_set_m128i(
+                _mm_set1_epi16(scales[g + 1] as i8 as i16),
+                _mm_set1_epi16(scales[g] as i8 as i16),
+            );
             let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
         }

@@ -44,7 +44,11 @@ pub(crate) fn fma_via_f64(a: f32, b: f32, c: f32) -> f32 {
         return s as f32;
     }
     // One f64 ulp towards the exact value, so that narrowing rounds the way the exact sum would.
-    let nudged = if (err > 0.0) == (s > 0.0) { bits + 1 } else { bits - 1 };
+    let nudged = if (err > 0.0) == (s > 0.0) {
+        bits + 1
+    } else {
+        bits - 1
+    };
     f64::from_bits(nudged) as f32
 }
 
@@ -113,9 +117,9 @@ const PI63: f64 = f64::from_bits(0x3c19_21fb_5444_2d18);
 const PIO4: f32 = f32::from_bits(0x3f49_0fdb);
 /// 4/π to 192 bits, 8 new bits per entry.
 const INV_PIO4: [u32; 24] = [
-    0xa2, 0xa2f9, 0xa2f983, 0xa2f9836e, 0xf9836e4e, 0x836e4e44, 0x6e4e4415, 0x4e441529, 0x441529fc, 0x1529fc27,
-    0x29fc2757, 0xfc2757d1, 0x2757d1f5, 0x57d1f534, 0xd1f534dd, 0xf534ddc0, 0x34ddc0db, 0xddc0db62, 0xc0db6295,
-    0xdb629599, 0x6295993c, 0x95993c43, 0x993c4390, 0x3c439041,
+    0xa2, 0xa2f9, 0xa2f983, 0xa2f9836e, 0xf9836e4e, 0x836e4e44, 0x6e4e4415, 0x4e441529, 0x441529fc,
+    0x1529fc27, 0x29fc2757, 0xfc2757d1, 0x2757d1f5, 0x57d1f534, 0xd1f534dd, 0xf534ddc0, 0x34ddc0db,
+    0xddc0db62, 0xc0db6295, 0xdb629599, 0x6295993c, 0x95993c43, 0x993c4390, 0x3c439041,
 ];
 
 fn abstop12(x: f32) -> u32 {
@@ -195,7 +199,11 @@ fn sincos(y: f32, which: Which) -> f32 {
     // The sign and the (possibly negated) table follow the quadrant (plus the sign of a large argument); cosf is
     // sinf a quadrant on, which swaps the polynomials.
     let s = TABLE[0].sign[(sign_q & 3) as usize];
-    let t = if sign_q & 2 != 0 { &TABLE[1] } else { &TABLE[0] };
+    let t = if sign_q & 2 != 0 {
+        &TABLE[1]
+    } else {
+        &TABLE[0]
+    };
     match which {
         Which::Sin => poly(r * s, r * r, t, n),
         Which::Cos => poly(r * s, r * r, t, n ^ 1),
@@ -219,8 +227,11 @@ mod tests {
     /// The platform's sinf/cosf, which this module must equal where the platform is glibc on x86-64 with FMA (as
     /// where llama.cpp's references were made); elsewhere the comparison says nothing and is skipped.
     fn reference_platform() -> bool {
-        cfg!(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))
-            && std::arch::is_x86_feature_detected!("fma")
+        cfg!(all(
+            target_arch = "x86_64",
+            target_os = "linux",
+            target_env = "gnu"
+        )) && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("avx2")
     }
 
@@ -256,7 +267,12 @@ mod tests {
             }
         }
         let nan_mismatch = bad.iter().all(|x| x.is_nan());
-        assert!(bad.is_empty() || nan_mismatch, "{} inputs differ from glibc, e.g. {:?}", bad.len(), &bad[..bad.len().min(5)]);
+        assert!(
+            bad.is_empty() || nan_mismatch,
+            "{} inputs differ from glibc, e.g. {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
     }
 
     #[test]
@@ -266,7 +282,10 @@ mod tests {
         let check = |a: f32, b: f32, c: f32| {
             let want = a.mul_add(b, c);
             let got = fma_via_f64(a, b, c);
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "fma({a:e}, {b:e}, {c:e}) = {got:e}, not {want:e}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "fma({a:e}, {b:e}, {c:e}) = {got:e}, not {want:e}"
+            );
         };
         for _ in 0..2_000_000 {
             let a = f32::from_bits(rng.random());
@@ -284,7 +303,13 @@ mod tests {
         for k in 1..2000u32 {
             let a = 1.0 + k as f32 * f32::EPSILON;
             let b = 1.0 + f32::EPSILON / 2.0 * (k % 2) as f32;
-            for c in [f32::EPSILON / 2.0, -f32::EPSILON / 2.0, 1e-30, -1e-30, 3.0 * f32::EPSILON / 4.0] {
+            for c in [
+                f32::EPSILON / 2.0,
+                -f32::EPSILON / 2.0,
+                1e-30,
+                -1e-30,
+                3.0 * f32::EPSILON / 4.0,
+            ] {
                 check(a, b, c);
                 check(a, -b, c);
             }

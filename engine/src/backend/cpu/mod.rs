@@ -31,7 +31,10 @@ pub struct CpuBackend {
 
 impl Default for CpuBackend {
     fn default() -> Self {
-        Self { device: Device::Cpu, simd: true }
+        Self {
+            device: Device::Cpu,
+            simd: true,
+        }
     }
 }
 
@@ -42,14 +45,20 @@ impl CpuBackend {
 
     /// A backend that runs only the portable kernels, to check them against the SIMD ones.
     pub fn portable() -> Self {
-        Self { device: Device::Cpu, simd: false }
+        Self {
+            device: Device::Cpu,
+            simd: false,
+        }
     }
 }
 
 pub enum CpuWeight {
     /// Float weights as f32 `[rows, cols]`. ggml multiplies F16 (BF16) weights with activations rounded to F16
     /// (BF16), its `vec_dot_type` for them; `act_dtype` replays that rounding.
-    Dense { weight: Tensor, act_dtype: Option<DType> },
+    Dense {
+        weight: Tensor,
+        act_dtype: Option<DType>,
+    },
     /// Quantized blocks, multiplied with llama.cpp's numerics.
     Quantized(QMatrix),
 }
@@ -71,7 +80,13 @@ impl Backend for CpuBackend {
         "cpu".into()
     }
 
-    fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<CpuWeight> {
+    fn upload_weight(
+        &self,
+        name: &str,
+        dtype: GgmlType,
+        shape: [usize; 2],
+        bytes: &[u8],
+    ) -> Result<CpuWeight> {
         let expected = dtype.byte_len((shape[0] * shape[1]) as u64);
         if expected != Some(bytes.len() as u64) {
             return Err(Error::Malformed {
@@ -84,7 +99,12 @@ impl Backend for CpuBackend {
             });
         }
         if dtype.is_quantized() {
-            return Ok(CpuWeight::Quantized(QMatrix::new(dtype, shape[0], shape[1], bytes.to_vec())?));
+            return Ok(CpuWeight::Quantized(QMatrix::new(
+                dtype,
+                shape[0],
+                shape[1],
+                bytes.to_vec(),
+            )?));
         }
         let values = crate::quant::dequantize_to_vec(dtype, bytes, shape[0] * shape[1])?;
         let act_dtype = match dtype {
@@ -92,7 +112,10 @@ impl Backend for CpuBackend {
             GgmlType::BF16 => Some(DType::BF16),
             _ => None,
         };
-        Ok(CpuWeight::Dense { weight: Tensor::from_vec(values, (shape[0], shape[1]), &self.device)?, act_dtype })
+        Ok(CpuWeight::Dense {
+            weight: Tensor::from_vec(values, (shape[0], shape[1]), &self.device)?,
+            act_dtype,
+        })
     }
 
     fn upload_vector(&self, values: &[f32]) -> Result<Tensor> {
@@ -100,7 +123,11 @@ impl Backend for CpuBackend {
     }
 
     fn rope_table(&self, inv_freq: &[f32], layout: RopeLayout) -> Result<CpuRope> {
-        Ok(CpuRope { inv_freq: inv_freq.to_vec(), theta_scale: ops::rope_theta_scale(inv_freq), layout })
+        Ok(CpuRope {
+            inv_freq: inv_freq.to_vec(),
+            theta_scale: ops::rope_theta_scale(inv_freq),
+            layout,
+        })
     }
 
     fn new_kv_cache(&self, spec: KvSpec) -> Result<CpuKvCache> {
@@ -118,7 +145,9 @@ impl Backend for CpuBackend {
             CpuWeight::Dense { weight: t, .. } => {
                 let vocab = t.dim(0)?;
                 if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary ({vocab})")));
+                    return Err(Error::InvalidArgument(format!(
+                        "token id {bad} is outside the vocabulary ({vocab})"
+                    )));
                 }
                 t.index_select(&ids_t, 0)?
             }
@@ -127,7 +156,10 @@ impl Backend for CpuBackend {
                 let mut rows = vec![0f32; ids.len() * cols];
                 for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(cols.max(1))) {
                     w.dequantize_row(id as usize, row).map_err(|_| {
-                        Error::InvalidArgument(format!("token id {id} is outside the vocabulary ({})", w.rows()))
+                        Error::InvalidArgument(format!(
+                            "token id {id} is outside the vocabulary ({})",
+                            w.rows()
+                        ))
                     })?;
                 }
                 Tensor::from_vec(rows, (ids.len(), cols), &self.device)?
@@ -158,17 +190,13 @@ impl Backend for CpuBackend {
                     )));
                 }
                 let m = x.elem_count() / cols.max(1);
-                let out =
-                    with_f32_slice(
-                        x,
-                        |values| {
-                            if self.simd {
-                                w.matmul(values, m)
-                            } else {
-                                w.matmul_portable(values, m)
-                            }
-                        },
-                    )?;
+                let out = with_f32_slice(x, |values| {
+                    if self.simd {
+                        w.matmul(values, m)
+                    } else {
+                        w.matmul_portable(values, m)
+                    }
+                })?;
                 let mut shape = dims.to_vec();
                 if let Some(last) = shape.last_mut() {
                     *last = w.rows();
@@ -181,7 +209,10 @@ impl Backend for CpuBackend {
     fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
         let group = weight.dim(0)?;
         if group == 0 || !x.elem_count().is_multiple_of(group) {
-            return Err(Error::Backend(format!("RMSNorm over groups of {group} of a tensor of shape {:?}", x.dims())));
+            return Err(Error::Backend(format!(
+                "RMSNorm over groups of {group} of a tensor of shape {:?}",
+                x.dims()
+            )));
         }
         let mut out = vec![0f32; x.elem_count()];
         with_f32_slice(x, |xs| {
@@ -198,11 +229,22 @@ impl Backend for CpuBackend {
         let half = rope.inv_freq.len();
         let head_dim = width.checked_div(heads).unwrap_or(0);
         if head_dim != 2 * half || heads * head_dim != width {
-            return Err(Error::Backend(format!("RoPE table for head size {} used on head size {head_dim}", 2 * half)));
+            return Err(Error::Backend(format!(
+                "RoPE table for head size {} used on head size {head_dim}",
+                2 * half
+            )));
         }
         let mut out = with_f32_slice(x, |xs| Ok(xs.to_vec()))?;
         let adjacent = rope.layout == RopeLayout::Adjacent;
-        ops::rope_rows(self.simd, &mut out, &rope.inv_freq, rope.theta_scale, heads, start_pos, adjacent);
+        ops::rope_rows(
+            self.simd,
+            &mut out,
+            &rope.inv_freq,
+            rope.theta_scale,
+            heads,
+            start_pos,
+            adjacent,
+        );
         Ok(Tensor::from_vec(out, (rows, width), &self.device)?)
     }
 
@@ -218,15 +260,25 @@ impl Backend for CpuBackend {
         let rows = q.dim(0)?;
         let out = with_f32_slice(q, |q| {
             with_f32_slice(k, |k| {
-                with_f32_slice(v, |v| attention::attend(self.simd, q, k, v, rows, cache, p, start_pos))
+                with_f32_slice(v, |v| {
+                    attention::attend(self.simd, q, k, v, rows, cache, p, start_pos)
+                })
             })
         })?;
-        Ok(Tensor::from_vec(out, (rows, p.n_heads * p.head_dim), &self.device)?)
+        Ok(Tensor::from_vec(
+            out,
+            (rows, p.n_heads * p.head_dim),
+            &self.device,
+        )?)
     }
 
     fn gated_activation(&self, gate: &Tensor, up: &Tensor, act: Activation) -> Result<Tensor> {
         if gate.dims() != up.dims() {
-            return Err(Error::Backend(format!("gate {:?} and up {:?} differ in shape", gate.dims(), up.dims())));
+            return Err(Error::Backend(format!(
+                "gate {:?} and up {:?} differ in shape",
+                gate.dims(),
+                up.dims()
+            )));
         }
         let width = gate.dims().last().copied().unwrap_or(0).max(1);
         let mut out = vec![0f32; gate.elem_count()];
@@ -268,10 +320,16 @@ impl Backend for CpuBackend {
 
 /// Runs `f` on a tensor's values as one contiguous f32 slice, without copying when they already are.
 fn with_f32_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let x = if x.dtype() == DType::F32 { x.contiguous()? } else { x.to_dtype(DType::F32)?.contiguous()? };
+    let x = if x.dtype() == DType::F32 {
+        x.contiguous()?
+    } else {
+        x.to_dtype(DType::F32)?.contiguous()?
+    };
     let (storage, layout) = x.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
         (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => f(&values[start..end]),
-        _ => Err(Error::Backend("the CPU backend got a tensor that is not contiguous f32 on the CPU".into())),
+        _ => Err(Error::Backend(
+            "the CPU backend got a tensor that is not contiguous f32 on the CPU".into(),
+        )),
     }
 }

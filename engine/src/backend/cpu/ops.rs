@@ -74,7 +74,11 @@ pub(crate) fn expf_v(x: f32) -> f32 {
     let k = c(e.wrapping_add(1f32.to_bits()));
     let u = b * b;
     let j = fma(
-        fma(fma(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, fma(c(0x3e2a_af33), b, c(0x3eff_fedb))),
+        fma(
+            fma(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+            u,
+            fma(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+        ),
         u,
         c(0x3f7f_fff6) * b,
     );
@@ -100,7 +104,11 @@ fma_dispatch! {
 
 #[inline(always)]
 fn swiglu_impl(gate: &[f32], up: &[f32], width: usize, out: &mut [f32]) {
-    for ((g, u), y) in gate.chunks_exact(width).zip(up.chunks_exact(width)).zip(out.chunks_exact_mut(width)) {
+    for ((g, u), y) in gate
+        .chunks_exact(width)
+        .zip(up.chunks_exact(width))
+        .zip(out.chunks_exact_mut(width))
+    {
         let vec_end = width - width % 8;
         for i in 0..vec_end {
             y[i] = g[i] / (1.0 + expf_v(0.0 - g[i])) * u[i];
@@ -123,7 +131,9 @@ fn gelu_f32(x: f32) -> f32 {
 fn gelu_table() -> &'static [u16] {
     static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        (0..=u16::MAX).map(|h| half::f16::from_f32(gelu_f32(half::f16::from_bits(h).to_f32())).to_bits()).collect()
+        (0..=u16::MAX)
+            .map(|h| half::f16::from_f32(gelu_f32(half::f16::from_bits(h).to_f32())).to_bits())
+            .collect()
     })
 }
 
@@ -156,13 +166,21 @@ pub(crate) fn rope_theta_scale(inv_freq: &[f32]) -> Option<f32> {
         [first, second, ..] if *first == 1.0 => *second as f64,
         _ => return None,
     };
-    let geometric =
-        inv_freq.iter().enumerate().all(|(i, &f)| ((f as f64) - r.powi(i as i32)).abs() <= 1e-4 * r.powi(i as i32));
+    let geometric = inv_freq
+        .iter()
+        .enumerate()
+        .all(|(i, &f)| ((f as f64) - r.powi(i as i32)).abs() <= 1e-4 * r.powi(i as i32));
     geometric.then_some(r as f32)
 }
 
 /// cos and sin of every pair's angle at position `pos` (see [`rope_theta_scale`]).
-pub(crate) fn rope_angles(inv_freq: &[f32], theta_scale: Option<f32>, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+pub(crate) fn rope_angles(
+    inv_freq: &[f32],
+    theta_scale: Option<f32>,
+    pos: usize,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
     let mut theta = pos as f32;
     for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
         let t = match theta_scale {
@@ -211,7 +229,11 @@ fn rope_rows_impl(
         rope_angles(inv_freq, theta_scale, start_pos + r, &mut cos, &mut sin);
         for h in row.chunks_exact_mut(2 * half) {
             for i in 0..half {
-                let (a, b) = if adjacent { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (a, b) = if adjacent {
+                    (2 * i, 2 * i + 1)
+                } else {
+                    (i, i + half)
+                };
                 let (y0, y1) = rotate(h[a], h[b], cos[i], sin[i]);
                 h[a] = y0;
                 h[b] = y1;
@@ -237,7 +259,8 @@ pub(crate) fn hsum8(l: &[f32; 8]) -> f32 {
 /// GGML_F32x8_REDUCE of ggml_vec_dot_f32's four 8-lane accumulators (`lanes[8 * j + l]` = accumulator j, lane l).
 #[inline(always)]
 pub(crate) fn reduce_f32x32(lanes: &[f32; 32]) -> f32 {
-    let x: [f32; 8] = std::array::from_fn(|l| (lanes[l] + lanes[16 + l]) + (lanes[8 + l] + lanes[24 + l]));
+    let x: [f32; 8] =
+        std::array::from_fn(|l| (lanes[l] + lanes[16 + l]) + (lanes[8 + l] + lanes[24 + l]));
     let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
     (t[0] + t[1]) + (t[2] + t[3])
 }

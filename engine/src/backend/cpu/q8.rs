@@ -45,19 +45,30 @@ pub struct BlockQ8K {
 
 impl Default for BlockQ8_0 {
     fn default() -> Self {
-        Self { d: 0.0, qs: [0; 32] }
+        Self {
+            d: 0.0,
+            qs: [0; 32],
+        }
     }
 }
 
 impl Default for BlockQ8_1 {
     fn default() -> Self {
-        Self { d: 0.0, s: 0.0, qs: [0; 32] }
+        Self {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; 32],
+        }
     }
 }
 
 impl Default for BlockQ8K {
     fn default() -> Self {
-        Self { d: 0.0, qs: [0; 256], bsums: [0; 16] }
+        Self {
+            d: 0.0,
+            qs: [0; 256],
+            bsums: [0; 16],
+        }
     }
 }
 

@@ -24,7 +24,10 @@ impl QMatrix {
     /// Takes the raw blocks of a quantized `[rows, cols]` tensor; the length must match the shape exactly.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
         if !ty.is_quantized() {
-            return Err(Error::InvalidArgument(format!("{} is not a block-quantized type", ty.name())));
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a block-quantized type",
+                ty.name()
+            )));
         }
         if !cols.is_multiple_of(ty.block_size()) {
             return Err(Error::InvalidArgument(format!(
@@ -41,7 +44,12 @@ impl QMatrix {
                 data.len()
             )));
         }
-        Ok(Self { ty, rows, cols, data })
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+        })
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -63,7 +71,10 @@ impl QMatrix {
     /// Row `r` dequantized into `out` (`cols` values), bit-identical to ggml's dequantisation (embedding lookups).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
         if r >= self.rows {
-            return Err(Error::InvalidArgument(format!("row {r} of a matrix with {} rows", self.rows)));
+            return Err(Error::InvalidArgument(format!(
+                "row {r} of a matrix with {} rows",
+                self.rows
+            )));
         }
         let rb = self.row_bytes();
         quant::dequantize(self.ty, &self.data[r * rb..(r + 1) * rb], out)
@@ -114,7 +125,10 @@ impl QMatrix {
             GgmlType::Q6K if tiled => run::<Q6KT>(self, x, m, simd),
             GgmlType::Q6K => run::<Q6KV>(self, x, m, simd),
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
-                return Err(Error::InvalidArgument(format!("{} is not a block-quantized type", self.ty.name())))
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not a block-quantized type",
+                    self.ty.name()
+                )))
             }
         })
     }
@@ -122,7 +136,9 @@ impl QMatrix {
 
 #[cfg(target_arch = "x86_64")]
 fn simd_available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -205,7 +221,9 @@ fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, simd: bool, out: &mut [A]) {
     if m >= 4 {
         use rayon::prelude::*;
         let (cols, nb) = (x.len() / m, out.len() / m);
-        out.par_chunks_mut(nb).zip(x.par_chunks(cols)).for_each(|(o, xr)| A::quantize(simd, xr, o));
+        out.par_chunks_mut(nb)
+            .zip(x.par_chunks(cols))
+            .for_each(|(o, xr)| A::quantize(simd, xr, o));
         return;
     }
     let _ = m;
@@ -292,8 +310,12 @@ macro_rules! kernel {
     };
 }
 
-kernel32!(Q4_0, BlockQ8_0, Q4_0, false, |w, a| dot::dot_q4_0(w, a, false));
-kernel32!(Q4_0R, BlockQ8_0, Q4_0, true, |w, a| dot::dot_q4_0(w, a, true));
+kernel32!(Q4_0, BlockQ8_0, Q4_0, false, |w, a| dot::dot_q4_0(
+    w, a, false
+));
+kernel32!(Q4_0R, BlockQ8_0, Q4_0, true, |w, a| dot::dot_q4_0(
+    w, a, true
+));
 kernel32!(Q4_1, BlockQ8_1, Q4_1, false, |w, a| dot::dot_q4_1(w, a));
 kernel32!(Q5_0, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a));
 kernel32!(Q5_1, BlockQ8_1, Q5_1, false, |w, a| dot::dot_q5_1(w, a));
@@ -353,18 +375,30 @@ fn threads() -> usize {
 
 /// Splits the `[m, n]` output by columns (weight rows) into chunks of `chunk`, and runs `f(first_row, pieces)`
 /// on each, in parallel where threads exist; `pieces[i]` is output row i's slice of that chunk.
-fn for_each_chunk(out: &mut [f32], n: usize, m: usize, chunk: usize, f: impl Fn(usize, &mut [&mut [f32]]) + Sync) {
+fn for_each_chunk(
+    out: &mut [f32],
+    n: usize,
+    m: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [&mut [f32]]) + Sync,
+) {
     if m == 1 {
         #[cfg(not(target_arch = "wasm32"))]
         {
             use rayon::prelude::*;
-            out.par_chunks_mut(chunk).enumerate().for_each(|(t, piece)| f(t * chunk, &mut [piece]));
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(t, piece)| f(t * chunk, &mut [piece]));
         }
         #[cfg(target_arch = "wasm32")]
-        out.chunks_mut(chunk).enumerate().for_each(|(t, piece)| f(t * chunk, &mut [piece]));
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(t, piece)| f(t * chunk, &mut [piece]));
         return;
     }
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(chunk)).map(|_| Vec::with_capacity(m)).collect();
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(chunk))
+        .map(|_| Vec::with_capacity(m))
+        .collect();
     for row in out.chunks_mut(n) {
         for (task, piece) in tasks.iter_mut().zip(row.chunks_mut(chunk)) {
             task.push(piece);
@@ -373,14 +407,26 @@ fn for_each_chunk(out: &mut [f32], n: usize, m: usize, chunk: usize, f: impl Fn(
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        tasks.into_par_iter().enumerate().for_each(|(t, mut pieces)| f(t * chunk, &mut pieces));
+        tasks
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(t, mut pieces)| f(t * chunk, &mut pieces));
     }
     #[cfg(target_arch = "wasm32")]
-    tasks.into_iter().enumerate().for_each(|(t, mut pieces)| f(t * chunk, &mut pieces));
+    tasks
+        .into_iter()
+        .enumerate()
+        .for_each(|(t, mut pieces)| f(t * chunk, &mut pieces));
 }
 
 /// `pieces[i][jj] = dot(weight row jj, activation row i)`; the weight row stays in L1 across activation rows.
-fn rows<K: Kernel>(w: &[u8], row_bytes: usize, acts: &[K::Act], nb: usize, pieces: &mut [&mut [f32]]) {
+fn rows<K: Kernel>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[K::Act],
+    nb: usize,
+    pieces: &mut [&mut [f32]],
+) {
     for (jj, wrow) in w.chunks_exact(row_bytes).enumerate() {
         for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
             piece[jj] = K::dot(wrow, act);
@@ -395,7 +441,13 @@ fn rows<K: Kernel>(w: &[u8], row_bytes: usize, acts: &[K::Act], nb: usize, piece
 /// The CPU supports AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_avx2<K: Kernel>(w: &[u8], row_bytes: usize, acts: &[K::Act], nb: usize, pieces: &mut [&mut [f32]]) {
+unsafe fn rows_avx2<K: Kernel>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[K::Act],
+    nb: usize,
+    pieces: &mut [&mut [f32]],
+) {
     let mut pairs = w.chunks_exact(2 * row_bytes);
     let mut jj = 0;
     for pair in &mut pairs {

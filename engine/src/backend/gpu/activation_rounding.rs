@@ -25,7 +25,9 @@ struct Params {
 /// The MODE of the shader for a weight type, with the block size it rounds over; None when ggml keeps f32.
 fn mode(dtype: GgmlType) -> Option<(u32, usize)> {
     match dtype {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => Some((1, 32)),
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+            Some((1, 32))
+        }
         GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => Some((2, 256)),
         GgmlType::F16 => Some((3, 1)),
         GgmlType::BF16 => Some((4, 1)),
@@ -36,15 +38,30 @@ fn mode(dtype: GgmlType) -> Option<(u32, usize)> {
 /// `x` as ggml's CPU would see it multiplied by a weight of `dtype`; `x` itself when no rounding applies (or the
 /// row is not whole blocks, which the matmul then reports).
 pub(crate) fn round_for(b: &GpuBackend, x: &GpuTensor, dtype: GgmlType) -> Result<GpuTensor> {
-    let Some((mode, block)) = mode(dtype) else { return Ok(x.clone()) };
+    let Some((mode, block)) = mode(dtype) else {
+        return Ok(x.clone());
+    };
     if !x.cols.is_multiple_of(block) {
         return Ok(x.clone());
     }
     let out = b.tensor(x.rows, x.cols);
-    let kernel = b.rec.kernel("round_activations", SOURCE, &[("MODE", format!("{mode}u"))], &[Access::Read, Access::ReadWrite]);
+    let kernel = b.rec.kernel(
+        "round_activations",
+        SOURCE,
+        &[("MODE", format!("{mode}u"))],
+        &[Access::Read, Access::ReadWrite],
+    );
     let invocations = x.len() / block;
-    let params = Params { n: x.len() as u32, _pad: [0; 3] };
-    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), out.buf()], grid(invocations.div_ceil(WORKGROUP) as u32))?;
+    let params = Params {
+        n: x.len() as u32,
+        _pad: [0; 3],
+    };
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[x.buf(), out.buf()],
+        grid(invocations.div_ceil(WORKGROUP) as u32),
+    )?;
     Ok(out)
 }
 
@@ -88,19 +105,49 @@ pub(crate) fn q8_1_matmul_with(
         let blocks = x.cols / 32;
         let (rounded, sums) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, blocks));
         let access = [Access::Read, Access::ReadWrite, Access::ReadWrite];
-        let kernel = b.rec.kernel_entry("round_activations", SOURCE, "q8_1", &[("MODE", "1u".to_string())], &access);
-        let params = Params { n: x.len() as u32, _pad: [0; 3] };
+        let kernel = b.rec.kernel_entry(
+            "round_activations",
+            SOURCE,
+            "q8_1",
+            &[("MODE", "1u".to_string())],
+            &access,
+        );
+        let params = Params {
+            n: x.len() as u32,
+            _pad: [0; 3],
+        };
         let groups = grid((x.rows * blocks).div_ceil(WORKGROUP) as u32);
-        b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), rounded.buf(), sums.buf()], groups)?;
+        b.rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&params),
+            &[x.buf(), rounded.buf(), sums.buf()],
+            groups,
+        )?;
         Ok((rounded, Some(sums)))
     })?;
-    Ok(Some(super::matmul::matmul_with(b, &rounded, w, sums.as_ref(), strategy)?))
+    Ok(Some(super::matmul::matmul_with(
+        b,
+        &rounded,
+        w,
+        sums.as_ref(),
+        strategy,
+    )?))
 }
 
 /// out [rows, w.rows] += Σ_b m[o, b] · delta[r, b]: the Q8_1 sum term after a matmat.wgsl product (every other
 /// product kernel adds it itself).
-pub(crate) fn add_q8_1_sums(b: &GpuBackend, w: &super::GpuWeight, delta: &GpuTensor, out: &GpuTensor) -> Result<()> {
-    let kernel = b.rec.kernel("q8_1_correction", CORRECTION, &[], &[Access::Read, Access::Read, Access::ReadWrite]);
+pub(crate) fn add_q8_1_sums(
+    b: &GpuBackend,
+    w: &super::GpuWeight,
+    delta: &GpuTensor,
+    out: &GpuTensor,
+) -> Result<()> {
+    let kernel = b.rec.kernel(
+        "q8_1_correction",
+        CORRECTION,
+        &[],
+        &[Access::Read, Access::Read, Access::ReadWrite],
+    );
     let block_bytes = w.dtype.byte_len(32).unwrap_or(20) as u32;
     for chunk in &w.chunks {
         let params = CorrectionParams {
@@ -114,7 +161,12 @@ pub(crate) fn add_q8_1_sums(b: &GpuBackend, w: &super::GpuWeight, delta: &GpuTen
             _pad: 0,
         };
         let groups = grid((out.rows * chunk.rows).div_ceil(WORKGROUP) as u32);
-        b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[&chunk.buf, delta.buf(), out.buf()], groups)?;
+        b.rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&params),
+            &[&chunk.buf, delta.buf(), out.buf()],
+            groups,
+        )?;
     }
     Ok(())
 }
@@ -144,7 +196,12 @@ fn cached(
         }
     }
     let (result, sums) = round()?;
-    *memo.borrow_mut() = Some(Rounded { source: x.clone(), mode, result: result.clone(), sums: sums.clone() });
+    *memo.borrow_mut() = Some(Rounded {
+        source: x.clone(),
+        mode,
+        result: result.clone(),
+        sums: sums.clone(),
+    });
     Ok((result, sums))
 }
 
@@ -156,7 +213,9 @@ pub(crate) fn round_cached(
     x: &GpuTensor,
     dtype: GgmlType,
 ) -> Result<GpuTensor> {
-    let Some((mode, _)) = mode(dtype) else { return Ok(x.clone()) };
+    let Some((mode, _)) = mode(dtype) else {
+        return Ok(x.clone());
+    };
     Ok(cached(memo, x, mode, || Ok((round_for(b, x, dtype)?, None)))?.0)
 }
 
@@ -177,17 +236,46 @@ mod tests {
 
         let mut q8_0 = vec![q8::BlockQ8_0::default(); x.len() / 32];
         q8::quantize_q8_0(&x, &mut q8_0);
-        let want: Vec<f32> = q8_0.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
-        assert_close("Q8_0", &read(&g, &round_for(&g, &gx, GgmlType::Q4_0).unwrap()), &want, 0.0);
+        let want: Vec<f32> = q8_0
+            .iter()
+            .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+            .collect();
+        assert_close(
+            "Q8_0",
+            &read(&g, &round_for(&g, &gx, GgmlType::Q4_0).unwrap()),
+            &want,
+            0.0,
+        );
 
         let mut q8_k = vec![q8::BlockQ8K::default(); x.len() / 256];
         q8::quantize_q8_k(&x, &mut q8_k);
-        let want: Vec<f32> = q8_k.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
-        assert_close("Q8_K", &read(&g, &round_for(&g, &gx, GgmlType::Q6K).unwrap()), &want, 0.0);
+        let want: Vec<f32> = q8_k
+            .iter()
+            .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+            .collect();
+        assert_close(
+            "Q8_K",
+            &read(&g, &round_for(&g, &gx, GgmlType::Q6K).unwrap()),
+            &want,
+            0.0,
+        );
 
         let want: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-        assert_close("f16", &read(&g, &round_for(&g, &gx, GgmlType::F16).unwrap()), &want, 0.0);
-        let want: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
-        assert_close("bf16", &read(&g, &round_for(&g, &gx, GgmlType::BF16).unwrap()), &want, 0.0);
+        assert_close(
+            "f16",
+            &read(&g, &round_for(&g, &gx, GgmlType::F16).unwrap()),
+            &want,
+            0.0,
+        );
+        let want: Vec<f32> = x
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        assert_close(
+            "bf16",
+            &read(&g, &round_for(&g, &gx, GgmlType::BF16).unwrap()),
+            &want,
+            0.0,
+        );
     }
 }

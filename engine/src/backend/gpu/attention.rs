@@ -70,7 +70,11 @@ fn kv_type(b: &GpuBackend) -> (&'static str, String) {
 
 /// Bytes of one cached key or value element.
 pub(crate) fn kv_element_bytes(b: &GpuBackend) -> usize {
-    if b.rec.ctx.f16 { 2 } else { 4 }
+    if b.rec.ctx.f16 {
+        2
+    } else {
+        4
+    }
 }
 
 pub(crate) fn attention(
@@ -96,14 +100,17 @@ pub(crate) fn attention(
     }
     let rows = q.rows;
     let kv_row = hkv * d;
-    if q.cols != hq * d || (k.rows, k.cols) != (rows, kv_row) || (v.rows, v.cols) != (rows, kv_row) {
+    if q.cols != hq * d || (k.rows, k.cols) != (rows, kv_row) || (v.rows, v.cols) != (rows, kv_row)
+    {
         return Err(Error::Backend(format!(
             "attention inputs q [{}, {}], k [{}, {}], v [{}, {}] do not fit {hq} query and {hkv} kv heads of {d}",
             q.rows, q.cols, k.rows, k.cols, v.rows, v.cols
         )));
     }
     if p.window == Some(0) {
-        return Err(Error::Backend("attention with a window of 0 positions".into()));
+        return Err(Error::Backend(
+            "attention with a window of 0 positions".into(),
+        ));
     }
     let end = start_pos + rows;
     if end > cache.spec.max_positions {
@@ -122,15 +129,26 @@ pub(crate) fn attention(
         )));
     }
     if end >= u32::MAX as usize || rows.div_ceil(PREFILL_ROWS) > MAX_GROUPS {
-        return Err(Error::Backend(format!("GPU attention over positions {start_pos}..{end} in one pass")));
+        return Err(Error::Backend(format!(
+            "GPU attention over positions {start_pos}..{end} in one pass"
+        )));
     }
     let out = b.tensor(rows, hq * d);
     if rows == 0 {
         return Ok(out);
     }
 
-    let append =
-        b.rec.kernel("kv_append", APPEND, &[kv_type(b)], &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite]);
+    let append = b.rec.kernel(
+        "kv_append",
+        APPEND,
+        &[kv_type(b)],
+        &[
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+    );
     let n = rows * kv_row;
     let params = AppendParams {
         n: n as u32,
@@ -146,11 +164,17 @@ pub(crate) fn attention(
     )?;
 
     let group = hq / hkv;
-    let (wg, rb, hb) = if rows == 1 { (DECODE_WG, 1, group.min(DECODE_HEADS)) } else { (PREFILL_WG, PREFILL_ROWS, 1) };
+    let (wg, rb, hb) = if rows == 1 {
+        (DECODE_WG, 1, group.min(DECODE_HEADS))
+    } else {
+        (PREFILL_WG, PREFILL_ROWS, 1)
+    };
     // A decode step over many keys: chunks of whole tiles, at least SPLIT_KEYS keys each, at most MAX_SPLITS.
     let visible = end - oldest;
     let (splits, chunk) = if rows == 1 && visible > SPLIT_KEYS {
-        let chunk = SPLIT_KEYS.max(visible.div_ceil(MAX_SPLITS)).next_multiple_of(wg);
+        let chunk = SPLIT_KEYS
+            .max(visible.div_ceil(MAX_SPLITS))
+            .next_multiple_of(wg);
         (visible.div_ceil(chunk), chunk)
     } else {
         (1, visible)
@@ -174,24 +198,55 @@ pub(crate) fn attention(
         kv_row: kv_row as u32,
         start_pos: start_pos as u32,
         capacity: cache.capacity as u32,
-        window: p.window.map_or(u32::MAX, |w| w.min(u32::MAX as usize) as u32),
+        window: p
+            .window
+            .map_or(u32::MAX, |w| w.min(u32::MAX as usize) as u32),
         splits: splits as u32,
         chunk: chunk as u32,
         scale: p.scale,
         softcap: p.softcap.unwrap_or(1.0),
         has_softcap: p.softcap.is_some() as u32,
     };
-    let groups = [(hkv * group.div_ceil(hb)) as u32, rows.div_ceil(rb) as u32, splits as u32];
+    let groups = [
+        (hkv * group.div_ceil(hb)) as u32,
+        rows.div_ceil(rb) as u32,
+        splits as u32,
+    ];
     if splits == 1 {
-        b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q.buf(), &cache.k, &cache.v, out.buf()], groups)?;
+        b.rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&params),
+            &[q.buf(), &cache.k, &cache.v, out.buf()],
+            groups,
+        )?;
         return Ok(out);
     }
     // Sized for the most splits, not this step's: the pool then hands back the same buffer as the context grows.
     let scratch = b.tensor(rows * hq * MAX_SPLITS, d + 2);
-    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[q.buf(), &cache.k, &cache.v, scratch.buf()], groups)?;
-    let combine = b.rec.kernel("attention_combine", COMBINE, &[], &[Access::Read, Access::ReadWrite]);
-    let params = CombineParams { heads: (rows * hq) as u32, head_dim: d as u32, splits: splits as u32, _pad: 0 };
-    b.rec.dispatch(&combine, bytemuck::bytes_of(&params), &[scratch.buf(), out.buf()], grid((rows * hq) as u32))?;
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[q.buf(), &cache.k, &cache.v, scratch.buf()],
+        groups,
+    )?;
+    let combine = b.rec.kernel(
+        "attention_combine",
+        COMBINE,
+        &[],
+        &[Access::Read, Access::ReadWrite],
+    );
+    let params = CombineParams {
+        heads: (rows * hq) as u32,
+        head_dim: d as u32,
+        splits: splits as u32,
+        _pad: 0,
+    };
+    b.rec.dispatch(
+        &combine,
+        bytemuck::bytes_of(&params),
+        &[scratch.buf(), out.buf()],
+        grid((rows * hq) as u32),
+    )?;
     Ok(out)
 }
 
@@ -218,12 +273,25 @@ mod tests {
 
     impl Twin {
         fn new(g: GpuBackend, p: AttentionParams, max_positions: usize, q_amp: f32) -> Self {
-            let spec = KvSpec { n_kv_heads: p.n_kv_heads, head_dim: p.head_dim, max_positions, window: p.window };
+            let spec = KvSpec {
+                n_kv_heads: p.n_kv_heads,
+                head_dim: p.head_dim,
+                max_positions,
+                window: p.window,
+            };
             let c = CpuBackend::new();
             let gc = g.new_kv_cache(spec).unwrap();
             let cc = c.new_kv_cache(spec).unwrap();
             let tol = if g.uses_f16() { F16_TOLERANCE } else { 1e-5 };
-            Self { g, c, gc, cc, p, q_amp, tol }
+            Self {
+                g,
+                c,
+                gc,
+                cc,
+                p,
+                q_amp,
+                tol,
+            }
         }
 
         /// Runs positions start_pos..start_pos + rows through both caches; compares the outputs when `check`.
@@ -231,22 +299,39 @@ mod tests {
             let p = self.p;
             let (qc, kvc) = (p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim);
             let seed = 1000 + start_pos as u64 * 3;
-            let q: Vec<f32> = values(rows * qc, seed).iter().map(|x| x * self.q_amp).collect();
+            let q: Vec<f32> = values(rows * qc, seed)
+                .iter()
+                .map(|x| x * self.q_amp)
+                .collect();
             let (k, v) = (values(rows * kvc, seed + 1), values(rows * kvc, seed + 2));
-            let cpu =
-                |x: &[f32], cols| candle_core::Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu).unwrap();
-            let want =
-                self.c.attention(&cpu(&q, qc), &cpu(&k, kvc), &cpu(&v, kvc), &mut self.cc, &p, start_pos).unwrap();
+            let cpu = |x: &[f32], cols| {
+                candle_core::Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu).unwrap()
+            };
+            let want = self
+                .c
+                .attention(
+                    &cpu(&q, qc),
+                    &cpu(&k, kvc),
+                    &cpu(&v, kvc),
+                    &mut self.cc,
+                    &p,
+                    start_pos,
+                )
+                .unwrap();
             let g = &self.g;
             let (gq, gk, gv) = (
                 g.tensor_from_host(&q, rows, qc).unwrap(),
                 g.tensor_from_host(&k, rows, kvc).unwrap(),
                 g.tensor_from_host(&v, rows, kvc).unwrap(),
             );
-            let got = g.attention(&gq, &gk, &gv, &mut self.gc, &p, start_pos).unwrap();
+            let got = g
+                .attention(&gq, &gk, &gv, &mut self.gc, &p, start_pos)
+                .unwrap();
             assert_eq!((got.rows, got.cols), (rows, qc));
             if check {
-                let want = futures::executor::block_on(self.c.to_host(&want)).unwrap().concat();
+                let want = futures::executor::block_on(self.c.to_host(&want))
+                    .unwrap()
+                    .concat();
                 assert_close(
                     &format!("{p:?} at positions {start_pos}..{}", start_pos + rows),
                     &read(g, &got),
@@ -284,16 +369,26 @@ mod tests {
 
     #[test]
     fn f16_cache_and_products_match_the_cpu_within_f16_rounding() {
-        let Some(g) = backend_with(GpuOptions::default()) else { return };
+        let Some(g) = backend_with(GpuOptions::default()) else {
+            return;
+        };
         if !g.uses_f16() {
             eprintln!("skipping: the adapter has no shader-f16");
             return;
         }
         Twin::new(g, params(6, 2, 40), 128, 3.0).prefill_decode_prefill();
-        let Some(g) = backend_with(GpuOptions::default()) else { return };
-        let p = AttentionParams { window: Some(13), softcap: Some(50.0), ..params(2, 2, 33) };
+        let Some(g) = backend_with(GpuOptions::default()) else {
+            return;
+        };
+        let p = AttentionParams {
+            window: Some(13),
+            softcap: Some(50.0),
+            ..params(2, 2, 33)
+        };
         Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
-        let Some(g) = backend_with(GpuOptions::default()) else { return };
+        let Some(g) = backend_with(GpuOptions::default()) else {
+            return;
+        };
         let mut t = Twin::new(g, params(4, 2, 32), 640, 3.0);
         t.step(0, 300, true);
         for pos in 300..310 {
@@ -311,14 +406,21 @@ mod tests {
     fn mqa_with_a_softcap_matches_the_cpu() {
         let Some(g) = backend() else { return };
         // 6 heads over one kv head: a decode workgroup serves 4 of them, the second one only 2.
-        let p = AttentionParams { scale: 1.0, softcap: Some(50.0), ..params(6, 1, 40) };
+        let p = AttentionParams {
+            scale: 1.0,
+            softcap: Some(50.0),
+            ..params(6, 1, 40)
+        };
         Twin::new(g, p, 128, 4.0).prefill_decode_prefill();
     }
 
     #[test]
     fn head_dim_256_matches_the_cpu() {
         let Some(g) = backend() else { return };
-        let p = AttentionParams { softcap: Some(50.0), ..params(4, 2, 256) };
+        let p = AttentionParams {
+            softcap: Some(50.0),
+            ..params(4, 2, 256)
+        };
         Twin::new(g, p, 128, 8.0).prefill_decode_prefill();
         let Some(g) = backend() else { return };
         Twin::new(g, params(2, 1, 256), 128, 1.0).prefill_decode_prefill();
@@ -327,11 +429,18 @@ mod tests {
     #[test]
     fn sliding_window_matches_the_cpu() {
         let Some(g) = backend() else { return };
-        let p = AttentionParams { window: Some(5), ..params(6, 2, 40) };
+        let p = AttentionParams {
+            window: Some(5),
+            ..params(6, 2, 40)
+        };
         Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
         // Odd head size, a window wider than one prefill block, a softcap.
         let Some(g) = backend() else { return };
-        let p = AttentionParams { window: Some(13), softcap: Some(50.0), ..params(2, 2, 33) };
+        let p = AttentionParams {
+            window: Some(13),
+            softcap: Some(50.0),
+            ..params(2, 2, 33)
+        };
         Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
     }
 
@@ -343,17 +452,28 @@ mod tests {
         for pos in 100..620 {
             let before = t.g.counters().dispatches;
             // Every 10th step, and both sides of the split threshold (256 keys seen at position 255).
-            t.step(pos, 1, pos % 10 == 0 || (254..259).contains(&pos) || pos == 619);
+            t.step(
+                pos,
+                1,
+                pos % 10 == 0 || (254..259).contains(&pos) || pos == 619,
+            );
             // append + attention, plus the combine once the keys are split.
             let want = if pos + 1 > super::SPLIT_KEYS { 3 } else { 2 };
-            assert_eq!(t.g.counters().dispatches - before, want, "dispatches of the decode step at {pos}");
+            assert_eq!(
+                t.g.counters().dispatches - before,
+                want,
+                "dispatches of the decode step at {pos}"
+            );
         }
     }
 
     #[test]
     fn sliding_window_ring_wraps() {
         let Some(g) = backend() else { return };
-        let p = AttentionParams { window: Some(8), ..params(4, 1, 40) };
+        let p = AttentionParams {
+            window: Some(8),
+            ..params(4, 1, 40)
+        };
         let mut t = Twin::new(g, p, 1024, 3.0);
         assert_eq!(t.gc.capacity, 8 + crate::backend::gpu::MAX_ROWS_PER_FORWARD);
         t.step(0, 200, true);
@@ -371,18 +491,52 @@ mod tests {
     fn attention_rejects_bad_shapes() {
         let Some(g) = backend() else { return };
         let p = params(4, 2, 8);
-        let spec = KvSpec { n_kv_heads: 2, head_dim: 8, max_positions: 16, window: None };
+        let spec = KvSpec {
+            n_kv_heads: 2,
+            head_dim: 8,
+            max_positions: 16,
+            window: None,
+        };
         let mut cache = g.new_kv_cache(spec).unwrap();
-        let t = |rows, cols| g.tensor_from_host(&values(rows * cols, 7), rows, cols).unwrap();
+        let t = |rows, cols| {
+            g.tensor_from_host(&values(rows * cols, 7), rows, cols)
+                .unwrap()
+        };
         let (q, kv) = (t(2, 32), t(2, 16));
         assert!(g.attention(&q, &kv, &kv, &mut cache, &p, 0).is_ok());
-        assert!(g.attention(&t(2, 24), &kv, &kv, &mut cache, &p, 2).is_err(), "q of the wrong width");
-        assert!(g.attention(&q, &t(1, 16), &kv, &mut cache, &p, 2).is_err(), "k of the wrong length");
-        assert!(g.attention(&q, &kv, &kv, &mut cache, &params(4, 4, 8), 2).is_err(), "kv heads unlike the cache");
-        assert!(g.attention(&q, &kv, &kv, &mut cache, &params(3, 2, 8), 2).is_err(), "heads not a multiple");
-        assert!(g.attention(&q, &kv, &kv, &mut cache, &p, 15).is_err(), "past the context");
-        let mut big = g.new_kv_cache(KvSpec { head_dim: 300, ..spec }).unwrap();
+        assert!(
+            g.attention(&t(2, 24), &kv, &kv, &mut cache, &p, 2).is_err(),
+            "q of the wrong width"
+        );
+        assert!(
+            g.attention(&q, &t(1, 16), &kv, &mut cache, &p, 2).is_err(),
+            "k of the wrong length"
+        );
+        assert!(
+            g.attention(&q, &kv, &kv, &mut cache, &params(4, 4, 8), 2)
+                .is_err(),
+            "kv heads unlike the cache"
+        );
+        assert!(
+            g.attention(&q, &kv, &kv, &mut cache, &params(3, 2, 8), 2)
+                .is_err(),
+            "heads not a multiple"
+        );
+        assert!(
+            g.attention(&q, &kv, &kv, &mut cache, &p, 15).is_err(),
+            "past the context"
+        );
+        let mut big = g
+            .new_kv_cache(KvSpec {
+                head_dim: 300,
+                ..spec
+            })
+            .unwrap();
         let (q3, kv3) = (t(1, 1200), t(1, 600));
-        assert!(g.attention(&q3, &kv3, &kv3, &mut big, &params(4, 2, 300), 0).is_err(), "head_dim over 256");
+        assert!(
+            g.attention(&q3, &kv3, &kv3, &mut big, &params(4, 2, 300), 0)
+                .is_err(),
+            "head_dim over 256"
+        );
     }
 }

@@ -34,27 +34,44 @@ impl GpuBackend {
         let ctx = &self.rec.ctx;
         let bytes = bytes.min(ctx.max_binding).min(ctx.max_buffer) / 16 * 16;
         if bytes == 0 || iterations == 0 {
-            return Err(Error::InvalidArgument("a bandwidth measurement needs bytes and iterations".into()));
+            return Err(Error::InvalidArgument(
+                "a bandwidth measurement needs bytes and iterations".into(),
+            ));
         }
         let n = bytes / 16;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-        let src = self.rec.pool.create(&ctx.device, bytes, usage, "bandwidth source");
-        let dst = self.rec.pool.create(&ctx.device, bytes, usage, "bandwidth destination");
-        let kernel = self.rec.kernel("copy", SOURCE, &[], &[Access::Read, Access::ReadWrite]);
-        let params = Params { n: n as u32, _pad: [0; 3] };
+        let src = self
+            .rec
+            .pool
+            .create(&ctx.device, bytes, usage, "bandwidth source");
+        let dst = self
+            .rec
+            .pool
+            .create(&ctx.device, bytes, usage, "bandwidth destination");
+        let kernel = self
+            .rec
+            .kernel("copy", SOURCE, &[], &[Access::Read, Access::ReadWrite]);
+        let params = Params {
+            n: n as u32,
+            _pad: [0; 3],
+        };
         let groups = grid(n.div_ceil(WORKGROUP) as u32);
         let measured: Result<f64> = async {
             // The warm-up also submits earlier work and builds the bind group, outside the timed span.
-            self.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[&src, &dst], groups)?;
+            self.rec
+                .dispatch(&kernel, bytemuck::bytes_of(&params), &[&src, &dst], groups)?;
             self.rec.read(&dst, 0, 16).await?;
             let start = now_ms();
             for _ in 0..iterations {
-                self.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[&src, &dst], groups)?;
+                self.rec
+                    .dispatch(&kernel, bytemuck::bytes_of(&params), &[&src, &dst], groups)?;
             }
             self.rec.read(&dst, 0, 16).await?;
             let seconds = (now_ms() - start) / 1000.0;
             if seconds <= 0.0 {
-                return Err(Error::Backend("the copy finished faster than the clock ticks".into()));
+                return Err(Error::Backend(
+                    "the copy finished faster than the clock ticks".into(),
+                ));
             }
             Ok::<_, Error>((2 * bytes * iterations as u64) as f64 / seconds / 1e9)
         }

@@ -55,7 +55,9 @@ pub(crate) struct ErrorSink {
 impl ErrorSink {
     pub(crate) fn check(&self) -> Result<()> {
         if let Some(why) = self.lost.lock().map(|g| g.clone()).unwrap_or(None) {
-            return Err(Error::Backend(format!("the GPU device was lost ({why}); load the model again")));
+            return Err(Error::Backend(format!(
+                "the GPU device was lost ({why}); load the model again"
+            )));
         }
         if let Some(e) = self.first.lock().ok().and_then(|mut g| g.take()) {
             return Err(Error::Backend(format!("GPU error: {e}")));
@@ -73,7 +75,8 @@ fn no_adapter_reason(e: wgpu::RequestAdapterError) -> String {
 
 #[cfg(target_arch = "wasm32")]
 fn no_adapter_reason(_: wgpu::RequestAdapterError) -> String {
-    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
+    let navigator =
+        js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
     let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).unwrap_or_default();
     if gpu.is_undefined() || gpu.is_null() {
         "this browser offers no WebGPU here (navigator.gpu is missing)".into()
@@ -100,7 +103,8 @@ pub struct GpuContext {
 impl GpuContext {
     /// Finds an adapter and opens a device with the limits models need. Fails (does not panic) without one.
     pub async fn new(options: &GpuOptions) -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
@@ -115,10 +119,14 @@ impl GpuContext {
         let subgroups = features.contains(wgpu::Features::SUBGROUP);
         let cpu_emulated = !options.force_cooperative_products
             && (info.device_type == wgpu::DeviceType::Cpu
-                || [&info.name, &info.driver, &info.driver_info].iter().any(|s| {
-                    let s = s.to_lowercase();
-                    s.contains("swiftshader") || s.contains("llvmpipe") || s.contains("lavapipe")
-                }));
+                || [&info.name, &info.driver, &info.driver_info]
+                    .iter()
+                    .any(|s| {
+                        let s = s.to_lowercase();
+                        s.contains("swiftshader")
+                            || s.contains("llvmpipe")
+                            || s.contains("lavapipe")
+                    }));
         let summary = AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
@@ -134,17 +142,44 @@ impl GpuContext {
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size as u64,
             max_buffer_bytes: limits.max_buffer_size,
             max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
-            features: features.iter_names().map(|(name, f)| f.as_str().unwrap_or(name).to_string()).collect(),
+            features: features
+                .iter_names()
+                .map(|(name, f)| f.as_str().unwrap_or(name).to_string())
+                .collect(),
             limits: [
-                ("max_storage_buffer_binding_size", limits.max_storage_buffer_binding_size as u64),
+                (
+                    "max_storage_buffer_binding_size",
+                    limits.max_storage_buffer_binding_size as u64,
+                ),
                 ("max_buffer_size", limits.max_buffer_size),
-                ("max_compute_workgroup_storage_size", limits.max_compute_workgroup_storage_size.into()),
-                ("max_compute_invocations_per_workgroup", limits.max_compute_invocations_per_workgroup.into()),
-                ("max_compute_workgroup_size_x", limits.max_compute_workgroup_size_x.into()),
-                ("max_compute_workgroups_per_dimension", limits.max_compute_workgroups_per_dimension.into()),
-                ("max_storage_buffers_per_shader_stage", limits.max_storage_buffers_per_shader_stage.into()),
-                ("max_uniform_buffer_binding_size", limits.max_uniform_buffer_binding_size as u64),
-                ("min_storage_buffer_offset_alignment", limits.min_storage_buffer_offset_alignment.into()),
+                (
+                    "max_compute_workgroup_storage_size",
+                    limits.max_compute_workgroup_storage_size.into(),
+                ),
+                (
+                    "max_compute_invocations_per_workgroup",
+                    limits.max_compute_invocations_per_workgroup.into(),
+                ),
+                (
+                    "max_compute_workgroup_size_x",
+                    limits.max_compute_workgroup_size_x.into(),
+                ),
+                (
+                    "max_compute_workgroups_per_dimension",
+                    limits.max_compute_workgroups_per_dimension.into(),
+                ),
+                (
+                    "max_storage_buffers_per_shader_stage",
+                    limits.max_storage_buffers_per_shader_stage.into(),
+                ),
+                (
+                    "max_uniform_buffer_binding_size",
+                    limits.max_uniform_buffer_binding_size as u64,
+                ),
+                (
+                    "min_storage_buffer_offset_alignment",
+                    limits.min_storage_buffer_offset_alignment.into(),
+                ),
             ]
             .into_iter()
             .map(|(name, value)| (name.to_string(), value))
@@ -154,12 +189,16 @@ impl GpuContext {
         let mut required = wgpu::Limits::downlevel_defaults();
         required.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size;
         required.max_buffer_size = limits.max_buffer_size;
-        required.max_storage_buffers_per_shader_stage = limits.max_storage_buffers_per_shader_stage.min(10);
+        required.max_storage_buffers_per_shader_stage =
+            limits.max_storage_buffers_per_shader_stage.min(10);
         required.max_compute_workgroup_storage_size = limits.max_compute_workgroup_storage_size;
-        required.max_compute_invocations_per_workgroup = limits.max_compute_invocations_per_workgroup.min(256);
+        required.max_compute_invocations_per_workgroup =
+            limits.max_compute_invocations_per_workgroup.min(256);
         required.max_compute_workgroup_size_x = limits.max_compute_workgroup_size_x.min(256);
         required.max_compute_workgroups_per_dimension = limits.max_compute_workgroups_per_dimension;
-        if required.max_compute_invocations_per_workgroup < 256 || required.max_compute_workgroup_size_x < 256 {
+        if required.max_compute_invocations_per_workgroup < 256
+            || required.max_compute_workgroup_size_x < 256
+        {
             return Err(Error::Backend(format!(
                 "the GPU adapter {summary} runs at most {} invocations per workgroup; Aviary needs 256",
                 limits.max_compute_invocations_per_workgroup
@@ -178,7 +217,9 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::Backend(format!("the GPU adapter {summary} refused a device: {e}")))?;
+            .map_err(|e| {
+                Error::Backend(format!("the GPU adapter {summary} refused a device: {e}"))
+            })?;
         let errors = Arc::new(ErrorSink::default());
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -194,8 +235,8 @@ impl GpuContext {
         });
         // The device's alignment, not the adapter's: the device was opened with default (coarser) limits.
         // Each slot also holds a whole uniform block.
-        let uniform_align =
-            (device.limits().min_uniform_buffer_offset_alignment as u64).max(super::recorder::UNIFORM_BYTES);
+        let uniform_align = (device.limits().min_uniform_buffer_offset_alignment as u64)
+            .max(super::recorder::UNIFORM_BYTES);
         let mut max_binding = summary.max_storage_binding_bytes;
         if let Some(forced) = options.max_binding_bytes {
             max_binding = max_binding.min(forced.max(256));

@@ -15,15 +15,30 @@ struct Params {
     cap: f32,
 }
 
-fn launch(b: &GpuBackend, op: u32, a: &GpuTensor, other: &GpuTensor, cap: f32) -> Result<GpuTensor> {
+fn launch(
+    b: &GpuBackend,
+    op: u32,
+    a: &GpuTensor,
+    other: &GpuTensor,
+    cap: f32,
+) -> Result<GpuTensor> {
     let out = b.tensor(a.rows, a.cols);
-    let kernel = b.rec.kernel("elementwise", SOURCE, &[("OP", format!("{op}u"))], &[
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-    ]);
-    let params = Params { n: a.len() as u32, cap };
-    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[a.buf(), other.buf(), out.buf()], grid(a.len().div_ceil(WORKGROUP) as u32))?;
+    let kernel = b.rec.kernel(
+        "elementwise",
+        SOURCE,
+        &[("OP", format!("{op}u"))],
+        &[Access::Read, Access::Read, Access::ReadWrite],
+    );
+    let params = Params {
+        n: a.len() as u32,
+        cap,
+    };
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[a.buf(), other.buf(), out.buf()],
+        grid(a.len().div_ceil(WORKGROUP) as u32),
+    )?;
     Ok(out)
 }
 
@@ -46,7 +61,12 @@ pub(crate) fn softcap(b: &GpuBackend, x: &GpuTensor, cap: f32) -> Result<GpuTens
     launch(b, 1, x, x, cap)
 }
 
-pub(crate) fn gated(b: &GpuBackend, gate: &GpuTensor, up: &GpuTensor, act: Activation) -> Result<GpuTensor> {
+pub(crate) fn gated(
+    b: &GpuBackend,
+    gate: &GpuTensor,
+    up: &GpuTensor,
+    act: Activation,
+) -> Result<GpuTensor> {
     same_shape(gate, up, "gated activation")?;
     let op = match act {
         Activation::Silu => 2,
@@ -81,11 +101,29 @@ mod tests {
             g.tensor_from_host(&b, rows, cols).unwrap(),
             g.tensor_from_host(&a3, rows, cols).unwrap(),
         );
-        let (ca, cb, ca3) = (cpu_rows(&a, rows, cols), cpu_rows(&b, rows, cols), cpu_rows(&a3, rows, cols));
+        let (ca, cb, ca3) = (
+            cpu_rows(&a, rows, cols),
+            cpu_rows(&b, rows, cols),
+            cpu_rows(&a3, rows, cols),
+        );
         let host = |t| futures::executor::block_on(c.to_host(&t)).unwrap().concat();
-        assert_close("add", &read(&g, &g.add(&ga, &gb).unwrap()), &host(c.add(&ca, &cb).unwrap()), 1e-6);
-        assert_close("softcap", &read(&g, &g.softcap(&ga3, 30.0).unwrap()), &host(c.softcap(&ca3, 30.0).unwrap()), 1e-5);
-        for act in [Activation::Silu, Activation::GeluTanh, Activation::GeluTanhF16Table] {
+        assert_close(
+            "add",
+            &read(&g, &g.add(&ga, &gb).unwrap()),
+            &host(c.add(&ca, &cb).unwrap()),
+            1e-6,
+        );
+        assert_close(
+            "softcap",
+            &read(&g, &g.softcap(&ga3, 30.0).unwrap()),
+            &host(c.softcap(&ca3, 30.0).unwrap()),
+            1e-5,
+        );
+        for act in [
+            Activation::Silu,
+            Activation::GeluTanh,
+            Activation::GeluTanhF16Table,
+        ] {
             let got = read(&g, &g.gated_activation(&ga3, &gb, act).unwrap());
             let want = host(c.gated_activation(&ca3, &cb, act).unwrap());
             assert_close(&format!("{act:?}"), &got, &want, 1e-5);

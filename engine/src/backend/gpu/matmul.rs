@@ -9,13 +9,26 @@ use super::{GpuBackend, GpuTensor, GpuWeight, WeightChunk};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 
-const MATVEC: &str = concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matvec.wgsl"));
-const MATVEC_ROWS: &str =
-    concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matvec_rows.wgsl"));
-const MATMAT: &str = concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matmat.wgsl"));
-const MATMAT_ROWS: &str =
-    concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/matmat_rows.wgsl"));
-const EMBED: &str = concat!(include_str!("../../../shaders/quant.wgsl"), include_str!("../../../shaders/embed.wgsl"));
+const MATVEC: &str = concat!(
+    include_str!("../../../shaders/quant.wgsl"),
+    include_str!("../../../shaders/matvec.wgsl")
+);
+const MATVEC_ROWS: &str = concat!(
+    include_str!("../../../shaders/quant.wgsl"),
+    include_str!("../../../shaders/matvec_rows.wgsl")
+);
+const MATMAT: &str = concat!(
+    include_str!("../../../shaders/quant.wgsl"),
+    include_str!("../../../shaders/matmat.wgsl")
+);
+const MATMAT_ROWS: &str = concat!(
+    include_str!("../../../shaders/quant.wgsl"),
+    include_str!("../../../shaders/matmat_rows.wgsl")
+);
+const EMBED: &str = concat!(
+    include_str!("../../../shaders/quant.wgsl"),
+    include_str!("../../../shaders/embed.wgsl")
+);
 
 /// Values per unit, the step every kernel walks a row in (quant.wgsl).
 const UNIT: usize = 32;
@@ -93,7 +106,11 @@ pub(crate) enum ProductStrategy {
 
 impl ProductStrategy {
     pub(crate) fn for_backend(b: &GpuBackend) -> Self {
-        if b.rec.ctx.cpu_emulated { Self::RowsPerInvocation } else { Self::Cooperative }
+        if b.rec.ctx.cpu_emulated {
+            Self::RowsPerInvocation
+        } else {
+            Self::Cooperative
+        }
     }
 }
 
@@ -121,9 +138,14 @@ pub(crate) fn matmul_with(
     if x.rows == 1 {
         let (name, source, rows_per_group) = match strategy {
             ProductStrategy::Cooperative => ("matvec", MATVEC, MATVEC_WORKGROUP_ROWS),
-            ProductStrategy::RowsPerInvocation => ("matvec_rows", MATVEC_ROWS, MATVEC_ROWS_WORKGROUP_ROWS),
+            ProductStrategy::RowsPerInvocation => {
+                ("matvec_rows", MATVEC_ROWS, MATVEC_ROWS_WORKGROUP_ROWS)
+            }
         };
-        let defines = [dtype_define(w.dtype), ("SUMS", format!("{}u", sums.is_some() as u32))];
+        let defines = [
+            dtype_define(w.dtype),
+            ("SUMS", format!("{}u", sums.is_some() as u32)),
+        ];
         let access = [Access::Read, Access::Read, Access::ReadWrite, Access::Read];
         let kernel = b.rec.kernel(name, source, &defines, &access);
         // Without sums the kernel never reads binding 4; x stands in for it.
@@ -131,23 +153,36 @@ pub(crate) fn matmul_with(
         for chunk in &w.chunks {
             let p = params(w, x.rows, chunk);
             let groups = grid(chunk.rows.div_ceil(rows_per_group) as u32);
-            b.rec.dispatch(&kernel, bytemuck::bytes_of(&p), &[&chunk.buf, x.buf(), out.buf(), sums.buf()], groups)?;
+            b.rec.dispatch(
+                &kernel,
+                bytemuck::bytes_of(&p),
+                &[&chunk.buf, x.buf(), out.buf(), sums.buf()],
+                groups,
+            )?;
         }
         return Ok(out);
     }
     let (name, source, tile_rows, tile_acts) = match strategy {
         ProductStrategy::Cooperative => ("matmat", MATMAT, TILE_ROWS, TILE_ACTS),
-        ProductStrategy::RowsPerInvocation => ("matmat_rows", MATMAT_ROWS, ROWS_TILE_ROWS, ROWS_TILE_ACTS),
+        ProductStrategy::RowsPerInvocation => {
+            ("matmat_rows", MATMAT_ROWS, ROWS_TILE_ROWS, ROWS_TILE_ACTS)
+        }
     };
     // matmat_rows.wgsl adds the sums itself; matmat.wgsl leaves them to a second pass.
     let inline_sums = sums.filter(|_| strategy == ProductStrategy::RowsPerInvocation);
     let (defines, access) = if strategy == ProductStrategy::RowsPerInvocation {
         (
-            vec![dtype_define(w.dtype), ("SUMS", format!("{}u", inline_sums.is_some() as u32))],
+            vec![
+                dtype_define(w.dtype),
+                ("SUMS", format!("{}u", inline_sums.is_some() as u32)),
+            ],
             vec![Access::Read, Access::Read, Access::ReadWrite, Access::Read],
         )
     } else {
-        (vec![dtype_define(w.dtype)], vec![Access::Read, Access::Read, Access::ReadWrite])
+        (
+            vec![dtype_define(w.dtype)],
+            vec![Access::Read, Access::Read, Access::ReadWrite],
+        )
     };
     let kernel = b.rec.kernel(name, source, &defines, &access);
     for chunk in &w.chunks {
@@ -158,7 +193,8 @@ pub(crate) fn matmul_with(
         if strategy == ProductStrategy::RowsPerInvocation {
             bindings.push(inline_sums.unwrap_or(x).buf());
         }
-        b.rec.dispatch(&kernel, bytemuck::bytes_of(&p), &bindings, groups)?;
+        b.rec
+            .dispatch(&kernel, bytemuck::bytes_of(&p), &bindings, groups)?;
     }
     if let (Some(sums), None) = (sums, inline_sums) {
         super::activation_rounding::add_q8_1_sums(b, w, sums, &out)?;
@@ -173,26 +209,39 @@ pub(crate) fn embed(b: &GpuBackend, w: &GpuWeight, ids: &[u32], scale: f32) -> R
         return Ok(out);
     }
     let (ids_buf, ids_offset) = b.rec.upload_u32(ids)?;
-    let kernel =
-        b.rec.kernel("embed", EMBED, &[dtype_define(w.dtype)], &[Access::Read, Access::Read, Access::ReadWrite]);
+    let kernel = b.rec.kernel(
+        "embed",
+        EMBED,
+        &[dtype_define(w.dtype)],
+        &[Access::Read, Access::Read, Access::ReadWrite],
+    );
     let invocations = ids.len() * w.cols.div_ceil(UNIT) * 4;
     for chunk in &w.chunks {
-        let p = Params { ids_offset, scale, ..params(w, ids.len(), chunk) };
+        let p = Params {
+            ids_offset,
+            scale,
+            ..params(w, ids.len(), chunk)
+        };
         let groups = grid(invocations.div_ceil(EMBED_WORKGROUP) as u32);
-        b.rec.dispatch(&kernel, bytemuck::bytes_of(&p), &[&chunk.buf, &ids_buf, out.buf()], groups)?;
+        b.rec.dispatch(
+            &kernel,
+            bytemuck::bytes_of(&p),
+            &[&chunk.buf, &ids_buf, out.buf()],
+            groups,
+        )?;
     }
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::ProductStrategy;
     use crate::backend::cpu::CpuBackend;
+    use crate::backend::gpu::activation_rounding::q8_1_matmul_with;
     use crate::backend::gpu::testing::{assert_close, backend, backend_with, read, values};
     use crate::backend::gpu::{GpuBackend, GpuOptions};
     use crate::backend::Backend;
     use crate::quant::{dequantize_to_vec, GgmlType};
-    use super::ProductStrategy;
-    use crate::backend::gpu::activation_rounding::q8_1_matmul_with;
 
     const ALL: [GgmlType; 11] = [
         GgmlType::F32,
@@ -224,8 +273,14 @@ mod tests {
         let v = values(n, seed);
         match dtype {
             GgmlType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            GgmlType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
-            GgmlType::BF16 => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+            GgmlType::F16 => v
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            GgmlType::BF16 => v
+                .iter()
+                .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                .collect(),
             _ => {
                 let len = dtype.byte_len(n as u64).expect("whole blocks") as usize;
                 let mut s = seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
@@ -238,9 +293,13 @@ mod tests {
                     })
                     .collect();
                 let scales = values(len / dtype.type_size() * 2, seed + 1);
-                for (block, sc) in bytes.chunks_exact_mut(dtype.type_size()).zip(scales.chunks_exact(2)) {
+                for (block, sc) in bytes
+                    .chunks_exact_mut(dtype.type_size())
+                    .zip(scales.chunks_exact(2))
+                {
                     for (&at, &d) in f16_fields(dtype).iter().zip(sc) {
-                        block[at..at + 2].copy_from_slice(&half::f16::from_f32(d * 0.05).to_le_bytes());
+                        block[at..at + 2]
+                            .copy_from_slice(&half::f16::from_f32(d * 0.05).to_le_bytes());
                     }
                 }
                 bytes
@@ -254,7 +313,12 @@ mod tests {
         x.chunks(cols)
             .flat_map(|xr| {
                 w.chunks(cols)
-                    .map(|wr| xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32)
+                    .map(|wr| {
+                        xr.iter()
+                            .zip(wr)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>() as f32
+                    })
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -267,7 +331,14 @@ mod tests {
     /// Runs x [x_rows, cols] · Wᵀ [w_rows, cols] on the GPU: the kernel against the exact product, and the backend's
     /// matmul (which first rounds activations to Q8 / F16 / BF16 as ggml does) against the CPU backend, which rounds
     /// the same way.
-    fn check_matmul(g: &GpuBackend, dtype: GgmlType, w_rows: usize, cols: usize, x_rows: usize, seed: u64) {
+    fn check_matmul(
+        g: &GpuBackend,
+        dtype: GgmlType,
+        w_rows: usize,
+        cols: usize,
+        x_rows: usize,
+        seed: u64,
+    ) {
         let what = format!("{} [{x_rows}, {cols}] x [{w_rows}, {cols}]", dtype.name());
         let bytes = weight_bytes(dtype, w_rows, cols, seed);
         let x = values(x_rows * cols, seed + 7);
@@ -276,22 +347,41 @@ mod tests {
         let tol = if dtype == GgmlType::F32 { 1e-5 } else { 1e-4 };
         let want = exact(dtype, &bytes, w_rows, cols, &x);
         // Each product has a kernel for real GPUs and one for CPU-emulated adapters: the test adapter runs both.
-        for kernel in [ProductStrategy::Cooperative, ProductStrategy::RowsPerInvocation] {
+        for kernel in [
+            ProductStrategy::Cooperative,
+            ProductStrategy::RowsPerInvocation,
+        ] {
             let got = read(g, &super::matmul_with(g, &gx, &gw, None, kernel).unwrap());
             assert_close(&format!("{what} ({kernel:?})"), &got, &want, tol);
         }
 
         let c = CpuBackend::new();
         let cw = c.upload_weight("w", dtype, [w_rows, cols], &bytes).unwrap();
-        let cx = candle_core::Tensor::from_slice(&x, (x_rows, cols), &candle_core::Device::Cpu).unwrap();
+        let cx =
+            candle_core::Tensor::from_slice(&x, (x_rows, cols), &candle_core::Device::Cpu).unwrap();
         let want = cpu_host(&c, c.matmul(&cx, &cw).unwrap());
         let got = read(g, &g.matmul(&gx, &gw).unwrap());
-        assert_close(&format!("{what} (rounded like the CPU backend)"), &got, &want, 1e-5);
+        assert_close(
+            &format!("{what} (rounded like the CPU backend)"),
+            &got,
+            &want,
+            1e-5,
+        );
         // Q8_1's block-sum term, added inside either decode kernel and after either prefill kernel.
         if matches!(dtype, GgmlType::Q4_1 | GgmlType::Q5_1) {
-            for kernel in [ProductStrategy::Cooperative, ProductStrategy::RowsPerInvocation] {
-                let out = q8_1_matmul_with(g, &Default::default(), &gx, &gw, kernel).unwrap().expect("a Q8_1 product");
-                assert_close(&format!("{what} (Q8_1 sums, {kernel:?})"), &read(g, &out), &want, 1e-5);
+            for kernel in [
+                ProductStrategy::Cooperative,
+                ProductStrategy::RowsPerInvocation,
+            ] {
+                let out = q8_1_matmul_with(g, &Default::default(), &gx, &gw, kernel)
+                    .unwrap()
+                    .expect("a Q8_1 product");
+                assert_close(
+                    &format!("{what} (Q8_1 sums, {kernel:?})"),
+                    &read(g, &out),
+                    &want,
+                    1e-5,
+                );
             }
         }
     }
@@ -312,7 +402,14 @@ mod tests {
         for (k, dtype) in ALL.into_iter().enumerate() {
             for (w_rows, cols) in shapes(dtype) {
                 for x_rows in [1, 5, 67] {
-                    check_matmul(&g, dtype, w_rows, cols, x_rows, 100 * k as u64 + x_rows as u64);
+                    check_matmul(
+                        &g,
+                        dtype,
+                        w_rows,
+                        cols,
+                        x_rows,
+                        100 * k as u64 + x_rows as u64,
+                    );
                 }
             }
         }
@@ -320,15 +417,37 @@ mod tests {
 
     #[test]
     fn matmul_over_weights_split_into_chunks() {
-        let Some(g) = backend_with(GpuOptions { max_binding_bytes: Some(4096), ..Default::default() }) else {
+        let Some(g) = backend_with(GpuOptions {
+            max_binding_bytes: Some(4096),
+            ..Default::default()
+        }) else {
             return;
         };
         for (k, dtype) in ALL.into_iter().enumerate() {
             let (w_rows, cols) = shapes(dtype)[1];
-            let w = g.upload_weight("w", dtype, [w_rows, cols], &weight_bytes(dtype, w_rows, cols, 1)).unwrap();
-            assert!(w.chunks.len() > 1, "{}: {} chunk(s)", dtype.name(), w.chunks.len());
+            let w = g
+                .upload_weight(
+                    "w",
+                    dtype,
+                    [w_rows, cols],
+                    &weight_bytes(dtype, w_rows, cols, 1),
+                )
+                .unwrap();
+            assert!(
+                w.chunks.len() > 1,
+                "{}: {} chunk(s)",
+                dtype.name(),
+                w.chunks.len()
+            );
             for x_rows in [1, 67] {
-                check_matmul(&g, dtype, w_rows, cols, x_rows, 1000 + 10 * k as u64 + x_rows as u64);
+                check_matmul(
+                    &g,
+                    dtype,
+                    w_rows,
+                    cols,
+                    x_rows,
+                    1000 + 10 * k as u64 + x_rows as u64,
+                );
             }
         }
     }
@@ -336,12 +455,21 @@ mod tests {
     fn check_embed(g: &GpuBackend, dtype: GgmlType, rows: usize, cols: usize, seed: u64) {
         let bytes = weight_bytes(dtype, rows, cols, seed);
         let ids = [0, rows as u32 - 1, 5, 5, rows as u32 / 2, 17, 0];
-        let gw = g.upload_weight("table", dtype, [rows, cols], &bytes).unwrap();
+        let gw = g
+            .upload_weight("table", dtype, [rows, cols], &bytes)
+            .unwrap();
         let got = read(g, &g.embed(&gw, &ids, Some(1.75)).unwrap());
         let c = CpuBackend::new();
-        let cw = c.upload_weight("table", dtype, [rows, cols], &bytes).unwrap();
+        let cw = c
+            .upload_weight("table", dtype, [rows, cols], &bytes)
+            .unwrap();
         let want = cpu_host(&c, c.embed(&cw, &ids, Some(1.75)).unwrap());
-        assert_close(&format!("embed {} [{rows}, {cols}]", dtype.name()), &got, &want, 1e-6);
+        assert_close(
+            &format!("embed {} [{rows}, {cols}]", dtype.name()),
+            &got,
+            &want,
+            1e-6,
+        );
     }
 
     #[test]
@@ -356,7 +484,10 @@ mod tests {
 
     #[test]
     fn embed_over_tables_split_into_chunks() {
-        let Some(g) = backend_with(GpuOptions { max_binding_bytes: Some(4096), ..Default::default() }) else {
+        let Some(g) = backend_with(GpuOptions {
+            max_binding_bytes: Some(4096),
+            ..Default::default()
+        }) else {
             return;
         };
         for (k, dtype) in ALL.into_iter().enumerate() {

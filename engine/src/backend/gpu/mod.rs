@@ -99,7 +99,10 @@ impl GpuBackend {
     }
 
     pub fn with_context(ctx: Rc<GpuContext>) -> Self {
-        Self { rec: Recorder::new(ctx), rounded: Default::default() }
+        Self {
+            rec: Recorder::new(ctx),
+            rounded: Default::default(),
+        }
     }
 
     pub fn adapter(&self) -> &AdapterSummary {
@@ -123,14 +126,23 @@ impl GpuBackend {
     }
 
     pub(crate) fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
-        GpuTensor { slab: self.rec.pool.take(&self.rec.ctx.device, (rows * cols * 4) as u64), rows, cols }
+        GpuTensor {
+            slab: self
+                .rec
+                .pool
+                .take(&self.rec.ctx.device, (rows * cols * 4) as u64),
+            rows,
+            cols,
+        }
     }
 
     fn storage_buffer(&self, bytes: &[u8], label: &str) -> GpuBuf {
         let buf = self.rec.pool.create(
             &self.rec.ctx.device,
             bytes.len() as u64,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             label,
         );
         write_padded(&self.rec.ctx.queue, &buf, bytes);
@@ -140,12 +152,16 @@ impl GpuBackend {
     /// Uploads f32 values as a `[rows, cols]` activation (tests and the embedding of host-made inputs).
     pub fn tensor_from_host(&self, values: &[f32], rows: usize, cols: usize) -> Result<GpuTensor> {
         if values.len() != rows * cols {
-            return Err(Error::InvalidArgument(format!("{} values cannot be a [{rows}, {cols}] tensor", values.len())));
+            return Err(Error::InvalidArgument(format!(
+                "{} values cannot be a [{rows}, {cols}] tensor",
+                values.len()
+            )));
         }
         let t = self.tensor(rows, cols);
         // Work recorded earlier may still read this pooled buffer: copy through the recorder so order holds.
         let staging = self.storage_buffer(bytemuck::cast_slice(values), "host tensor");
-        self.rec.copy(&staging, 0, t.buf(), 0, (values.len() * 4) as u64);
+        self.rec
+            .copy(&staging, 0, t.buf(), 0, (values.len() * 4) as u64);
         self.rec.flush()?;
         Ok(t)
     }
@@ -171,14 +187,27 @@ impl Backend for GpuBackend {
     type KvCache = GpuKvCache;
 
     fn name(&self) -> String {
-        let precision = if self.rec.ctx.f16 { "f16 KV cache and attention" } else { "f32" };
+        let precision = if self.rec.ctx.f16 {
+            "f16 KV cache and attention"
+        } else {
+            "f32"
+        };
         format!("gpu: {}, {precision}", self.rec.ctx.summary)
     }
 
-    fn upload_weight(&self, name: &str, dtype: GgmlType, shape: [usize; 2], bytes: &[u8]) -> Result<GpuWeight> {
+    fn upload_weight(
+        &self,
+        name: &str,
+        dtype: GgmlType,
+        shape: [usize; 2],
+        bytes: &[u8],
+    ) -> Result<GpuWeight> {
         let [rows, cols] = shape;
         let row_bytes = dtype.byte_len(cols as u64).ok_or_else(|| {
-            Error::Unsupported(format!("tensor `{name}`: {cols} columns are not whole {} blocks", dtype.name()))
+            Error::Unsupported(format!(
+                "tensor `{name}`: {cols} columns are not whole {} blocks",
+                dtype.name()
+            ))
         })? as usize;
         if row_bytes * rows != bytes.len() {
             return Err(Error::Malformed {
@@ -204,14 +233,24 @@ impl Backend for GpuBackend {
         while first_row < rows.max(1) {
             let n = rows_per_chunk.min(rows - first_row);
             let data = &bytes[first_row * row_bytes..(first_row + n) * row_bytes];
-            chunks.push(WeightChunk { buf: self.storage_buffer(data, name), first_row, rows: n });
+            chunks.push(WeightChunk {
+                buf: self.storage_buffer(data, name),
+                first_row,
+                rows: n,
+            });
             first_row += n;
             if rows == 0 {
                 break;
             }
         }
         self.rec.ctx.errors.check()?;
-        Ok(GpuWeight { dtype, rows, cols, row_bytes, chunks })
+        Ok(GpuWeight {
+            dtype,
+            rows,
+            cols,
+            row_bytes,
+            chunks,
+        })
     }
 
     fn check_capacity(&self, matrices: &[(&str, GgmlType, [usize; 2])], total: u64) -> Result<()> {
@@ -253,7 +292,8 @@ impl Backend for GpuBackend {
             None => spec.max_positions,
         }
         .max(1);
-        let bytes = (capacity * spec.n_kv_heads * spec.head_dim * attention::kv_element_bytes(self)) as u64;
+        let bytes =
+            (capacity * spec.n_kv_heads * spec.head_dim * attention::kv_element_bytes(self)) as u64;
         let ctx = &self.rec.ctx;
         if bytes > ctx.max_binding {
             return Err(Error::Backend(format!(
@@ -262,10 +302,17 @@ impl Backend for GpuBackend {
                 ctx.summary
             )));
         }
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
         let k = self.rec.pool.create(&ctx.device, bytes, usage, "k cache");
         let v = self.rec.pool.create(&ctx.device, bytes, usage, "v cache");
-        Ok(GpuKvCache { k, v, spec, capacity })
+        Ok(GpuKvCache {
+            k,
+            v,
+            spec,
+            capacity,
+        })
     }
 
     fn reset_kv_cache(&self, _cache: &mut GpuKvCache) -> Result<()> {
@@ -275,7 +322,10 @@ impl Backend for GpuBackend {
 
     fn embed(&self, table: &GpuWeight, ids: &[u32], scale: Option<f32>) -> Result<GpuTensor> {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
-            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary ({})", table.rows)));
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                table.rows
+            )));
         }
         matmul::embed(self, table, ids, scale.unwrap_or(1.0))
     }
@@ -299,11 +349,23 @@ impl Backend for GpuBackend {
         norm::rms_norm(self, x, weight, eps)
     }
 
-    fn add_rms_norm(&self, x: &GpuTensor, r: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+    fn add_rms_norm(
+        &self,
+        x: &GpuTensor,
+        r: &GpuTensor,
+        w: &GpuTensor,
+        eps: f32,
+    ) -> Result<(GpuTensor, GpuTensor)> {
         norm::add_rms_norm(self, x, r, w, eps)
     }
 
-    fn rope(&self, x: &GpuTensor, rope: &GpuRope, heads: usize, start_pos: usize) -> Result<GpuTensor> {
+    fn rope(
+        &self,
+        x: &GpuTensor,
+        rope: &GpuRope,
+        heads: usize,
+        start_pos: usize,
+    ) -> Result<GpuTensor> {
         rope::rope(self, x, rope, heads, start_pos)
     }
 
@@ -324,7 +386,12 @@ impl Backend for GpuBackend {
         attention::attention(self, q, k, v, cache, params, start_pos)
     }
 
-    fn gated_activation(&self, gate: &GpuTensor, up: &GpuTensor, act: Activation) -> Result<GpuTensor> {
+    fn gated_activation(
+        &self,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        act: Activation,
+    ) -> Result<GpuTensor> {
         elementwise::gated(self, gate, up, act)
     }
 
@@ -342,19 +409,26 @@ impl Backend for GpuBackend {
         }
         let out = self.tensor(1, x.cols);
         let bytes = (x.cols * 4) as u64;
-        self.rec.copy(x.buf(), (x.rows - 1) as u64 * bytes, out.buf(), 0, bytes);
+        self.rec
+            .copy(x.buf(), (x.rows - 1) as u64 * bytes, out.buf(), 0, bytes);
         Ok(out)
     }
 
     async fn to_host(&self, x: &GpuTensor) -> Result<Vec<Vec<f32>>> {
         let bytes = self.rec.read(x.buf(), 0, (x.len() * 4) as u64).await?;
-        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         Ok(values.chunks(x.cols.max(1)).map(|r| r.to_vec()).collect())
     }
 
     async fn sampling_logits(&self, logits: &GpuTensor) -> Result<SamplingLogits> {
         let candidates = topk::top_k(self, logits, TOP_K_CANDIDATES)?;
-        let bytes = self.rec.read(candidates.buf(), 0, (TOP_K_CANDIDATES * 8) as u64).await?;
+        let bytes = self
+            .rec
+            .read(candidates.buf(), 0, (TOP_K_CANDIDATES * 8) as u64)
+            .await?;
         let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         Ok(SamplingLogits::Candidates(
             bytes

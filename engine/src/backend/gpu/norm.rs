@@ -18,16 +18,39 @@ struct Params {
 fn params(x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<Params> {
     let group = w.len();
     if group == 0 || !x.len().is_multiple_of(group) {
-        return Err(Error::Backend(format!("RMSNorm over groups of {group} of a [{}, {}] tensor", x.rows, x.cols)));
+        return Err(Error::Backend(format!(
+            "RMSNorm over groups of {group} of a [{}, {}] tensor",
+            x.rows, x.cols
+        )));
     }
-    Ok(Params { group: group as u32, groups: (x.len() / group) as u32, eps, _pad: 0 })
+    Ok(Params {
+        group: group as u32,
+        groups: (x.len() / group) as u32,
+        eps,
+        _pad: 0,
+    })
 }
 
-pub(crate) fn rms_norm(b: &GpuBackend, x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<GpuTensor> {
+pub(crate) fn rms_norm(
+    b: &GpuBackend,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    eps: f32,
+) -> Result<GpuTensor> {
     let params = params(x, w, eps)?;
     let out = b.tensor(x.rows, x.cols);
-    let kernel = b.rec.kernel("rms_norm", SOURCE, &[], &[Access::Read, Access::Read, Access::ReadWrite]);
-    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), w.buf(), out.buf()], grid(params.groups))?;
+    let kernel = b.rec.kernel(
+        "rms_norm",
+        SOURCE,
+        &[],
+        &[Access::Read, Access::Read, Access::ReadWrite],
+    );
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[x.buf(), w.buf(), out.buf()],
+        grid(params.groups),
+    )?;
     Ok(out)
 }
 
@@ -40,14 +63,30 @@ pub(crate) fn add_rms_norm(
     eps: f32,
 ) -> Result<(GpuTensor, GpuTensor)> {
     if (x.rows, x.cols) != (r.rows, r.cols) {
-        return Err(Error::Backend(format!("add of [{}, {}] and [{}, {}]", x.rows, x.cols, r.rows, r.cols)));
+        return Err(Error::Backend(format!(
+            "add of [{}, {}] and [{}, {}]",
+            x.rows, x.cols, r.rows, r.cols
+        )));
     }
     let params = params(x, w, eps)?;
     let (sum, out) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, x.cols));
-    let access = [Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
-    let kernel = b.rec.kernel_entry("rms_norm", SOURCE, "add_norm", &[], &access);
+    let access = [
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::Read,
+        Access::ReadWrite,
+    ];
+    let kernel = b
+        .rec
+        .kernel_entry("rms_norm", SOURCE, "add_norm", &[], &access);
     let bufs = [x.buf(), w.buf(), out.buf(), r.buf(), sum.buf()];
-    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &bufs, grid(params.groups))?;
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &bufs,
+        grid(params.groups),
+    )?;
     Ok((sum, out))
 }
 
@@ -65,20 +104,51 @@ mod tests {
         for (rows, cols, group) in [(3, 577, 577), (5, 6 * 40, 40), (1, 2048, 2048)] {
             let x = values(rows * cols, 7);
             let w = values(group, 8);
-            let got = read(&g, &g.rms_norm(&g.tensor_from_host(&x, rows, cols).unwrap(), &g.upload_vector(&w).unwrap(), 1e-6).unwrap());
-            let cx = candle_core::Tensor::from_slice(&x, (rows, cols), &candle_core::Device::Cpu).unwrap();
-            let want = c.rms_norm(&cx, &c.upload_vector(&w).unwrap(), 1e-6).unwrap();
-            let want = futures::executor::block_on(c.to_host(&want)).unwrap().concat();
-            assert_close(&format!("rms_norm [{rows}, {cols}] / {group}"), &got, &want, 1e-5);
+            let got = read(
+                &g,
+                &g.rms_norm(
+                    &g.tensor_from_host(&x, rows, cols).unwrap(),
+                    &g.upload_vector(&w).unwrap(),
+                    1e-6,
+                )
+                .unwrap(),
+            );
+            let cx = candle_core::Tensor::from_slice(&x, (rows, cols), &candle_core::Device::Cpu)
+                .unwrap();
+            let want = c
+                .rms_norm(&cx, &c.upload_vector(&w).unwrap(), 1e-6)
+                .unwrap();
+            let want = futures::executor::block_on(c.to_host(&want))
+                .unwrap()
+                .concat();
+            assert_close(
+                &format!("rms_norm [{rows}, {cols}] / {group}"),
+                &got,
+                &want,
+                1e-5,
+            );
 
             let r = values(rows * cols, 9);
-            let (gx, gr) = (g.tensor_from_host(&x, rows, cols).unwrap(), g.tensor_from_host(&r, rows, cols).unwrap());
-            let (sum, normed) = g.add_rms_norm(&gx, &gr, &g.upload_vector(&w).unwrap(), 1e-6).unwrap();
-            let cr = candle_core::Tensor::from_slice(&r, (rows, cols), &candle_core::Device::Cpu).unwrap();
-            let (csum, cnormed) = c.add_rms_norm(&cx, &cr, &c.upload_vector(&w).unwrap(), 1e-6).unwrap();
+            let (gx, gr) = (
+                g.tensor_from_host(&x, rows, cols).unwrap(),
+                g.tensor_from_host(&r, rows, cols).unwrap(),
+            );
+            let (sum, normed) = g
+                .add_rms_norm(&gx, &gr, &g.upload_vector(&w).unwrap(), 1e-6)
+                .unwrap();
+            let cr = candle_core::Tensor::from_slice(&r, (rows, cols), &candle_core::Device::Cpu)
+                .unwrap();
+            let (csum, cnormed) = c
+                .add_rms_norm(&cx, &cr, &c.upload_vector(&w).unwrap(), 1e-6)
+                .unwrap();
             let host = |t| futures::executor::block_on(c.to_host(&t)).unwrap().concat();
             assert_close("fused add", &read(&g, &sum), &host(csum), 1e-6);
-            assert_close("fused add + rms_norm", &read(&g, &normed), &host(cnormed), 1e-5);
+            assert_close(
+                "fused add + rms_norm",
+                &read(&g, &normed),
+                &host(cnormed),
+                1e-5,
+            );
         }
     }
 }

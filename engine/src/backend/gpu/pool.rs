@@ -48,12 +48,23 @@ impl Pool {
         self.counters.set(c);
     }
 
-    pub(crate) fn create(&self, device: &wgpu::Device, size: u64, usage: wgpu::BufferUsages, label: &str) -> GpuBuf {
+    pub(crate) fn create(
+        &self,
+        device: &wgpu::Device,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        label: &str,
+    ) -> GpuBuf {
         let size = size.max(4).next_multiple_of(4);
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         self.count(|c| c.allocations += 1);
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false });
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
         GpuBuf { id, buffer, size }
     }
 
@@ -70,11 +81,16 @@ impl Pool {
             self.create(
                 device,
                 size,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
                 "activation",
             )
         });
-        Rc::new(Slab { buf: Some(buf), pool: self.clone() })
+        Rc::new(Slab {
+            buf: Some(buf),
+            pool: self.clone(),
+        })
     }
 }
 
@@ -94,7 +110,12 @@ impl Slab {
 impl Drop for Slab {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
-            self.pool.free.borrow_mut().entry(buf.size).or_default().push(buf);
+            self.pool
+                .free
+                .borrow_mut()
+                .entry(buf.size)
+                .or_default()
+                .push(buf);
         }
     }
 }

@@ -78,8 +78,9 @@ impl Recorder {
                 uploads: Vec::new(),
                 upload_buf,
             }),
-            profile: (cfg!(not(target_arch = "wasm32")) && std::env::var_os("AVIARY_GPU_PROFILE").is_some())
-                .then(RefCell::default),
+            profile: (cfg!(not(target_arch = "wasm32"))
+                && std::env::var_os("AVIARY_GPU_PROFILE").is_some())
+            .then(RefCell::default),
         }
     }
 
@@ -91,14 +92,19 @@ impl Recorder {
         let total: f64 = rows.iter().map(|r| r.1 .0).sum();
         let mut out = format!("GPU time by kernel ({total:.0} ms in all):\n");
         for (name, (ms, n)) in rows {
-            out.push_str(&format!("{ms:10.1} ms {:5.1}% {n:8} dispatches  {name}\n", 100.0 * ms / total));
+            out.push_str(&format!(
+                "{ms:10.1} ms {:5.1}% {n:8} dispatches  {name}\n",
+                100.0 * ms / total
+            ));
         }
         Some(out)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
     fn profile_dispatch(&self, kernel: &Kernel) -> Result<()> {
-        let Some(profile) = &self.profile else { return Ok(()) };
+        let Some(profile) = &self.profile else {
+            return Ok(());
+        };
         let start = std::time::Instant::now();
         self.flush()?;
         self.ctx
@@ -127,7 +133,12 @@ impl Recorder {
     }
 
     fn new_upload(ctx: &GpuContext, pool: &Pool, words: u64) -> GpuBuf {
-        pool.create(&ctx.device, words * 4, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, "uploads")
+        pool.create(
+            &ctx.device,
+            words * 4,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            "uploads",
+        )
     }
 
     /// Stages `data` for the pending submit; returns the buffer to bind and the word offset where `data` starts.
@@ -147,7 +158,13 @@ impl Recorder {
 
     /// The kernel `name` specialised by `defines` (prepended as WGSL `const`s, or `alias`es for the values f16 and
     /// f32), compiled on first use.
-    pub(crate) fn kernel(&self, name: &str, source: &str, defines: &[(&str, String)], access: &[Access]) -> Rc<Kernel> {
+    pub(crate) fn kernel(
+        &self,
+        name: &str,
+        source: &str,
+        defines: &[(&str, String)],
+        access: &[Access],
+    ) -> Rc<Kernel> {
         self.kernel_entry(name, source, "main", defines, access)
     }
 
@@ -200,14 +217,19 @@ impl Recorder {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: *a == Access::Read },
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *a == Access::Read,
+                    },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },
                 count: None,
             });
         }
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(name),
+            entries: &entries,
+        });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(name),
             bind_group_layouts: &[Some(&layout)],
@@ -222,15 +244,29 @@ impl Recorder {
             cache: None,
         });
         self.pool.count(|c| c.allocations += 1);
-        let kernel = Rc::new(Kernel { id: self.kernels.borrow().len() as u64 + 1, name: key.clone(), pipeline, layout, storage: access.len() });
+        let kernel = Rc::new(Kernel {
+            id: self.kernels.borrow().len() as u64 + 1,
+            name: key.clone(),
+            pipeline,
+            layout,
+            storage: access.len(),
+        });
         self.kernels.borrow_mut().insert(key, kernel.clone());
         kernel
     }
 
     /// Records one dispatch. `params` is the kernel's uniform struct as bytes (≤ 64).
-    pub(crate) fn dispatch(&self, kernel: &Kernel, params: &[u8], buffers: &[Bind], groups: [u32; 3]) -> Result<()> {
+    pub(crate) fn dispatch(
+        &self,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[Bind],
+        groups: [u32; 3],
+    ) -> Result<()> {
         if buffers.len() != kernel.storage || params.len() as u64 > UNIFORM_BYTES {
-            return Err(Error::Backend("a GPU kernel was launched with the wrong bindings".into()));
+            return Err(Error::Backend(
+                "a GPU kernel was launched with the wrong bindings".into(),
+            ));
         }
         if groups.contains(&0) {
             return Ok(());
@@ -250,7 +286,11 @@ impl Recorder {
         state.uniforms.extend_from_slice(params);
         state.uniforms.resize(offset as usize + align as usize, 0);
 
-        let key = BindKey { kernel: kernel.id, arena: state.arena.id, buffers: buffers.iter().map(|b| b.id).collect() };
+        let key = BindKey {
+            kernel: kernel.id,
+            arena: state.arena.id,
+            buffers: buffers.iter().map(|b| b.id).collect(),
+        };
         if !state.bind_groups.contains_key(&key) {
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
@@ -261,13 +301,19 @@ impl Recorder {
                 }),
             }];
             for (i, b) in buffers.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.buffer.as_entire_binding() });
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: b.buffer.as_entire_binding(),
+                });
             }
-            let group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &kernel.layout,
-                entries: &entries,
-            });
+            let group = self
+                .ctx
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &kernel.layout,
+                    entries: &entries,
+                });
             self.pool.count(|c| c.allocations += 1);
             state.bind_groups.insert(key, group);
         }
@@ -278,9 +324,16 @@ impl Recorder {
             buffers: buffers.iter().map(|b| b.id).collect(),
         }];
         let encoder = st.encoder.get_or_insert_with(|| {
-            self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+            self.ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("step"),
+                })
         });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, group, &[offset]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -291,10 +344,21 @@ impl Recorder {
     }
 
     /// Records a buffer-to-buffer copy.
-    pub(crate) fn copy(&self, src: &GpuBuf, src_offset: u64, dst: &GpuBuf, dst_offset: u64, bytes: u64) {
+    pub(crate) fn copy(
+        &self,
+        src: &GpuBuf,
+        src_offset: u64,
+        dst: &GpuBuf,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
         let mut st = self.state.borrow_mut();
         let encoder = st.encoder.get_or_insert_with(|| {
-            self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+            self.ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("step"),
+                })
         });
         encoder.copy_buffer_to_buffer(&src.buffer, src_offset, &dst.buffer, dst_offset, bytes);
     }
@@ -304,10 +368,16 @@ impl Recorder {
         let mut st = self.state.borrow_mut();
         if let Some(encoder) = st.encoder.take() {
             if !st.uniforms.is_empty() {
-                self.ctx.queue.write_buffer(&st.arena.buffer, 0, &st.uniforms);
+                self.ctx
+                    .queue
+                    .write_buffer(&st.arena.buffer, 0, &st.uniforms);
             }
             if !st.uploads.is_empty() {
-                self.ctx.queue.write_buffer(&st.upload_buf.buffer, 0, bytemuck::cast_slice(&st.uploads));
+                self.ctx.queue.write_buffer(
+                    &st.upload_buf.buffer,
+                    0,
+                    bytemuck::cast_slice(&st.uploads),
+                );
             }
             self.ctx.queue.submit([encoder.finish()]);
             self.pool.count(|c| c.submits += 1);
@@ -334,7 +404,11 @@ impl Recorder {
             }
             let staging = st.staging.take().expect("staging buffer was just made");
             let encoder = st.encoder.get_or_insert_with(|| {
-                self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+                self.ctx
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("step"),
+                    })
             });
             encoder.copy_buffer_to_buffer(&src.buffer, offset, &staging.buffer, 0, padded);
             staging
@@ -359,11 +433,15 @@ impl Recorder {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Backend(format!("waiting for the GPU failed: {e}")))?;
-        let mapped = rx.await.map_err(|_| Error::Backend("the GPU dropped a readback".into()))?;
+        let mapped = rx
+            .await
+            .map_err(|_| Error::Backend("the GPU dropped a readback".into()))?;
         self.ctx.errors.check()?;
         mapped.map_err(|e| Error::Backend(format!("reading GPU memory failed: {e}")))?;
         let data = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Backend(format!("reading GPU memory failed: {e}")))?;
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Backend(format!("reading GPU memory failed: {e}")))?;
             view.to_vec()
         };
         staging.buffer.unmap();

@@ -18,7 +18,13 @@ struct Params {
     _pad: [u32; 3],
 }
 
-pub(crate) fn rope(b: &GpuBackend, x: &GpuTensor, rope: &GpuRope, heads: usize, start_pos: usize) -> Result<GpuTensor> {
+pub(crate) fn rope(
+    b: &GpuBackend,
+    x: &GpuTensor,
+    rope: &GpuRope,
+    heads: usize,
+    start_pos: usize,
+) -> Result<GpuTensor> {
     if heads == 0 || x.cols != heads * 2 * rope.half {
         return Err(Error::Backend(format!(
             "RoPE table for head size {} used on {} columns of {heads} heads",
@@ -28,11 +34,12 @@ pub(crate) fn rope(b: &GpuBackend, x: &GpuTensor, rope: &GpuRope, heads: usize, 
     }
     let adjacent = rope.layout == RopeLayout::Adjacent;
     let out = b.tensor(x.rows, x.cols);
-    let kernel = b.rec.kernel("rope", SOURCE, &[("ADJACENT", adjacent.to_string())], &[
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-    ]);
+    let kernel = b.rec.kernel(
+        "rope",
+        SOURCE,
+        &[("ADJACENT", adjacent.to_string())],
+        &[Access::Read, Access::Read, Access::ReadWrite],
+    );
     let params = Params {
         rows: x.rows as u32,
         heads: heads as u32,
@@ -42,7 +49,12 @@ pub(crate) fn rope(b: &GpuBackend, x: &GpuTensor, rope: &GpuRope, heads: usize, 
         _pad: [0; 3],
     };
     let pairs = x.rows * heads * rope.half;
-    b.rec.dispatch(&kernel, bytemuck::bytes_of(&params), &[x.buf(), &rope.inv_freq, out.buf()], grid(pairs.div_ceil(256) as u32))?;
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[x.buf(), &rope.inv_freq, out.buf()],
+        grid(pairs.div_ceil(256) as u32),
+    )?;
     Ok(out)
 }
 
@@ -58,16 +70,31 @@ mod tests {
         let Some(g) = backend() else { return };
         let c = CpuBackend::new();
         let (rows, heads, half) = (7, 3, 20);
-        let inv_freq: Vec<f32> = (0..half).map(|i| 10000f32.powf(-2.0 * i as f32 / (2 * half) as f32)).collect();
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 10000f32.powf(-2.0 * i as f32 / (2 * half) as f32))
+            .collect();
         let x = values(rows * heads * 2 * half, 3);
         for layout in [RopeLayout::Adjacent, RopeLayout::SplitHalves] {
             // Far positions check that angles stay accurate where pos·freq is large.
             for start in [0, 1000] {
                 let gt = g.tensor_from_host(&x, rows, heads * 2 * half).unwrap();
-                let got = read(&g, &g.rope(&gt, &g.rope_table(&inv_freq, layout).unwrap(), heads, start).unwrap());
-                let cx = candle_core::Tensor::from_slice(&x, (rows, heads * 2 * half), &candle_core::Device::Cpu).unwrap();
-                let want = c.rope(&cx, &c.rope_table(&inv_freq, layout).unwrap(), heads, start).unwrap();
-                let want = futures::executor::block_on(c.to_host(&want)).unwrap().concat();
+                let got = read(
+                    &g,
+                    &g.rope(&gt, &g.rope_table(&inv_freq, layout).unwrap(), heads, start)
+                        .unwrap(),
+                );
+                let cx = candle_core::Tensor::from_slice(
+                    &x,
+                    (rows, heads * 2 * half),
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap();
+                let want = c
+                    .rope(&cx, &c.rope_table(&inv_freq, layout).unwrap(), heads, start)
+                    .unwrap();
+                let want = futures::executor::block_on(c.to_host(&want))
+                    .unwrap()
+                    .concat();
                 assert_close(&format!("rope {layout:?} at {start}"), &got, &want, 2e-4);
             }
         }

@@ -7,7 +7,9 @@ use crate::backend::Backend;
 pub(crate) fn backend_with(options: GpuOptions) -> Option<GpuBackend> {
     match futures::executor::block_on(GpuBackend::new(&options)) {
         Ok(b) => Some(b),
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI needs a GPU adapter: {e}"),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI needs a GPU adapter: {e}")
+        }
         Err(e) => {
             eprintln!("skipping GPU test: {e}");
             None
@@ -17,19 +19,33 @@ pub(crate) fn backend_with(options: GpuOptions) -> Option<GpuBackend> {
 
 /// The f32 path (the one every kernel test compares with the CPU at tight bounds).
 pub(crate) fn backend() -> Option<GpuBackend> {
-    backend_with(GpuOptions { force_f32: true, ..Default::default() })
+    backend_with(GpuOptions {
+        force_f32: true,
+        ..Default::default()
+    })
 }
 
 pub(crate) fn read(b: &GpuBackend, t: &GpuTensor) -> Vec<f32> {
-    futures::executor::block_on(b.to_host(t)).expect("readback").concat()
+    futures::executor::block_on(b.to_host(t))
+        .expect("readback")
+        .concat()
 }
 
 /// Asserts |got - want| <= tol · max(1, max |want|) element-wise, naming the first index that differs.
 pub(crate) fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-    if let Some(i) = got.iter().zip(want).position(|(g, w)| !((g - w).abs() <= tol * scale)) {
-        panic!("{what}: first mismatch at index {i}: gpu {} vs cpu {} (tolerance {})", got[i], want[i], tol * scale);
+    if let Some(i) = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| !((g - w).abs() <= tol * scale))
+    {
+        panic!(
+            "{what}: first mismatch at index {i}: gpu {} vs cpu {} (tolerance {})",
+            got[i],
+            want[i],
+            tol * scale
+        );
     }
 }
 

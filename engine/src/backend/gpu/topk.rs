@@ -33,7 +33,9 @@ struct Params {
 /// missing pairs have id `u32::MAX`.
 pub(crate) fn top_k(b: &GpuBackend, logits: &GpuTensor, k: usize) -> Result<GpuTensor> {
     if k == 0 || k > MAX_K {
-        return Err(Error::InvalidArgument(format!("top-k on the GPU takes 1 to {MAX_K} candidates, not {k}")));
+        return Err(Error::InvalidArgument(format!(
+            "top-k on the GPU takes 1 to {MAX_K} candidates, not {k}"
+        )));
     }
     if logits.rows == 0 {
         return Err(Error::Backend("top-k of an empty tensor".into()));
@@ -46,20 +48,37 @@ pub(crate) fn top_k(b: &GpuBackend, logits: &GpuTensor, k: usize) -> Result<GpuT
         (logits.clone(), (logits.rows - 1) * vocab)
     };
     let kp = k.next_power_of_two();
-    let slice = vocab.div_ceil(MAX_GROUPS).max(SLICE).next_multiple_of(WORKGROUP);
+    let slice = vocab
+        .div_ceil(MAX_GROUPS)
+        .max(SLICE)
+        .next_multiple_of(WORKGROUP);
     let groups = vocab.div_ceil(slice).max(1);
     let kernel = |pairs: bool, last: bool| {
         b.rec.kernel(
             "top_k",
             SOURCE,
-            &[("PAIRS", pairs.to_string()), ("LAST", last.to_string()), ("KP", format!("{kp}u"))],
+            &[
+                ("PAIRS", pairs.to_string()),
+                ("LAST", last.to_string()),
+                ("KP", format!("{kp}u")),
+            ],
             &[Access::Read, Access::ReadWrite],
         )
     };
     let out = b.tensor(1, 2 * k);
-    let first = Params { n: vocab as u32, offset: offset as u32, slice: slice as u32, k: k as u32 };
+    let first = Params {
+        n: vocab as u32,
+        offset: offset as u32,
+        slice: slice as u32,
+        k: k as u32,
+    };
     if groups == 1 {
-        b.rec.dispatch(&kernel(false, true), bytemuck::bytes_of(&first), &[row.buf(), out.buf()], [1, 1, 1])?;
+        b.rec.dispatch(
+            &kernel(false, true),
+            bytemuck::bytes_of(&first),
+            &[row.buf(), out.buf()],
+            [1, 1, 1],
+        )?;
         return Ok(out);
     }
     let scratch = b.tensor(groups, 2 * k);
@@ -70,8 +89,18 @@ pub(crate) fn top_k(b: &GpuBackend, logits: &GpuTensor, k: usize) -> Result<GpuT
         [groups as u32, 1, 1],
     )?;
     let candidates = (groups * k) as u32;
-    let second = Params { n: candidates, offset: 0, slice: candidates, k: k as u32 };
-    b.rec.dispatch(&kernel(true, true), bytemuck::bytes_of(&second), &[scratch.buf(), out.buf()], [1, 1, 1])?;
+    let second = Params {
+        n: candidates,
+        offset: 0,
+        slice: candidates,
+        k: k as u32,
+    };
+    b.rec.dispatch(
+        &kernel(true, true),
+        bytemuck::bytes_of(&second),
+        &[scratch.buf(), out.buf()],
+        [1, 1, 1],
+    )?;
     Ok(out)
 }
 
@@ -84,16 +113,21 @@ mod tests {
 
     /// What top_k must return: (id, f32 bits) sorted by value descending then id ascending, NaN as -inf, padded.
     fn host_top_k(row: &[f32], k: usize) -> Vec<(u32, u32)> {
-        let mut all: Vec<(u32, f32)> =
-            row.iter().enumerate().map(|(i, &x)| (i as u32, if x.is_nan() { f32::NEG_INFINITY } else { x })).collect();
+        let mut all: Vec<(u32, f32)> = row
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (i as u32, if x.is_nan() { f32::NEG_INFINITY } else { x }))
+            .collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut want: Vec<(u32, u32)> = all.iter().take(k).map(|&(i, x)| (i, x.to_bits())).collect();
+        let mut want: Vec<(u32, u32)> =
+            all.iter().take(k).map(|&(i, x)| (i, x.to_bits())).collect();
         want.resize(k, (u32::MAX, f32::NEG_INFINITY.to_bits()));
         want
     }
 
     fn pairs(b: &GpuBackend, t: &GpuTensor, k: usize) -> Vec<(u32, u32)> {
-        let bytes = futures::executor::block_on(b.rec.read(t.buf(), 0, (k * 8) as u64)).expect("readback");
+        let bytes =
+            futures::executor::block_on(b.rec.read(t.buf(), 0, (k * 8) as u64)).expect("readback");
         let words: &[u32] = bytemuck::cast_slice(&bytes);
         words.chunks_exact(2).map(|p| (p[0], p[1])).collect()
     }
@@ -151,7 +185,15 @@ mod tests {
         let descending: Vec<f32> = (0..262144 + 5).map(|i| -(i as f32)).collect();
         check(&b, "descending", &descending, 1, 128);
         // Mostly NaN and -inf, a few finite: the tail of the result is -inf (NaN reported as -inf) by id.
-        let mut sparse: Vec<f32> = (0..20000).map(|i| if i % 2 == 0 { f32::NAN } else { f32::NEG_INFINITY }).collect();
+        let mut sparse: Vec<f32> = (0..20000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    f32::NAN
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
         for (j, v) in values(30, 8).into_iter().enumerate() {
             sparse[j * 613 + 7] = v;
         }
@@ -172,7 +214,10 @@ mod tests {
 
     #[test]
     fn top_k_copies_a_last_row_too_big_to_bind() {
-        let Some(b) = backend_with(GpuOptions { max_binding_bytes: Some(1 << 20), ..Default::default() }) else {
+        let Some(b) = backend_with(GpuOptions {
+            max_binding_bytes: Some(1 << 20),
+            ..Default::default()
+        }) else {
             return;
         };
         let cols = 100_003;
@@ -184,7 +229,9 @@ mod tests {
     #[test]
     fn top_k_again_allocates_nothing() {
         let Some(b) = backend() else { return };
-        let logits = b.tensor_from_host(&values(262144 + 5, 12), 1, 262144 + 5).unwrap();
+        let logits = b
+            .tensor_from_host(&values(262144 + 5, 12), 1, 262144 + 5)
+            .unwrap();
         let run = || {
             let t = top_k(&b, &logits, 128).unwrap();
             pairs(&b, &t, 128)
@@ -194,7 +241,10 @@ mod tests {
         let second = run();
         let after = b.counters();
         assert_eq!(first, second);
-        assert_eq!(after.allocations, before.allocations, "the second top-k allocated");
+        assert_eq!(
+            after.allocations, before.allocations,
+            "the second top-k allocated"
+        );
         assert_eq!(after.dispatches - before.dispatches, 2);
         assert_eq!(after.submits - before.submits, 1);
     }
