@@ -4,16 +4,34 @@
 //   OP 4: out = gelu_tanh(a) * b as ggml's CPU computes it for GGUF models: through a table of f16 values indexed by
 //         f16(a), the identity from 10 up and 0 at -10 and below (f16 rounding emulated with pack2x16float).
 // Bindings: a [n], b [n] (ignored by OP 1), out [n].
+// Entry gated_round (OP 2 to 4): out as above, then rounded for the product that reads it next (round_block.wgsl,
+// prepended; mode p.mode), one invocation per block. Bindings 4, 5: out_rounded [n], delta [n / 32] (Q8_1 only).
 
 struct Params {
     n: u32,
     cap: f32,
+    mode: u32,
+    pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_rounded: array<f32>;
+@group(0) @binding(5) var<storage, read_write> delta: array<f32>;
+
+fn src(i: u32) -> f32 {
+    return out[i];
+}
+
+fn dst(i: u32, v: f32) {
+    out_rounded[i] = v;
+}
+
+fn put_delta(block: u32, v: f32) {
+    delta[block] = v;
+}
 
 // tanh through exp of a non-positive argument: WGSL's tanh may overflow to NaN for large |x| on some drivers.
 fn stable_tanh(x: f32) -> f32 {
@@ -26,31 +44,42 @@ fn gelu(x: f32) -> f32 {
     return 0.5 * x * (1.0 + stable_tanh(inner));
 }
 
-// x rounded to the nearest f16 (core WGSL, no shader-f16 needed).
-fn to_f16(x: f32) -> f32 {
-    return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+// OP of value i (to_f16 comes from round_block.wgsl).
+fn apply(i: u32) -> f32 {
+    let x = a[i];
+    if (OP == 0u) {
+        return x + b[i];
+    } else if (OP == 1u) {
+        return p.cap * stable_tanh(x / p.cap);
+    } else if (OP == 2u) {
+        return x / (1.0 + exp(-x)) * b[i];
+    } else if (OP == 3u) {
+        return gelu(x) * b[i];
+    } else if (x <= -10.0) {
+        return 0.0;
+    } else if (x >= 10.0) {
+        return x * b[i];
+    }
+    return to_f16(gelu(to_f16(x))) * b[i];
 }
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.n) {
+    if (i < p.n) {
+        out[i] = apply(i);
+    }
+}
+
+@compute @workgroup_size(64)
+fn gated_round(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let block = gid.x + gid.y * nwg.x * 64u;
+    let size = round_block_size(p.mode);
+    if (block * size >= p.n) {
         return;
     }
-    let x = a[i];
-    if (OP == 0u) {
-        out[i] = x + b[i];
-    } else if (OP == 1u) {
-        out[i] = p.cap * stable_tanh(x / p.cap);
-    } else if (OP == 2u) {
-        out[i] = x / (1.0 + exp(-x)) * b[i];
-    } else if (OP == 3u) {
-        out[i] = gelu(x) * b[i];
-    } else if (x <= -10.0) {
-        out[i] = 0.0;
-    } else if (x >= 10.0) {
-        out[i] = x * b[i];
-    } else {
-        out[i] = to_f16(gelu(to_f16(x))) * b[i];
+    for (var i = block * size; i < (block + 1u) * size; i++) {
+        out[i] = apply(i);
     }
+    round_block(p.mode, block);
 }

@@ -1,12 +1,16 @@
 // RMSNorm over consecutive groups of `group` values (a row, or one head for QK-norm): one workgroup per group.
 //   main:     y = x / sqrt(mean(x²) + eps) * w
 //   add_norm: s = x + r; y = s / sqrt(mean(s²) + eps) * w — the residual add fused into the next layer's norm.
-// Bindings: x [groups, group], w [group], y [groups, group]; add_norm also r (like x) and s (like x).
+//   add_norm_round: add_norm, then y rounded for the products that read it next (round_block.wgsl, prepended; the
+//             rounding mode is p.mode, and a group is a whole row of whole blocks).
+// Bindings: x [groups, group], w [group], y [groups, group]; add_norm also r (like x) and s (like x);
+// add_norm_round also y_rounded (like x) and delta [groups, group / 32] (Q8_1 only).
 
 struct Params {
     group: u32,
     groups: u32,
     eps: f32,
+    mode: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -15,6 +19,20 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> r: array<f32>;
 @group(0) @binding(5) var<storage, read_write> s: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y_rounded: array<f32>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+
+fn src(i: u32) -> f32 {
+    return y[i];
+}
+
+fn dst(i: u32, v: f32) {
+    y_rounded[i] = v;
+}
+
+fn put_delta(block: u32, v: f32) {
+    delta[block] = v;
+}
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
@@ -52,13 +70,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-@compute @workgroup_size(WG)
-fn add_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let g = wid.x + wid.y * nwg.x;
-    if (g >= p.groups) {
-        return;
-    }
+fn residual_norm(g: u32, lid: u32) {
     let base = g * p.group;
     var sum = 0.0;
     for (var i = lid; i < p.group; i += WG) {
@@ -69,5 +81,32 @@ fn add_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let scale = inverse_rms(lid, sum);
     for (var i = lid; i < p.group; i += WG) {
         y[base + i] = s[base + i] * scale * w[i];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn add_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.groups) {
+        return;
+    }
+    residual_norm(g, lid);
+}
+
+@compute @workgroup_size(WG)
+fn add_norm_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.groups) {
+        return;
+    }
+    residual_norm(g, lid);
+    // Each invocation rounds whole blocks of the row it helped write.
+    storageBarrier();
+    let size = round_block_size(p.mode);
+    let blocks = p.group / size;
+    for (var b = lid; b < blocks; b += WG) {
+        round_block(p.mode, g * blocks + b);
     }
 }

@@ -98,6 +98,20 @@ pub trait Backend {
         Ok((sum, normed))
     }
 
+    /// `add_rms_norm` whose normed rows are multiplied by `next` (and weights shaped like it) before anything else
+    /// reads them: a backend may prepare them for that product in the same pass.
+    fn add_rms_norm_for(
+        &self,
+        x: &Self::Tensor,
+        r: &Self::Tensor,
+        weight: &Self::Tensor,
+        eps: f32,
+        next: &Self::Weight,
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let _ = next;
+        self.add_rms_norm(x, r, weight, eps)
+    }
+
     /// Rotates `[rows, heads * head_dim]` for positions start_pos..start_pos + rows.
     fn rope(
         &self,
@@ -126,6 +140,19 @@ pub trait Backend {
         up: &Self::Tensor,
         act: Activation,
     ) -> Result<Self::Tensor>;
+
+    /// `gated_activation` whose result is multiplied by `next` before anything else reads it: a backend may prepare
+    /// it for that product in the same pass.
+    fn gated_activation_for(
+        &self,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+        act: Activation,
+        next: &Self::Weight,
+    ) -> Result<Self::Tensor> {
+        let _ = next;
+        self.gated_activation(gate, up, act)
+    }
 
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 

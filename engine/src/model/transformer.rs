@@ -126,19 +126,19 @@ impl<B: Backend> Transformer<B> {
             if let Some(n) = &layer.post_attn_norm {
                 o = b.rms_norm(&o, n, eps)?;
             }
-            let (sum, normed) = b.add_rms_norm(&x, &o, &layer.ffn_norm, eps)?;
+            let (sum, normed) = b.add_rms_norm_for(&x, &o, &layer.ffn_norm, eps, &layer.gate)?;
             x = sum;
             let gate = b.matmul(&normed, &layer.gate)?;
             let up = b.matmul(&normed, &layer.up)?;
             let mut m = b.matmul(
-                &b.gated_activation(&gate, &up, cfg.hidden_act)?,
+                &b.gated_activation_for(&gate, &up, cfg.hidden_act, &layer.down)?,
                 &layer.down,
             )?;
             if let Some(n) = &layer.post_ffn_norm {
                 m = b.rms_norm(&m, n, eps)?;
             }
             match self.layers.get(i + 1) {
-                Some(next) => (x, h) = b.add_rms_norm(&x, &m, &next.attn_norm, eps)?,
+                Some(next) => (x, h) = b.add_rms_norm_for(&x, &m, &next.attn_norm, eps, &next.q)?,
                 None => x = b.add(&x, &m)?,
             }
         }

@@ -12,7 +12,10 @@ use crate::quant::GgmlType;
 use crate::Result;
 use std::cell::RefCell;
 
-const SOURCE: &str = include_str!("../../../shaders/round_activations.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../../shaders/round_block.wgsl"),
+    include_str!("../../../shaders/round_activations.wgsl")
+);
 const WORKGROUP: usize = 64;
 
 #[repr(C)]
@@ -22,12 +25,12 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// The MODE of the shader for a weight type, with the block size it rounds over; None when ggml keeps f32.
-fn mode(dtype: GgmlType) -> Option<(u32, usize)> {
+/// How ggml's CPU rounds activations multiplied by a weight of `dtype`: round_block.wgsl's mode and the values per
+/// block. None when ggml keeps f32.
+pub(crate) fn mode(dtype: GgmlType) -> Option<(u32, usize)> {
     match dtype {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
-            Some((1, 32))
-        }
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Some((1, 32)),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => Some((Q8_1, 32)),
         GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => Some((2, 256)),
         GgmlType::F16 => Some((3, 1)),
         GgmlType::BF16 => Some((4, 1)),
@@ -35,34 +38,58 @@ fn mode(dtype: GgmlType) -> Option<(u32, usize)> {
     }
 }
 
-/// `x` as ggml's CPU would see it multiplied by a weight of `dtype`; `x` itself when no rounding applies (or the
-/// row is not whole blocks, which the matmul then reports).
-pub(crate) fn round_for(b: &GpuBackend, x: &GpuTensor, dtype: GgmlType) -> Result<GpuTensor> {
-    let Some((mode, block)) = mode(dtype) else {
-        return Ok(x.clone());
-    };
-    if !x.cols.is_multiple_of(block) {
-        return Ok(x.clone());
+/// Values per block in a round_block.wgsl mode.
+pub(crate) fn block_size(mode: u32) -> usize {
+    match mode {
+        2 => 256,
+        3 | 4 => 1,
+        _ => 32,
     }
+}
+
+/// Q8_1 blocks, with the per-block sum term the product adds (`Rounded::sums`).
+pub(crate) const Q8_1: u32 = 5;
+
+/// The rounding mode a row of `cols` activations gets before a product with `dtype`; None when none applies (or
+/// the row is not whole blocks, which the product then reports).
+pub(crate) fn mode_for(dtype: GgmlType, cols: usize) -> Option<u32> {
+    mode(dtype)
+        .filter(|&(_, block)| cols.is_multiple_of(block))
+        .map(|(mode, _)| mode)
+}
+
+/// `x` as ggml's CPU would see it multiplied by a weight of `dtype`, with Q8_1's sum term; `x` itself when no
+/// rounding applies.
+pub(crate) fn round_for(
+    b: &GpuBackend,
+    x: &GpuTensor,
+    dtype: GgmlType,
+) -> Result<(GpuTensor, Option<GpuTensor>)> {
+    let Some(mode) = mode_for(dtype, x.cols) else {
+        return Ok((x.clone(), None));
+    };
     let out = b.tensor(x.rows, x.cols);
+    let block = block_size(mode);
+    let sums = (mode == Q8_1).then(|| b.tensor(x.rows, x.cols / 32));
     let kernel = b.rec.kernel(
         "round_activations",
         SOURCE,
         &[("MODE", format!("{mode}u"))],
-        &[Access::Read, Access::ReadWrite],
+        &[Access::Read, Access::ReadWrite, Access::ReadWrite],
     );
-    let invocations = x.len() / block;
     let params = Params {
         n: x.len() as u32,
         _pad: [0; 3],
     };
+    let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
+    let groups = grid((x.len() / block).div_ceil(WORKGROUP) as u32);
     b.rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[x.buf(), out.buf()],
-        grid(invocations.div_ceil(WORKGROUP) as u32),
+        &[x.buf(), out.buf(), delta],
+        groups,
     )?;
-    Ok(out)
+    Ok((out, sums))
 }
 
 const CORRECTION: &str = include_str!("../../../shaders/q8_1_correction.wgsl");
@@ -98,33 +125,10 @@ pub(crate) fn q8_1_matmul_with(
     w: &super::GpuWeight,
     strategy: ProductStrategy,
 ) -> Result<Option<GpuTensor>> {
-    if !matches!(w.dtype, GgmlType::Q4_1 | GgmlType::Q5_1) || !x.cols.is_multiple_of(32) {
+    if mode_for(w.dtype, x.cols) != Some(Q8_1) {
         return Ok(None);
     }
-    let (rounded, sums) = cached(memo, x, Q8_1_MODE, || {
-        let blocks = x.cols / 32;
-        let (rounded, sums) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, blocks));
-        let access = [Access::Read, Access::ReadWrite, Access::ReadWrite];
-        let kernel = b.rec.kernel_entry(
-            "round_activations",
-            SOURCE,
-            "q8_1",
-            &[("MODE", "1u".to_string())],
-            &access,
-        );
-        let params = Params {
-            n: x.len() as u32,
-            _pad: [0; 3],
-        };
-        let groups = grid((x.rows * blocks).div_ceil(WORKGROUP) as u32);
-        b.rec.dispatch(
-            &kernel,
-            bytemuck::bytes_of(&params),
-            &[x.buf(), rounded.buf(), sums.buf()],
-            groups,
-        )?;
-        Ok((rounded, Some(sums)))
-    })?;
+    let (rounded, sums) = cached(memo, x, Q8_1, || round_for(b, x, w.dtype))?;
     Ok(Some(super::matmul::matmul_with(
         b,
         &rounded,
@@ -180,8 +184,22 @@ pub(crate) struct Rounded {
     sums: Option<GpuTensor>,
 }
 
-/// The memo's key for Q8_1 rounding with its block sums (the shader's MODE 1 plus the sums).
-const Q8_1_MODE: u32 = u32::MAX;
+/// Keeps `result` (and Q8_1's `sums`) as `source` rounded in `mode`, for the products that read it next: kernels
+/// that make activations can emit their rounding in the same pass.
+pub(crate) fn remember(
+    memo: &RefCell<Option<Rounded>>,
+    source: &GpuTensor,
+    mode: u32,
+    result: GpuTensor,
+    sums: Option<GpuTensor>,
+) {
+    *memo.borrow_mut() = Some(Rounded {
+        source: source.clone(),
+        mode,
+        result,
+        sums,
+    });
+}
 
 /// The rounding `mode` of `x` from the memo, or `round` run and remembered.
 fn cached(
@@ -196,12 +214,7 @@ fn cached(
         }
     }
     let (result, sums) = round()?;
-    *memo.borrow_mut() = Some(Rounded {
-        source: x.clone(),
-        mode,
-        result: result.clone(),
-        sums: sums.clone(),
-    });
+    remember(memo, x, mode, result.clone(), sums.clone());
     Ok((result, sums))
 }
 
@@ -213,10 +226,10 @@ pub(crate) fn round_cached(
     x: &GpuTensor,
     dtype: GgmlType,
 ) -> Result<GpuTensor> {
-    let Some((mode, _)) = mode(dtype) else {
+    let Some(mode) = mode_for(dtype, x.cols) else {
         return Ok(x.clone());
     };
-    Ok(cached(memo, x, mode, || Ok((round_for(b, x, dtype)?, None)))?.0)
+    Ok(cached(memo, x, mode, || round_for(b, x, dtype))?.0)
 }
 
 #[cfg(test)]
@@ -242,7 +255,7 @@ mod tests {
             .collect();
         assert_close(
             "Q8_0",
-            &read(&g, &round_for(&g, &gx, GgmlType::Q4_0).unwrap()),
+            &read(&g, &round_for(&g, &gx, GgmlType::Q4_0).unwrap().0),
             &want,
             0.0,
         );
@@ -255,7 +268,7 @@ mod tests {
             .collect();
         assert_close(
             "Q8_K",
-            &read(&g, &round_for(&g, &gx, GgmlType::Q6K).unwrap()),
+            &read(&g, &round_for(&g, &gx, GgmlType::Q6K).unwrap().0),
             &want,
             0.0,
         );
@@ -263,7 +276,7 @@ mod tests {
         let want: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
         assert_close(
             "f16",
-            &read(&g, &round_for(&g, &gx, GgmlType::F16).unwrap()),
+            &read(&g, &round_for(&g, &gx, GgmlType::F16).unwrap().0),
             &want,
             0.0,
         );
@@ -273,9 +286,120 @@ mod tests {
             .collect();
         assert_close(
             "bf16",
-            &read(&g, &round_for(&g, &gx, GgmlType::BF16).unwrap()),
+            &read(&g, &round_for(&g, &gx, GgmlType::BF16).unwrap().0),
             &want,
             0.0,
         );
+    }
+
+    /// ggml's CPU rounding of `x` for `dtype`, and Q8_1's per-block delta (f16(d·Σq) - f16(d)·Σq).
+    fn cpu_rounding(x: &[f32], dtype: GgmlType) -> (Vec<f32>, Option<Vec<f32>>) {
+        match dtype {
+            GgmlType::Q4_1 => {
+                let mut blocks = vec![q8::BlockQ8_1::default(); x.len() / 32];
+                q8::quantize_q8_1(x, &mut blocks);
+                let rounded = blocks
+                    .iter()
+                    .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                    .collect();
+                let delta = blocks
+                    .iter()
+                    .map(|b| b.s - b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32);
+                (rounded, Some(delta.collect()))
+            }
+            GgmlType::Q4_0 => {
+                let mut blocks = vec![q8::BlockQ8_0::default(); x.len() / 32];
+                q8::quantize_q8_0(x, &mut blocks);
+                (
+                    blocks
+                        .iter()
+                        .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                        .collect(),
+                    None,
+                )
+            }
+            GgmlType::Q6K => {
+                let mut blocks = vec![q8::BlockQ8K::default(); x.len() / 256];
+                q8::quantize_q8_k(x, &mut blocks);
+                (
+                    blocks
+                        .iter()
+                        .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                        .collect(),
+                    None,
+                )
+            }
+            GgmlType::F16 => (
+                x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+                None,
+            ),
+            GgmlType::BF16 => (
+                x.iter()
+                    .map(|&v| half::bf16::from_f32(v).to_f32())
+                    .collect(),
+                None,
+            ),
+            other => unreachable!("no rounding test for {other:?}"),
+        }
+    }
+
+    /// The norm and the gated activation emit the next product's rounding in their own pass: what they emit equals
+    /// the CPU's quantiser applied to what they computed, bit for bit, in every mode.
+    #[test]
+    fn fused_roundings_match_the_cpu_quantisers() {
+        use super::{mode_for, Q8_1};
+        use crate::backend::gpu::{elementwise, norm};
+        use crate::backend::Backend;
+        use crate::config::Activation;
+        let Some(g) = backend() else { return };
+        // 3 rows of 512: two Q8_K blocks, sixteen Q8_0 blocks per row; more blocks than one 64-wide workgroup.
+        let (rows, cols) = (3, 512);
+        let x: Vec<f32> = values(rows * cols, 21).iter().map(|v| v * 4.0).collect();
+        let r = values(rows * cols, 22);
+        let w = values(cols, 23);
+        let (gx, gr, gw) = (
+            g.tensor_from_host(&x, rows, cols).unwrap(),
+            g.tensor_from_host(&r, rows, cols).unwrap(),
+            g.upload_vector(&w).unwrap(),
+        );
+        for dtype in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q6K,
+            GgmlType::F16,
+            GgmlType::BF16,
+        ] {
+            let mode = mode_for(dtype, cols).unwrap();
+            let (_, normed, rounded, sums) =
+                norm::add_rms_norm_round(&g, &gx, &gr, &gw, 1e-6, mode).unwrap();
+            let (want, want_sums) = cpu_rounding(&read(&g, &normed), dtype);
+            assert_close(
+                &format!("add_rms_norm rounded for {dtype:?}"),
+                &read(&g, &rounded),
+                &want,
+                0.0,
+            );
+            assert_eq!(sums.is_some(), mode == Q8_1);
+            if let (Some(got), Some(want)) = (sums, want_sums) {
+                assert_close("add_rms_norm Q8_1 sums", &read(&g, &got), &want, 0.0);
+            }
+            for act in [Activation::Silu, Activation::GeluTanhF16Table] {
+                let plain = read(&g, &elementwise::gated(&g, &gx, &gr, act).unwrap());
+                let (out, rounded, sums) =
+                    elementwise::gated_round(&g, &gx, &gr, act, mode).unwrap();
+                let out = read(&g, &out);
+                assert_close(&format!("{act:?} before rounding"), &out, &plain, 0.0);
+                let (want, want_sums) = cpu_rounding(&out, dtype);
+                assert_close(
+                    &format!("{act:?} rounded for {dtype:?}"),
+                    &read(&g, &rounded),
+                    &want,
+                    0.0,
+                );
+                if let (Some(got), Some(want)) = (sums, want_sums) {
+                    assert_close(&format!("{act:?} Q8_1 sums"), &read(&g, &got), &want, 0.0);
+                }
+            }
+        }
     }
 }

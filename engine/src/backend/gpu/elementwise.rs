@@ -5,7 +5,10 @@ use super::{GpuBackend, GpuTensor};
 use crate::config::Activation;
 use crate::{Error, Result};
 
-const SOURCE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../../shaders/round_block.wgsl"),
+    include_str!("../../../shaders/elementwise.wgsl")
+);
 const WORKGROUP: usize = 256;
 
 #[repr(C)]
@@ -13,6 +16,9 @@ const WORKGROUP: usize = 256;
 struct Params {
     n: u32,
     cap: f32,
+    /// round_block.wgsl's mode (gated_round only).
+    mode: u32,
+    _pad: u32,
 }
 
 fn launch(
@@ -32,6 +38,8 @@ fn launch(
     let params = Params {
         n: a.len() as u32,
         cap,
+        mode: 0,
+        _pad: 0,
     };
     b.rec.dispatch(
         &kernel,
@@ -61,6 +69,15 @@ pub(crate) fn softcap(b: &GpuBackend, x: &GpuTensor, cap: f32) -> Result<GpuTens
     launch(b, 1, x, x, cap)
 }
 
+fn gated_op(act: Activation) -> u32 {
+    match act {
+        Activation::Silu => 2,
+        Activation::GeluTanh => 3,
+        // GGUF models follow llama.cpp's numerics, whose GELU goes through an f16 table.
+        Activation::GeluTanhF16Table => 4,
+    }
+}
+
 pub(crate) fn gated(
     b: &GpuBackend,
     gate: &GpuTensor,
@@ -68,13 +85,55 @@ pub(crate) fn gated(
     act: Activation,
 ) -> Result<GpuTensor> {
     same_shape(gate, up, "gated activation")?;
-    let op = match act {
-        Activation::Silu => 2,
-        Activation::GeluTanh => 3,
-        // GGUF models follow llama.cpp's numerics, whose GELU goes through an f16 table.
-        Activation::GeluTanhF16Table => 4,
+    launch(b, gated_op(act), gate, up, 0.0)
+}
+
+/// `gated`, also rounded in `mode` (round_block.wgsl) in the same pass for the product that reads it next:
+/// (activation, rounded, Q8_1's sums). Rows must be whole blocks of the mode.
+pub(crate) fn gated_round(
+    b: &GpuBackend,
+    gate: &GpuTensor,
+    up: &GpuTensor,
+    act: Activation,
+    mode: u32,
+) -> Result<(GpuTensor, GpuTensor, Option<GpuTensor>)> {
+    same_shape(gate, up, "gated activation")?;
+    let (out, rounded) = (
+        b.tensor(gate.rows, gate.cols),
+        b.tensor(gate.rows, gate.cols),
+    );
+    let sums =
+        (mode == super::activation_rounding::Q8_1).then(|| b.tensor(gate.rows, gate.cols / 32));
+    let access = [
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ];
+    let kernel = b.rec.kernel_entry(
+        "elementwise",
+        SOURCE,
+        "gated_round",
+        &[("OP", format!("{}u", gated_op(act)))],
+        &access,
+    );
+    let params = Params {
+        n: gate.len() as u32,
+        cap: 0.0,
+        mode,
+        _pad: 0,
     };
-    launch(b, op, gate, up, 0.0)
+    let blocks = gate.len() / super::activation_rounding::block_size(mode);
+    let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
+    let bufs = [gate.buf(), up.buf(), out.buf(), rounded.buf(), delta];
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &bufs,
+        grid(blocks.div_ceil(64) as u32),
+    )?;
+    Ok((out, rounded, sums))
 }
 
 #[cfg(test)]

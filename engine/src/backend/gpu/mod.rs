@@ -35,6 +35,8 @@ pub struct GpuBackend {
     rec: Recorder,
     /// The last activations rounded for a weight type: q, k and v (and gate and up) share their input.
     rounded: std::cell::RefCell<Option<activation_rounding::Rounded>>,
+    /// Bound where a kernel variant declares a writable output it never writes.
+    unused: GpuBuf,
 }
 
 /// An f32 activation `[rows, cols]` in a pooled buffer.
@@ -99,9 +101,13 @@ impl GpuBackend {
     }
 
     pub fn with_context(ctx: Rc<GpuContext>) -> Self {
+        let usage = wgpu::BufferUsages::STORAGE;
+        let rec = Recorder::new(ctx);
+        let unused = rec.pool.create(&rec.ctx.device, 16, usage, "unused");
         Self {
-            rec: Recorder::new(ctx),
+            rec,
             rounded: Default::default(),
+            unused,
         }
     }
 
@@ -123,6 +129,10 @@ impl GpuBackend {
     /// Whether kernels use f16 arithmetic.
     pub fn uses_f16(&self) -> bool {
         self.rec.ctx.f16
+    }
+
+    pub(crate) fn unused(&self) -> &GpuBuf {
+        &self.unused
     }
 
     pub(crate) fn tensor(&self, rows: usize, cols: usize) -> GpuTensor {
@@ -359,6 +369,26 @@ impl Backend for GpuBackend {
         norm::add_rms_norm(self, x, r, w, eps)
     }
 
+    fn add_rms_norm_for(
+        &self,
+        x: &GpuTensor,
+        r: &GpuTensor,
+        w: &GpuTensor,
+        eps: f32,
+        next: &GpuWeight,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        // The rounding the next products need comes out of the norm's pass instead of one of its own.
+        match activation_rounding::mode_for(next.dtype, x.cols) {
+            Some(mode) => {
+                let (sum, normed, rounded, sums) =
+                    norm::add_rms_norm_round(self, x, r, w, eps, mode)?;
+                activation_rounding::remember(&self.rounded, &normed, mode, rounded, sums);
+                Ok((sum, normed))
+            }
+            None => norm::add_rms_norm(self, x, r, w, eps),
+        }
+    }
+
     fn rope(
         &self,
         x: &GpuTensor,
@@ -393,6 +423,23 @@ impl Backend for GpuBackend {
         act: Activation,
     ) -> Result<GpuTensor> {
         elementwise::gated(self, gate, up, act)
+    }
+
+    fn gated_activation_for(
+        &self,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        act: Activation,
+        next: &GpuWeight,
+    ) -> Result<GpuTensor> {
+        match activation_rounding::mode_for(next.dtype, gate.cols) {
+            Some(mode) => {
+                let (out, rounded, sums) = elementwise::gated_round(self, gate, up, act, mode)?;
+                activation_rounding::remember(&self.rounded, &out, mode, rounded, sums);
+                Ok(out)
+            }
+            None => elementwise::gated(self, gate, up, act),
+        }
     }
 
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {

@@ -4,7 +4,10 @@ use super::recorder::{grid, Access};
 use super::{GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
-const SOURCE: &str = include_str!("../../../shaders/rms_norm.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../../shaders/round_block.wgsl"),
+    include_str!("../../../shaders/rms_norm.wgsl")
+);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -12,7 +15,8 @@ struct Params {
     group: u32,
     groups: u32,
     eps: f32,
-    _pad: u32,
+    /// round_block.wgsl's mode (add_norm_round only).
+    mode: u32,
 }
 
 fn params(x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<Params> {
@@ -27,7 +31,7 @@ fn params(x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<Params> {
         group: group as u32,
         groups: (x.len() / group) as u32,
         eps,
-        _pad: 0,
+        mode: 0,
     })
 }
 
@@ -88,6 +92,63 @@ pub(crate) fn add_rms_norm(
         grid(params.groups),
     )?;
     Ok((sum, out))
+}
+
+/// `add_rms_norm`, with the normed rows also rounded in `mode` (round_block.wgsl) in the same pass, for the
+/// products that read them next: (sum, normed, rounded, Q8_1's sums). Rows must be whole blocks of the mode.
+pub(crate) fn add_rms_norm_round(
+    b: &GpuBackend,
+    x: &GpuTensor,
+    r: &GpuTensor,
+    w: &GpuTensor,
+    eps: f32,
+    mode: u32,
+) -> Result<(GpuTensor, GpuTensor, GpuTensor, Option<GpuTensor>)> {
+    if (x.rows, x.cols) != (r.rows, r.cols) || w.len() != x.cols {
+        return Err(Error::Backend(format!(
+            "add and RMSNorm of [{}, {}] and [{}, {}] over rows of {}",
+            x.rows,
+            x.cols,
+            r.rows,
+            r.cols,
+            w.len()
+        )));
+    }
+    let params = Params {
+        mode,
+        ..params(x, w, eps)?
+    };
+    let [sum, out, rounded] = [(); 3].map(|_| b.tensor(x.rows, x.cols));
+    let sums = (mode == super::activation_rounding::Q8_1).then(|| b.tensor(x.rows, x.cols / 32));
+    let access = [
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ];
+    let kernel = b
+        .rec
+        .kernel_entry("rms_norm", SOURCE, "add_norm_round", &[], &access);
+    let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
+    let bufs = [
+        x.buf(),
+        w.buf(),
+        out.buf(),
+        r.buf(),
+        sum.buf(),
+        rounded.buf(),
+        delta,
+    ];
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &bufs,
+        grid(params.groups),
+    )?;
+    Ok((sum, out, rounded, sums))
 }
 
 #[cfg(test)]
