@@ -133,6 +133,24 @@ pub trait Backend {
         start_pos: usize,
     ) -> Result<Self::Tensor>;
 
+    /// RoPE on q and k (`rope`, positions start_pos..), then `attention`: one call, so a backend can rotate and
+    /// append to the cache in one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_with_rope(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        rope: &Self::Rope,
+        cache: &mut Self::KvCache,
+        params: &AttentionParams,
+        start_pos: usize,
+    ) -> Result<Self::Tensor> {
+        let q = self.rope(q, rope, params.n_heads, start_pos)?;
+        let k = self.rope(k, rope, params.n_kv_heads, start_pos)?;
+        self.attention(&q, &k, v, cache, params, start_pos)
+    }
+
     /// act(gate) * up.
     fn gated_activation(
         &self,

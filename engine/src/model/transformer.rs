@@ -118,10 +118,7 @@ impl<B: Backend> Transformer<B> {
                 q = b.rms_norm(&q, qn, eps)?;
                 k = b.rms_norm(&k, kn, eps)?;
             }
-            let rope = &self.ropes[layer.rope];
-            let q = b.rope(&q, rope, p.n_heads, pos)?;
-            let k = b.rope(&k, rope, p.n_kv_heads, pos)?;
-            let a = b.attention(&q, &k, &v, kv, p, pos)?;
+            let a = b.attention_with_rope(&q, &k, &v, &self.ropes[layer.rope], kv, p, pos)?;
             let mut o = b.matmul(&a, &layer.o)?;
             if let Some(n) = &layer.post_attn_norm {
                 o = b.rms_norm(&o, n, eps)?;

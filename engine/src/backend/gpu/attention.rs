@@ -5,11 +5,15 @@
 //! partial softmaxes with a third dispatch.
 
 use super::recorder::{grid, Access};
-use super::{GpuBackend, GpuKvCache, GpuTensor};
+use super::{GpuBackend, GpuKvCache, GpuRope, GpuTensor};
 use crate::backend::AttentionParams;
 use crate::{Error, Result};
 
 const APPEND: &str = include_str!("../../../shaders/kv_append.wgsl");
+const ROPE_APPEND: &str = concat!(
+    include_str!("../../../shaders/rope_common.wgsl"),
+    include_str!("../../../shaders/rope_append.wgsl")
+);
 const ATTEND: &str = include_str!("../../../shaders/attention.wgsl");
 const COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
 
@@ -33,6 +37,19 @@ struct AppendParams {
     kv_row: u32,
     capacity: u32,
     start_pos: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RopeAppendParams {
+    rows: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    half: u32,
+    start_pos: u32,
+    start_slot: u32,
+    capacity: u32,
+    theta_scale: f32,
 }
 
 #[repr(C)]
@@ -77,6 +94,9 @@ pub(crate) fn kv_element_bytes(b: &GpuBackend) -> usize {
     }
 }
 
+///
+/// With `rope`, q and k are rotated first, in the same pass as the append (rope_append.wgsl).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     b: &GpuBackend,
     q: &GpuTensor,
@@ -85,6 +105,7 @@ pub(crate) fn attention(
     cache: &mut GpuKvCache,
     p: &AttentionParams,
     start_pos: usize,
+    rope: Option<&GpuRope>,
 ) -> Result<GpuTensor> {
     let (hq, hkv, d) = (p.n_heads, p.n_kv_heads, p.head_dim);
     if hkv == 0 || !hq.is_multiple_of(hkv) || d == 0 || d > MAX_HEAD_DIM || hq > MAX_GROUPS {
@@ -138,30 +159,13 @@ pub(crate) fn attention(
         return Ok(out);
     }
 
-    let append = b.rec.kernel(
-        "kv_append",
-        APPEND,
-        &[kv_type(b)],
-        &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-    );
-    let n = rows * kv_row;
-    let params = AppendParams {
-        n: n as u32,
-        kv_row: kv_row as u32,
-        capacity: cache.capacity as u32,
-        start_pos: (start_pos % cache.capacity) as u32,
+    let q = match rope {
+        Some(rope) => rope_append(b, q, k, v, cache, p, start_pos, rope)?,
+        None => {
+            append(b, k, v, cache, start_pos)?;
+            q.clone()
+        }
     };
-    b.rec.dispatch(
-        &append,
-        bytemuck::bytes_of(&params),
-        &[k.buf(), v.buf(), &cache.k, &cache.v],
-        grid(n.div_ceil(256) as u32),
-    )?;
 
     let group = hq / hkv;
     let (wg, rb, hb) = if rows == 1 {
@@ -250,6 +254,105 @@ pub(crate) fn attention(
     Ok(out)
 }
 
+/// Records k and v (`[rows, kv_row]`, positions start_pos..) into their ring slots.
+fn append(
+    b: &GpuBackend,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    cache: &GpuKvCache,
+    start_pos: usize,
+) -> Result<()> {
+    let kernel = b.rec.kernel(
+        "kv_append",
+        APPEND,
+        &[kv_type(b)],
+        &[
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+    );
+    let n = k.len();
+    let params = AppendParams {
+        n: n as u32,
+        kv_row: k.cols as u32,
+        capacity: cache.capacity as u32,
+        start_pos: (start_pos % cache.capacity) as u32,
+    };
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &[k.buf(), v.buf(), &cache.k, &cache.v],
+        grid(n.div_ceil(256) as u32),
+    )
+}
+
+/// Rotates q and k and records k and v into their ring slots in one pass; returns the rotated q.
+#[allow(clippy::too_many_arguments)]
+fn rope_append(
+    b: &GpuBackend,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    cache: &GpuKvCache,
+    p: &AttentionParams,
+    start_pos: usize,
+    rope: &GpuRope,
+) -> Result<GpuTensor> {
+    if 2 * rope.half != p.head_dim {
+        return Err(Error::Backend(format!(
+            "RoPE table for head size {} used on heads of {}",
+            2 * rope.half,
+            p.head_dim
+        )));
+    }
+    let adjacent = rope.layout == crate::config::RopeLayout::Adjacent;
+    let access = [
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ];
+    let kernel = b.rec.kernel(
+        "rope_append",
+        ROPE_APPEND,
+        &[kv_type(b), ("ADJACENT", adjacent.to_string())],
+        &access,
+    );
+    let params = RopeAppendParams {
+        rows: q.rows as u32,
+        q_heads: p.n_heads as u32,
+        kv_heads: p.n_kv_heads as u32,
+        half: rope.half as u32,
+        start_pos: start_pos as u32,
+        start_slot: (start_pos % cache.capacity) as u32,
+        capacity: cache.capacity as u32,
+        theta_scale: rope.theta_scale.unwrap_or(0.0),
+    };
+    let out = b.tensor(q.rows, q.cols);
+    let invocations = q.rows * (p.n_heads + p.n_kv_heads) * rope.half + v.len();
+    let bufs = [
+        q.buf(),
+        k.buf(),
+        v.buf(),
+        &rope.inv_freq,
+        out.buf(),
+        &cache.k,
+        &cache.v,
+    ];
+    b.rec.dispatch(
+        &kernel,
+        bytemuck::bytes_of(&params),
+        &bufs,
+        grid(invocations.div_ceil(256) as u32),
+    )?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::backend::cpu::CpuBackend;
@@ -269,6 +372,8 @@ mod tests {
         q_amp: f32,
         /// Allowed |gpu - cpu| relative to max |cpu|: 1e-5 in f32; f16 keys, values and products lose more.
         tol: f32,
+        /// RoPE tables: q and k are rotated inside the call (the GPU fuses it with the append).
+        rope: Option<(crate::backend::gpu::GpuRope, <CpuBackend as Backend>::Rope)>,
     }
 
     impl Twin {
@@ -291,7 +396,23 @@ mod tests {
                 p,
                 q_amp,
                 tol,
+                rope: None,
             }
+        }
+
+        /// The same, with q and k rotated in `layout` inside each call (`attention_with_rope`).
+        fn with_rope(mut self, layout: crate::config::RopeLayout) -> Self {
+            let half = self.p.head_dim / 2;
+            let inv_freq: Vec<f32> = (0..half)
+                .map(|i| 10000f32.powf(-2.0 * i as f32 / (2 * half) as f32))
+                .collect();
+            self.rope = Some((
+                self.g.rope_table(&inv_freq, layout).unwrap(),
+                self.c.rope_table(&inv_freq, layout).unwrap(),
+            ));
+            // Angles from the GPU's sin and cos: the rope test's bound.
+            self.tol = self.tol.max(2e-4);
+            self
         }
 
         /// Runs positions start_pos..start_pos + rows through both caches; compares the outputs when `check`.
@@ -307,26 +428,28 @@ mod tests {
             let cpu = |x: &[f32], cols| {
                 candle_core::Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu).unwrap()
             };
-            let want = self
-                .c
-                .attention(
-                    &cpu(&q, qc),
-                    &cpu(&k, kvc),
-                    &cpu(&v, kvc),
-                    &mut self.cc,
-                    &p,
-                    start_pos,
-                )
-                .unwrap();
+            let (cq, ck, cv) = (cpu(&q, qc), cpu(&k, kvc), cpu(&v, kvc));
+            let want = match &self.rope {
+                Some((_, rope)) => {
+                    self.c
+                        .attention_with_rope(&cq, &ck, &cv, rope, &mut self.cc, &p, start_pos)
+                }
+                None => self.c.attention(&cq, &ck, &cv, &mut self.cc, &p, start_pos),
+            }
+            .unwrap();
             let g = &self.g;
             let (gq, gk, gv) = (
                 g.tensor_from_host(&q, rows, qc).unwrap(),
                 g.tensor_from_host(&k, rows, kvc).unwrap(),
                 g.tensor_from_host(&v, rows, kvc).unwrap(),
             );
-            let got = g
-                .attention(&gq, &gk, &gv, &mut self.gc, &p, start_pos)
-                .unwrap();
+            let got = match &self.rope {
+                Some((rope, _)) => {
+                    g.attention_with_rope(&gq, &gk, &gv, rope, &mut self.gc, &p, start_pos)
+                }
+                None => g.attention(&gq, &gk, &gv, &mut self.gc, &p, start_pos),
+            }
+            .unwrap();
             assert_eq!((got.rows, got.cols), (rows, qc));
             if check {
                 let want = futures::executor::block_on(self.c.to_host(&want))
@@ -442,6 +565,24 @@ mod tests {
             ..params(2, 2, 33)
         };
         Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
+    }
+
+    /// RoPE fused with the append, in both layouts, through a sliding-window ring that wraps (capacity window +
+    /// 256): a 256-row chunk after 8 positions overwrites the oldest slots.
+    #[test]
+    fn rope_fused_with_the_append_matches_the_cpu() {
+        use crate::config::RopeLayout;
+        for layout in [RopeLayout::Adjacent, RopeLayout::SplitHalves] {
+            let Some(g) = backend() else { return };
+            let p = AttentionParams {
+                window: Some(5),
+                ..params(6, 2, 40)
+            };
+            let mut t = Twin::new(g, p, 400, 3.0).with_rope(layout);
+            t.prefill_decode_prefill();
+            t.step(53, 256, true);
+            t.step(309, 1, true);
+        }
     }
 
     #[test]

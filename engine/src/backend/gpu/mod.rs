@@ -177,6 +177,16 @@ impl GpuBackend {
     }
 }
 
+/// A sliding-window ring keeps window + MAX_ROWS_PER_FORWARD positions, so a pass may add at most that many.
+fn check_window_rows(q: &GpuTensor, cache: &GpuKvCache) -> Result<()> {
+    if q.rows > MAX_ROWS_PER_FORWARD && cache.spec.window.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "the GPU backend runs at most {MAX_ROWS_PER_FORWARD} positions per pass through a sliding-window layer"
+        )));
+    }
+    Ok(())
+}
+
 /// queue.write_buffer needs a multiple of 4 bytes.
 fn write_padded(queue: &wgpu::Queue, buf: &GpuBuf, bytes: &[u8]) {
     let whole = bytes.len() / 4 * 4;
@@ -408,12 +418,22 @@ impl Backend for GpuBackend {
         params: &AttentionParams,
         start_pos: usize,
     ) -> Result<GpuTensor> {
-        if q.rows > MAX_ROWS_PER_FORWARD && cache.spec.window.is_some() {
-            return Err(Error::InvalidArgument(format!(
-                "the GPU backend runs at most {MAX_ROWS_PER_FORWARD} positions per pass through a sliding-window layer"
-            )));
-        }
-        attention::attention(self, q, k, v, cache, params, start_pos)
+        check_window_rows(q, cache)?;
+        attention::attention(self, q, k, v, cache, params, start_pos, None)
+    }
+
+    fn attention_with_rope(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        rope: &GpuRope,
+        cache: &mut GpuKvCache,
+        params: &AttentionParams,
+        start_pos: usize,
+    ) -> Result<GpuTensor> {
+        check_window_rows(q, cache)?;
+        attention::attention(self, q, k, v, cache, params, start_pos, Some(rope))
     }
 
     fn gated_activation(

@@ -5,7 +5,10 @@ use super::{GpuBackend, GpuRope, GpuTensor};
 use crate::config::RopeLayout;
 use crate::{Error, Result};
 
-const SOURCE: &str = include_str!("../../../shaders/rope.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../../shaders/rope_common.wgsl"),
+    include_str!("../../../shaders/rope.wgsl")
+);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
