@@ -7,11 +7,16 @@
 // Entry gated_round (OP 2 to 4): out as above, then rounded for the product that reads it next (round_block.wgsl,
 // prepended; mode p.mode), one invocation per block. Bindings 4, 5: out_rounded [n], delta [n / 32] (Q8_1 only).
 
+// a and b may be column windows of wider rows (gate and up of one packed product): value i (row i / cols, column
+// i % cols) of a sits at a[row · a_at.y + a_at.x + column]; out is dense.
+
 struct Params {
     n: u32,
     cap: f32,
     mode: u32,
-    pad: u32,
+    cols: u32,
+    a_at: vec2<u32>,
+    b_at: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,21 +51,24 @@ fn gelu(x: f32) -> f32 {
 
 // OP of value i (to_f16 comes from round_block.wgsl).
 fn apply(i: u32) -> f32 {
-    let x = a[i];
+    let row = i / p.cols;
+    let col = i % p.cols;
+    let x = a[row * p.a_at.y + p.a_at.x + col];
+    let y = b[row * p.b_at.y + p.b_at.x + col];
     if (OP == 0u) {
-        return x + b[i];
+        return x + y;
     } else if (OP == 1u) {
         return p.cap * stable_tanh(x / p.cap);
     } else if (OP == 2u) {
-        return x / (1.0 + exp(-x)) * b[i];
+        return x / (1.0 + exp(-x)) * y;
     } else if (OP == 3u) {
-        return gelu(x) * b[i];
+        return gelu(x) * y;
     } else if (x <= -10.0) {
         return 0.0;
     } else if (x >= 10.0) {
-        return x * b[i];
+        return x * y;
     }
-    return to_f16(gelu(to_f16(x))) * b[i];
+    return to_f16(gelu(to_f16(x))) * y;
 }
 
 @compute @workgroup_size(256)

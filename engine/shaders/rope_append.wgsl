@@ -2,8 +2,9 @@
 // slot (start_pos + row) % capacity of the cache (KV = f16 where the adapter has shader-f16, else f32).
 // Invocations: one per q pair, then one per k pair, then one per v value (rope_common.wgsl, prepended, has the
 // angles and layouts).
-// Bindings: q [rows, q_heads·2·half], k [rows, kv_row], v [rows, kv_row], inv_freq [half], q_out (like q),
-// k_cache [capacity, kv_row], v_cache [capacity, kv_row]; kv_row = kv_heads·2·half.
+// Bindings: q [rows, q_heads·2·half], k [rows, kv_row], v [rows, kv_row], inv_freq [half], q_out (like q, dense),
+// k_cache [capacity, kv_row], v_cache [capacity, kv_row]; kv_row = kv_heads·2·half. q, k and v may be column
+// windows of wider rows (one buffer holding a packed q|k|v product): value (r, c) of q is q[r · q_at.y + q_at.x + c].
 
 enable f16;
 
@@ -17,6 +18,10 @@ struct Params {
     start_slot: u32,
     capacity: u32,
     theta_scale: f32,
+    // (offset, stride) of each input's rows in its buffer.
+    q_at: vec2<u32>,
+    k_at: vec2<u32>,
+    v_at: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,10 +42,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (id < p.rows * q_pairs) {
         let row = id / q_pairs;
         let i = id % p.half;
-        let at = vec2<u32>(row * 2u * q_pairs + (id % q_pairs) / p.half * 2u * p.half) + rope_pair(i, p.half);
+        let in_row = (id % q_pairs) / p.half * 2u * p.half + rope_pair(i, p.half);
+        let at = vec2<u32>(row * p.q_at.y + p.q_at.x) + in_row;
         let r = rope_rotate(q[at.x], q[at.y], rope_theta(p.start_pos + row, i, p.theta_scale));
-        q_out[at.x] = r.x;
-        q_out[at.y] = r.y;
+        let to = vec2<u32>(row * 2u * q_pairs) + in_row;
+        q_out[to.x] = r.x;
+        q_out[to.y] = r.y;
         return;
     }
     let kid = id - p.rows * q_pairs;
@@ -48,7 +55,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let row = kid / k_pairs;
         let i = kid % p.half;
         let in_row = (kid % k_pairs) / p.half * 2u * p.half + rope_pair(i, p.half);
-        let at = vec2<u32>(row * kv_row) + in_row;
+        let at = vec2<u32>(row * p.k_at.y + p.k_at.x) + in_row;
         let r = rope_rotate(k[at.x], k[at.y], rope_theta(p.start_pos + row, i, p.theta_scale));
         let to = vec2<u32>((p.start_slot + row) % p.capacity * kv_row) + in_row;
         k_cache[to.x] = KV(r.x);
@@ -58,6 +65,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let vid = kid - p.rows * k_pairs;
     if (vid < p.rows * kv_row) {
         let row = vid / kv_row;
-        v_cache[(p.start_slot + row) % p.capacity * kv_row + vid % kv_row] = KV(v[vid]);
+        let c = vid % kv_row;
+        v_cache[(p.start_slot + row) % p.capacity * kv_row + c] = KV(v[row * p.v_at.y + p.v_at.x + c]);
     }
 }

@@ -25,6 +25,27 @@ pub struct AttentionParams {
     pub window: Option<usize>,
 }
 
+/// Weights that multiply the same activations (q, k, v; gate, up), as the backend keeps them.
+pub enum Projections<W> {
+    /// One weight each.
+    Apart(Vec<W>),
+    /// Their rows one after another in one weight, for one product instead of several; `widths` are each one's rows.
+    Packed { weight: W, widths: Vec<usize> },
+}
+
+impl<W> Projections<W> {
+    /// The weight the activations meet first (what a producer may prepare them for).
+    pub fn first(&self) -> &W {
+        match self {
+            Projections::Apart(ws) => &ws[0],
+            Projections::Packed { weight, .. } => weight,
+        }
+    }
+}
+
+/// One weight as `upload_weight` takes it: name, type, shape [rows, cols] and file bytes.
+pub type WeightBytes<'a> = (&'a str, GgmlType, [usize; 2], &'a [u8]);
+
 /// What one layer's KV cache must hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvSpec {
@@ -56,6 +77,15 @@ pub trait Backend {
         shape: [usize; 2],
         bytes: &[u8],
     ) -> Result<Self::Weight>;
+
+    /// Weights that multiply the same activations (at least one). A backend that gains from one product over several
+    /// packs those of one type and width; the default keeps them apart.
+    fn upload_projections(&self, parts: &[WeightBytes]) -> Result<Projections<Self::Weight>> {
+        let weights = parts
+            .iter()
+            .map(|&(name, dtype, shape, bytes)| self.upload_weight(name, dtype, shape, bytes));
+        Ok(Projections::Apart(weights.collect::<Result<_>>()?))
+    }
 
     /// Fails with a clear message when weights of these types and shapes (`total` bytes) cannot live on the device.
     fn check_capacity(
@@ -176,6 +206,9 @@ pub trait Backend {
 
     /// cap * tanh(x / cap).
     fn softcap(&self, x: &Self::Tensor, cap: f32) -> Result<Self::Tensor>;
+
+    /// `[rows, Σ widths]` cut into `[rows, width]` pieces, left to right (a packed product's outputs).
+    fn split_cols(&self, x: &Self::Tensor, widths: &[usize]) -> Result<Vec<Self::Tensor>>;
 
     /// The last row of `[rows, cols]` as `[1, cols]`.
     fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;

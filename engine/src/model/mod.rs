@@ -3,7 +3,7 @@
 
 pub mod transformer;
 
-use crate::backend::{AttentionParams, Backend};
+use crate::backend::{AttentionParams, Backend, Projections, WeightBytes};
 use crate::chat::ChatTemplate;
 use crate::config::{Arch, Config};
 use crate::format::{gguf, safetensors, Metadata, TensorInfo};
@@ -276,7 +276,7 @@ impl<S: ByteSource> ModelFiles<S> {
             progress(done, total);
         };
 
-        let matrix = |name: String, rows: usize, cols: usize| async move {
+        let matrix_bytes = |name: String, rows: usize, cols: usize| async move {
             let info = self.info(&name)?;
             if info.shape != [rows, cols] {
                 return Err(Error::ShapeMismatch {
@@ -286,8 +286,44 @@ impl<S: ByteSource> ModelFiles<S> {
                 });
             }
             let bytes = self.read(info).await?;
+            Ok::<_, Error>((name, info, bytes))
+        };
+        let matrix = |name: String, rows: usize, cols: usize| async move {
+            let (name, info, bytes) = matrix_bytes(name, rows, cols).await?;
             let w = backend.upload_weight(&name, info.dtype, [rows, cols], &bytes)?;
             Ok::<_, Error>((w, info))
+        };
+        // Weights that multiply the same activations; `packable` lets the backend fuse them into one product.
+        let projections = |parts: Vec<(String, usize, usize)>, packable: bool| async move {
+            let mut read = Vec::with_capacity(parts.len());
+            for (name, rows, cols) in parts {
+                read.push(matrix_bytes(name, rows, cols).await?);
+            }
+            let bytes: Vec<WeightBytes> = read
+                .iter()
+                .map(|(name, info, bytes)| {
+                    (
+                        name.as_str(),
+                        info.dtype,
+                        [info.shape[0], info.shape[1]],
+                        bytes.as_slice(),
+                    )
+                })
+                .collect();
+            let p = if packable {
+                backend.upload_projections(&bytes)?
+            } else {
+                let weights = bytes
+                    .iter()
+                    .map(|&(name, dtype, shape, b)| backend.upload_weight(name, dtype, shape, b));
+                Projections::Apart(weights.collect::<Result<_>>()?)
+            };
+            Ok::<_, Error>((
+                p,
+                read.into_iter()
+                    .map(|(_, info, _)| info)
+                    .collect::<Vec<_>>(),
+            ))
         };
         let norm = |name: String, len: usize| async move {
             let v = self.vector(&name, len, cfg.norm_weight_offset).await?;
@@ -347,24 +383,32 @@ impl<S: ByteSource> ModelFiles<S> {
             } else {
                 (None, None)
             };
+            let f = cfg.intermediate_size;
+            // QK-norm reads q and k apart, so only models without it get q, k and v in one product.
+            let qkv_parts = vec![
+                (name(Role::Q), q_rows, h),
+                (name(Role::K), kv_rows, h),
+                (name(Role::V), kv_rows, h),
+            ];
+            let (qkv, infos) = projections(qkv_parts, !cfg.has_qk_norm()).await?;
+            infos.into_iter().for_each(&mut tick);
+            let (gate_up, infos) =
+                projections(vec![(name(Role::Gate), f, h), (name(Role::Up), f, h)], true).await?;
+            infos.into_iter().for_each(&mut tick);
             let mut take = |t: (B::Weight, &TensorInfo)| {
                 tick(t.1);
                 t.0
             };
-            let f = cfg.intermediate_size;
             layers.push(Layer {
                 attn_norm,
-                q: take(matrix(name(Role::Q), q_rows, h).await?),
-                k: take(matrix(name(Role::K), kv_rows, h).await?),
-                v: take(matrix(name(Role::V), kv_rows, h).await?),
+                qkv,
                 o: take(matrix(name(Role::O), h, q_rows).await?),
                 q_norm,
                 k_norm,
                 post_attn_norm,
                 ffn_norm,
                 post_ffn_norm,
-                gate: take(matrix(name(Role::Gate), f, h).await?),
-                up: take(matrix(name(Role::Up), f, h).await?),
+                gate_up,
                 down: take(matrix(name(Role::Down), h, f).await?),
                 attention: AttentionParams {
                     n_heads: cfg.num_attention_heads,

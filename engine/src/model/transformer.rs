@@ -1,15 +1,14 @@
 //! The one transformer definition: Llama, Gemma 2 and Gemma 3 differ only in fields of `Config` and in which
 //! optional weights exist. Every op goes through the `Backend`.
 
-use crate::backend::{AttentionParams, Backend, KvSpec};
+use crate::backend::{AttentionParams, Backend, KvSpec, Projections};
 use crate::config::Config;
 use crate::{Error, Result};
 
 pub struct Layer<B: Backend> {
     pub attn_norm: B::Tensor,
-    pub q: B::Weight,
-    pub k: B::Weight,
-    pub v: B::Weight,
+    /// q, k and v, packed into one weight where the backend multiplies them in one product.
+    pub qkv: Projections<B::Weight>,
     pub o: B::Weight,
     /// Gemma 3 normalises each query/key head before RoPE.
     pub q_norm: Option<B::Tensor>,
@@ -18,8 +17,8 @@ pub struct Layer<B: Backend> {
     pub post_attn_norm: Option<B::Tensor>,
     pub ffn_norm: B::Tensor,
     pub post_ffn_norm: Option<B::Tensor>,
-    pub gate: B::Weight,
-    pub up: B::Weight,
+    /// gate and up, likewise.
+    pub gate_up: Projections<B::Weight>,
     pub down: B::Weight,
     pub attention: AttentionParams,
     /// Index into `Transformer::ropes` (layers share tables by base).
@@ -111,9 +110,7 @@ impl<B: Backend> Transformer<B> {
         };
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let p = &layer.attention;
-            let mut q = b.matmul(&h, &layer.q)?;
-            let mut k = b.matmul(&h, &layer.k)?;
-            let v = b.matmul(&h, &layer.v)?;
+            let [mut q, mut k, v] = project(b, &h, &layer.qkv)?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = b.rms_norm(&q, qn, eps)?;
                 k = b.rms_norm(&k, kn, eps)?;
@@ -123,10 +120,10 @@ impl<B: Backend> Transformer<B> {
             if let Some(n) = &layer.post_attn_norm {
                 o = b.rms_norm(&o, n, eps)?;
             }
-            let (sum, normed) = b.add_rms_norm_for(&x, &o, &layer.ffn_norm, eps, &layer.gate)?;
+            let (sum, normed) =
+                b.add_rms_norm_for(&x, &o, &layer.ffn_norm, eps, layer.gate_up.first())?;
             x = sum;
-            let gate = b.matmul(&normed, &layer.gate)?;
-            let up = b.matmul(&normed, &layer.up)?;
+            let [gate, up] = project(b, &normed, &layer.gate_up)?;
             let mut m = b.matmul(
                 &b.gated_activation_for(&gate, &up, cfg.hidden_act, &layer.down)?,
                 &layer.down,
@@ -135,7 +132,9 @@ impl<B: Backend> Transformer<B> {
                 m = b.rms_norm(&m, n, eps)?;
             }
             match self.layers.get(i + 1) {
-                Some(next) => (x, h) = b.add_rms_norm_for(&x, &m, &next.attn_norm, eps, &next.q)?,
+                Some(next) => {
+                    (x, h) = b.add_rms_norm_for(&x, &m, &next.attn_norm, eps, next.qkv.first())?
+                }
                 None => x = b.add(&x, &m)?,
             }
         }
@@ -150,4 +149,23 @@ impl<B: Backend> Transformer<B> {
             None => Ok(logits),
         }
     }
+}
+
+/// x times each projection: one product per weight, or one over a packed weight cut into its parts.
+fn project<B: Backend, const N: usize>(
+    b: &B,
+    x: &B::Tensor,
+    p: &Projections<B::Weight>,
+) -> Result<[B::Tensor; N]> {
+    let outputs = match p {
+        Projections::Apart(ws) => ws
+            .iter()
+            .map(|w| b.matmul(x, w))
+            .collect::<Result<Vec<_>>>()?,
+        Projections::Packed { weight, widths } => b.split_cols(&b.matmul(x, weight)?, widths)?,
+    };
+    let n = outputs.len();
+    outputs
+        .try_into()
+        .map_err(|_| Error::Backend(format!("{n} projections where the layer needs {N}")))
 }

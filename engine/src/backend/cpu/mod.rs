@@ -308,6 +308,25 @@ impl Backend for CpuBackend {
         Ok(((x / cap as f64)?.tanh()? * cap as f64)?)
     }
 
+    fn split_cols(&self, x: &Tensor, widths: &[usize]) -> Result<Vec<Tensor>> {
+        let total: usize = widths.iter().sum();
+        if x.dim(1)? != total {
+            return Err(Error::Backend(format!(
+                "{} columns cannot be split into {widths:?}",
+                x.dim(1)?
+            )));
+        }
+        let mut start = 0;
+        widths
+            .iter()
+            .map(|&w| {
+                let piece = x.narrow(1, start, w)?.contiguous()?;
+                start += w;
+                Ok(piece)
+            })
+            .collect()
+    }
+
     fn last_row(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
         Ok(x.narrow(0, rows - 1, 1)?)

@@ -209,7 +209,10 @@ fn cached(
     round: impl FnOnce() -> Result<(GpuTensor, Option<GpuTensor>)>,
 ) -> Result<(GpuTensor, Option<GpuTensor>)> {
     if let Some(r) = memo.borrow().as_ref() {
-        if r.mode == mode && std::rc::Rc::ptr_eq(&r.source.slab, &x.slab) {
+        if r.mode == mode
+            && std::rc::Rc::ptr_eq(&r.source.slab, &x.slab)
+            && r.source.window().1 == x.window().1
+        {
             return Ok((r.result.clone(), r.sums.clone()));
         }
     }
@@ -389,7 +392,29 @@ mod tests {
                     elementwise::gated_round(&g, &gx, &gr, act, mode).unwrap();
                 let out = read(&g, &out);
                 assert_close(&format!("{act:?} before rounding"), &out, &plain, 0.0);
+                // gate and up as column windows of one packed product give the same bits.
+                let both: Vec<f32> = (0..rows)
+                    .flat_map(|i| {
+                        [&x[i * cols..(i + 1) * cols], &r[i * cols..(i + 1) * cols]].concat()
+                    })
+                    .collect();
+                let packed = g.tensor_from_host(&both, rows, 2 * cols).unwrap();
+                let halves = g.split_cols(&packed, &[cols, cols]).unwrap();
+                let (from_windows, rounded_from_windows, _) =
+                    elementwise::gated_round(&g, &halves[0], &halves[1], act, mode).unwrap();
+                assert_close(
+                    &format!("{act:?} of windows"),
+                    &read(&g, &from_windows),
+                    &out,
+                    0.0,
+                );
                 let (want, want_sums) = cpu_rounding(&out, dtype);
+                assert_close(
+                    &format!("{act:?} of windows, rounded"),
+                    &read(&g, &rounded_from_windows),
+                    &want,
+                    0.0,
+                );
                 assert_close(
                     &format!("{act:?} rounded for {dtype:?}"),
                     &read(&g, &rounded),

@@ -50,6 +50,10 @@ struct RopeAppendParams {
     start_slot: u32,
     capacity: u32,
     theta_scale: f32,
+    q_at: [u32; 2],
+    k_at: [u32; 2],
+    v_at: [u32; 2],
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -262,6 +266,11 @@ fn append(
     cache: &GpuKvCache,
     start_pos: usize,
 ) -> Result<()> {
+    if !k.is_dense() || !v.is_dense() {
+        return Err(Error::Backend(
+            "the KV append reads dense keys and values".into(),
+        ));
+    }
     let kernel = b.rec.kernel(
         "kv_append",
         APPEND,
@@ -308,6 +317,8 @@ fn rope_append(
         )));
     }
     let adjacent = rope.layout == crate::config::RopeLayout::Adjacent;
+    // q, k and v may be windows of one packed q|k|v product.
+    let ((q_buf, q_at), (k_buf, k_at), (v_buf, v_at)) = (q.window(), k.window(), v.window());
     let access = [
         Access::Read,
         Access::Read,
@@ -332,13 +343,17 @@ fn rope_append(
         start_slot: (start_pos % cache.capacity) as u32,
         capacity: cache.capacity as u32,
         theta_scale: rope.theta_scale.unwrap_or(0.0),
+        q_at: [q_at.offset, q_at.stride],
+        k_at: [k_at.offset, k_at.stride],
+        v_at: [v_at.offset, v_at.stride],
+        _pad: [0; 2],
     };
     let out = b.tensor(q.rows, q.cols);
     let invocations = q.rows * (p.n_heads + p.n_kv_heads) * rope.half + v.len();
     let bufs = [
-        q.buf(),
-        k.buf(),
-        v.buf(),
+        q_buf,
+        k_buf,
+        v_buf,
         &rope.inv_freq,
         out.buf(),
         &cache.k,
@@ -374,6 +389,8 @@ mod tests {
         tol: f32,
         /// RoPE tables: q and k are rotated inside the call (the GPU fuses it with the append).
         rope: Option<(crate::backend::gpu::GpuRope, <CpuBackend as Backend>::Rope)>,
+        /// The GPU gets q, k and v as column windows of one tensor (a packed q|k|v product).
+        packed: bool,
     }
 
     impl Twin {
@@ -397,6 +414,7 @@ mod tests {
                 q_amp,
                 tol,
                 rope: None,
+                packed: false,
             }
         }
 
@@ -438,11 +456,29 @@ mod tests {
             }
             .unwrap();
             let g = &self.g;
-            let (gq, gk, gv) = (
-                g.tensor_from_host(&q, rows, qc).unwrap(),
-                g.tensor_from_host(&k, rows, kvc).unwrap(),
-                g.tensor_from_host(&v, rows, kvc).unwrap(),
-            );
+            let (gq, gk, gv) = if self.packed {
+                // q | k | v side by side in each row, as one packed product leaves them.
+                let rows_of = |x: &[f32], w: usize, r: usize| x[r * w..(r + 1) * w].to_vec();
+                let all: Vec<f32> = (0..rows)
+                    .flat_map(|r| {
+                        [rows_of(&q, qc, r), rows_of(&k, kvc, r), rows_of(&v, kvc, r)].concat()
+                    })
+                    .collect();
+                let packed = g.tensor_from_host(&all, rows, qc + 2 * kvc).unwrap();
+                let [gq, gk, gv]: [_; 3] = g
+                    .split_cols(&packed, &[qc, kvc, kvc])
+                    .unwrap()
+                    .try_into()
+                    .ok()
+                    .unwrap();
+                (gq, gk, gv)
+            } else {
+                (
+                    g.tensor_from_host(&q, rows, qc).unwrap(),
+                    g.tensor_from_host(&k, rows, kvc).unwrap(),
+                    g.tensor_from_host(&v, rows, kvc).unwrap(),
+                )
+            };
             let got = match &self.rope {
                 Some((rope, _)) => {
                     g.attention_with_rope(&gq, &gk, &gv, rope, &mut self.gc, &p, start_pos)
@@ -567,21 +603,24 @@ mod tests {
         Twin::new(g, p, 128, 3.0).prefill_decode_prefill();
     }
 
-    /// RoPE fused with the append, in both layouts, through a sliding-window ring that wraps (capacity window +
-    /// 256): a 256-row chunk after 8 positions overwrites the oldest slots.
+    /// RoPE fused with the append, in both layouts, with q, k and v apart or as windows of one packed tensor,
+    /// through a sliding-window ring that wraps (capacity window + 256): a 256-row chunk overwrites the oldest slots.
     #[test]
     fn rope_fused_with_the_append_matches_the_cpu() {
         use crate::config::RopeLayout;
         for layout in [RopeLayout::Adjacent, RopeLayout::SplitHalves] {
-            let Some(g) = backend() else { return };
             let p = AttentionParams {
                 window: Some(5),
                 ..params(6, 2, 40)
             };
-            let mut t = Twin::new(g, p, 400, 3.0).with_rope(layout);
-            t.prefill_decode_prefill();
-            t.step(53, 256, true);
-            t.step(309, 1, true);
+            for packed in [false, true] {
+                let Some(g) = backend() else { return };
+                let mut t = Twin::new(g, p, 400, 3.0).with_rope(layout);
+                t.packed = packed;
+                t.prefill_decode_prefill();
+                t.step(53, 256, true);
+                t.step(309, 1, true);
+            }
         }
     }
 

@@ -18,7 +18,22 @@ struct Params {
     cap: f32,
     /// round_block.wgsl's mode (gated_round only).
     mode: u32,
-    _pad: u32,
+    cols: u32,
+    /// (offset, stride) of a's and b's rows in their buffers: gate and up may be windows of one packed product.
+    a_at: [u32; 2],
+    b_at: [u32; 2],
+}
+
+fn params(a: &GpuTensor, b: &GpuTensor, cap: f32, mode: u32) -> Params {
+    let (a_at, b_at) = (a.window().1, b.window().1);
+    Params {
+        n: a.len() as u32,
+        cap,
+        mode,
+        cols: a.cols.max(1) as u32,
+        a_at: [a_at.offset, a_at.stride],
+        b_at: [b_at.offset, b_at.stride],
+    }
 }
 
 fn launch(
@@ -35,16 +50,11 @@ fn launch(
         &[("OP", format!("{op}u"))],
         &[Access::Read, Access::Read, Access::ReadWrite],
     );
-    let params = Params {
-        n: a.len() as u32,
-        cap,
-        mode: 0,
-        _pad: 0,
-    };
+    let params = params(a, other, cap, 0);
     b.rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[a.buf(), other.buf(), out.buf()],
+        &[a.window().0, other.window().0, out.buf()],
         grid(a.len().div_ceil(WORKGROUP) as u32),
     )?;
     Ok(out)
@@ -118,15 +128,16 @@ pub(crate) fn gated_round(
         &[("OP", format!("{}u", gated_op(act)))],
         &access,
     );
-    let params = Params {
-        n: gate.len() as u32,
-        cap: 0.0,
-        mode,
-        _pad: 0,
-    };
+    let params = params(gate, up, 0.0, mode);
     let blocks = gate.len() / super::activation_rounding::block_size(mode);
     let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
-    let bufs = [gate.buf(), up.buf(), out.buf(), rounded.buf(), delta];
+    let bufs = [
+        gate.window().0,
+        up.window().0,
+        out.buf(),
+        rounded.buf(),
+        delta,
+    ];
     b.rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),

@@ -18,7 +18,9 @@ mod rope;
 pub(crate) mod testing;
 mod topk;
 
-use super::{AttentionParams, Backend, KvSpec, SamplingLogits, TOP_K_CANDIDATES};
+use super::{
+    AttentionParams, Backend, KvSpec, Projections, SamplingLogits, WeightBytes, TOP_K_CANDIDATES,
+};
 use crate::config::{Activation, RopeLayout};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -39,17 +41,47 @@ pub struct GpuBackend {
     unused: GpuBuf,
 }
 
-/// An f32 activation `[rows, cols]` in a pooled buffer.
+/// An f32 activation `[rows, cols]` in a pooled buffer: dense, or (`split_cols`) a window of columns of a wider
+/// tensor, whose element (r, c) sits at r · stride + offset + c. Only kernels that take a `Layout` read windows.
 #[derive(Clone)]
 pub struct GpuTensor {
     slab: Rc<Slab>,
     pub rows: usize,
     pub cols: usize,
+    offset: usize,
+    stride: usize,
+}
+
+/// Where a tensor's values sit in its buffer, as kernels that read column windows take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub offset: u32,
+    pub stride: u32,
 }
 
 impl GpuTensor {
+    /// The buffer of a dense tensor. Kernels that do not take a `Layout` see every tensor through this.
     pub(crate) fn buf(&self) -> &GpuBuf {
+        debug_assert!(
+            self.is_dense(),
+            "a column window reached a kernel that reads dense tensors"
+        );
         self.slab.buf()
+    }
+
+    /// The buffer, and where this tensor's values sit in it.
+    pub(crate) fn window(&self) -> (&GpuBuf, Layout) {
+        (
+            self.slab.buf(),
+            Layout {
+                offset: self.offset as u32,
+                stride: self.stride as u32,
+            },
+        )
+    }
+
+    pub(crate) fn is_dense(&self) -> bool {
+        self.offset == 0 && self.stride == self.cols
     }
 
     pub fn len(&self) -> usize {
@@ -143,6 +175,8 @@ impl GpuBackend {
                 .take(&self.rec.ctx.device, (rows * cols * 4) as u64),
             rows,
             cols,
+            offset: 0,
+            stride: cols,
         }
     }
 
@@ -271,6 +305,32 @@ impl Backend for GpuBackend {
             row_bytes,
             chunks,
         })
+    }
+
+    fn upload_projections(&self, parts: &[WeightBytes]) -> Result<Projections<GpuWeight>> {
+        // One product over rows of one type and width (q, k, v; gate, up) instead of one per weight: fewer
+        // dispatches, the activations read once. Each row keeps its file layout.
+        let Some(&(_, dtype, [_, cols], _)) = parts.first() else {
+            return Ok(Projections::Apart(Vec::new()));
+        };
+        if parts.len() == 1
+            || parts
+                .iter()
+                .any(|&(_, d, [_, c], _)| d != dtype || c != cols)
+        {
+            let weights = parts
+                .iter()
+                .map(|&(name, dtype, shape, bytes)| self.upload_weight(name, dtype, shape, bytes));
+            return Ok(Projections::Apart(weights.collect::<Result<_>>()?));
+        }
+        let name = parts.iter().map(|p| p.0).collect::<Vec<_>>().join(" + ");
+        let widths: Vec<usize> = parts.iter().map(|p| p.2[0]).collect();
+        let bytes = parts
+            .iter()
+            .flat_map(|p| p.3.iter().copied())
+            .collect::<Vec<u8>>();
+        let weight = self.upload_weight(&name, dtype, [widths.iter().sum(), cols], &bytes)?;
+        Ok(Projections::Packed { weight, widths })
     }
 
     fn check_capacity(&self, matrices: &[(&str, GgmlType, [usize; 2])], total: u64) -> Result<()> {
@@ -470,6 +530,30 @@ impl Backend for GpuBackend {
         elementwise::softcap(self, x, cap)
     }
 
+    fn split_cols(&self, x: &GpuTensor, widths: &[usize]) -> Result<Vec<GpuTensor>> {
+        if widths.iter().sum::<usize>() != x.cols {
+            return Err(Error::Backend(format!(
+                "{} columns cannot be split into {widths:?}",
+                x.cols
+            )));
+        }
+        let mut offset = x.offset;
+        Ok(widths
+            .iter()
+            .map(|&cols| {
+                let piece = GpuTensor {
+                    slab: x.slab.clone(),
+                    rows: x.rows,
+                    cols,
+                    offset,
+                    stride: x.stride,
+                };
+                offset += cols;
+                piece
+            })
+            .collect())
+    }
+
     fn last_row(&self, x: &GpuTensor) -> Result<GpuTensor> {
         if x.rows == 0 {
             return Err(Error::Backend("last row of an empty tensor".into()));
@@ -482,12 +566,24 @@ impl Backend for GpuBackend {
     }
 
     async fn to_host(&self, x: &GpuTensor) -> Result<Vec<Vec<f32>>> {
-        let bytes = self.rec.read(x.buf(), 0, (x.len() * 4) as u64).await?;
+        // A column window is read with the rows it sits in, then cut out.
+        let (buf, at) = x.window();
+        let span = if x.rows == 0 {
+            0
+        } else {
+            (x.rows - 1) * x.stride + x.cols
+        };
+        let bytes = self
+            .rec
+            .read(buf, at.offset as u64 * 4, (span * 4) as u64)
+            .await?;
         let values: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        Ok(values.chunks(x.cols.max(1)).map(|r| r.to_vec()).collect())
+        Ok((0..x.rows)
+            .map(|r| values[r * x.stride..r * x.stride + x.cols].to_vec())
+            .collect())
     }
 
     async fn sampling_logits(&self, logits: &GpuTensor) -> Result<SamplingLogits> {
