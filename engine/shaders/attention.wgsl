@@ -12,6 +12,7 @@
 //   Σ p·v) to dst as scratch [rows, n_heads, splits, HEAD_DIM + 2], which attention_combine.wgsl merges.
 // Grid: x = kv head · head blocks + head block, y = row block, z = split.
 // Bindings: q [rows, n_heads·HEAD_DIM], k_cache [capacity, kv_row], v_cache [capacity, kv_row], dst (see above).
+// attention_round.wgsl or attention_plain.wgsl is appended: with the first, one split also rounds its output.
 // Defines: HEAD_DIM, RB, HB, WG (a power of two), KV: the cache's element type. With KV = f16 (adapters with
 // shader-f16) the products q·k and p·v are f16 multiplies; sums, softmax and the output stay f32.
 
@@ -213,5 +214,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 }
             }
         }
+    }
+    if (p.splits == 1u) {
+        round_heads(row0, gh0, kv_head, lid);
     }
 }

@@ -26,15 +26,15 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out_rounded: array<f32>;
 @group(0) @binding(5) var<storage, read_write> delta: array<f32>;
 
-fn src(i: u32) -> f32 {
+fn round_src(i: u32) -> f32 {
     return out[i];
 }
 
-fn dst(i: u32, v: f32) {
+fn round_dst(i: u32, v: f32) {
     out_rounded[i] = v;
 }
 
-fn put_delta(block: u32, v: f32) {
+fn round_delta(block: u32, v: f32) {
     delta[block] = v;
 }
 

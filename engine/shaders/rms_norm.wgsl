@@ -22,15 +22,15 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> y_rounded: array<f32>;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
 
-fn src(i: u32) -> f32 {
+fn round_src(i: u32) -> f32 {
     return y[i];
 }
 
-fn dst(i: u32, v: f32) {
+fn round_dst(i: u32, v: f32) {
     y_rounded[i] = v;
 }
 
-fn put_delta(block: u32, v: f32) {
+fn round_delta(block: u32, v: f32) {
     delta[block] = v;
 }
 

@@ -11,15 +11,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> delta: array<f32>;
 
-fn src(i: u32) -> f32 {
+fn round_src(i: u32) -> f32 {
     return x[i];
 }
 
-fn dst(i: u32, v: f32) {
+fn round_dst(i: u32, v: f32) {
     y[i] = v;
 }
 
-fn put_delta(block: u32, v: f32) {
+fn round_delta(block: u32, v: f32) {
     if (MODE == 5u) {
         delta[block] = v;
     }

@@ -8,8 +8,8 @@
 //   mode 5: Q8_1 (Q4_1, Q5_1 weights): x' as mode 1, and per block delta = f16(d · Σq) - f16(d) · Σq with the
 //           unrounded d = amax / 127. ggml adds m · f16(d · Σq) per block where Σ x' gives m · f16(d) · Σq, so
 //           the product adds m · delta.
-// Prepended to shaders that define src(i) -> f32 (the activations), dst(i, v) (the rounded ones) and
-// put_delta(block, v); modes 3 and 4 take one value per "block".
+// Prepended to shaders that define round_src(i) -> f32 (the activations), round_dst(i, v) (the rounded ones) and
+// round_delta(block, v); modes 3 and 4 take one value per "block".
 
 fn to_f16(v: f32) -> f32 {
     return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
@@ -31,8 +31,8 @@ fn round_block_size(mode: u32) -> u32 {
 
 fn round_block(mode: u32, block: u32) {
     if (mode == 3u || mode == 4u) {
-        let v = src(block);
-        dst(block, select(to_bf16(v), to_f16(v), mode == 3u));
+        let v = round_src(block);
+        round_dst(block, select(to_bf16(v), to_f16(v), mode == 3u));
         return;
     }
     let size = round_block_size(mode);
@@ -40,7 +40,7 @@ fn round_block(mode: u32, block: u32) {
     var amax = 0.0;
     var max = 0.0;
     for (var i = 0u; i < size; i++) {
-        let v = src(base + i);
+        let v = round_src(base + i);
         if (abs(v) > amax) {
             amax = abs(v);
             max = v;
@@ -50,7 +50,7 @@ fn round_block(mode: u32, block: u32) {
         let iscale = select(0.0, -127.0 / max, amax != 0.0);
         let d = select(0.0, 1.0 / iscale, amax != 0.0);
         for (var i = 0u; i < size; i++) {
-            dst(base + i, min(round(iscale * src(base + i)), 127.0) * d);
+            round_dst(base + i, min(round(iscale * round_src(base + i)), 127.0) * d);
         }
         return;
     }
@@ -59,11 +59,11 @@ fn round_block(mode: u32, block: u32) {
     let inv = select(0.0, 127.0 / amax, amax != 0.0);
     var sum = 0i;
     for (var i = 0u; i < size; i++) {
-        let q = clamp(round(src(base + i) * inv), -128.0, 127.0);
+        let q = clamp(round(round_src(base + i) * inv), -128.0, 127.0);
         sum += i32(q);
-        dst(base + i, q * d16);
+        round_dst(base + i, q * d16);
     }
     if (mode == 5u) {
-        put_delta(block, to_f16(d * f32(sum)) - d16 * f32(sum));
+        round_delta(block, to_f16(d * f32(sum)) - d16 * f32(sum));
     }
 }

@@ -163,8 +163,9 @@ pub trait Backend {
         start_pos: usize,
     ) -> Result<Self::Tensor>;
 
-    /// RoPE on q and k (`rope`, positions start_pos..), then `attention`: one call, so a backend can rotate and
-    /// append to the cache in one pass.
+    /// RoPE on q and k (`rope`, positions start_pos..), then `attention`, whose output is multiplied by `next`
+    /// before anything else reads it: one call, so a backend can rotate and append to the cache in one pass, and
+    /// prepare the output for that product in the attention's pass.
     #[allow(clippy::too_many_arguments)]
     fn attention_with_rope(
         &self,
@@ -175,7 +176,9 @@ pub trait Backend {
         cache: &mut Self::KvCache,
         params: &AttentionParams,
         start_pos: usize,
+        next: &Self::Weight,
     ) -> Result<Self::Tensor> {
+        let _ = next;
         let q = self.rope(q, rope, params.n_heads, start_pos)?;
         let k = self.rope(k, rope, params.n_kv_heads, start_pos)?;
         self.attention(&q, &k, v, cache, params, start_pos)

@@ -115,7 +115,8 @@ impl<B: Backend> Transformer<B> {
                 q = b.rms_norm(&q, qn, eps)?;
                 k = b.rms_norm(&k, kn, eps)?;
             }
-            let a = b.attention_with_rope(&q, &k, &v, &self.ropes[layer.rope], kv, p, pos)?;
+            let a =
+                b.attention_with_rope(&q, &k, &v, &self.ropes[layer.rope], kv, p, pos, &layer.o)?;
             let mut o = b.matmul(&a, &layer.o)?;
             if let Some(n) = &layer.post_attn_norm {
                 o = b.rms_norm(&o, n, eps)?;

@@ -295,57 +295,6 @@ mod tests {
         );
     }
 
-    /// ggml's CPU rounding of `x` for `dtype`, and Q8_1's per-block delta (f16(d·Σq) - f16(d)·Σq).
-    fn cpu_rounding(x: &[f32], dtype: GgmlType) -> (Vec<f32>, Option<Vec<f32>>) {
-        match dtype {
-            GgmlType::Q4_1 => {
-                let mut blocks = vec![q8::BlockQ8_1::default(); x.len() / 32];
-                q8::quantize_q8_1(x, &mut blocks);
-                let rounded = blocks
-                    .iter()
-                    .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
-                    .collect();
-                let delta = blocks
-                    .iter()
-                    .map(|b| b.s - b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32);
-                (rounded, Some(delta.collect()))
-            }
-            GgmlType::Q4_0 => {
-                let mut blocks = vec![q8::BlockQ8_0::default(); x.len() / 32];
-                q8::quantize_q8_0(x, &mut blocks);
-                (
-                    blocks
-                        .iter()
-                        .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
-                        .collect(),
-                    None,
-                )
-            }
-            GgmlType::Q6K => {
-                let mut blocks = vec![q8::BlockQ8K::default(); x.len() / 256];
-                q8::quantize_q8_k(x, &mut blocks);
-                (
-                    blocks
-                        .iter()
-                        .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
-                        .collect(),
-                    None,
-                )
-            }
-            GgmlType::F16 => (
-                x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
-                None,
-            ),
-            GgmlType::BF16 => (
-                x.iter()
-                    .map(|&v| half::bf16::from_f32(v).to_f32())
-                    .collect(),
-                None,
-            ),
-            other => unreachable!("no rounding test for {other:?}"),
-        }
-    }
-
     /// The norm and the gated activation emit the next product's rounding in their own pass: what they emit equals
     /// the CPU's quantiser applied to what they computed, bit for bit, in every mode.
     #[test]
@@ -375,7 +324,8 @@ mod tests {
             let mode = mode_for(dtype, cols).unwrap();
             let (_, normed, rounded, sums) =
                 norm::add_rms_norm_round(&g, &gx, &gr, &gw, 1e-6, mode).unwrap();
-            let (want, want_sums) = cpu_rounding(&read(&g, &normed), dtype);
+            let (want, want_sums) =
+                crate::backend::gpu::testing::cpu_rounding(&read(&g, &normed), dtype);
             assert_close(
                 &format!("add_rms_norm rounded for {dtype:?}"),
                 &read(&g, &rounded),
@@ -408,7 +358,7 @@ mod tests {
                     &out,
                     0.0,
                 );
-                let (want, want_sums) = cpu_rounding(&out, dtype);
+                let (want, want_sums) = crate::backend::gpu::testing::cpu_rounding(&out, dtype);
                 assert_close(
                     &format!("{act:?} of windows, rounded"),
                     &read(&g, &rounded_from_windows),

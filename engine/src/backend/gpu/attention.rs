@@ -4,6 +4,7 @@
 //! sees more than `SPLIT_KEYS` keys spreads them over several workgroups per head (flash-decoding) and merges their
 //! partial softmaxes with a third dispatch.
 
+use super::activation_rounding::{block_size, Q8_1};
 use super::recorder::{grid, Access};
 use super::{GpuBackend, GpuKvCache, GpuRope, GpuTensor};
 use crate::backend::AttentionParams;
@@ -14,7 +15,15 @@ const ROPE_APPEND: &str = concat!(
     include_str!("../../../shaders/rope_common.wgsl"),
     include_str!("../../../shaders/rope_append.wgsl")
 );
-const ATTEND: &str = include_str!("../../../shaders/attention.wgsl");
+const ATTEND: &str = concat!(
+    include_str!("../../../shaders/attention.wgsl"),
+    include_str!("../../../shaders/attention_plain.wgsl")
+);
+const ATTEND_ROUND: &str = concat!(
+    include_str!("../../../shaders/round_block.wgsl"),
+    include_str!("../../../shaders/attention.wgsl"),
+    include_str!("../../../shaders/attention_round.wgsl")
+);
 const COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
 
 /// Longest head the kernels take (Gemma's 256).
@@ -99,7 +108,8 @@ pub(crate) fn kv_element_bytes(b: &GpuBackend) -> usize {
 }
 
 ///
-/// With `rope`, q and k are rotated first, in the same pass as the append (rope_append.wgsl).
+/// With `rope`, q and k are rotated first, in the same pass as the append (rope_append.wgsl). With `round` (a
+/// round_block.wgsl mode), the output may also come back rounded in that mode (with Q8_1's sums) from the same pass.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     b: &GpuBackend,
@@ -110,7 +120,8 @@ pub(crate) fn attention(
     p: &AttentionParams,
     start_pos: usize,
     rope: Option<&GpuRope>,
-) -> Result<GpuTensor> {
+    round: Option<u32>,
+) -> Result<(GpuTensor, Option<(GpuTensor, Option<GpuTensor>)>)> {
     let (hq, hkv, d) = (p.n_heads, p.n_kv_heads, p.head_dim);
     if hkv == 0 || !hq.is_multiple_of(hkv) || d == 0 || d > MAX_HEAD_DIM || hq > MAX_GROUPS {
         return Err(Error::Backend(format!(
@@ -160,7 +171,7 @@ pub(crate) fn attention(
     }
     let out = b.tensor(rows, hq * d);
     if rows == 0 {
-        return Ok(out);
+        return Ok((out, None));
     }
 
     let q = match rope {
@@ -187,18 +198,25 @@ pub(crate) fn attention(
     } else {
         (1, visible)
     };
-    let kernel = b.rec.kernel(
-        "attention",
-        ATTEND,
-        &[
-            ("HEAD_DIM", format!("{d}u")),
-            ("RB", format!("{rb}u")),
-            ("HB", format!("{hb}u")),
-            ("WG", format!("{wg}u")),
-            kv_type(b),
-        ],
-        &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    );
+    // With one split the kernel can round its output for the o projection in the same pass.
+    let rounding = round.filter(|&mode| splits == 1 && d.is_multiple_of(block_size(mode)));
+    let mut defines = vec![
+        ("HEAD_DIM", format!("{d}u")),
+        ("RB", format!("{rb}u")),
+        ("HB", format!("{hb}u")),
+        ("WG", format!("{wg}u")),
+        kv_type(b),
+    ];
+    let mut access = vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+    let (name, source) = match rounding {
+        Some(mode) => {
+            defines.push(("ROUND", format!("{mode}u")));
+            access.extend([Access::ReadWrite, Access::ReadWrite]);
+            ("attention_round", ATTEND_ROUND)
+        }
+        None => ("attention", ATTEND),
+    };
+    let kernel = b.rec.kernel(name, source, &defines, &access);
     let params = AttendParams {
         rows: rows as u32,
         n_heads: hq as u32,
@@ -221,13 +239,22 @@ pub(crate) fn attention(
         splits as u32,
     ];
     if splits == 1 {
-        b.rec.dispatch(
-            &kernel,
-            bytemuck::bytes_of(&params),
-            &[q.buf(), &cache.k, &cache.v, out.buf()],
-            groups,
-        )?;
-        return Ok(out);
+        let Some(mode) = rounding else {
+            b.rec.dispatch(
+                &kernel,
+                bytemuck::bytes_of(&params),
+                &[q.buf(), &cache.k, &cache.v, out.buf()],
+                groups,
+            )?;
+            return Ok((out, None));
+        };
+        let rounded = b.tensor(rows, hq * d);
+        let sums = (mode == Q8_1).then(|| b.tensor(rows, hq * d / 32));
+        let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
+        let bufs = [q.buf(), &cache.k, &cache.v, out.buf(), rounded.buf(), delta];
+        b.rec
+            .dispatch(&kernel, bytemuck::bytes_of(&params), &bufs, groups)?;
+        return Ok((out, Some((rounded, sums))));
     }
     // Sized for the most splits, not this step's: the pool then hands back the same buffer as the context grows.
     let scratch = b.tensor(rows * hq * MAX_SPLITS, d + 2);
@@ -255,7 +282,7 @@ pub(crate) fn attention(
         &[scratch.buf(), out.buf()],
         grid((rows * hq) as u32),
     )?;
-    Ok(out)
+    Ok((out, None))
 }
 
 /// Records k and v (`[rows, kv_row]`, positions start_pos..) into their ring slots.
@@ -375,6 +402,7 @@ mod tests {
     use crate::backend::gpu::GpuOptions;
     use crate::backend::gpu::{GpuBackend, GpuKvCache};
     use crate::backend::{AttentionParams, Backend, KvSpec};
+    use crate::quant::GgmlType;
 
     /// The same layer on both backends, fed the same keys, values and queries.
     struct Twin {
@@ -389,6 +417,11 @@ mod tests {
         tol: f32,
         /// RoPE tables: q and k are rotated inside the call (the GPU fuses it with the append).
         rope: Option<(crate::backend::gpu::GpuRope, <CpuBackend as Backend>::Rope)>,
+        /// The product the output feeds (an F32 weight: nothing is rounded).
+        next: (
+            crate::backend::gpu::GpuWeight,
+            <CpuBackend as Backend>::Weight,
+        ),
         /// The GPU gets q, k and v as column windows of one tensor (a packed q|k|v product).
         packed: bool,
     }
@@ -405,6 +438,14 @@ mod tests {
             let gc = g.new_kv_cache(spec).unwrap();
             let cc = c.new_kv_cache(spec).unwrap();
             let tol = if g.uses_f16() { F16_TOLERANCE } else { 1e-5 };
+            let qc = p.n_heads * p.head_dim;
+            let zeros = vec![0u8; qc * 4];
+            let next = (
+                g.upload_weight("o", GgmlType::F32, [1, qc], &zeros)
+                    .unwrap(),
+                c.upload_weight("o", GgmlType::F32, [1, qc], &zeros)
+                    .unwrap(),
+            );
             Self {
                 g,
                 c,
@@ -415,6 +456,7 @@ mod tests {
                 tol,
                 rope: None,
                 packed: false,
+                next,
             }
         }
 
@@ -448,10 +490,16 @@ mod tests {
             };
             let (cq, ck, cv) = (cpu(&q, qc), cpu(&k, kvc), cpu(&v, kvc));
             let want = match &self.rope {
-                Some((_, rope)) => {
-                    self.c
-                        .attention_with_rope(&cq, &ck, &cv, rope, &mut self.cc, &p, start_pos)
-                }
+                Some((_, rope)) => self.c.attention_with_rope(
+                    &cq,
+                    &ck,
+                    &cv,
+                    rope,
+                    &mut self.cc,
+                    &p,
+                    start_pos,
+                    &self.next.1,
+                ),
                 None => self.c.attention(&cq, &ck, &cv, &mut self.cc, &p, start_pos),
             }
             .unwrap();
@@ -480,9 +528,16 @@ mod tests {
                 )
             };
             let got = match &self.rope {
-                Some((rope, _)) => {
-                    g.attention_with_rope(&gq, &gk, &gv, rope, &mut self.gc, &p, start_pos)
-                }
+                Some((rope, _)) => g.attention_with_rope(
+                    &gq,
+                    &gk,
+                    &gv,
+                    rope,
+                    &mut self.gc,
+                    &p,
+                    start_pos,
+                    &self.next.0,
+                ),
                 None => g.attention(&gq, &gk, &gv, &mut self.gc, &p, start_pos),
             }
             .unwrap();
@@ -620,6 +675,76 @@ mod tests {
                 t.prefill_decode_prefill();
                 t.step(53, 256, true);
                 t.step(309, 1, true);
+            }
+        }
+    }
+
+    /// With one split, the attention pass also rounds its output for the o projection: for every mode whose blocks
+    /// tile a head, the rounding equals the CPU's quantiser applied to the output, bit for bit. Many splits (a long
+    /// decode) leave the rounding to its own pass.
+    #[test]
+    fn attention_rounds_its_output_for_the_o_projection() {
+        use crate::backend::gpu::activation_rounding::mode_for;
+        use crate::backend::gpu::testing::cpu_rounding;
+        let Some(g) = backend() else { return };
+        for (head_dim, dtypes) in [
+            (
+                64,
+                &[
+                    GgmlType::Q8_0,
+                    GgmlType::Q4_1,
+                    GgmlType::F16,
+                    GgmlType::BF16,
+                ][..],
+            ),
+            (256, &[GgmlType::Q6K][..]),
+        ] {
+            let p = params(6, 2, head_dim);
+            let (qc, kvc) = (6 * head_dim, 2 * head_dim);
+            for &dtype in dtypes {
+                let mode = mode_for(dtype, qc);
+                let spec = KvSpec {
+                    n_kv_heads: 2,
+                    head_dim,
+                    max_positions: 600,
+                    window: None,
+                };
+                let mut cache = g.new_kv_cache(spec).unwrap();
+                let inv_freq: Vec<f32> = (0..head_dim / 2).map(|i| 0.9f32.powi(i as i32)).collect();
+                let rope = g
+                    .rope_table(&inv_freq, crate::config::RopeLayout::SplitHalves)
+                    .unwrap();
+                // A 37-row prefill, a decode step, then a 300-row prefill and a decode over 338 keys (split).
+                for (start, rows, splits) in [
+                    (0, 37, false),
+                    (37, 1, false),
+                    (38, 300, false),
+                    (338, 1, true),
+                ] {
+                    let t = |cols, seed| {
+                        g.tensor_from_host(&values(rows * cols, seed), rows, cols)
+                            .unwrap()
+                    };
+                    let (q, k, v) = (
+                        t(qc, start as u64),
+                        t(kvc, start as u64 + 1),
+                        t(kvc, start as u64 + 2),
+                    );
+                    let (out, rounded) =
+                        super::attention(&g, &q, &k, &v, &mut cache, &p, start, Some(&rope), mode)
+                            .unwrap();
+                    let what = format!("{dtype:?} head {head_dim} at {start}..{}", start + rows);
+                    let Some((rounded, sums)) = rounded else {
+                        assert!(splits, "{what}: one split, yet no rounding");
+                        continue;
+                    };
+                    assert!(!splits, "{what}: rounded in a split pass");
+                    let (want, want_sums) = cpu_rounding(&read(&g, &out), dtype);
+                    assert_close(&what, &read(&g, &rounded), &want, 0.0);
+                    if let (Some(got), Some(want)) = (sums, want_sums) {
+                        assert_close(&format!("{what}: Q8_1 sums"), &read(&g, &got), &want, 0.0);
+                    }
+                }
             }
         }
     }

@@ -479,7 +479,7 @@ impl Backend for GpuBackend {
         start_pos: usize,
     ) -> Result<GpuTensor> {
         check_window_rows(q, cache)?;
-        attention::attention(self, q, k, v, cache, params, start_pos, None)
+        Ok(attention::attention(self, q, k, v, cache, params, start_pos, None, None)?.0)
     }
 
     fn attention_with_rope(
@@ -491,9 +491,16 @@ impl Backend for GpuBackend {
         cache: &mut GpuKvCache,
         params: &AttentionParams,
         start_pos: usize,
+        next: &GpuWeight,
     ) -> Result<GpuTensor> {
         check_window_rows(q, cache)?;
-        attention::attention(self, q, k, v, cache, params, start_pos, Some(rope))
+        let mode = activation_rounding::mode_for(next.dtype, q.cols);
+        let (out, rounded) =
+            attention::attention(self, q, k, v, cache, params, start_pos, Some(rope), mode)?;
+        if let (Some(mode), Some((rounded, sums))) = (mode, rounded) {
+            activation_rounding::remember(&self.rounded, &out, mode, rounded, sums);
+        }
+        Ok(out)
     }
 
     fn gated_activation(

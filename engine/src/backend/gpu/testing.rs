@@ -1,7 +1,9 @@
 //! Shared pieces of the kernel tests: a backend on the real adapter, and comparisons that name the first mismatch.
 
 use super::{GpuBackend, GpuOptions, GpuTensor};
+use crate::backend::cpu::q8;
 use crate::backend::Backend;
+use crate::quant::GgmlType;
 
 /// The GPU backend, or None (test skipped) when the machine has no adapter. Under CI=true a missing adapter fails.
 pub(crate) fn backend_with(options: GpuOptions) -> Option<GpuBackend> {
@@ -60,4 +62,55 @@ pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
+}
+
+/// ggml's CPU rounding of `x` for `dtype`, and Q8_1's per-block delta (f16(d·Σq) - f16(d)·Σq).
+pub(crate) fn cpu_rounding(x: &[f32], dtype: GgmlType) -> (Vec<f32>, Option<Vec<f32>>) {
+    match dtype {
+        GgmlType::Q4_1 => {
+            let mut blocks = vec![q8::BlockQ8_1::default(); x.len() / 32];
+            q8::quantize_q8_1(x, &mut blocks);
+            let rounded = blocks
+                .iter()
+                .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                .collect();
+            let delta = blocks
+                .iter()
+                .map(|b| b.s - b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32);
+            (rounded, Some(delta.collect()))
+        }
+        GgmlType::Q4_0 | GgmlType::Q8_0 => {
+            let mut blocks = vec![q8::BlockQ8_0::default(); x.len() / 32];
+            q8::quantize_q8_0(x, &mut blocks);
+            (
+                blocks
+                    .iter()
+                    .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                    .collect(),
+                None,
+            )
+        }
+        GgmlType::Q6K => {
+            let mut blocks = vec![q8::BlockQ8K::default(); x.len() / 256];
+            q8::quantize_q8_k(x, &mut blocks);
+            (
+                blocks
+                    .iter()
+                    .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d))
+                    .collect(),
+                None,
+            )
+        }
+        GgmlType::F16 => (
+            x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+            None,
+        ),
+        GgmlType::BF16 => (
+            x.iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect(),
+            None,
+        ),
+        other => unreachable!("no rounding test for {other:?}"),
+    }
 }
