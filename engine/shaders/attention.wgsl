@@ -12,7 +12,8 @@
 //   Σ p·v) to dst as scratch [rows, n_heads, splits, HEAD_DIM + 2], which attention_combine.wgsl merges.
 // Grid: x = kv head · head blocks + head block, y = row block, z = split.
 // Bindings: q [rows, n_heads·HEAD_DIM], k_cache [capacity, kv_row], v_cache [capacity, kv_row], dst (see above).
-// attention_round.wgsl or attention_plain.wgsl is appended: with the first, one split also rounds its output.
+// Appended: attention_round.wgsl (one split also rounds its output) or attention_no_round.wgsl, and
+// attention_rope.wgsl (a decode step also rotates q and k and appends k and v) or attention_no_rope.wgsl.
 // Defines: HEAD_DIM, RB, HB, WG (a power of two), KV: the cache's element type. With KV = f16 (adapters with
 // shader-f16) the products q·k and p·v are f16 multiplies; sums, softmax and the output stay f32.
 
@@ -33,12 +34,20 @@ struct Params {
     scale: f32,
     softcap: f32,
     has_softcap: u32,
+    // attention_rope.wgsl only: RoPE's theta_scale (see rope_common.wgsl), the step's ring slot, and (offset,
+    // stride) of q's, the new key's and the new value's rows in their buffers.
+    theta_scale: f32,
+    slot: u32,
+    q_at: vec2<u32>,
+    k_at: vec2<u32>,
+    v_at: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<KV>;
-@group(0) @binding(3) var<storage, read> v_cache: array<KV>;
+// Written only by attention_rope.wgsl's prologue.
+@group(0) @binding(2) var<storage, read_write> k_cache: array<KV>;
+@group(0) @binding(3) var<storage, read_write> v_cache: array<KV>;
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 // Queries of one workgroup, and output dims of one thread.
@@ -90,16 +99,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let klo = lo + split * p.chunk;
     let khi = select(last_pos, min(last_pos, klo + p.chunk - 1u), p.splits > 1u);
 
-    for (var i = lid; i < NQ * HEAD_DIM; i += WG) {
-        let qi = i / HEAD_DIM;
-        let row = row0 + qi / HB;
-        let gh = gh0 + qi % HB;
-        var x = 0.0;
-        if (row < p.rows && gh < p.group_size) {
-            x = q[(row * p.n_heads + kv_head * p.group_size + gh) * HEAD_DIM + i % HEAD_DIM];
-        }
-        qs[i] = x;
-    }
+    load_queries(row0, gh0, kv_head, lid);
 
     // Running max per query (the same in every thread), this thread's share of the running sum, its output dims.
     var m: array<f32, NQ>;

@@ -3,8 +3,8 @@
 // ROUND is the rounding mode; a head is whole blocks of it. Bindings: rounded (like dst), delta [rows, cols / 32]
 // (Q8_1 only).
 
-@group(0) @binding(5) var<storage, read_write> rounded: array<f32>;
-@group(0) @binding(6) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> rounded: array<f32>;
+@group(0) @binding(9) var<storage, read_write> delta: array<f32>;
 
 fn round_src(i: u32) -> f32 {
     return dst[i];

@@ -15,14 +15,30 @@ const ROPE_APPEND: &str = concat!(
     include_str!("../../../shaders/rope_common.wgsl"),
     include_str!("../../../shaders/rope_append.wgsl")
 );
+// attention.wgsl with its epilogue (rounding or not) and prologue (fused RoPE and append, or not) appended.
 const ATTEND: &str = concat!(
     include_str!("../../../shaders/attention.wgsl"),
-    include_str!("../../../shaders/attention_plain.wgsl")
+    include_str!("../../../shaders/attention_no_round.wgsl"),
+    include_str!("../../../shaders/attention_no_rope.wgsl")
 );
 const ATTEND_ROUND: &str = concat!(
     include_str!("../../../shaders/round_block.wgsl"),
     include_str!("../../../shaders/attention.wgsl"),
-    include_str!("../../../shaders/attention_round.wgsl")
+    include_str!("../../../shaders/attention_round.wgsl"),
+    include_str!("../../../shaders/attention_no_rope.wgsl")
+);
+const ATTEND_ROPE: &str = concat!(
+    include_str!("../../../shaders/rope_common.wgsl"),
+    include_str!("../../../shaders/attention.wgsl"),
+    include_str!("../../../shaders/attention_no_round.wgsl"),
+    include_str!("../../../shaders/attention_rope.wgsl")
+);
+const ATTEND_ROPE_ROUND: &str = concat!(
+    include_str!("../../../shaders/round_block.wgsl"),
+    include_str!("../../../shaders/rope_common.wgsl"),
+    include_str!("../../../shaders/attention.wgsl"),
+    include_str!("../../../shaders/attention_round.wgsl"),
+    include_str!("../../../shaders/attention_rope.wgsl")
 );
 const COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
 
@@ -80,6 +96,11 @@ struct AttendParams {
     scale: f32,
     softcap: f32,
     has_softcap: u32,
+    theta_scale: f32,
+    slot: u32,
+    q_at: [u32; 2],
+    k_at: [u32; 2],
+    v_at: [u32; 2],
 }
 
 #[repr(C)]
@@ -174,14 +195,6 @@ pub(crate) fn attention(
         return Ok((out, None));
     }
 
-    let q = match rope {
-        Some(rope) => rope_append(b, q, k, v, cache, p, start_pos, rope)?,
-        None => {
-            append(b, k, v, cache, start_pos)?;
-            q.clone()
-        }
-    };
-
     let group = hq / hkv;
     let (wg, rb, hb) = if rows == 1 {
         (DECODE_WG, 1, group.min(DECODE_HEADS))
@@ -198,6 +211,18 @@ pub(crate) fn attention(
     } else {
         (1, visible)
     };
+
+    // A decode step in one split rotates and appends inside the attention pass (attention_rope.wgsl): there the
+    // workgroups of a kv head are the only readers of its new key. Otherwise a pass of its own does it first.
+    let fused_rope = rope.filter(|_| rows == 1 && splits == 1);
+    let q = match (rope, fused_rope) {
+        (_, Some(_)) => q.clone(),
+        (Some(rope), None) => rope_append(b, q, k, v, cache, p, start_pos, rope)?,
+        (None, _) => {
+            append(b, k, v, cache, start_pos)?;
+            q.clone()
+        }
+    };
     // With one split the kernel can round its output for the o projection in the same pass.
     let rounding = round.filter(|&mode| splits == 1 && d.is_multiple_of(block_size(mode)));
     let mut defines = vec![
@@ -207,16 +232,36 @@ pub(crate) fn attention(
         ("WG", format!("{wg}u")),
         kv_type(b),
     ];
-    let mut access = vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite];
-    let (name, source) = match rounding {
-        Some(mode) => {
-            defines.push(("ROUND", format!("{mode}u")));
-            access.extend([Access::ReadWrite, Access::ReadWrite]);
-            ("attention_round", ATTEND_ROUND)
-        }
-        None => ("attention", ATTEND),
+    if let Some(rope) = fused_rope {
+        defines.push((
+            "ADJACENT",
+            (rope.layout == crate::config::RopeLayout::Adjacent).to_string(),
+        ));
+    }
+    if let Some(mode) = rounding {
+        defines.push(("ROUND", format!("{mode}u")));
+    }
+    let (name, source) = match (fused_rope.is_some(), rounding.is_some()) {
+        (false, false) => ("attention", ATTEND),
+        (false, true) => ("attention_round", ATTEND_ROUND),
+        (true, false) => ("attention_rope", ATTEND_ROPE),
+        (true, true) => ("attention_rope_round", ATTEND_ROPE_ROUND),
     };
+    // Bindings 1-4 always; 5-7 for the fused RoPE (read-only stand-ins when only rounding); 8-9 for the rounding.
+    let mut access = vec![
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ];
+    if fused_rope.is_some() || rounding.is_some() {
+        access.extend([Access::Read; 3]);
+    }
+    if rounding.is_some() {
+        access.extend([Access::ReadWrite; 2]);
+    }
     let kernel = b.rec.kernel(name, source, &defines, &access);
+    let ((q_buf, q_at), (k_buf, k_at), (v_buf, v_at)) = (q.window(), k.window(), v.window());
     let params = AttendParams {
         rows: rows as u32,
         n_heads: hq as u32,
@@ -232,6 +277,11 @@ pub(crate) fn attention(
         scale: p.scale,
         softcap: p.softcap.unwrap_or(1.0),
         has_softcap: p.softcap.is_some() as u32,
+        theta_scale: fused_rope.and_then(|r| r.theta_scale).unwrap_or(0.0),
+        slot: (start_pos % cache.capacity) as u32,
+        q_at: [q_at.offset, q_at.stride],
+        k_at: [k_at.offset, k_at.stride],
+        v_at: [v_at.offset, v_at.stride],
     };
     let groups = [
         (hkv * group.div_ceil(hb)) as u32,
@@ -239,19 +289,20 @@ pub(crate) fn attention(
         splits as u32,
     ];
     if splits == 1 {
+        let mut bufs = vec![q_buf, &cache.k, &cache.v, out.buf()];
+        match fused_rope {
+            Some(rope) => bufs.extend([k_buf, v_buf, &rope.inv_freq]),
+            None if rounding.is_some() => bufs.extend([q_buf; 3]),
+            None => {}
+        }
         let Some(mode) = rounding else {
-            b.rec.dispatch(
-                &kernel,
-                bytemuck::bytes_of(&params),
-                &[q.buf(), &cache.k, &cache.v, out.buf()],
-                groups,
-            )?;
+            b.rec
+                .dispatch(&kernel, bytemuck::bytes_of(&params), &bufs, groups)?;
             return Ok((out, None));
         };
         let rounded = b.tensor(rows, hq * d);
         let sums = (mode == Q8_1).then(|| b.tensor(rows, hq * d / 32));
-        let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
-        let bufs = [q.buf(), &cache.k, &cache.v, out.buf(), rounded.buf(), delta];
+        bufs.extend([rounded.buf(), sums.as_ref().map_or(b.unused(), |s| s.buf())]);
         b.rec
             .dispatch(&kernel, bytemuck::bytes_of(&params), &bufs, groups)?;
         return Ok((out, Some((rounded, sums))));

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Bytes of uniforms one dispatch may pass.
-pub(crate) const UNIFORM_BYTES: u64 = 64;
+pub(crate) const UNIFORM_BYTES: u64 = 128;
 const INITIAL_ARENA_SLOTS: u64 = 2048;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -255,7 +255,7 @@ impl Recorder {
         kernel
     }
 
-    /// Records one dispatch. `params` is the kernel's uniform struct as bytes (≤ 64).
+    /// Records one dispatch. `params` is the kernel's uniform struct as bytes (≤ UNIFORM_BYTES).
     pub(crate) fn dispatch(
         &self,
         kernel: &Kernel,
