@@ -66,33 +66,12 @@ pub(crate) fn add_rms_norm(
     w: &GpuTensor,
     eps: f32,
 ) -> Result<(GpuTensor, GpuTensor)> {
-    if (x.rows, x.cols) != (r.rows, r.cols) {
-        return Err(Error::Backend(format!(
-            "add of [{}, {}] and [{}, {}]",
-            x.rows, x.cols, r.rows, r.cols
-        )));
-    }
-    let params = params(x, w, eps)?;
-    let (sum, out) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, x.cols));
-    let access = [
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-        Access::Read,
-        Access::ReadWrite,
-    ];
-    let kernel = b
-        .rec
-        .kernel_entry("rms_norm", SOURCE, "add_norm", &[], &access);
-    let bufs = [x.buf(), w.buf(), out.buf(), r.buf(), sum.buf()];
-    b.rec.dispatch(
-        &kernel,
-        bytemuck::bytes_of(&params),
-        &bufs,
-        grid(params.groups),
-    )?;
+    let (sum, out, _) = add_rms_norm_with(b, x, r, w, eps, None)?;
     Ok((sum, out))
 }
+
+/// A rounded copy of a tensor, with Q8_1's block sums.
+type RoundedCopy = (GpuTensor, Option<GpuTensor>);
 
 /// `add_rms_norm`, with the normed rows also rounded in `mode` (round_block.wgsl) in the same pass, for the
 /// products that read them next: (sum, normed, rounded, Q8_1's sums). Rows must be whole blocks of the mode.
@@ -104,51 +83,60 @@ pub(crate) fn add_rms_norm_round(
     eps: f32,
     mode: u32,
 ) -> Result<(GpuTensor, GpuTensor, GpuTensor, Option<GpuTensor>)> {
-    if (x.rows, x.cols) != (r.rows, r.cols) || w.len() != x.cols {
+    let (sum, out, rounded) = add_rms_norm_with(b, x, r, w, eps, Some(mode))?;
+    let (rounded, sums) = rounded.expect("a rounding was asked for");
+    Ok((sum, out, rounded, sums))
+}
+
+fn add_rms_norm_with(
+    b: &GpuBackend,
+    x: &GpuTensor,
+    r: &GpuTensor,
+    w: &GpuTensor,
+    eps: f32,
+    mode: Option<u32>,
+) -> Result<(GpuTensor, GpuTensor, Option<RoundedCopy>)> {
+    if (x.rows, x.cols) != (r.rows, r.cols) {
         return Err(Error::Backend(format!(
-            "add and RMSNorm of [{}, {}] and [{}, {}] over rows of {}",
-            x.rows,
-            x.cols,
-            r.rows,
-            r.cols,
-            w.len()
+            "add of [{}, {}] and [{}, {}]",
+            x.rows, x.cols, r.rows, r.cols
         )));
     }
     let params = Params {
-        mode,
+        mode: mode.unwrap_or(0),
         ..params(x, w, eps)?
     };
-    let [sum, out, rounded] = [(); 3].map(|_| b.tensor(x.rows, x.cols));
-    let sums = (mode == super::activation_rounding::Q8_1).then(|| b.tensor(x.rows, x.cols / 32));
-    let access = [
+    let (sum, out) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, x.cols));
+    let mut access = vec![
         Access::Read,
         Access::Read,
         Access::ReadWrite,
         Access::Read,
-        Access::ReadWrite,
-        Access::ReadWrite,
         Access::ReadWrite,
     ];
-    let kernel = b
-        .rec
-        .kernel_entry("rms_norm", SOURCE, "add_norm_round", &[], &access);
-    let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
-    let bufs = [
-        x.buf(),
-        w.buf(),
-        out.buf(),
-        r.buf(),
-        sum.buf(),
-        rounded.buf(),
-        delta,
-    ];
+    let mut bufs = vec![x.buf(), w.buf(), out.buf(), r.buf(), sum.buf()];
+    let rounded = mode.map(|mode| {
+        let sums =
+            (mode == super::activation_rounding::Q8_1).then(|| b.tensor(x.rows, x.cols / 32));
+        (b.tensor(x.rows, x.cols), sums)
+    });
+    if let Some((rounded, sums)) = &rounded {
+        access.extend([Access::ReadWrite; 2]);
+        bufs.extend([rounded.buf(), sums.as_ref().map_or(b.unused(), |s| s.buf())]);
+    }
+    let entry = if mode.is_some() {
+        "add_norm_round"
+    } else {
+        "add_norm"
+    };
+    let kernel = b.rec.kernel_entry("rms_norm", SOURCE, entry, &[], &access);
     b.rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
         &bufs,
         grid(params.groups),
     )?;
-    Ok((sum, out, rounded, sums))
+    Ok((sum, out, rounded))
 }
 
 #[cfg(test)]
