@@ -1,16 +1,19 @@
 // RMSNorm over consecutive groups of `group` values (a row, or one head for QK-norm): one workgroup per group.
 //   main:     y = x / sqrt(mean(x²) + eps) * w
 //   add_norm: s = x + r; y = s / sqrt(mean(s²) + eps) * w — the residual add fused into the next layer's norm.
+//             With p.pre_norm, r is first normalised by its own weight rw (Gemma's post-attention and post-MLP
+//             norms): s = x + r / sqrt(mean(r²) + eps) * rw.
 //   add_norm_round: add_norm, then y rounded for the products that read it next (round_block.wgsl, prepended; the
 //             rounding mode is p.mode, and a group is a whole row of whole blocks).
-// Bindings: x [groups, group], w [group], y [groups, group]; add_norm also r (like x) and s (like x);
-// add_norm_round also y_rounded (like x) and delta [groups, group / 32] (Q8_1 only).
+// Bindings: x [groups, group], w [group], y [groups, group]; add_norm also r (like x), s (like x) and rw [group]
+// (any buffer without pre_norm); add_norm_round also y_rounded (like x) and delta [groups, group / 32] (Q8_1 only).
 
 struct Params {
     group: u32,
     groups: u32,
     eps: f32,
     mode: u32,
+    pre_norm: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -19,8 +22,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> r: array<f32>;
 @group(0) @binding(5) var<storage, read_write> s: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y_rounded: array<f32>;
-@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(6) var<storage, read> rw: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y_rounded: array<f32>;
+@group(0) @binding(8) var<storage, read_write> delta: array<f32>;
 
 fn round_src(i: u32) -> f32 {
     return y[i];
@@ -39,6 +43,8 @@ var<workgroup> partial: array<f32, WG>;
 
 // 1 / rms of the group from each invocation's partial sum of squares.
 fn inverse_rms(lid: u32, sum: f32) -> f32 {
+    // A previous call's result may still be being read.
+    workgroupBarrier();
     partial[lid] = sum;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
@@ -72,9 +78,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 fn residual_norm(g: u32, lid: u32) {
     let base = g * p.group;
+    var r_scale = 0.0;
+    if (p.pre_norm != 0u) {
+        var r_sum = 0.0;
+        for (var i = lid; i < p.group; i += WG) {
+            let v = r[base + i];
+            r_sum += v * v;
+        }
+        r_scale = inverse_rms(lid, r_sum);
+    }
     var sum = 0.0;
     for (var i = lid; i < p.group; i += WG) {
-        let v = x[base + i] + r[base + i];
+        var v = x[base + i] + r[base + i];
+        if (p.pre_norm != 0u) {
+            v = x[base + i] + r[base + i] * r_scale * rw[i];
+        }
         s[base + i] = v;
         sum += v * v;
     }

@@ -128,18 +128,23 @@ pub trait Backend {
         Ok((sum, normed))
     }
 
-    /// `add_rms_norm` whose normed rows are multiplied by `next` (and weights shaped like it) before anything else
-    /// reads them: a backend may prepare them for that product in the same pass.
+    /// `add_rms_norm` of x and r normalised first by `r_norm` when given (Gemma's post-attention and post-MLP
+    /// norms), whose normed rows are multiplied by `next` (and weights shaped like it) before anything else reads
+    /// them: a backend may do it all in one pass and prepare the rows for that product.
     fn add_rms_norm_for(
         &self,
         x: &Self::Tensor,
         r: &Self::Tensor,
+        r_norm: Option<&Self::Tensor>,
         weight: &Self::Tensor,
         eps: f32,
         next: &Self::Weight,
     ) -> Result<(Self::Tensor, Self::Tensor)> {
         let _ = next;
-        self.add_rms_norm(x, r, weight, eps)
+        match r_norm {
+            Some(n) => self.add_rms_norm(x, &self.rms_norm(r, n, eps)?, weight, eps),
+            None => self.add_rms_norm(x, r, weight, eps),
+        }
     }
 
     /// Rotates `[rows, heads * head_dim]` for positions start_pos..start_pos + rows.

@@ -117,26 +117,36 @@ impl<B: Backend> Transformer<B> {
             }
             let a =
                 b.attention_with_rope(&q, &k, &v, &self.ropes[layer.rope], kv, p, pos, &layer.o)?;
-            let mut o = b.matmul(&a, &layer.o)?;
-            if let Some(n) = &layer.post_attn_norm {
-                o = b.rms_norm(&o, n, eps)?;
-            }
-            let (sum, normed) =
-                b.add_rms_norm_for(&x, &o, &layer.ffn_norm, eps, layer.gate_up.first())?;
+            let o = b.matmul(&a, &layer.o)?;
+            // Gemma normalises the attention output before the residual add (post_attn_norm).
+            let (sum, normed) = b.add_rms_norm_for(
+                &x,
+                &o,
+                layer.post_attn_norm.as_ref(),
+                &layer.ffn_norm,
+                eps,
+                layer.gate_up.first(),
+            )?;
             x = sum;
             let [gate, up] = project(b, &normed, &layer.gate_up)?;
-            let mut m = b.matmul(
+            let m = b.matmul(
                 &b.gated_activation_for(&gate, &up, cfg.hidden_act, &layer.down)?,
                 &layer.down,
             )?;
-            if let Some(n) = &layer.post_ffn_norm {
-                m = b.rms_norm(&m, n, eps)?;
-            }
+            // Gemma normalises the MLP output before the residual add (post_ffn_norm).
+            let post = layer.post_ffn_norm.as_ref();
             match self.layers.get(i + 1) {
                 Some(next) => {
-                    (x, h) = b.add_rms_norm_for(&x, &m, &next.attn_norm, eps, next.qkv.first())?
+                    (x, h) =
+                        b.add_rms_norm_for(&x, &m, post, &next.attn_norm, eps, next.qkv.first())?
                 }
-                None => x = b.add(&x, &m)?,
+                None => {
+                    let m = match post {
+                        Some(n) => b.rms_norm(&m, n, eps)?,
+                        None => m,
+                    };
+                    x = b.add(&x, &m)?
+                }
             }
         }
         cache.position += tokens.len();

@@ -443,20 +443,18 @@ impl Backend for GpuBackend {
         &self,
         x: &GpuTensor,
         r: &GpuTensor,
+        r_norm: Option<&GpuTensor>,
         w: &GpuTensor,
         eps: f32,
         next: &GpuWeight,
     ) -> Result<(GpuTensor, GpuTensor)> {
         // The rounding the next products need comes out of the norm's pass instead of one of its own.
-        match activation_rounding::mode_for(next.dtype, x.cols) {
-            Some(mode) => {
-                let (sum, normed, rounded, sums) =
-                    norm::add_rms_norm_round(self, x, r, w, eps, mode)?;
-                activation_rounding::remember(&self.rounded, &normed, mode, rounded, sums);
-                Ok((sum, normed))
-            }
-            None => norm::add_rms_norm(self, x, r, w, eps),
+        let mode = activation_rounding::mode_for(next.dtype, x.cols);
+        let (sum, normed, rounded) = norm::add_rms_norm_with(self, x, r, r_norm, w, eps, mode)?;
+        if let (Some(mode), Some((rounded, sums))) = (mode, rounded) {
+            activation_rounding::remember(&self.rounded, &normed, mode, rounded, sums);
         }
+        Ok((sum, normed))
     }
 
     fn rope(

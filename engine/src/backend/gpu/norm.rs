@@ -17,6 +17,9 @@ struct Params {
     eps: f32,
     /// round_block.wgsl's mode (add_norm_round only).
     mode: u32,
+    /// 1: r is normalised by its own weight before the add (add_norm*).
+    pre_norm: u32,
+    _pad: [u32; 3],
 }
 
 fn params(x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<Params> {
@@ -32,6 +35,8 @@ fn params(x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<Params> {
         groups: (x.len() / group) as u32,
         eps,
         mode: 0,
+        pre_norm: 0,
+        _pad: [0; 3],
     })
 }
 
@@ -66,44 +71,38 @@ pub(crate) fn add_rms_norm(
     w: &GpuTensor,
     eps: f32,
 ) -> Result<(GpuTensor, GpuTensor)> {
-    let (sum, out, _) = add_rms_norm_with(b, x, r, w, eps, None)?;
+    let (sum, out, _) = add_rms_norm_with(b, x, r, None, w, eps, None)?;
     Ok((sum, out))
 }
 
 /// A rounded copy of a tensor, with Q8_1's block sums.
-type RoundedCopy = (GpuTensor, Option<GpuTensor>);
+pub(crate) type RoundedCopy = (GpuTensor, Option<GpuTensor>);
 
-/// `add_rms_norm`, with the normed rows also rounded in `mode` (round_block.wgsl) in the same pass, for the
-/// products that read them next: (sum, normed, rounded, Q8_1's sums). Rows must be whole blocks of the mode.
-pub(crate) fn add_rms_norm_round(
+/// `add_rms_norm` in one pass, with r first normalised by `r_norm` when given (Gemma's post-attention and post-MLP
+/// norms), and the normed rows also rounded in `mode` when given (round_block.wgsl) for the products that read them
+/// next: (sum, normed, (rounded, Q8_1's sums)). Rows must be whole blocks of the mode.
+pub(crate) fn add_rms_norm_with(
     b: &GpuBackend,
     x: &GpuTensor,
     r: &GpuTensor,
-    w: &GpuTensor,
-    eps: f32,
-    mode: u32,
-) -> Result<(GpuTensor, GpuTensor, GpuTensor, Option<GpuTensor>)> {
-    let (sum, out, rounded) = add_rms_norm_with(b, x, r, w, eps, Some(mode))?;
-    let (rounded, sums) = rounded.expect("a rounding was asked for");
-    Ok((sum, out, rounded, sums))
-}
-
-fn add_rms_norm_with(
-    b: &GpuBackend,
-    x: &GpuTensor,
-    r: &GpuTensor,
+    r_norm: Option<&GpuTensor>,
     w: &GpuTensor,
     eps: f32,
     mode: Option<u32>,
 ) -> Result<(GpuTensor, GpuTensor, Option<RoundedCopy>)> {
-    if (x.rows, x.cols) != (r.rows, r.cols) {
+    if (x.rows, x.cols) != (r.rows, r.cols) || r_norm.is_some_and(|n| n.len() != w.len()) {
         return Err(Error::Backend(format!(
-            "add of [{}, {}] and [{}, {}]",
-            x.rows, x.cols, r.rows, r.cols
+            "add of [{}, {}] and [{}, {}] with a norm over rows of {}",
+            x.rows,
+            x.cols,
+            r.rows,
+            r.cols,
+            r_norm.map_or(w.len(), |n| n.len())
         )));
     }
     let params = Params {
         mode: mode.unwrap_or(0),
+        pre_norm: r_norm.is_some() as u32,
         ..params(x, w, eps)?
     };
     let (sum, out) = (b.tensor(x.rows, x.cols), b.tensor(x.rows, x.cols));
@@ -113,8 +112,16 @@ fn add_rms_norm_with(
         Access::ReadWrite,
         Access::Read,
         Access::ReadWrite,
+        Access::Read,
     ];
-    let mut bufs = vec![x.buf(), w.buf(), out.buf(), r.buf(), sum.buf()];
+    let mut bufs = vec![
+        x.buf(),
+        w.buf(),
+        out.buf(),
+        r.buf(),
+        sum.buf(),
+        r_norm.unwrap_or(w).buf(),
+    ];
     let rounded = mode.map(|mode| {
         let sums =
             (mode == super::activation_rounding::Q8_1).then(|| b.tensor(x.rows, x.cols / 32));
@@ -198,6 +205,62 @@ mod tests {
                 &host(cnormed),
                 1e-5,
             );
+        }
+    }
+
+    /// Gemma's post-attention / post-MLP norm folded into the residual norm's pass gives the bits of the two passes
+    /// it replaces, and the CPU's result within its bound.
+    #[test]
+    fn a_pre_normed_residual_equals_the_two_passes() {
+        let Some(g) = backend() else { return };
+        let c = CpuBackend::new();
+        for (rows, cols) in [(3, 577), (1, 2048)] {
+            let (x, r, rw, w) = (
+                values(rows * cols, 31),
+                values(rows * cols, 32),
+                values(cols, 33),
+                values(cols, 34),
+            );
+            let t = |v: &[f32]| g.tensor_from_host(v, rows, cols).unwrap();
+            let (gx, gr, grw, gw) = (
+                t(&x),
+                t(&r),
+                g.upload_vector(&rw).unwrap(),
+                g.upload_vector(&w).unwrap(),
+            );
+            let (sum, normed, _) =
+                super::add_rms_norm_with(&g, &gx, &gr, Some(&grw), &gw, 1e-6, None).unwrap();
+            let (two_sum, two_normed) = g
+                .add_rms_norm(&gx, &g.rms_norm(&gr, &grw, 1e-6).unwrap(), &gw, 1e-6)
+                .unwrap();
+            assert_close(
+                "pre-normed sum vs two passes",
+                &read(&g, &sum),
+                &read(&g, &two_sum),
+                0.0,
+            );
+            assert_close(
+                "pre-normed norm vs two passes",
+                &read(&g, &normed),
+                &read(&g, &two_normed),
+                0.0,
+            );
+
+            let ct = |v: &[f32]| {
+                candle_core::Tensor::from_slice(v, (rows, cols), &candle_core::Device::Cpu).unwrap()
+            };
+            let (crw, cw) = (c.upload_vector(&rw).unwrap(), c.upload_vector(&w).unwrap());
+            let (csum, cnormed) = c
+                .add_rms_norm(
+                    &ct(&x),
+                    &c.rms_norm(&ct(&r), &crw, 1e-6).unwrap(),
+                    &cw,
+                    1e-6,
+                )
+                .unwrap();
+            let host = |t| futures::executor::block_on(c.to_host(&t)).unwrap().concat();
+            assert_close("pre-normed sum", &read(&g, &sum), &host(csum), 1e-5);
+            assert_close("pre-normed norm", &read(&g, &normed), &host(cnormed), 1e-5);
         }
     }
 }
