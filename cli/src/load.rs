@@ -29,6 +29,10 @@ pub struct ModelArgs {
     /// and the attention products in f16).
     #[arg(long)]
     pub gpu_f32: bool,
+    /// On the GPU, reproduce the CPU backend bit for bit (f32, ggml's operation order, a software fused
+    /// multiply-add): the same tokens as `--backend cpu`, slower than the default GPU path.
+    #[arg(long)]
+    pub gpu_exact: bool,
     /// Longest context (prompt + reply) to allocate for; defaults to the model's, capped at 4096.
     #[arg(long)]
     pub context: Option<usize>,
@@ -89,7 +93,7 @@ impl<B: Backend> Loaded<B> {
 pub fn load(args: &ModelArgs) -> Result<AnyLoaded> {
     let files = ModelFiles::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let context = args.context.unwrap_or(files.config.max_position_embeddings.min(4096)).max(1);
-    let gpu_options = GpuOptions { force_f32: args.gpu_f32, ..Default::default() };
+    let gpu_options = GpuOptions { force_f32: args.gpu_f32, exact: args.gpu_exact, ..Default::default() };
     let gpu = match args.backend {
         Some(BackendChoice::Cpu) => None,
         Some(BackendChoice::Gpu) => Some(futures::executor::block_on(GpuBackend::new(&gpu_options))?),

@@ -3,6 +3,10 @@
 //   OP 2: out = silu(a) * b      OP 3: out = gelu_tanh(a) * b
 //   OP 4: out = gelu_tanh(a) * b as ggml's CPU computes it for GGUF models: through a table of f16 values indexed by
 //         f16(a), the identity from 10 up and 0 at -10 and below (f16 rounding emulated with pack2x16float).
+//   OP 5: out = silu(a) * b as the CPU backend computes it (ggml_vec_swiglu_f32's 8-lane path): a / (1 +
+//         ggml_v_expf(0 - a)) * b, every operation correctly rounded (the exact path; exact.wgsl prepended).
+//   OP 6: OP 4 looked up in ggml's own table (the CPU backend's bits; gelu_table_f16 comes from
+//         elementwise_gelu_table.wgsl, prepended with binding 6 = the table, on the exact path).
 // Bindings: a [n], b [n] (ignored by OP 1), out [n].
 // Entry gated_round (OP 2 to 4): out as above, then rounded for the product that reads it next (round_block.wgsl,
 // prepended; mode p.mode), one invocation per block. Bindings 4, 5: out_rounded [n], delta [n / 32] (Q8_1 only).
@@ -17,6 +21,7 @@ struct Params {
     cols: u32,
     a_at: vec2<u32>,
     b_at: vec2<u32>,
+    zero: u32,  // 0: exact.wgsl's opaque zero
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,6 +68,15 @@ fn apply(i: u32) -> f32 {
         return x / (1.0 + exp(-x)) * y;
     } else if (OP == 3u) {
         return gelu(x) * y;
+    } else if (OP == 5u) {
+        return div_rn(x, 1.0 + expf_v(0.0 - x)) * y;
+    } else if (OP == 6u) {
+        if (x <= -10.0) {
+            return 0.0;
+        } else if (x >= 10.0) {
+            return x * y;
+        }
+        return gelu_table_f16(pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu) * y;
     } else if (x <= -10.0) {
         return 0.0;
     } else if (x >= 10.0) {
@@ -73,6 +87,7 @@ fn apply(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    exact_init(p.zero);
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i < p.n) {
         out[i] = apply(i);
@@ -81,6 +96,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 @compute @workgroup_size(64)
 fn gated_round(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    exact_init(p.zero);
     let block = gid.x + gid.y * nwg.x * 64u;
     let size = round_block_size(p.mode);
     if (block * size >= p.n) {

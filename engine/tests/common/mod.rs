@@ -113,6 +113,14 @@ pub fn f32_path() -> GpuOptions {
     }
 }
 
+/// The GPU backend's exact path: the CPU backend's bits wherever a kernel has an exact twin.
+pub fn exact_path() -> GpuOptions {
+    GpuOptions {
+        exact: true,
+        ..Default::default()
+    }
+}
+
 pub fn load_gpu_with(path: &Path, options: GpuOptions) -> Option<GpuModel> {
     gpu_backend(options).map(|b| load_on(path, b))
 }

@@ -190,6 +190,11 @@ pub(crate) fn attention(
             "GPU attention over positions {start_pos}..{end} in one pass"
         )));
     }
+    // The exact path (the CPU backend's bits) has kernels of its own. A softcap stays on this path: the CPU caps with
+    // the platform's tanh, which no kernel reproduces, so Gemma 2's attention is close to the CPU's but not exact.
+    if b.rec.ctx.exact && p.softcap.is_none() {
+        return super::attention_exact::attention(b, q, k, v, cache, p, start_pos, rope, round);
+    }
     let out = b.tensor(rows, hq * d);
     if rows == 0 {
         return Ok((out, None));

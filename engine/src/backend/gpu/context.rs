@@ -13,6 +13,9 @@ pub struct GpuOptions {
     pub force_f32: bool,
     /// Use the product kernels written for real GPUs even on a CPU-emulated adapter (tests run both families).
     pub force_cooperative_products: bool,
+    /// Reproduce the CPU backend bit for bit where a kernel can (shaders/exact.wgsl): f32 arithmetic, ggml's
+    /// operation order and a correctly rounded software fma. Slower; see `GpuContext::exact`.
+    pub exact: bool,
 }
 
 /// The adapter as the UI and benchmarks describe it.
@@ -96,6 +99,10 @@ pub struct GpuContext {
     /// The adapter runs shaders on the CPU (lavapipe, SwiftShader): kernels then prefer fewer memory loads over
     /// coalescing and parallelism (see shaders/matvec_rows.wgsl).
     pub(crate) cpu_emulated: bool,
+    /// Kernels that have an exact twin (products of 32-value block types, RMSNorm, SiLU gating, RoPE, attention)
+    /// run it: the results equal the CPU backend's bit for bit, so greedy decoding follows the CPU's path even
+    /// where 8-bit activation rounding would turn a last-bit difference into a different token.
+    pub(crate) exact: bool,
     pub(crate) uniform_align: u64,
     pub(crate) errors: Arc<ErrorSink>,
 }
@@ -205,7 +212,7 @@ impl GpuContext {
             )));
         }
         let mut required_features = wgpu::Features::empty();
-        let f16 = shader_f16 && !options.force_f32;
+        let f16 = shader_f16 && !options.force_f32 && !options.exact;
         if f16 {
             required_features |= wgpu::Features::SHADER_F16;
         }
@@ -249,6 +256,7 @@ impl GpuContext {
             uniform_align,
             f16,
             cpu_emulated,
+            exact: options.exact,
             summary,
             errors,
         })

@@ -6,9 +6,19 @@ use crate::config::Activation;
 use crate::{Error, Result};
 
 const SOURCE: &str = concat!(
+    include_str!("../../../shaders/exact.wgsl"),
     include_str!("../../../shaders/round_block.wgsl"),
+    include_str!("../../../shaders/elementwise_no_gelu_table.wgsl"),
     include_str!("../../../shaders/elementwise.wgsl")
 );
+/// OP 6 (the exact path's GELU): SOURCE with ggml's GELU table bound at binding 6.
+const SOURCE_GELU_TABLE: &str = concat!(
+    include_str!("../../../shaders/exact.wgsl"),
+    include_str!("../../../shaders/round_block.wgsl"),
+    include_str!("../../../shaders/elementwise_gelu_table.wgsl"),
+    include_str!("../../../shaders/elementwise.wgsl")
+);
+const OP_GELU_TABLE: u32 = 6;
 const WORKGROUP: usize = 256;
 
 #[repr(C)]
@@ -22,6 +32,9 @@ struct Params {
     /// (offset, stride) of a's and b's rows in their buffers: gate and up may be windows of one packed product.
     a_at: [u32; 2],
     b_at: [u32; 2],
+    /// Always 0: the opaque zero of exact.wgsl.
+    zero: u32,
+    _pad: [u32; 3],
 }
 
 fn params(a: &GpuTensor, b: &GpuTensor, cap: f32, mode: u32) -> Params {
@@ -33,6 +46,8 @@ fn params(a: &GpuTensor, b: &GpuTensor, cap: f32, mode: u32) -> Params {
         cols: a.cols.max(1) as u32,
         a_at: [a_at.offset, a_at.stride],
         b_at: [b_at.offset, b_at.stride],
+        zero: 0,
+        _pad: [0; 3],
     }
 }
 
@@ -44,20 +59,43 @@ fn launch(
     cap: f32,
 ) -> Result<GpuTensor> {
     let out = b.tensor(a.rows, a.cols);
+    let mut access = vec![Access::Read, Access::Read, Access::ReadWrite];
+    let mut bufs = vec![a.window().0, other.window().0, out.buf()];
+    if op == OP_GELU_TABLE {
+        // Bindings 4 and 5 (gated_round's) sit between out and the table.
+        access.extend([Access::ReadWrite, Access::ReadWrite, Access::Read]);
+        bufs.extend([b.unused(), b.unused(), gelu_table(b)]);
+    }
     let kernel = b.rec.kernel(
         "elementwise",
-        SOURCE,
+        source(op),
         &[("OP", format!("{op}u"))],
-        &[Access::Read, Access::Read, Access::ReadWrite],
+        &access,
     );
     let params = params(a, other, cap, 0);
     b.rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
-        &[a.window().0, other.window().0, out.buf()],
+        &bufs,
         grid(a.len().div_ceil(WORKGROUP) as u32),
     )?;
     Ok(out)
+}
+
+fn source(op: u32) -> &'static str {
+    if op == OP_GELU_TABLE {
+        SOURCE_GELU_TABLE
+    } else {
+        SOURCE
+    }
+}
+
+/// ggml's GELU table as the CPU backend builds it, uploaded on first use.
+fn gelu_table(b: &GpuBackend) -> &super::GpuBuf {
+    b.gelu_table.get_or_init(|| {
+        let table = crate::backend::cpu::ops::gelu_table_bits();
+        b.storage_buffer(bytemuck::cast_slice(table), "gelu table")
+    })
 }
 
 fn same_shape(a: &GpuTensor, b: &GpuTensor, what: &str) -> Result<()> {
@@ -79,11 +117,16 @@ pub(crate) fn softcap(b: &GpuBackend, x: &GpuTensor, cap: f32) -> Result<GpuTens
     launch(b, 1, x, x, cap)
 }
 
-fn gated_op(act: Activation) -> u32 {
+fn gated_op(b: &GpuBackend, act: Activation) -> u32 {
     match act {
+        // The exact path's SiLU is ggml's 8-lane one (its polynomial exp); a row's last cols % 8 values, which the
+        // CPU computes with libm's expf, get it too (no model we run has such rows).
+        Activation::Silu if b.rec.ctx.exact => 5,
         Activation::Silu => 2,
         Activation::GeluTanh => 3,
-        // GGUF models follow llama.cpp's numerics, whose GELU goes through an f16 table.
+        // GGUF models follow llama.cpp's numerics, whose GELU goes through an f16 table: the exact path looks it up
+        // in the CPU's own table, the others compute the entry.
+        Activation::GeluTanhF16Table if b.rec.ctx.exact => OP_GELU_TABLE,
         Activation::GeluTanhF16Table => 4,
     }
 }
@@ -95,7 +138,7 @@ pub(crate) fn gated(
     act: Activation,
 ) -> Result<GpuTensor> {
     same_shape(gate, up, "gated activation")?;
-    launch(b, gated_op(act), gate, up, 0.0)
+    launch(b, gated_op(b, act), gate, up, 0.0)
 }
 
 /// `gated`, also rounded in `mode` (round_block.wgsl) in the same pass for the product that reads it next:
@@ -114,30 +157,37 @@ pub(crate) fn gated_round(
     );
     let sums =
         (mode == super::activation_rounding::Q8_1).then(|| b.tensor(gate.rows, gate.cols / 32));
-    let access = [
+    let op = gated_op(b, act);
+    let mut access = vec![
         Access::Read,
         Access::Read,
         Access::ReadWrite,
         Access::ReadWrite,
         Access::ReadWrite,
     ];
+    if op == OP_GELU_TABLE {
+        access.push(Access::Read);
+    }
     let kernel = b.rec.kernel_entry(
         "elementwise",
-        SOURCE,
+        source(op),
         "gated_round",
-        &[("OP", format!("{}u", gated_op(act)))],
+        &[("OP", format!("{op}u"))],
         &access,
     );
     let params = params(gate, up, 0.0, mode);
     let blocks = gate.len() / super::activation_rounding::block_size(mode);
     let delta = sums.as_ref().map_or(b.unused(), |s| s.buf());
-    let bufs = [
+    let mut bufs = vec![
         gate.window().0,
         up.window().0,
         out.buf(),
         rounded.buf(),
         delta,
     ];
+    if op == OP_GELU_TABLE {
+        bufs.push(gelu_table(b));
+    }
     b.rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),

@@ -44,10 +44,10 @@ const ROWS_TILE_ACTS: usize = 8;
 /// Invocations per embed workgroup.
 const EMBED_WORKGROUP: usize = 256;
 
-/// Uniforms of all three kernels (`Params` in quant.wgsl).
+/// Uniforms of all three kernels and matmul_exact.wgsl (`Params` in quant.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+pub(super) struct Params {
     rows: u32,
     cols: u32,
     chunk_rows: u32,
@@ -61,7 +61,7 @@ struct Params {
 }
 
 /// The `DTYPE` a kernel is specialised for: the ggml type id, which quant.wgsl names.
-fn dtype_define(dtype: GgmlType) -> (&'static str, String) {
+pub(super) fn dtype_define(dtype: GgmlType) -> (&'static str, String) {
     // Every type the loader knows is dequantised in quant.wgsl; a new GgmlType must be added there too.
     let id = match dtype {
         GgmlType::F32
@@ -79,7 +79,7 @@ fn dtype_define(dtype: GgmlType) -> (&'static str, String) {
     ("DTYPE", format!("{id}u"))
 }
 
-fn params(w: &GpuWeight, rows: usize, chunk: &WeightChunk) -> Params {
+pub(super) fn params(w: &GpuWeight, rows: usize, chunk: &WeightChunk) -> Params {
     Params {
         rows: rows as u32,
         cols: w.cols as u32,
@@ -121,6 +121,7 @@ pub(crate) fn matmul(b: &GpuBackend, x: &GpuTensor, w: &GpuWeight) -> Result<Gpu
 
 /// `matmul`, plus Σ_u m[o, u] · sums[u] per output o when `sums` (one value per 32-value unit) is given: ggml's
 /// Q8_1 block-sum term of Q4_1 / Q5_1 products, added inside the product except by matmat.wgsl (a second pass).
+/// On the exact path the 32-value block types go to matmul_exact.rs whatever the strategy.
 pub(crate) fn matmul_with(
     b: &GpuBackend,
     x: &GpuTensor,
@@ -128,6 +129,9 @@ pub(crate) fn matmul_with(
     sums: Option<&GpuTensor>,
     strategy: ProductStrategy,
 ) -> Result<GpuTensor> {
+    if b.rec.ctx.exact && super::matmul_exact::supports(w.dtype) {
+        return super::matmul_exact::matmul_exact(b, x, w, sums);
+    }
     if x.cols != w.cols {
         return Err(Error::Backend(format!(
             "matmul of activations with {} columns by a weight with {} columns",
@@ -234,7 +238,7 @@ pub(crate) fn embed(b: &GpuBackend, w: &GpuWeight, ids: &[u32], scale: f32) -> R
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::ProductStrategy;
     use crate::backend::cpu::CpuBackend;
     use crate::backend::gpu::activation_rounding::q8_1_matmul_with;
@@ -268,7 +272,7 @@ mod tests {
     }
 
     /// A [rows, cols] weight of `dtype` in file layout: random quants with small finite scales, or random floats.
-    fn weight_bytes(dtype: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn weight_bytes(dtype: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
         let n = rows * cols;
         let v = values(n, seed);
         match dtype {

@@ -6,14 +6,18 @@
 
 mod activation_rounding;
 mod attention;
+mod attention_exact;
 mod bandwidth;
 pub mod context;
 mod elementwise;
+mod exact;
 mod matmul;
+mod matmul_exact;
 mod norm;
 mod pool;
 mod recorder;
 mod rope;
+mod rope_exact;
 #[cfg(test)]
 pub(crate) mod testing;
 mod topk;
@@ -39,6 +43,8 @@ pub struct GpuBackend {
     rounded: std::cell::RefCell<Option<activation_rounding::Rounded>>,
     /// Bound where a kernel variant declares a writable output it never writes.
     unused: GpuBuf,
+    /// ggml's f16 GELU table, uploaded for the exact path's first GELU (elementwise.rs).
+    gelu_table: std::cell::OnceCell<GpuBuf>,
 }
 
 /// An f32 activation `[rows, cols]` in a pooled buffer: dense, or (`split_cols`) a window of columns of a wider
@@ -115,6 +121,8 @@ pub struct GpuRope {
     theta_scale: Option<f32>,
     half: usize,
     layout: RopeLayout,
+    /// The exact path's (cos, sin) table, computed by the CPU's own code on first use (rope_exact.rs).
+    exact: rope_exact::Table,
 }
 
 /// One layer's keys and values, f32 `[capacity, n_kv_heads, head_dim]`; position p lives in slot p % capacity.
@@ -140,6 +148,7 @@ impl GpuBackend {
             rec,
             rounded: Default::default(),
             unused,
+            gelu_table: Default::default(),
         }
     }
 
@@ -241,7 +250,9 @@ impl Backend for GpuBackend {
     type KvCache = GpuKvCache;
 
     fn name(&self) -> String {
-        let precision = if self.rec.ctx.f16 {
+        let precision = if self.rec.ctx.exact {
+            "exact (the CPU backend's bits)"
+        } else if self.rec.ctx.f16 {
             "f16 KV cache and attention"
         } else {
             "f32"
@@ -363,6 +374,7 @@ impl Backend for GpuBackend {
             theta_scale: crate::backend::cpu::ops::rope_theta_scale(inv_freq),
             half: inv_freq.len(),
             layout,
+            exact: rope_exact::Table::new(inv_freq),
         })
     }
 

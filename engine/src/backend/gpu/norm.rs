@@ -5,6 +5,7 @@ use super::{GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
 const SOURCE: &str = concat!(
+    include_str!("../../../shaders/exact.wgsl"),
     include_str!("../../../shaders/round_block.wgsl"),
     include_str!("../../../shaders/rms_norm.wgsl")
 );
@@ -19,7 +20,14 @@ struct Params {
     mode: u32,
     /// 1: r is normalised by its own weight before the add (add_norm*).
     pre_norm: u32,
-    _pad: [u32; 3],
+    /// Always 0: the opaque zero of exact.wgsl.
+    zero: u32,
+    _pad: [u32; 2],
+}
+
+/// rms_norm.wgsl's EXACT: the exact path sums squares as ggml does, in (float-float standing in for) double.
+fn exact_define(b: &GpuBackend) -> [(&'static str, String); 1] {
+    [("EXACT", format!("{}u", b.rec.ctx.exact as u32))]
 }
 
 fn params(x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<Params> {
@@ -36,7 +44,8 @@ fn params(x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<Params> {
         eps,
         mode: 0,
         pre_norm: 0,
-        _pad: [0; 3],
+        zero: 0,
+        _pad: [0; 2],
     })
 }
 
@@ -51,7 +60,7 @@ pub(crate) fn rms_norm(
     let kernel = b.rec.kernel(
         "rms_norm",
         SOURCE,
-        &[],
+        &exact_define(b),
         &[Access::Read, Access::Read, Access::ReadWrite],
     );
     b.rec.dispatch(
@@ -136,7 +145,9 @@ pub(crate) fn add_rms_norm_with(
     } else {
         "add_norm"
     };
-    let kernel = b.rec.kernel_entry("rms_norm", SOURCE, entry, &[], &access);
+    let kernel = b
+        .rec
+        .kernel_entry("rms_norm", SOURCE, entry, &exact_define(b), &access);
     b.rec.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),

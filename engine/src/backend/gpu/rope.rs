@@ -35,6 +35,9 @@ pub(crate) fn rope(
             x.cols
         )));
     }
+    if b.rec.ctx.exact {
+        return super::rope_exact::rope(b, x, rope, heads, start_pos);
+    }
     let adjacent = rope.layout == RopeLayout::Adjacent;
     let out = b.tensor(x.rows, x.cols);
     let kernel = b.rec.kernel(

@@ -27,6 +27,33 @@ pub(crate) fn backend() -> Option<GpuBackend> {
     })
 }
 
+/// The exact path (GpuOptions::exact), whose kernels must equal the CPU backend bit for bit.
+pub(crate) fn exact_backend() -> Option<GpuBackend> {
+    backend_with(GpuOptions {
+        exact: true,
+        ..Default::default()
+    })
+}
+
+/// Asserts got and want are the same f32 values bit for bit (a 0 of either sign equals a 0), naming the first
+/// index that differs.
+pub(crate) fn assert_same_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g.to_bits() != w.to_bits() && !(*g == 0.0 && *w == 0.0))
+    {
+        panic!(
+            "{what}: first mismatch at index {i}: gpu {:e} ({:#010x}) vs cpu {:e} ({:#010x})",
+            got[i],
+            got[i].to_bits(),
+            want[i],
+            want[i].to_bits()
+        );
+    }
+}
+
 pub(crate) fn read(b: &GpuBackend, t: &GpuTensor) -> Vec<f32> {
     futures::executor::block_on(b.to_host(t))
         .expect("readback")
