@@ -15,7 +15,10 @@ fn round_dst(i: u32, v: f32) {
 }
 
 fn round_delta(block: u32, v: f32) {
-    delta[block] = v;
+    // Mode 2's d is kept only where a buffer for it is bound (the exact path); otherwise delta is a stand-in.
+    if (block < arrayLength(&delta)) {
+        delta[block] = v;
+    }
 }
 
 // The block's output rows: rows row0.. and query heads gh0.. of kv head kv_head, as the epilogue wrote them.

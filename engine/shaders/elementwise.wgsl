@@ -40,7 +40,10 @@ fn round_dst(i: u32, v: f32) {
 }
 
 fn round_delta(block: u32, v: f32) {
-    delta[block] = v;
+    // Mode 2's d is kept only where a buffer for it is bound (the exact path); otherwise delta is a stand-in.
+    if (block < arrayLength(&delta)) {
+        delta[block] = v;
+    }
 }
 
 // tanh through exp of a non-positive argument: WGSL's tanh may overflow to NaN for large |x| on some drivers.

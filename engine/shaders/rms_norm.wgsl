@@ -8,7 +8,8 @@
 // With EXACT = 1u (the exact path; exact.wgsl prepended) the sums of squares are kept in float-float, as ggml keeps
 // them in double, and the mean, square root and reciprocal are correctly rounded: the CPU backend's bits.
 // Bindings: x [groups, group], w [group], y [groups, group]; add_norm also r (like x), s (like x) and rw [group]
-// (any buffer without pre_norm); add_norm_round also y_rounded (like x) and delta [groups, group / 32] (Q8_1 only).
+// (any buffer without pre_norm); add_norm_round also y_rounded (like x) and delta [groups, group / 32] (Q8_1;
+// mode 2 on the exact path: [groups, group / 256], Q8_K's d).
 
 struct Params {
     group: u32,
@@ -38,7 +39,10 @@ fn round_dst(i: u32, v: f32) {
 }
 
 fn round_delta(block: u32, v: f32) {
-    delta[block] = v;
+    // Mode 2's d is kept only where a buffer for it is bound (the exact path); otherwise delta is a stand-in.
+    if (block < arrayLength(&delta)) {
+        delta[block] = v;
+    }
 }
 
 const WG: u32 = 256u;

@@ -1,6 +1,6 @@
 // Activations rounded as ggml's CPU quantises them for a weight type (round_block.wgsl, prepended, says how).
 // One invocation per block (per value for modes 3 and 4); MODE is the rounding mode.
-// Bindings: x [n], y [n]; MODE 5 also delta [n / 32].
+// Bindings: x [n], y [n]; MODE 5 also delta [n / 32], MODE 2 (exact path) delta [n / 256] (Q8_K's d).
 
 struct Params {
     n: u32,
@@ -20,7 +20,8 @@ fn round_dst(i: u32, v: f32) {
 }
 
 fn round_delta(block: u32, v: f32) {
-    if (MODE == 5u) {
+    // Mode 2's d is kept only where a buffer for it is bound (the exact path); otherwise delta is a stand-in.
+    if ((MODE == 5u || MODE == 2u) && block < arrayLength(&delta)) {
         delta[block] = v;
     }
 }

@@ -244,6 +244,11 @@ fn smollm2_on_exact_gpu_gives_the_cpu_logits_bit_for_bit() {
 }
 
 #[test]
+fn gemma3_on_exact_gpu_gives_the_cpu_logits_bit_for_bit() {
+    check_gpu_exact_logits("gemma3");
+}
+
+#[test]
 fn smollm2_greedy_on_exact_gpu_matches_cpu() {
     check_gpu_greedy("smollm2", exact_path());
 }

@@ -50,6 +50,25 @@ pub(crate) fn block_size(mode: u32) -> usize {
 /// Q8_1 blocks, with the per-block sum term the product adds (`Rounded::sums`).
 pub(crate) const Q8_1: u32 = 5;
 
+/// Q8_K blocks of 256 (the K-quants' rounding); on the exact path with each block's d (`Rounded::sums`).
+pub(crate) const Q8_K: u32 = 2;
+
+/// The per-block tensor a rounding of [rows, cols] in `mode` writes next to the rounded values (round_delta in
+/// round_block.wgsl), which every producer of a rounding allocates through this: Q8_1's delta [rows, cols / 32],
+/// and on the exact path Q8_K's d [rows, cols / 256] (matmul_exact_k.wgsl rebuilds the Q8_K blocks from it).
+pub(crate) fn delta_tensor(
+    b: &GpuBackend,
+    mode: u32,
+    rows: usize,
+    cols: usize,
+) -> Option<GpuTensor> {
+    match mode {
+        Q8_1 => Some(b.tensor(rows, cols / 32)),
+        Q8_K if b.rec.ctx.exact => Some(b.tensor(rows, cols / 256)),
+        _ => None,
+    }
+}
+
 /// The rounding mode a row of `cols` activations gets before a product with `dtype`; None when none applies (or
 /// the row is not whole blocks, which the product then reports).
 pub(crate) fn mode_for(dtype: GgmlType, cols: usize) -> Option<u32> {
@@ -58,8 +77,8 @@ pub(crate) fn mode_for(dtype: GgmlType, cols: usize) -> Option<u32> {
         .map(|(mode, _)| mode)
 }
 
-/// `x` as ggml's CPU would see it multiplied by a weight of `dtype`, with Q8_1's sum term; `x` itself when no
-/// rounding applies.
+/// `x` as ggml's CPU would see it multiplied by a weight of `dtype`, with Q8_1's sum term (or on the exact path
+/// Q8_K's d); `x` itself when no rounding applies.
 pub(crate) fn round_for(
     b: &GpuBackend,
     x: &GpuTensor,
@@ -70,7 +89,7 @@ pub(crate) fn round_for(
     };
     let out = b.tensor(x.rows, x.cols);
     let block = block_size(mode);
-    let sums = (mode == Q8_1).then(|| b.tensor(x.rows, x.cols / 32));
+    let sums = delta_tensor(b, mode, x.rows, x.cols);
     let kernel = b.rec.kernel(
         "round_activations",
         SOURCE,
@@ -138,6 +157,32 @@ pub(crate) fn q8_1_matmul_with(
     )?))
 }
 
+/// x · Wᵀ for the K-quants on the exact path (matmul_exact_k.wgsl): the Q8_K rounding with its per-block d, from
+/// the memo when a producer emitted it. None for other types, off the exact path, or rows not whole blocks.
+pub(crate) fn k_quant_matmul(
+    b: &GpuBackend,
+    memo: &RefCell<Option<Rounded>>,
+    x: &GpuTensor,
+    w: &super::GpuWeight,
+) -> Result<Option<GpuTensor>> {
+    if !b.rec.ctx.exact
+        || !super::matmul_exact::supports_k(w.dtype)
+        || mode_for(w.dtype, x.cols) != Some(Q8_K)
+    {
+        return Ok(None);
+    }
+    let (mut rounded, mut sums) = cached(memo, x, Q8_K, || round_for(b, x, w.dtype))?;
+    if sums.is_none() {
+        // A producer that kept no d (none should on the exact path): round again, with it.
+        (rounded, sums) = round_for(b, x, w.dtype)?;
+        remember(memo, x, Q8_K, rounded.clone(), sums.clone());
+    }
+    let d = sums.expect("round_for keeps Q8_K's d on the exact path");
+    Ok(Some(super::matmul_exact::matmul_exact_k(
+        b, &rounded, w, &d,
+    )?))
+}
+
 /// out [rows, w.rows] += Σ_b m[o, b] · delta[r, b]: the Q8_1 sum term after a matmat.wgsl product (every other
 /// product kernel adds it itself).
 pub(crate) fn add_q8_1_sums(
@@ -184,7 +229,7 @@ pub(crate) struct Rounded {
     sums: Option<GpuTensor>,
 }
 
-/// Keeps `result` (and Q8_1's `sums`) as `source` rounded in `mode`, for the products that read it next: kernels
+/// Keeps `result` (and Q8_1's `sums`, or Q8_K's d) as `source` rounded in `mode`, for the products that read it next: kernels
 /// that make activations can emit their rounding in the same pass.
 pub(crate) fn remember(
     memo: &RefCell<Option<Rounded>>,

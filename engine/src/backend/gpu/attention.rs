@@ -4,7 +4,7 @@
 //! sees more than `SPLIT_KEYS` keys spreads them over several workgroups per head (flash-decoding) and merges their
 //! partial softmaxes with a third dispatch.
 
-use super::activation_rounding::{block_size, Q8_1};
+use super::activation_rounding::{block_size, delta_tensor};
 use super::recorder::{grid, Access};
 use super::{GpuBackend, GpuKvCache, GpuRope, GpuTensor};
 use crate::backend::AttentionParams;
@@ -306,7 +306,7 @@ pub(crate) fn attention(
             return Ok((out, None));
         };
         let rounded = b.tensor(rows, hq * d);
-        let sums = (mode == Q8_1).then(|| b.tensor(rows, hq * d / 32));
+        let sums = delta_tensor(b, mode, rows, hq * d);
         bufs.extend([rounded.buf(), sums.as_ref().map_or(b.unused(), |s| s.buf())]);
         b.rec
             .dispatch(&kernel, bytemuck::bytes_of(&params), &bufs, groups)?;

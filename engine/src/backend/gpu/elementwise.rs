@@ -155,8 +155,7 @@ pub(crate) fn gated_round(
         b.tensor(gate.rows, gate.cols),
         b.tensor(gate.rows, gate.cols),
     );
-    let sums =
-        (mode == super::activation_rounding::Q8_1).then(|| b.tensor(gate.rows, gate.cols / 32));
+    let sums = super::activation_rounding::delta_tensor(b, mode, gate.rows, gate.cols);
     let op = gated_op(b, act);
     let mut access = vec![
         Access::Read,

@@ -60,6 +60,14 @@ pub(super) struct Params {
     _pad: [u32; 3],
 }
 
+impl Params {
+    /// matmul_exact_k.wgsl: activation rows below `rows` take the repacked Q4_K gemm formula (Params.pad1).
+    pub(super) fn with_gemm_rows(mut self, rows: usize) -> Self {
+        self._pad[1] = rows as u32;
+        self
+    }
+}
+
 /// The `DTYPE` a kernel is specialised for: the ggml type id, which quant.wgsl names.
 pub(super) fn dtype_define(dtype: GgmlType) -> (&'static str, String) {
     // Every type the loader knows is dequantised in quant.wgsl; a new GgmlType must be added there too.

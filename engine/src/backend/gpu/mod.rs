@@ -433,6 +433,9 @@ impl Backend for GpuBackend {
         if let Some(out) = activation_rounding::q8_1_matmul(self, &self.rounded, x, w)? {
             return Ok(out);
         }
+        if let Some(out) = activation_rounding::k_quant_matmul(self, &self.rounded, x, w)? {
+            return Ok(out);
+        }
         let x = activation_rounding::round_cached(self, &self.rounded, x, w.dtype)?;
         matmul::matmul(self, &x, w)
     }

@@ -84,7 +84,7 @@ pub(crate) fn add_rms_norm(
     Ok((sum, out))
 }
 
-/// A rounded copy of a tensor, with Q8_1's block sums.
+/// A rounded copy of a tensor, with Q8_1's block sums (or on the exact path Q8_K's d per block).
 pub(crate) type RoundedCopy = (GpuTensor, Option<GpuTensor>);
 
 /// `add_rms_norm` in one pass, with r first normalised by `r_norm` when given (Gemma's post-attention and post-MLP
@@ -132,8 +132,7 @@ pub(crate) fn add_rms_norm_with(
         r_norm.unwrap_or(w).buf(),
     ];
     let rounded = mode.map(|mode| {
-        let sums =
-            (mode == super::activation_rounding::Q8_1).then(|| b.tensor(x.rows, x.cols / 32));
+        let sums = super::activation_rounding::delta_tensor(b, mode, x.rows, x.cols);
         (b.tensor(x.rows, x.cols), sums)
     });
     if let Some((rounded, sums)) = &rounded {
