@@ -33,8 +33,8 @@ test: setup models reference
 	scripts/web-test.sh
 	scripts/e2e-test.sh
 
-# Greedy decoding of the real models on the GPU backend against the CPU backend (slow on lavapipe; the
-# teacher-forced agreement with llama.cpp runs in make test).
+# Greedy decoding of the real models on the default GPU path against the CPU backend (slow on lavapipe; make test
+# runs the exact path's greedy decoding and logits, and the teacher-forced agreement with llama.cpp).
 test-gpu-models: setup models
 	cargo test --release -p engine --test real_llamacpp -- --ignored --nocapture
 

@@ -177,7 +177,11 @@ pub(crate) fn k_quant_matmul(
         (rounded, sums) = round_for(b, x, w.dtype)?;
         remember(memo, x, Q8_K, rounded.clone(), sums.clone());
     }
-    let d = sums.expect("round_for keeps Q8_K's d on the exact path");
+    let Some(d) = sums else {
+        return Err(crate::Error::Backend(
+            "the exact path's Q8_K rounding kept no block scales".into(),
+        ));
+    };
     Ok(Some(super::matmul_exact::matmul_exact_k(
         b, &rounded, w, &d,
     )?))

@@ -177,6 +177,7 @@ pub(crate) fn matmul_exact_k(
 
 #[cfg(test)]
 mod tests {
+    use super::supports_k;
     use crate::backend::cpu::q8;
     use crate::backend::cpu::qmatmul::QMatrix;
     use crate::backend::gpu::activation_rounding::round_for;
@@ -212,8 +213,8 @@ mod tests {
         x
     }
 
-    /// The backend's product (activations rounded, then the exact kernel) against the CPU backend's on the same f32
-    /// activations.
+    /// The backend's product (activations rounded, with the K-quants' d, then the exact kernel) against the CPU
+    /// backend's on the same f32 activations.
     fn check(
         g: &GpuBackend,
         dtype: GgmlType,
@@ -224,7 +225,11 @@ mod tests {
     ) {
         let what = format!("{} [{x_rows}, {cols}] x [{w_rows}, {cols}]", dtype.name());
         let bytes = weight_bytes(dtype, w_rows, cols, seed);
-        let x = activations(x_rows, cols, seed + 7);
+        let x = if supports_k(dtype) {
+            activations_k(x_rows, cols, seed + 7)
+        } else {
+            activations(x_rows, cols, seed + 7)
+        };
         let want = QMatrix::new(dtype, w_rows, cols, bytes.clone())
             .unwrap()
             .matmul(&x, x_rows)
@@ -360,28 +365,6 @@ mod tests {
         x
     }
 
-    /// `check` for the K-quants, through the backend's own matmul (the rounding with its d, then the kernel).
-    fn check_k(
-        g: &GpuBackend,
-        dtype: GgmlType,
-        w_rows: usize,
-        cols: usize,
-        x_rows: usize,
-        seed: u64,
-    ) {
-        let what = format!("{} [{x_rows}, {cols}] x [{w_rows}, {cols}]", dtype.name());
-        let bytes = weight_bytes(dtype, w_rows, cols, seed);
-        let x = activations_k(x_rows, cols, seed + 7);
-        let want = QMatrix::new(dtype, w_rows, cols, bytes.clone())
-            .unwrap()
-            .matmul(&x, x_rows)
-            .unwrap();
-        let gw = g.upload_weight("w", dtype, [w_rows, cols], &bytes).unwrap();
-        let gx = g.tensor_from_host(&x, x_rows, cols).unwrap();
-        let got = read(g, &g.matmul(&gx, &gw).unwrap());
-        assert_same_bits(&what, &got, &want);
-    }
-
     /// Every K-quant on every formula the CPU picks: Vec (1 to 5 rows), Tiled (8 or more), and for Q4_K weights
     /// with a multiple of 8 rows Repacked (1 to 3) and RepackedGemm with and without leftover rows (4, 5, 8, 9, 13).
     #[test]
@@ -394,7 +377,7 @@ mod tests {
                     for x_rows in [1, 2, 3, 4, 5, 8, 9, 13] {
                         let seed =
                             1000 * k as u64 + 10 * w_rows as u64 + cols as u64 + x_rows as u64;
-                        check_k(&g, dtype, w_rows, cols, x_rows, seed);
+                        check(&g, dtype, w_rows, cols, x_rows, seed);
                         cases += 1;
                     }
                 }
@@ -429,7 +412,7 @@ mod tests {
                     w.chunks.len()
                 );
                 for x_rows in [1, 9] {
-                    check_k(
+                    check(
                         &g,
                         dtype,
                         w_rows,
