@@ -270,31 +270,29 @@ mod tests {
             return;
         };
         for (k, dtype) in TYPES.into_iter().enumerate() {
-            let (w_rows, cols) = (301, 160);
-            let w = g
-                .upload_weight(
-                    "w",
-                    dtype,
-                    [w_rows, cols],
-                    &weight_bytes(dtype, w_rows, cols, 1),
-                )
-                .unwrap();
-            assert!(
-                w.chunks.len() > 1,
-                "{}: {} chunk(s)",
-                dtype.name(),
-                w.chunks.len()
-            );
-            for x_rows in [1, 9] {
-                check(
-                    &g,
-                    dtype,
-                    w_rows,
-                    cols,
-                    x_rows,
-                    500 + 10 * k as u64 + x_rows as u64,
-                );
-            }
+            check_split(&g, dtype, 301, 160, 500 + 10 * k as u64);
+        }
+    }
+
+    /// `check` on a weight the backend splits into several buffers (the caller forces a small binding limit), for
+    /// one and nine activation rows.
+    fn check_split(g: &GpuBackend, dtype: GgmlType, w_rows: usize, cols: usize, seed: u64) {
+        let w = g
+            .upload_weight(
+                "w",
+                dtype,
+                [w_rows, cols],
+                &weight_bytes(dtype, w_rows, cols, 1),
+            )
+            .unwrap();
+        assert!(
+            w.chunks.len() > 1,
+            "{}: {} chunk(s)",
+            dtype.name(),
+            w.chunks.len()
+        );
+        for x_rows in [1, 9] {
+            check(g, dtype, w_rows, cols, x_rows, seed + x_rows as u64);
         }
     }
 
@@ -397,30 +395,7 @@ mod tests {
         };
         for (k, dtype) in K_TYPES.into_iter().enumerate() {
             for (w_rows, cols) in [(101, 512), (96, 512)] {
-                let w = g
-                    .upload_weight(
-                        "w",
-                        dtype,
-                        [w_rows, cols],
-                        &weight_bytes(dtype, w_rows, cols, 1),
-                    )
-                    .unwrap();
-                assert!(
-                    w.chunks.len() > 1,
-                    "{}: {} chunk(s)",
-                    dtype.name(),
-                    w.chunks.len()
-                );
-                for x_rows in [1, 9] {
-                    check(
-                        &g,
-                        dtype,
-                        w_rows,
-                        cols,
-                        x_rows,
-                        700 + 10 * k as u64 + x_rows as u64,
-                    );
-                }
+                check_split(&g, dtype, w_rows, cols, 700 + 10 * k as u64);
             }
         }
     }
