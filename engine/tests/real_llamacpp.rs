@@ -205,8 +205,16 @@ fn gemma3_on_gpu_agrees_with_llamacpp_teacher_forced() {
     check_gpu_teacher_forced("gemma3");
 }
 
-/// The exact GPU path gives the CPU backend's logits bit for bit over a whole reference sequence (prompt and
-/// reply, one batch): every op of the model has an exact twin there.
+/// Positions the exact path is held to the CPU's bits on: a prefill batch, then tokens decoded one at a time past
+/// position 32, so the batch's 8-lane attention sums and a single row's 32-lane ones (ggml_vec_dot_f32) both run
+/// whole chunks and tails. Every op and every product kernel runs on each; longer sequences repeat the same code.
+const EXACT_PREFILL: usize = 20;
+const EXACT_DECODE: usize = 16;
+/// Greedy tokens compared on the exact path: the session's own decode loop and GPU read-back of the candidates.
+const EXACT_GREEDY: usize = 12;
+
+/// The exact GPU path gives the CPU backend's logits bit for bit, every row of a prefill batch and every decode step
+/// after it (case 0's prompt and reply, teacher-forced): every op of the model has an exact twin there.
 fn check_gpu_exact_logits(fixture_name: &str) {
     let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
     let path = real_model(refs["model_file"].as_str().expect("model_file"));
@@ -217,22 +225,53 @@ fn check_gpu_exact_logits(fixture_name: &str) {
     let case = &refs["cases"][0];
     let mut seq = as_u32s(&case["prompt_tokens"]);
     seq.extend(as_u32s(&case["greedy"]));
-    let (ours, theirs) = (g.logits(&seq), cpu.logits(&seq));
+    let (prompt, continuation) = seq[..EXACT_PREFILL + EXACT_DECODE].split_at(EXACT_PREFILL);
+    let ours = g.prefill_then_decode_logits(prompt, continuation);
+    let theirs = cpu.prefill_then_decode_logits(prompt, continuation);
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{fixture_name}: number of logits rows"
+    );
     for (pos, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        let path = if pos < EXACT_PREFILL {
+            "prefill"
+        } else {
+            "decode"
+        };
         if let Some(i) = a
             .iter()
             .zip(b)
             .position(|(x, y)| x.to_bits() != y.to_bits())
         {
             panic!(
-                "{fixture_name}: exact GPU logits differ from the CPU's at position {pos}, token {i}: {} vs {}",
+                "{fixture_name}: exact GPU logits differ from the CPU's at position {pos} ({path}), token {i}: {} vs {}",
                 a[i], b[i]
             );
         }
     }
     eprintln!(
-        "{fixture_name}: exact GPU logits equal the CPU's over {} positions",
-        seq.len()
+        "{fixture_name}: exact GPU logits equal the CPU's over {EXACT_PREFILL} prefill and {EXACT_DECODE} decode positions"
+    );
+}
+
+/// Greedy generation on the exact path (the session's loop, with the GPU's candidate read-back) gives the CPU's
+/// tokens on case 0's prompt.
+fn check_gpu_exact_greedy(fixture_name: &str) {
+    let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
+    let path = real_model(refs["model_file"].as_str().expect("model_file"));
+    let Some(g) = load_gpu_with(&path, exact_path()) else {
+        return;
+    };
+    let cpu = load_cpu(&path);
+    let prompt = as_u32s(&refs["cases"][0]["prompt_tokens"]);
+    let (ours, theirs) = (
+        g.greedy(&prompt, EXACT_GREEDY),
+        cpu.greedy(&prompt, EXACT_GREEDY),
+    );
+    assert_eq!(
+        ours, theirs,
+        "{fixture_name}: exact GPU greedy tokens differ from the CPU's"
     );
 }
 
@@ -250,12 +289,12 @@ fn gemma3_on_exact_gpu_gives_the_cpu_logits_bit_for_bit() {
 
 #[test]
 fn smollm2_greedy_on_exact_gpu_matches_cpu() {
-    check_gpu_greedy("smollm2", exact_path());
+    check_gpu_exact_greedy("smollm2");
 }
 
 #[test]
 fn gemma3_greedy_on_exact_gpu_matches_cpu() {
-    check_gpu_greedy("gemma3", exact_path());
+    check_gpu_exact_greedy("gemma3");
 }
 
 // The default f32 path: slow on lavapipe, and SmolLM2 case 4 leaves the CPU's path at a 0.17 gap; `make

@@ -150,6 +150,32 @@ impl<B: Backend> Loaded<B> {
             .tokens
     }
 
+    /// `prompt` in one batch (every position's logits), then each of `continuation` decoded one token at a time onto
+    /// the same cache: the prefill path and the decode path of one sequence.
+    pub fn prefill_then_decode_logits(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+    ) -> Vec<Vec<f32>> {
+        let mut cache = self
+            .model
+            .new_cache(&self.backend, prompt.len() + continuation.len())
+            .unwrap();
+        let out = self
+            .model
+            .forward(&self.backend, &mut cache, prompt, true)
+            .unwrap();
+        let mut rows = futures::executor::block_on(self.backend.to_host(&out)).unwrap();
+        for &t in continuation {
+            let out = self
+                .model
+                .forward(&self.backend, &mut cache, &[t], false)
+                .unwrap();
+            rows.extend(futures::executor::block_on(self.backend.to_host(&out)).unwrap());
+        }
+        rows
+    }
+
     /// Token-by-token decode through the backend's forward pass, all logits read back.
     pub fn incremental_logits(&self, tokens: &[u32]) -> Vec<Vec<f32>> {
         let mut cache = self.model.new_cache(&self.backend, tokens.len()).unwrap();
