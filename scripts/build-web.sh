@@ -1,13 +1,87 @@
 #!/usr/bin/env bash
-# Builds the browser app into dist/ with trunk, offline, with the pinned tools (scripts/web-setup.sh installs them):
-# wasm-opt from node_modules/.bin comes first on PATH. Release (size-optimised) unless --debug is given; other
-# arguments go to trunk.
+# Builds the browser app into dist/ from index.html: the page (app/src/main.rs) and the engine's worker
+# (app/src/bin/worker/) as two wasm bundles — cargo, then wasm-bindgen (the page as an ES module, the worker as a
+# classic script started by worker_loader.js), then wasm-opt -Oz — with the pinned tools scripts/web-setup.sh installs
+# (wasm-bindgen-cli at Cargo.lock's version; npm's binaryen, whose wasm-opt comes first on PATH). Release unless
+# --debug is given (cargo's dev profile, no wasm-opt).
+#
+# The page's files are named by their content (cache busting); the worker's keep fixed names because the page starts
+# it by name. wasm-opt's output is kept in the target directory by its input's hash, so an unchanged bundle is not
+# optimised twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-mode=(--release)
-args=()
+die() { echo "build-web: $*" >&2; exit 1; }
+
+profile=release
+cargo_mode=(--release)
 for a in "$@"; do
-  if [ "$a" = --debug ]; then mode=(); else args+=("$a"); fi
+  case "$a" in
+    --debug) profile=debug; cargo_mode=() ;;
+    *) die "unknown argument $a (only --debug)" ;;
+  esac
 done
-exec trunk build --offline "${mode[@]}" "${args[@]}"
+
+wb_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+[ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" = "$wb_version" ] ||
+  die "wasm-bindgen $wb_version (Cargo.lock's) is needed: run scripts/web-setup.sh"
+command -v wasm-opt >/dev/null || die "wasm-opt is missing: run scripts/web-setup.sh"
+
+cargo build "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin app --bin worker
+target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
+wasm_dir="$target_dir/wasm32-unknown-unknown/$profile"
+bindgen_dir="$target_dir/wasm-bindgen/$profile"
+opt_cache="$target_dir/wasm-opt"
+mkdir -p "$bindgen_dir" "$opt_cache"
+
+wasm-bindgen --target web --no-typescript --out-dir "$bindgen_dir" --out-name app "$wasm_dir/app.wasm"
+wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker "$wasm_dir/worker.wasm"
+
+# The new dist/ is assembled beside the old one and swapped in whole, so a failed build leaves the last good one.
+stage=$(mktemp -d dist.tmp.XXXXXX)
+chmod 755 "$stage"
+trap 'rm -rf "$stage"' EXIT
+
+optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last run on the same input
+  if [ "$profile" = debug ]; then cp "$1" "$2"; return; fi
+  local key
+  key=$(sha256sum "$1" | cut -c1-32)
+  if [ ! -f "$opt_cache/$key.wasm" ]; then
+    echo "wasm-opt -Oz $(basename "$1") ($(($(stat -c %s "$1") / 1024)) KiB)…"
+    wasm-opt -Oz --output="$opt_cache/$key.wasm.tmp" "$1"
+    mv "$opt_cache/$key.wasm.tmp" "$opt_cache/$key.wasm"
+  fi
+  cp "$opt_cache/$key.wasm" "$2"
+}
+hash_of() { sha256sum "$1" | cut -c1-16; }
+
+optimised "$bindgen_dir/app_bg.wasm" "$stage/app_bg.wasm"
+app_hash=$(hash_of "$stage/app_bg.wasm")
+app_wasm="app-${app_hash}_bg.wasm"
+app_js="app-${app_hash}.js"
+mv "$stage/app_bg.wasm" "$stage/$app_wasm"
+cp "$bindgen_dir/app.js" "$stage/$app_js"
+
+optimised "$bindgen_dir/worker_bg.wasm" "$stage/worker_bg.wasm"
+cp "$bindgen_dir/worker.js" "$stage/worker.js"
+printf '%s' 'importScripts("./worker.js");wasm_bindgen("./worker_bg.wasm");' >"$stage/worker_loader.js"
+
+[ -d "$bindgen_dir/snippets" ] && cp -r "$bindgen_dir/snippets" "$stage/"
+
+css="style-$(hash_of app/style.css).css"
+cp app/style.css "$stage/$css"
+
+# index.html names the sources; dist/index.html names what was built from them.
+grep -q 'href="app/style.css"' index.html && grep -q "'./app.js'" index.html && grep -q "'./app_bg.wasm'" index.html ||
+  die "index.html must link app/style.css and import ./app.js with ./app_bg.wasm"
+sed -e "s|href=\"app/style.css\"|href=\"$css\"|" \
+    -e "s|'./app.js'|'./$app_js'|g; s|\"./app.js\"|\"./$app_js\"|g" \
+    -e "s|'./app_bg.wasm'|'./$app_wasm'|g; s|\"./app_bg.wasm\"|\"./$app_wasm\"|g" \
+    index.html >"$stage/index.html"
+
+rm -rf dist.old
+[ -d dist ] && mv dist dist.old
+mv "$stage" dist
+rm -rf dist.old
+trap - EXIT
+echo "built dist/ ($profile): $(du -sh dist | cut -f1)"

@@ -9,8 +9,9 @@ missing=()
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 command -v sha256sum >/dev/null || missing+=(coreutils)
-# Mesa's Vulkan drivers (lavapipe runs Vulkan on the CPU) give the GPU backend a real wgpu adapter on any machine.
-for pkg in mesa-vulkan-drivers libvulkan1; do
+# Mesa's Vulkan drivers (lavapipe runs Vulkan on the CPU) give the GPU backend a real wgpu adapter on any machine;
+# Chromium (with SwiftShader's WebGPU) and chromedriver run the browser tests. One apt run for all of them.
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

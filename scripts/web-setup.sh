@@ -5,8 +5,8 @@
 #   - node_modules from package-lock.json (`npm ci`): wasm-opt from npm's binaryen (Debian's older one produces a
 #     wasm that fails at run time), playwright-core (it drives the system Chromium; it never downloads browsers) and
 #     @wllama/wllama (the peer scripts/bench-web.sh measures beside the app);
-#   - wasm-bindgen-cli at exactly Cargo.lock's wasm-bindgen version (crates.io);
-#   - trunk 0.21 (crates.io; 0.22 needs a newer rustc). Building it takes 8–15 minutes the first time.
+#   - wasm-bindgen-cli at exactly Cargo.lock's wasm-bindgen version (crates.io; about 2 minutes to build): the
+#     bindings scripts/build-web.sh generates, and the runner of the wasm tests (scripts/web-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,11 +39,5 @@ wb_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version 
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wb_version" ]; then
   echo "installing wasm-bindgen-cli $wb_version (several minutes)…"
   # Not --locked: the crate's own lockfile pins a webpki-roots version crates.io no longer has.
-  cargo install wasm-bindgen-cli --version "$wb_version"
-fi
-grep -q "wasm_bindgen = \"$wb_version\"" Trunk.toml || die "Trunk.toml's [tools] wasm_bindgen must be $wb_version (Cargo.lock's)"
-
-if ! trunk --version 2>/dev/null | grep -q '^trunk 0\.21\.'; then
-  echo "installing trunk 0.21 (8–15 minutes the first time)…"
-  cargo install trunk --version "~0.21" --locked
+  env -u CARGO_TARGET_DIR cargo install wasm-bindgen-cli --version "$wb_version"
 fi

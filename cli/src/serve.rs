@@ -1,5 +1,5 @@
 //! `aviary serve`: the small static file server `make run` puts the browser app behind. It serves the built app
-//! (trunk's `dist/`) and, under `/models/`, a directory of model files, with what the app needs of a server: the
+//! (`dist/`, from scripts/build-web.sh) and, under `/models/`, a directory of model files, with what the app needs of a server: the
 //! right MIME types (browsers compile wasm only when it is `application/wasm`), HEAD, and single HTTP Range requests
 //! (206) — the worker reads a model tensor by tensor instead of downloading the whole file. No path can leave the
 //! two directories. One thread per connection; connections are kept alive.
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// The directory to serve at `/` (the app built by trunk).
+    /// The directory to serve at `/` (the app built by scripts/build-web.sh).
     #[arg(long, default_value = "dist")]
     pub dir: PathBuf,
     /// A directory served at `/models/` (model files the app loads by URL).
@@ -40,7 +40,7 @@ pub struct Roots {
 
 pub fn run(a: Args) -> Result<()> {
     if !a.dir.join("index.html").is_file() {
-        eprintln!("aviary serve: warning: {} has no index.html (build the app with `make run` or trunk)", a.dir.display());
+        eprintln!("aviary serve: warning: {} has no index.html (build the app with `make run` or scripts/build-web.sh)", a.dir.display());
     }
     let listener = TcpListener::bind((a.host.as_str(), a.port)).with_context(|| format!("binding {}:{}", a.host, a.port))?;
     let addr = listener.local_addr()?;

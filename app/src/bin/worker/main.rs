@@ -1,6 +1,6 @@
 //! The worker bundle: hosts Aviary's engine off the page's thread (see host.rs). Its model sources and storage
-//! are in the app's library (src/lib.rs), which the wasm tests share. Trunk builds it from index.html
-//! (`data-type="worker"`), and the page starts it with `new Worker("./worker_loader.js")`.
+//! are in the app's library (src/lib.rs), which the wasm tests share. scripts/build-web.sh builds it as a classic
+//! worker script (wasm-bindgen's no-modules target), and the page starts it with `new Worker("./worker_loader.js")`.
 
 #[cfg(target_arch = "wasm32")]
 mod host;
@@ -13,6 +13,6 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
-    eprintln!("the Aviary worker runs in a browser: build the app with `make run` (trunk)");
+    eprintln!("the Aviary worker runs in a browser: build the app with `make run`");
     std::process::exit(1);
 }
