@@ -30,17 +30,17 @@ command -v wasm-opt >/dev/null || die "wasm-opt is missing: run scripts/web-setu
 cargo build "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin app --bin worker
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
 wasm_dir="$target_dir/wasm32-unknown-unknown/$profile"
-bindgen_dir="$target_dir/wasm-bindgen/$profile"
 opt_cache="$target_dir/wasm-opt"
-mkdir -p "$bindgen_dir" "$opt_cache"
+mkdir -p "$opt_cache"
+# wasm-bindgen writes into a directory of this build's own (the target directory may be shared with other clones), and
+# the new dist/ is assembled beside the old one and swapped in whole, so a failed build leaves the last good one.
+bindgen_dir=$(mktemp -d)
+stage=$(mktemp -d dist.tmp.XXXXXX)
+chmod 755 "$stage"
+trap 'rm -rf "$stage" "$bindgen_dir"' EXIT
 
 wasm-bindgen --target web --no-typescript --out-dir "$bindgen_dir" --out-name app "$wasm_dir/app.wasm"
 wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker "$wasm_dir/worker.wasm"
-
-# The new dist/ is assembled beside the old one and swapped in whole, so a failed build leaves the last good one.
-stage=$(mktemp -d dist.tmp.XXXXXX)
-chmod 755 "$stage"
-trap 'rm -rf "$stage"' EXIT
 
 optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last run on the same input
   if [ "$profile" = debug ]; then cp "$1" "$2"; return; fi
@@ -52,6 +52,9 @@ optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last
     mv "$opt_cache/$key.wasm.tmp" "$opt_cache/$key.wasm"
   fi
   cp "$opt_cache/$key.wasm" "$2"
+}
+prune_opt_cache() { # the last few outputs are enough to skip wasm-opt for an unchanged bundle
+  ls -t "$opt_cache"/*.wasm 2>/dev/null | tail -n +7 | xargs -r rm -f
 }
 hash_of() { sha256sum "$1" | cut -c1-16; }
 
@@ -66,6 +69,7 @@ optimised "$bindgen_dir/worker_bg.wasm" "$stage/worker_bg.wasm"
 cp "$bindgen_dir/worker.js" "$stage/worker.js"
 printf '%s' 'importScripts("./worker.js");wasm_bindgen("./worker_bg.wasm");' >"$stage/worker_loader.js"
 
+prune_opt_cache
 [ -d "$bindgen_dir/snippets" ] && cp -r "$bindgen_dir/snippets" "$stage/"
 
 css="style-$(hash_of app/style.css).css"
@@ -83,5 +87,4 @@ rm -rf dist.old
 [ -d dist ] && mv dist dist.old
 mv "$stage" dist
 rm -rf dist.old
-trap - EXIT
 echo "built dist/ ($profile): $(du -sh dist | cut -f1)"
