@@ -6,8 +6,8 @@
 # --debug is given (cargo's dev profile, no wasm-opt).
 #
 # The page's files are named by their content (cache busting); the worker's keep fixed names because the page starts
-# it by name. wasm-opt's output is kept in the target directory by its input's hash, so an unchanged bundle is not
-# optimised twice.
+# it by name. wasm-opt's output is kept in the target directory by the hash of its input, version and flags, so an
+# unchanged bundle is not optimised twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -44,8 +44,8 @@ wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-
 
 optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last run on the same input
   if [ "$profile" = debug ]; then cp "$1" "$2"; return; fi
-  local key
-  key=$(sha256sum "$1" | cut -c1-32)
+  local key # the input, the tool's version and its flags
+  key=$( (sha256sum <"$1"; wasm-opt --version; echo -Oz) | sha256sum | cut -c1-32)
   if [ ! -f "$opt_cache/$key.wasm" ]; then
     echo "wasm-opt -Oz $(basename "$1") ($(($(stat -c %s "$1") / 1024)) KiB)…"
     wasm-opt -Oz --output="$opt_cache/$key.wasm.tmp" "$1"
