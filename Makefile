@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(AVIARY_CACHE)/target
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 PORT ?= 8080
 
-.PHONY: run chat test setup models reference wasm-check fuzz bench bench-web web-test e2e-test web-build test-gpu-models
+.PHONY: run chat test setup models reference fuzz bench bench-web web-test e2e-test web-build test-gpu-models
 
 setup:
 	@scripts/setup.sh
@@ -48,9 +48,10 @@ web-test:
 e2e-test: setup models
 	@scripts/e2e-test.sh
 
+# The fuzzers keep their own target directory (fuzz/target): sanitizer builds share nothing with the rest.
 fuzz:
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_header -- -max_total_time=60
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run safetensors_header -- -max_total_time=60
+	cd fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_header -- -max_total_time=60
+	cd fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 cargo fuzz run safetensors_header -- -max_total_time=60
 
 bench: setup models
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend cpu
