@@ -132,17 +132,17 @@ fn respond(out: &mut impl Write, head: &Head, roots: &Roots) -> std::io::Result<
     let is_head = head.method == "HEAD";
     if head.method != "GET" && !is_head {
         log(roots, head, 405, 0);
-        simple(out, 405, "Method Not Allowed", "only GET and HEAD\n", &[("Allow", "GET, HEAD")])?;
+        simple(out, head, 405, "Method Not Allowed", "only GET and HEAD\n", &[("Allow", "GET, HEAD")])?;
         return Ok(false); // a body we did not read may follow
     }
     let Some(path) = resolve(roots, &head.target) else {
         log(roots, head, 404, 0);
-        simple(out, 404, "Not Found", "not found\n", &[])?;
+        simple(out, head, 404, "Not Found", "not found\n", &[])?;
         return Ok(true);
     };
     let Ok(mut file) = File::open(&path) else {
         log(roots, head, 404, 0);
-        simple(out, 404, "Not Found", "not found\n", &[])?;
+        simple(out, head, 404, "Not Found", "not found\n", &[])?;
         return Ok(true);
     };
     let len = file.metadata()?.len();
@@ -153,7 +153,7 @@ fn respond(out: &mut impl Write, head: &Head, roots: &Roots) -> std::io::Result<
         Some(RangeAnswer::Unsatisfiable) => {
             log(roots, head, 416, 0);
             let cr = format!("bytes */{len}");
-            simple(out, 416, "Range Not Satisfiable", "range not satisfiable\n", &[("Content-Range", &cr)])?;
+            simple(out, head, 416, "Range Not Satisfiable", "range not satisfiable\n", &[("Content-Range", &cr)])?;
             return Ok(true);
         }
     };
@@ -178,7 +178,9 @@ fn respond(out: &mut impl Write, head: &Head, roots: &Roots) -> std::io::Result<
     Ok(true)
 }
 
-fn simple(out: &mut impl Write, status: u16, reason: &str, body: &str, extra: &[(&str, &str)]) -> std::io::Result<()> {
+/// A short text reply. A reply to HEAD has the headers only: a body there would be read as the start of the next
+/// response on a kept-alive connection.
+fn simple(out: &mut impl Write, head: &Head, status: u16, reason: &str, body: &str, extra: &[(&str, &str)]) -> std::io::Result<()> {
     let mut h = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
         body.len()
@@ -188,6 +190,9 @@ fn simple(out: &mut impl Write, status: u16, reason: &str, body: &str, extra: &[
     }
     h.push_str("\r\n");
     out.write_all(h.as_bytes())?;
+    if head.method == "HEAD" {
+        return Ok(());
+    }
     out.write_all(body.as_bytes())
 }
 
@@ -373,6 +378,9 @@ mod tests {
 
         let r = text(ask("HEAD /models/m.gguf HTTP/1.1\r\nConnection: close\r\n\r\n"));
         assert!(r.contains("Content-Length: 256\r\n") && r.ends_with("\r\n\r\n"), "{r}");
+
+        let r = text(ask("HEAD /models/none.gguf HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(r.starts_with("HTTP/1.1 404") && r.ends_with("\r\n\r\n"), "a HEAD reply has no body: {r:?}");
 
         let r = text(ask("GET /models/m.gguf HTTP/1.1\r\nRange: bytes=300-\r\nConnection: close\r\n\r\n"));
         assert!(r.starts_with("HTTP/1.1 416") && r.contains("Content-Range: bytes */256"), "{r}");
