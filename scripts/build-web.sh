@@ -67,7 +67,7 @@ cp "$bindgen_dir/app.js" "$stage/$app_js"
 
 optimised "$bindgen_dir/worker_bg.wasm" "$stage/worker_bg.wasm"
 cp "$bindgen_dir/worker.js" "$stage/worker.js"
-printf '%s' 'importScripts("./worker.js");wasm_bindgen("./worker_bg.wasm");' >"$stage/worker_loader.js"
+printf '%s' 'importScripts("./worker.js");wasm_bindgen({ module_or_path: "./worker_bg.wasm" });' >"$stage/worker_loader.js"
 
 prune_opt_cache
 [ -d "$bindgen_dir/snippets" ] && cp -r "$bindgen_dir/snippets" "$stage/"
