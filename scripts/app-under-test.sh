@@ -1,7 +1,8 @@
 # Sourced by the scripts that drive the browser app in headless Chromium (e2e-test.sh, bench-web.sh); they define
 # `die` first. `prepare_app SKIP` installs what is missing (web tools, Chromium, the default model), builds dist/
-# unless SKIP is 1 and it exists, and builds the CLI: it sets $model and $aviary. `serve_app DIR LOG TMP` serves DIR
-# with the models under /models/ on a free port of 127.0.0.1: it sets $server (the pid) and $url.
+# unless SKIP is 1 and it exists, and builds the CLI: it sets $model and $aviary. `serve_app DIR LOG TMP [MODELS]`
+# serves DIR with the models (MODELS, default the directory of $model) under /models/ on a free port of 127.0.0.1:
+# it sets $server (the pid) and $url.
 # `with_scratch_dir` sets $tmp to a new directory, removed (and the server stopped) when the script exits.
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -30,8 +31,8 @@ with_scratch_dir() {
 }
 
 serve_app() {
-  local dir=$1 log=$2 tmp=$3
-  "$aviary" serve --dir "$dir" --model-dir "$(dirname "$model")" --port 0 >"$tmp/serve.out" 2>"$log" &
+  local dir=$1 log=$2 tmp=$3 models=${4:-$(dirname "$model")}
+  "$aviary" serve --dir "$dir" --model-dir "$models" --port 0 >"$tmp/serve.out" 2>"$log" &
   server=$!
   for _ in $(seq 100); do
     grep -q '^serving' "$tmp/serve.out" 2>/dev/null && break

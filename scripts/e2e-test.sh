@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# End-to-end tests of the browser app (tests/e2e/*.test.mjs, helpers in tests/e2e/lib.mjs): builds it (release, as
-# `make run` does), serves it with `aviary serve` on a free port of 127.0.0.1 together with the default model, and
-# runs each test, which drives headless Chromium (WebGPU on SwiftShader when there is no GPU) with playwright-core.
-# The expected greedy answers are computed here by the native CLI for the same prompt, settings and model.
+# End-to-end tests of the browser app (tests/e2e/: all.test.mjs registers the suites of the files beside it, helpers
+# in lib.mjs): builds it (release, as `make run` does), serves it with `aviary serve` on a free port of 127.0.0.1
+# together with the default model and a tiny one, and runs the suites in one `node --test`, which drives headless
+# Chromium (WebGPU on SwiftShader when there is no GPU) with playwright-core. The UI's suites use the tiny model,
+# which loads in about a second; the default model's suite checks what needs a real model. The expected greedy
+# answers are computed here by the native CLI for the same prompt, settings and model.
 # Screenshots and browser logs go to target/e2e-artifacts/.
-#   E2E_SKIP_BUILD=1 reuses dist/ as it is; arguments name the tests to run (e.g. `chat`), all when none.
+#   E2E_SKIP_BUILD=1 reuses dist/ as it is; arguments name the suites to run (chat, models, device, default-model),
+#   all when none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +16,18 @@ source scripts/app-under-test.sh
 prepare_app "${E2E_SKIP_BUILD:-0}"
 
 artifacts=target/e2e-artifacts
+rm -rf "$artifacts"
 mkdir -p "$artifacts"
 with_scratch_dir
+
+# The models the server offers: those beside the default one (the catalog probes for Gemma 3 with a HEAD request),
+# and the tiny Llama fixture (random weights, but a real vocabulary and chat template, so the app tokenizes,
+# templates and detokenizes it like any model) under a name that says so.
+tiny_file=tests/fixtures/tiny/llama/model-q8_0.gguf
+tiny_name=tiny-llama-q8_0.gguf
+mkdir "$tmp/models"
+ln -s "$(dirname "$model")"/*.gguf "$tmp/models/"
+ln -s "$PWD/$tiny_file" "$tmp/models/$tiny_name"
 
 # A prompt whose greedy answer has clear margins: the CPU backend and the GPU backend (lavapipe, f16 and f32) agree
 # on it. On "What is the capital of France?" they part at the eighth token, where the top two logits are 0.07 apart
@@ -23,25 +36,29 @@ export PROMPT="Name the three primary colors."
 export MAX_TOKENS=24
 # The browser's adapter may lack shader-f16 (SwiftShader does), so the CLI answers both ways; a test compares with
 # the one whose arithmetic the browser's adapter uses. The CPU backend's answer is for the page without WebGPU.
-echo "expected answers: aviary generate (greedy, $MAX_TOKENS tokens) on the GPU with f16 where available, with f32, on the CPU…"
-generate() { "$aviary" generate --model "$model" --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --json "$@"; }
-generate --backend gpu >"$tmp/expected.json"
-generate --backend gpu --gpu-f32 >"$tmp/expected-f32.json"
-generate --backend cpu >"$tmp/expected-cpu.json"
-cat "$tmp/expected.json" "$tmp/expected-f32.json" "$tmp/expected-cpu.json"
+echo "expected answers: aviary generate (greedy, $MAX_TOKENS tokens) on the GPU with f16 where available, with f32,"
+echo "on the CPU, for the default and the tiny model…"
+generate() { "$aviary" generate --model "$1" --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --json "${@:2}"; }
+answers() { # MODEL NAME: writes NAME.json, NAME-f32.json, NAME-cpu.json into $tmp
+  generate "$1" --backend gpu >"$tmp/$2.json"
+  generate "$1" --backend gpu --gpu-f32 >"$tmp/$2-f32.json"
+  generate "$1" --backend cpu >"$tmp/$2-cpu.json"
+  cat "$tmp/$2.json" "$tmp/$2-f32.json" "$tmp/$2-cpu.json"
+}
+answers "$model" expected
+# The UI's suites run the tiny model on the CPU backend, which answers as the CLI's bit for bit: its random weights
+# leave near-ties that a GPU's rounding may break either way. Its GPU answers are for one WebGPU check.
+answers "$tiny_file" expected-tiny
 
-serve_app dist "$artifacts/serve.log" "$tmp"
+serve_app dist "$artifacts/serve.log" "$tmp" "$tmp/models"
 echo "app served at $url"
 
-export MODEL_FILE="$model" AVIARY_URL="$url" ARTIFACTS="$artifacts"
+export MODEL_FILE="$model" TINY_MODEL_FILE="$tiny_file" TINY_MODEL_URL="models/$tiny_name"
+export AVIARY_URL="$url" ARTIFACTS="$artifacts" SERVE_LOG="$artifacts/serve.log"
 export EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" EXPECTED_CPU_JSON="$tmp/expected-cpu.json"
-tests=("$@")
-if [ ${#tests[@]} -eq 0 ]; then
-  for f in tests/e2e/*.test.mjs; do tests+=("$(basename "$f" .test.mjs)"); done
-fi
-failed=()
-for t in "${tests[@]}"; do
-  echo "== e2e: $t"
-  node "tests/e2e/$t.test.mjs" || failed+=("$t")
-done
-[ ${#failed[@]} -eq 0 ] || die "failed: ${failed[*]}"
+export EXPECTED_TINY_JSON="$tmp/expected-tiny.json" EXPECTED_TINY_F32_JSON="$tmp/expected-tiny-f32.json"
+export EXPECTED_TINY_CPU_JSON="$tmp/expected-tiny-cpu.json"
+E2E_SUITES=$(IFS=,; echo "$*")
+export E2E_SUITES
+node --test --test-reporter=spec tests/e2e/all.test.mjs ||
+  die "some browser tests failed (screenshots and browser logs: $artifacts/)"

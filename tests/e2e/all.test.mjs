@@ -1,0 +1,38 @@
+// The browser end-to-end tests, as one run of Node's test runner (scripts/e2e-test.sh runs it against one
+// `aviary serve`: `node --test --test-reporter=spec tests/e2e/all.test.mjs`). One headless Chromium with WebGPU
+// serves every suite, each in a browser context of its own (its own storage); a second one, launched without the
+// flags that give it a WebGPU adapter (they are the browser's, not a context's), serves the CPU fallback. Each
+// browser starts when a suite first needs it.
+//
+// The UI's suites run on a tiny model, which loads in about a second; only default-model.mjs loads the real one,
+// as few times as its checks allow. E2E_SUITES (comma-separated: chat, models, device, default-model) picks suites.
+
+import { after } from 'node:test';
+import { launch } from './lib.mjs';
+import * as chat from './chat.mjs';
+import * as defaultModel from './default-model.mjs';
+import * as device from './device.mjs';
+import * as models from './models.mjs';
+
+const all = { chat, models, device, 'default-model': defaultModel };
+const named = (process.env.E2E_SUITES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+const wanted = named.length ? named : Object.keys(all);
+const unknown = wanted.filter((name) => !(name in all));
+if (unknown.length) {
+  // The runner reports a file that throws only as failed: say why.
+  console.error(`unknown suite(s) ${unknown.join(', ')}: the suites are ${Object.keys(all).join(', ')}`);
+  process.exit(1);
+}
+
+const launched = [];
+const lazily = (options) => {
+  let browser;
+  return () => (browser ??= launch(options).then((b) => (launched.push(b), b)));
+};
+const browsers = { webgpu: lazily({ webgpu: true }), cpu: lazily({ webgpu: false }) };
+
+for (const name of wanted) all[name].register(browsers);
+
+after(async () => {
+  await Promise.all(launched.map((b) => b.close()));
+});
