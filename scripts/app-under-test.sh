@@ -1,19 +1,12 @@
 # Sourced by the scripts that drive the browser app in headless Chromium (e2e-test.sh, bench-web.sh); they define
-# `die` first. `prepare_app SKIP` installs what is missing (web tools, Chromium, the default model), builds dist/
+# `die` first. `prepare_app SKIP` installs what is missing (scripts/setup.sh, the default model), builds dist/
 # unless SKIP is 1 and it exists, and builds the CLI: it sets $model and $aviary. `serve_app DIR LOG TMP [MODELS]`
 # serves DIR with the models (MODELS, default the directory of $model) under /models/ on a free port of 127.0.0.1:
 # it sets $server (the pid) and $url.
 # `with_scratch_dir` sets $tmp to a new directory, removed (and the server stopped) when the script exits.
 
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
 prepare_app() {
-  scripts/web-setup.sh
-  if [ -z "${CHROMIUM:-}" ] && ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
-    command -v apt-get >/dev/null || die "Chromium is needed (Debian: apt-get install chromium)"
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed apt-get install -y -qq chromium
-  fi
+  scripts/setup.sh
   local cache="${AVIARY_CACHE:-$HOME/.cache/aviary}"
   model="$cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
   [ -f "$model" ] || scripts/fetch-models.sh

@@ -48,6 +48,6 @@ export CHROMEDRIVER="$chromedriver"
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
 
 # One cargo invocation for the engine's goldens and the app's own wasm-only logic (app/tests/web_*.rs: storage,
-# markdown, …) in the same browser. .cargo/config.toml makes
-# wasm-bindgen-test-runner the runner; --nocapture shows each model's worst error.
+# markdown, …) in the same browser. .cargo/config.toml makes wasm-bindgen-test-runner the runner; --nocapture shows
+# each model's worst error.
 cargo test --release -p engine -p app --target wasm32-unknown-unknown --test 'web_*' --no-fail-fast -- --nocapture "$@"

@@ -213,15 +213,21 @@ const EXACT_DECODE: usize = 16;
 /// Greedy tokens compared on the exact path: the session's own decode loop and GPU read-back of the candidates.
 const EXACT_GREEDY: usize = 12;
 
+/// A fixture's references and its model on the exact GPU path and on the CPU; None (skipped) without an adapter.
+fn load_exact_and_cpu(fixture_name: &str) -> Option<(serde_json::Value, GpuModel, CpuModel)> {
+    let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
+    let path = real_model(refs["model_file"].as_str().expect("model_file"));
+    let g = load_gpu_with(&path, exact_path())?;
+    let cpu = load_cpu(&path);
+    Some((refs, g, cpu))
+}
+
 /// The exact GPU path gives the CPU backend's logits bit for bit, every row of a prefill batch and every decode step
 /// after it (case 0's prompt and reply, teacher-forced): every op of the model has an exact twin there.
 fn check_gpu_exact_logits(fixture_name: &str) {
-    let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
-    let path = real_model(refs["model_file"].as_str().expect("model_file"));
-    let Some(g) = load_gpu_with(&path, exact_path()) else {
+    let Some((refs, g, cpu)) = load_exact_and_cpu(fixture_name) else {
         return;
     };
-    let cpu = load_cpu(&path);
     let case = &refs["cases"][0];
     let mut seq = as_u32s(&case["prompt_tokens"]);
     seq.extend(as_u32s(&case["greedy"]));
@@ -258,12 +264,9 @@ fn check_gpu_exact_logits(fixture_name: &str) {
 /// Greedy generation on the exact path (the session's loop, with the GPU's candidate read-back) gives the CPU's
 /// tokens on case 0's prompt.
 fn check_gpu_exact_greedy(fixture_name: &str) {
-    let refs = read_json(&fixture(&format!("real/{fixture_name}.json")));
-    let path = real_model(refs["model_file"].as_str().expect("model_file"));
-    let Some(g) = load_gpu_with(&path, exact_path()) else {
+    let Some((refs, g, cpu)) = load_exact_and_cpu(fixture_name) else {
         return;
     };
-    let cpu = load_cpu(&path);
     let prompt = as_u32s(&refs["cases"][0]["prompt_tokens"]);
     let (ours, theirs) = (
         g.greedy(&prompt, EXACT_GREEDY),
