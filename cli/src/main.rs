@@ -1,11 +1,14 @@
 //! `aviary`: run Aviary's engine from the command line.
 
 mod bench;
+mod bench_magpie;
 mod chat;
 mod generate;
 mod load;
 mod logits;
+mod magpie;
 mod serve;
+mod synth;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +29,12 @@ enum Command {
     Chat(chat::Args),
     /// Measure prefill and decode speed and peak memory.
     Bench(bench::Args),
+    /// Make an instruction dataset with the Magpie method (ShareGPT JSONL).
+    Magpie(magpie::Args),
+    /// Turn raw text into instruction–response pairs (Instruction Pre-Training's synthesis).
+    Synth(synth::Args),
+    /// Measure Magpie throughput at several batch sizes.
+    BenchMagpie(bench_magpie::Args),
     /// Serve the browser app (and a directory of models) over HTTP, with Range requests.
     Serve(serve::Args),
 }
@@ -37,5 +46,8 @@ fn main() -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Magpie(a) => magpie::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::BenchMagpie(a) => bench_magpie::run(a),
     }
 }

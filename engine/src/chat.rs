@@ -390,10 +390,14 @@ impl ChatTemplate {
     /// Magpie pre-query template: the rendered conversation up to where the user's text begins, after an optional
     /// system prompt — e.g. `<|im_start|>user\n` for ChatML.
     pub fn pre_query(&self, system: Option<&str>) -> Result<String> {
-        let mut messages = Vec::with_capacity(2);
-        if let Some(system) = system {
-            messages.push(Message::system(system));
-        }
+        let messages: Vec<Message> = system.map(Message::system).into_iter().collect();
+        self.next_query(&messages)
+    }
+
+    /// The rendered conversation `history` followed by the start of the next user turn, up to where its text would
+    /// begin: what a multi-turn Magpie continues from.
+    pub fn next_query(&self, history: &[Message]) -> Result<String> {
+        let mut messages = history.to_vec();
         messages.push(Message::user(SENTINEL));
         let rendered = self.render(&messages, false)?;
         match rendered.find(SENTINEL) {

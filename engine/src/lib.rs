@@ -2,10 +2,12 @@
 //! transformer definition over a backend (CPU via candle; GPU via wgpu + our WGSL).
 
 pub mod backend;
+pub mod batch;
 pub mod chat;
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod magpie;
 pub mod model;
 pub mod prompt;
 pub mod protocol;
@@ -13,6 +15,7 @@ pub mod quant;
 pub mod sampling;
 pub mod session;
 pub mod source;
+pub mod synth;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -5,7 +5,10 @@
 //! Every request that can fail answers with `Event::Error`; nothing a page sends can make the worker panic.
 
 use crate::backend::gpu::AdapterSummary;
+use crate::batch::BatchStats;
 use crate::chat::Message;
+use crate::magpie::MagpieSettings;
+use crate::synth::{ChunkResult, SynthSettings};
 use crate::model::ModelFiles;
 use crate::session::{GenerateOptions, Generation, TokenInfo};
 use crate::source::ByteSource;
@@ -49,6 +52,36 @@ pub enum Request {
     ListCache,
     /// Remove a model (by the URL it was downloaded from) from the browser's storage; answered with `Event::Cache`.
     DeleteCached { url: String },
+    /// The loaded model's Magpie pre-query template after an optional system prompt; answered with
+    /// `Event::PreQuery`.
+    PreQuery {
+        #[serde(default)]
+        system_prompt: Option<String>,
+    },
+    /// Generate Magpie rows for `samples` (sample indices; a row depends only on its index, the seed and the
+    /// settings, so a paused run resumes by asking for the indices it has not got yet), `batch` at a time. Answered
+    /// with `MagpieRow` per row in the order of `samples`, then `BatchDone`. `Cancel` stops it (rows made so far
+    /// have been sent).
+    Magpie {
+        id: u64,
+        settings: MagpieSettings,
+        samples: Vec<u64>,
+        batch: usize,
+    },
+    /// Tag rows with the loaded model as judge: `Tagged` per row, then `BatchDone`.
+    Judge {
+        id: u64,
+        /// (row id, instruction)
+        rows: Vec<(String, String)>,
+        batch: usize,
+    },
+    /// Instruction synthesis over raw text: `SynthChunk` per chunk in order, then `BatchDone`.
+    Synth {
+        id: u64,
+        text: String,
+        settings: SynthSettings,
+        batch: usize,
+    },
 }
 
 /// Which backend the worker should run the model on.
@@ -96,6 +129,39 @@ pub enum Event {
         message: String,
         #[serde(default)]
         model_lost: bool,
+    },
+    /// The pre-query template (`template`), or why it cannot be derived (`error`: the user can type one). `notes` say
+    /// what the user should know (a built-in template stood in for a missing one; a base model).
+    PreQuery {
+        template: Option<String>,
+        error: Option<String>,
+        notes: Vec<String>,
+    },
+    /// One finished Magpie row of run `id`.
+    MagpieRow {
+        id: u64,
+        row: dataset::Row,
+        stats: BatchStats,
+    },
+    /// Judge tags for the row with id `row_id` (empty when the judge's answer was unreadable).
+    Tagged {
+        id: u64,
+        row_id: String,
+        tags: dataset::Tags,
+        stats: BatchStats,
+    },
+    /// One chunk of a synthesis run: its pairs and whatever could not be parsed. `total` chunks in all.
+    SynthChunk {
+        id: u64,
+        result: ChunkResult,
+        total: usize,
+        stats: BatchStats,
+    },
+    /// A Magpie, judge or synthesis run ended (`cancelled` when asked to stop).
+    BatchDone {
+        id: u64,
+        stats: BatchStats,
+        cancelled: bool,
     },
     /// The models kept in the browser's storage, newest first. `store` is where they are kept (absent when the
     /// browser offers no storage to the worker, and then `note` says why).

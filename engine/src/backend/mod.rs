@@ -233,6 +233,60 @@ pub trait Backend {
             .ok_or_else(|| crate::Error::Backend("no logits".into()))
     }
 
+    /// x `[rows, in]` · wᵀ where every row belongs to a different sequence (a batch of decode steps): a row's result
+    /// must not depend on how many rows there are or what the others hold. Backends whose kernels pick their
+    /// arithmetic by the row count (as llama.cpp's CPU kernels do) override it.
+    fn matmul_independent(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor> {
+        self.matmul(x, w)
+    }
+
+    /// Row `i` of `[rows, cols]` as a dense `[1, cols]`.
+    fn row(&self, x: &Self::Tensor, i: usize) -> Result<Self::Tensor>;
+
+    /// Tensors of equal width stacked top to bottom: `[Σ rows, cols]`.
+    fn concat_rows(&self, parts: &[Self::Tensor]) -> Result<Self::Tensor>;
+
+    /// A batched decode step's attention: row i of q, k and v is one new token of sequence i, at `positions[i]`,
+    /// cached in `caches[i]`. Each row attends only over its own cache, exactly as `attention_with_rope` would for
+    /// that sequence alone.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_batch(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        rope: &Self::Rope,
+        caches: &mut [&mut Self::KvCache],
+        params: &AttentionParams,
+        positions: &[usize],
+        next: &Self::Weight,
+    ) -> Result<Self::Tensor> {
+        if caches.len() != positions.len() {
+            return Err(crate::Error::Backend(format!(
+                "a batch of {} caches at {} positions",
+                caches.len(),
+                positions.len()
+            )));
+        }
+        let mut outs = Vec::with_capacity(caches.len());
+        for (i, (cache, &pos)) in caches.iter_mut().zip(positions).enumerate() {
+            let (qi, ki, vi) = (self.row(q, i)?, self.row(k, i)?, self.row(v, i)?);
+            outs.push(self.attention_with_rope(&qi, &ki, &vi, rope, cache, params, pos, next)?);
+        }
+        self.concat_rows(&outs)
+    }
+
+    /// What the sampler needs of every row of `logits` (one per sequence of a batch), as `sampling_logits` gives it
+    /// for one row.
+    async fn sampling_logits_rows(&self, logits: &Self::Tensor) -> Result<Vec<SamplingLogits>> {
+        Ok(self
+            .to_host(logits)
+            .await?
+            .into_iter()
+            .map(SamplingLogits::Full)
+            .collect())
+    }
+
     /// The most rows one op sequence may carry (a prefill longer than this runs in chunks).
     fn max_rows_per_forward(&self) -> usize {
         usize::MAX

@@ -87,20 +87,70 @@ impl<B: Backend> Transformer<B> {
         tokens: &[u32],
         all_logits: bool,
     ) -> Result<B::Tensor> {
-        let cfg = &self.config;
-        let eps = cfg.rms_norm_eps as f32;
         let pos = cache.position;
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to run".into()));
         }
-        if pos + tokens.len() > cache.max_positions {
+        check_room(cache, tokens.len())?;
+        let mut x = self.blocks(b, tokens, false, |i, layer, q, k, v| {
+            let p = &layer.attention;
+            b.attention_with_rope(q, k, v, &self.ropes[layer.rope], &mut cache.layers[i], p, pos, &layer.o)
+        })?;
+        cache.position += tokens.len();
+        if !all_logits {
+            x = b.last_row(&x)?;
+        }
+        self.head(b, &x, false)
+    }
+
+    /// One decode step of a batch of independent sequences: `tokens[i]` runs at the next position of `caches[i]`.
+    /// Returns logits `[batch, vocab]`. A row's arithmetic never depends on the other rows (see
+    /// [`Backend::matmul_independent`]), so each sequence gets what `forward` would give it alone — bit for bit on
+    /// the CPU backend.
+    pub fn forward_batch(
+        &self,
+        b: &B,
+        caches: &mut [&mut Cache<B>],
+        tokens: &[u32],
+    ) -> Result<B::Tensor> {
+        if tokens.is_empty() || tokens.len() != caches.len() {
             return Err(Error::InvalidArgument(format!(
-                "the context is full: {} + {} tokens exceed the {} positions this session holds",
-                pos,
+                "a batch of {} tokens for {} sequences",
                 tokens.len(),
-                cache.max_positions
+                caches.len()
             )));
         }
+        for cache in caches.iter() {
+            check_room(cache, 1)?;
+        }
+        let positions: Vec<usize> = caches.iter().map(|c| c.position).collect();
+        let x = self.blocks(b, tokens, true, |i, layer, q, k, v| {
+            let mut kvs: Vec<&mut B::KvCache> =
+                caches.iter_mut().map(|c| &mut c.layers[i]).collect();
+            let p = &layer.attention;
+            b.attention_batch(q, k, v, &self.ropes[layer.rope], &mut kvs, p, &positions, &layer.o)
+        })?;
+        for cache in caches.iter_mut() {
+            cache.position += 1;
+        }
+        self.head(b, &x, true)
+    }
+
+    /// The embedding and every block; `attend(layer index, layer, q, k, v)` is the attention (which owns the caches
+    /// and positions). Returns the residual stream.
+    fn blocks(
+        &self,
+        b: &B,
+        tokens: &[u32],
+        independent_rows: bool,
+        mut attend: impl FnMut(usize, &Layer<B>, &B::Tensor, &B::Tensor, &B::Tensor) -> Result<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let cfg = &self.config;
+        let eps = cfg.rms_norm_eps as f32;
+        let matmul = |x: &B::Tensor, w: &B::Weight| match independent_rows {
+            true => b.matmul_independent(x, w),
+            false => b.matmul(x, w),
+        };
         // Gemma scales embeddings by sqrt(hidden).
         let mut x = b.embed(&self.embed, tokens, cfg.embedding_scale)?;
         // `h` is the normed input of the next block; residual adds are fused with the norm that follows them.
@@ -108,16 +158,14 @@ impl<B: Backend> Transformer<B> {
             Some(first) => b.rms_norm(&x, &first.attn_norm, eps)?,
             None => x.clone(),
         };
-        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
-            let p = &layer.attention;
-            let [mut q, mut k, v] = project(b, &h, &layer.qkv)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let [mut q, mut k, v] = project(b, &h, &layer.qkv, matmul)?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = b.rms_norm(&q, qn, eps)?;
                 k = b.rms_norm(&k, kn, eps)?;
             }
-            let a =
-                b.attention_with_rope(&q, &k, &v, &self.ropes[layer.rope], kv, p, pos, &layer.o)?;
-            let o = b.matmul(&a, &layer.o)?;
+            let a = attend(i, layer, &q, &k, &v)?;
+            let o = matmul(&a, &layer.o)?;
             // Gemma normalises the attention output before the residual add (post_attn_norm).
             let (sum, normed) = b.add_rms_norm_for(
                 &x,
@@ -128,8 +176,8 @@ impl<B: Backend> Transformer<B> {
                 layer.gate_up.first(),
             )?;
             x = sum;
-            let [gate, up] = project(b, &normed, &layer.gate_up)?;
-            let m = b.matmul(
+            let [gate, up] = project(b, &normed, &layer.gate_up, matmul)?;
+            let m = matmul(
                 &b.gated_activation_for(&gate, &up, cfg.hidden_act, &layer.down)?,
                 &layer.down,
             )?;
@@ -149,12 +197,18 @@ impl<B: Backend> Transformer<B> {
                 }
             }
         }
-        cache.position += tokens.len();
-        if !all_logits {
-            x = b.last_row(&x)?;
-        }
-        let x = b.rms_norm(&x, &self.final_norm, eps)?;
-        let logits = b.matmul(&x, self.lm_head.as_ref().unwrap_or(&self.embed))?;
+        Ok(x)
+    }
+
+    /// Final norm, LM head and (Gemma 2) the logit softcap.
+    fn head(&self, b: &B, x: &B::Tensor, independent_rows: bool) -> Result<B::Tensor> {
+        let cfg = &self.config;
+        let x = b.rms_norm(x, &self.final_norm, cfg.rms_norm_eps as f32)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let logits = match independent_rows {
+            true => b.matmul_independent(&x, head)?,
+            false => b.matmul(&x, head)?,
+        };
         match cfg.final_logit_softcapping {
             Some(cap) => b.softcap(&logits, cap as f32),
             None => Ok(logits),
@@ -162,18 +216,26 @@ impl<B: Backend> Transformer<B> {
     }
 }
 
+fn check_room<B: Backend>(cache: &Cache<B>, tokens: usize) -> Result<()> {
+    if cache.position + tokens > cache.max_positions {
+        return Err(Error::InvalidArgument(format!(
+            "the context is full: {} + {tokens} tokens exceed the {} positions this session holds",
+            cache.position, cache.max_positions
+        )));
+    }
+    Ok(())
+}
+
 /// x times each projection: one product per weight, or one over a packed weight cut into its parts.
 fn project<B: Backend, const N: usize>(
     b: &B,
     x: &B::Tensor,
     p: &Projections<B::Weight>,
+    matmul: impl Fn(&B::Tensor, &B::Weight) -> Result<B::Tensor>,
 ) -> Result<[B::Tensor; N]> {
     let outputs = match p {
-        Projections::Apart(ws) => ws
-            .iter()
-            .map(|w| b.matmul(x, w))
-            .collect::<Result<Vec<_>>>()?,
-        Projections::Packed { weight, widths } => b.split_cols(&b.matmul(x, weight)?, widths)?,
+        Projections::Apart(ws) => ws.iter().map(|w| matmul(x, w)).collect::<Result<Vec<_>>>()?,
+        Projections::Packed { weight, widths } => b.split_cols(&matmul(x, weight)?, widths)?,
     };
     let n = outputs.len();
     outputs

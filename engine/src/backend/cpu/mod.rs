@@ -206,6 +206,51 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn matmul_independent(&self, x: &Tensor, w: &CpuWeight) -> Result<Tensor> {
+        match w {
+            // candle's gemm may block rows differently by count: multiply each row alone.
+            CpuWeight::Dense { .. } => {
+                let rows = (0..x.dim(0)?)
+                    .map(|i| self.matmul(&x.narrow(0, i, 1)?, w))
+                    .collect::<Result<Vec<_>>>()?;
+                self.concat_rows(&rows)
+            }
+            CpuWeight::Quantized(q) => {
+                let cols = x.dim(1)?;
+                if cols != q.cols() {
+                    return Err(Error::Backend(format!(
+                        "matmul of activations with {cols} columns by a weight with {} columns",
+                        q.cols()
+                    )));
+                }
+                let m = x.dim(0)?;
+                let out = with_f32_slice(x, |values| {
+                    if self.simd {
+                        q.matmul_independent(values, m)
+                    } else {
+                        q.matmul_independent_portable(values, m)
+                    }
+                })?;
+                Ok(Tensor::from_vec(out, (m, q.rows()), &self.device)?)
+            }
+        }
+    }
+
+    fn row(&self, x: &Tensor, i: usize) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        if i >= rows {
+            return Err(Error::Backend(format!("row {i} of a tensor with {rows} rows")));
+        }
+        Ok(x.narrow(0, i, 1)?.contiguous()?)
+    }
+
+    fn concat_rows(&self, parts: &[Tensor]) -> Result<Tensor> {
+        if parts.is_empty() {
+            return Err(Error::Backend("no rows to stack".into()));
+        }
+        Ok(Tensor::cat(parts, 0)?)
+    }
+
     fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
         let group = weight.dim(0)?;
         if group == 0 || !x.elem_count().is_multiple_of(group) {

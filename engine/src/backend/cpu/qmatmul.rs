@@ -90,7 +90,23 @@ impl QMatrix {
         self.run(x, m, false)
     }
 
+    /// [`QMatrix::matmul`] for rows of different sequences: every row gets the kernel (so the arithmetic) a lone
+    /// row would, whatever `m` is, so a batched decode step gives each sequence the bits it would get alone.
+    pub fn matmul_independent(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        self.run_as(x, m, simd_available(), 1)
+    }
+
+    /// [`QMatrix::matmul_independent`] with only the portable kernels.
+    pub fn matmul_independent_portable(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        self.run_as(x, m, false, 1)
+    }
+
     fn run(&self, x: &[f32], m: usize, simd: bool) -> Result<Vec<f32>> {
+        self.run_as(x, m, simd, m)
+    }
+
+    /// Multiplies `m` rows with the kernels llama.cpp would pick for `kernel_rows` rows.
+    fn run_as(&self, x: &[f32], m: usize, simd: bool, kernel_rows: usize) -> Result<Vec<f32>> {
         if m.checked_mul(self.cols) != Some(x.len()) {
             return Err(Error::InvalidArgument(format!(
                 "activations of {} values are not {m} rows of {}",
@@ -102,7 +118,7 @@ impl QMatrix {
         // count is a multiple of 8 are repacked (Q4_0, Q4_K), and from 8 activation rows on K-quants go through the
         // tiled matmul.
         let repacked = self.rows.is_multiple_of(8);
-        let tiled = m >= 8;
+        let tiled = kernel_rows >= 8;
         Ok(match self.ty {
             GgmlType::Q4_0 if repacked => run::<Q4_0R>(self, x, m, simd),
             GgmlType::Q4_0 => run::<Q4_0>(self, x, m, simd),
@@ -111,7 +127,7 @@ impl QMatrix {
             GgmlType::Q5_1 => run::<Q5_1>(self, x, m, simd),
             GgmlType::Q8_0 => run::<Q8_0>(self, x, m, simd),
             // The repacked kernels take whole groups of 4 rows through their gemm, the rest through their gemv.
-            GgmlType::Q4K if repacked && m > 3 => {
+            GgmlType::Q4K if repacked && kernel_rows > 3 => {
                 let m4 = m - m % 4;
                 let mut out = run::<Q4KRG>(self, &x[..m4 * self.cols], m4, simd);
                 out.extend(run::<Q4KR>(self, &x[m4 * self.cols..], m - m4, simd));

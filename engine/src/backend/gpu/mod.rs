@@ -585,6 +585,43 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
+    fn row(&self, x: &GpuTensor, i: usize) -> Result<GpuTensor> {
+        if i >= x.rows {
+            return Err(Error::Backend(format!(
+                "row {i} of a tensor with {} rows",
+                x.rows
+            )));
+        }
+        // One row of a column window is contiguous too.
+        let out = self.tensor(1, x.cols);
+        let (buf, at) = x.window();
+        let start = (at.offset as usize + i * x.stride) * 4;
+        self.rec
+            .copy(buf, start as u64, out.buf(), 0, (x.cols * 4) as u64);
+        Ok(out)
+    }
+
+    fn concat_rows(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        if parts.is_empty() || parts.iter().any(|p| p.cols != cols) {
+            return Err(Error::Backend(
+                "stacking no tensors, or tensors of different widths".into(),
+            ));
+        }
+        let out = self.tensor(parts.iter().map(|p| p.rows).sum(), cols);
+        let row_bytes = (cols * 4) as u64;
+        let mut at = 0u64;
+        for part in parts {
+            let (buf, layout) = part.window();
+            for r in 0..part.rows {
+                let start = (layout.offset as usize + r * part.stride) as u64 * 4;
+                self.rec.copy(buf, start, out.buf(), at, row_bytes);
+                at += row_bytes;
+            }
+        }
+        Ok(out)
+    }
+
     async fn to_host(&self, x: &GpuTensor) -> Result<Vec<Vec<f32>>> {
         // A column window is read with the rows it sits in, then cut out.
         let (buf, at) = x.window();
@@ -612,14 +649,23 @@ impl Backend for GpuBackend {
             .rec
             .read(candidates.buf(), 0, (TOP_K_CANDIDATES * 8) as u64)
             .await?;
-        let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        Ok(SamplingLogits::Candidates(
-            bytes
-                .chunks_exact(8)
-                .map(|p| (word(&p[..4]), f32::from_bits(word(&p[4..]))))
-                .filter(|&(id, _)| id != u32::MAX)
-                .collect(),
-        ))
+        Ok(SamplingLogits::Candidates(candidate_pairs(&bytes)))
+    }
+
+    async fn sampling_logits_rows(&self, logits: &GpuTensor) -> Result<Vec<SamplingLogits>> {
+        // Each row's best candidates, gathered into one tensor: one readback for the whole batch.
+        let per_row = (0..logits.rows)
+            .map(|i| topk::top_k(self, &self.row(logits, i)?, TOP_K_CANDIDATES))
+            .collect::<Result<Vec<_>>>()?;
+        if per_row.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = self.concat_rows(&per_row)?;
+        let bytes = self.rec.read(all.buf(), 0, (all.len() * 4) as u64).await?;
+        Ok(bytes
+            .chunks_exact(TOP_K_CANDIDATES * 8)
+            .map(|row| SamplingLogits::Candidates(candidate_pairs(row)))
+            .collect())
     }
 
     fn max_rows_per_forward(&self) -> usize {
@@ -633,4 +679,14 @@ impl Backend for GpuBackend {
     fn counters(&self) -> Counters {
         self.rec.pool.counters.get()
     }
+}
+
+/// top_k's (id, f32 bits) words as pairs, without the padding of a vocabulary smaller than k.
+fn candidate_pairs(bytes: &[u8]) -> Vec<(u32, f32)> {
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    bytes
+        .chunks_exact(8)
+        .map(|p| (word(&p[..4]), f32::from_bits(word(&p[4..]))))
+        .filter(|&(id, _)| id != u32::MAX)
+        .collect()
 }
