@@ -131,3 +131,44 @@ fn bad_shards_are_refused_with_a_reason() {
         assert!(err.contains("--shard"), "{shard}: {err}");
     }
 }
+
+#[test]
+fn synth_writes_pairs_and_augmented_text() {
+    let input = scratch("raw.txt");
+    std::fs::write(
+        &input,
+        "The honey bee is a flying insect of the genus Apis. Honey bees build nests from wax and store honey.\n\n\
+         A colony has one queen, thousands of female workers and, in summer, a few hundred male drones. Workers \
+         forage for nectar and pollen and care for the brood.\n\n\
+         Beekeeping is the keeping of bee colonies by people, in hives. Honey is harvested from capped comb.\n",
+    )
+    .unwrap();
+    let out = scratch("pairs.jsonl");
+    let status = Command::new(env!("CARGO_BIN_EXE_aviary"))
+        .args(["synth", "--backend", "cpu", "--chunk-tokens", "48", "--max-tokens", "120", "--batch", "3", "--in"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(model())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pairs = rows(&std::fs::read_to_string(&out).unwrap());
+    assert!(!pairs.is_empty(), "no pairs were read from the model's output");
+    for row in &pairs {
+        assert!(!row["instruction"].as_str().unwrap().trim().is_empty());
+        assert!(!row["response"].as_str().unwrap().trim().is_empty());
+    }
+    let augmented = std::fs::read_to_string(out.with_file_name("pairs.augmented.jsonl")).unwrap();
+    let texts = rows(&augmented);
+    assert!(texts.len() >= 2, "the text should make several chunks: {}", texts.len());
+    // Each item is its chunk of the input followed by the pairs about it.
+    let raw = std::fs::read_to_string(&input).unwrap();
+    for t in &texts {
+        let text = t["text"].as_str().unwrap();
+        let head: String = text.chars().take(30).collect();
+        assert!(raw.contains(&head), "{text:?} does not start with a piece of the input");
+        assert!(text.contains("Question: ") && text.contains("Answer: "), "{text:?}");
+    }
+}
