@@ -64,13 +64,6 @@ unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
-/// Σ x·y over each group of 4 bytes for signed x and y (x's sign moved onto y, as ggml does).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
-}
-
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_ptr(qs: &[i8; 32]) -> *const u8 {
@@ -132,16 +125,29 @@ const fn block_bytes(kind: u8) -> usize {
     }
 }
 
+/// A block's weights as bytes, ready to multiply with activations (see [`lanes`]): unsigned for the offset formats,
+/// signed otherwise (then the first of the pair is |x|, the second x, whose sign moves onto the activations as ggml
+/// does). Unpacked once per block, whatever the number of activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weight_bytes<const KIND: u8>(b: *const u8) -> (__m256i, __m256i) {
+    let x = match KIND {
+        Q4_0 => _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8)),
+        Q4_1 => return (nibbles(b.add(4)), _mm256_setzero_si256()),
+        Q5_0 => five_bits(b.add(6), b.add(2), true),
+        Q5_1 => return (five_bits(b.add(8), b.add(4), false), _mm256_setzero_si256()),
+        _ => load32(b.add(2)),
+    };
+    (_mm256_sign_epi8(x, x), x)
+}
+
 /// A block's eight integer lanes against activations `y` (ggml's lane layout).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_lanes<const KIND: u8>(b: *const u8, y: __m256i) -> __m256i {
+unsafe fn lanes<const KIND: u8>((x, sign): (__m256i, __m256i), y: __m256i) -> __m256i {
     match KIND {
-        Q4_0 => dot_i8_i8(_mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8)), y),
-        Q4_1 => dot_u8_i8(nibbles(b.add(4)), y),
-        Q5_0 => dot_i8_i8(five_bits(b.add(6), b.add(2), true), y),
-        Q5_1 => dot_u8_i8(five_bits(b.add(8), b.add(4), false), y),
-        _ => dot_i8_i8(load32(b.add(2)), y),
+        Q4_1 | Q5_1 => dot_u8_i8(x, y),
+        _ => dot_u8_i8(x, _mm256_sign_epi8(y, sign)),
     }
 }
 
@@ -155,40 +161,53 @@ pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Q8Act>(
     a: &[A],
     repacked: bool,
 ) -> [f32; R] {
+    dot32_tile::<KIND, R, 1, A>(w, [a], repacked).map(|[x]| x)
+}
+
+/// R weight rows against C activation rows (a batch of sequences): each weight block is unpacked once for all C,
+/// and every (weight row, activation row) pair gets exactly the arithmetic [`dot32_rows`] gives it alone.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Q8Act>(
+    w: [&[u8]; R],
+    a: [&[A]; C],
+    repacked: bool,
+) -> [[f32; C]; R] {
     let bytes = block_bytes(KIND);
-    debug_assert!(w.iter().all(|w| w.len() == a.len() * bytes));
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut sacc = [0f32; R];
-    for (i, y) in a.iter().enumerate() {
-        let qy = load32(q8_ptr(y.qs()));
+    let blocks = a.first().map_or(0, |a| a.len());
+    debug_assert!(w.iter().all(|w| w.len() == blocks * bytes));
+    debug_assert!(a.iter().all(|a| a.len() == blocks));
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut sacc = [[0f32; C]; R];
+    for i in 0..blocks {
+        let qy: [__m256i; C] = std::array::from_fn(|c| load32(q8_ptr(a[c][i].qs())));
         for r in 0..R {
             let b = w[r].as_ptr().add(bytes * i);
-            if KIND == Q4_1 || KIND == Q5_1 {
-                sacc[r] += f16_at(b.add(2)) * y.s();
-            }
-            let lanes = block_lanes::<KIND>(b, qy);
-            if KIND == Q4_0 && repacked {
-                sacc[r] = fma(
-                    store_lanes(lanes).iter().sum::<i32>() as f32,
-                    f16_at(b) * y.d(),
-                    sacc[r],
-                );
-            } else {
-                acc[r] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(f16_at(b) * y.d()),
-                    _mm256_cvtepi32_ps(lanes),
-                    acc[r],
-                );
+            let wb = weight_bytes::<KIND>(b);
+            let d = f16_at(b);
+            for c in 0..C {
+                let y = &a[c][i];
+                if KIND == Q4_1 || KIND == Q5_1 {
+                    sacc[r][c] += f16_at(b.add(2)) * y.s();
+                }
+                let l = lanes::<KIND>(wb, qy[c]);
+                if KIND == Q4_0 && repacked {
+                    sacc[r][c] = fma(store_lanes(l).iter().sum::<i32>() as f32, d * y.d(), sacc[r][c]);
+                } else {
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d()), _mm256_cvtepi32_ps(l), acc[r][c]);
+                }
             }
         }
     }
-    let mut out = [0f32; R];
+    let mut out = [[0f32; C]; R];
     for r in 0..R {
-        out[r] = match KIND {
-            Q4_0 if repacked => sacc[r],
-            Q4_1 | Q5_1 => hsum_f32(acc[r]) + sacc[r],
-            _ => hsum_f32(acc[r]),
-        };
+        for c in 0..C {
+            out[r][c] = match KIND {
+                Q4_0 if repacked => sacc[r][c],
+                Q4_1 | Q5_1 => hsum_f32(acc[r][c]) + sacc[r][c],
+                _ => hsum_f32(acc[r][c]),
+            };
+        }
     }
     out
 }

@@ -262,7 +262,25 @@ trait Kernel {
     unsafe fn dot2_avx2(w0: &[u8], w1: &[u8], a: &[Self::Act]) -> [f32; 2] {
         unsafe { [Self::dot_avx2(w0, a), Self::dot_avx2(w1, a)] }
     }
+    /// Two weight rows against `ACTS` activation rows (sequences of a batch), each pair with the bits of
+    /// [`Kernel::dot2_avx2`]; kernels that unpack a weight block once for all of them override it.
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot2_acts_avx2(w0: &[u8], w1: &[u8], a: [&[Self::Act]; ACTS]) -> [[f32; ACTS]; 2] {
+        let mut out = [[0f32; ACTS]; 2];
+        for (c, a) in a.iter().enumerate() {
+            let [y0, y1] = unsafe { Self::dot2_avx2(w0, w1, a) };
+            out[0][c] = y0;
+            out[1][c] = y1;
+        }
+        out
+    }
 }
+
+/// Activation rows one tile of a batched product takes together.
+const ACTS: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
 use super::dot_avx2 as avx2;
@@ -287,6 +305,11 @@ macro_rules! kernel32 {
             #[inline(always)]
             unsafe fn dot2_avx2(w0: &[u8], w1: &[u8], a: &[$act]) -> [f32; 2] {
                 unsafe { avx2::dot32_rows::<{ avx2::$kind }, 2, $act>([w0, w1], a, $repacked) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[inline(always)]
+            unsafe fn dot2_acts_avx2(w0: &[u8], w1: &[u8], a: [&[$act]; ACTS]) -> [[f32; ACTS]; 2] {
+                unsafe { avx2::dot32_tile::<{ avx2::$kind }, 2, ACTS, $act>([w0, w1], a, $repacked) }
             }
         }
     };
@@ -468,7 +491,17 @@ unsafe fn rows_avx2<K: Kernel>(
     let mut jj = 0;
     for pair in &mut pairs {
         let (w0, w1) = pair.split_at(row_bytes);
-        for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
+        let mut rows = pieces.iter_mut().zip(acts.chunks_exact(nb));
+        // Whole groups of activation rows (a batch's sequences) share each unpacked weight block.
+        while rows.len() >= ACTS {
+            let group: [_; ACTS] = std::array::from_fn(|_| rows.next().expect("counted"));
+            let y = unsafe { K::dot2_acts_avx2(w0, w1, std::array::from_fn(|c| group[c].1)) };
+            for (c, (piece, _)) in group.into_iter().enumerate() {
+                piece[jj] = y[0][c];
+                piece[jj + 1] = y[1][c];
+            }
+        }
+        for (piece, act) in rows {
             let [y0, y1] = unsafe { K::dot2_avx2(w0, w1, act) };
             piece[jj] = y0;
             piece[jj + 1] = y1;
