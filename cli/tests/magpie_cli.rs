@@ -73,7 +73,7 @@ fn magpie_rows_are_reproducible_and_independent_of_batching_and_sharding() {
         assert_eq!(cfg["seed"], 7);
         assert_eq!(cfg["sample_index"], i as u64);
         assert_eq!(cfg["temperature"], 1.0);
-        assert_eq!(cfg["pre_query_template"].as_str().unwrap().ends_with("<|im_start|>user\n"), true);
+        assert!(cfg["pre_query_template"].as_str().unwrap().ends_with("<|im_start|>user\n"));
         assert!(ids.insert(row["id"].as_str().unwrap().to_string()), "row {i}: duplicate id");
     }
     let distinct: BTreeSet<&str> = all.iter().map(|r| r["instruction"].as_str().unwrap()).collect();

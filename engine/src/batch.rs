@@ -331,9 +331,8 @@ impl<'m, B: Backend, T: Task> BatchRunner<'m, B, T> {
                 a.history.push(token);
                 stats.generated_tokens += 1;
                 a.text.push_str(&a.detok.push(token)?);
-                if a.request.stop_at_newline && a.text.trim_start().contains('\n') {
-                    Some(StopReason::StopString)
-                } else if a.request.stop_after.iter().any(|x| a.text.contains(x.as_str())) {
+                let newline = a.request.stop_at_newline && a.text.trim_start().contains('\n');
+                if newline || a.request.stop_after.iter().any(|x| a.text.contains(x.as_str())) {
                     Some(StopReason::StopString)
                 } else if a.tokens.len() >= a.request.max_tokens {
                     Some(StopReason::MaxTokens)

@@ -179,6 +179,7 @@ pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Q8Ac
     debug_assert!(a.iter().all(|a| a.len() == blocks));
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut sacc = [[0f32; C]; R];
+    #[allow(clippy::needless_range_loop)] // block i of every row at once
     for i in 0..blocks {
         let qy: [__m256i; C] = std::array::from_fn(|c| load32(q8_ptr(a[c][i].qs())));
         for r in 0..R {
