@@ -6,8 +6,8 @@
 # which loads in about a second; the default model's suite checks what needs a real model. The expected greedy
 # answers are computed here by the native CLI for the same prompt, settings and model.
 # Screenshots and browser logs go to target/e2e-artifacts/.
-#   E2E_SKIP_BUILD=1 reuses dist/ as it is; arguments name the suites to run (chat, models, device, default-model),
-#   all when none.
+#   E2E_SKIP_BUILD=1 reuses dist/ as it is; arguments name the suites to run (chat, models, device, default-model,
+#   magpie), all when none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +49,11 @@ answers "$model" expected
 # The UI's suites run the tiny model on the CPU backend, which answers as the CLI's bit for bit: its random weights
 # leave near-ties that a GPU's rounding may break either way. Its GPU answers are for one WebGPU check.
 answers "$tiny_file" expected-tiny
+# The Magpie view must write these rows on the CPU backend with the same model, settings, seed and batch
+# (tests/e2e/magpie.mjs sets the same numbers).
+echo "expected Magpie rows: aviary magpie on the CPU, for the default model…"
+"$aviary" magpie --model "$model" --backend cpu --n 3 --seed 7 --batch 2 --ins-max-tokens 24 --max-tokens 32 \
+  --out "$tmp/expected-magpie.jsonl"
 
 serve_app dist "$artifacts/serve.log" "$tmp" "$tmp/models"
 echo "app served at $url"
@@ -58,6 +63,7 @@ export AVIARY_URL="$url" ARTIFACTS="$artifacts" SERVE_LOG="$artifacts/serve.log"
 export EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" EXPECTED_CPU_JSON="$tmp/expected-cpu.json"
 export EXPECTED_TINY_JSON="$tmp/expected-tiny.json" EXPECTED_TINY_F32_JSON="$tmp/expected-tiny-f32.json"
 export EXPECTED_TINY_CPU_JSON="$tmp/expected-tiny-cpu.json"
+export EXPECTED_MAGPIE_JSONL="$tmp/expected-magpie.jsonl"
 E2E_SUITES=$(IFS=,; echo "$*")
 export E2E_SUITES
 node --test --test-reporter=spec tests/e2e/all.test.mjs ||

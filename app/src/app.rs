@@ -1,9 +1,12 @@
-//! The page: provides the state and the worker bridge, then lays out the views.
+//! The page: provides the state and the worker bridge, then lays out the views: the side panels (model, device,
+//! settings) and one main area — Chat, Magpie or Synthesis — picked in the nav. Every area stays mounted while
+//! hidden, so a draft or a form survives switching, and runs go on whichever is shown (their state is app-wide).
 
 use crate::bridge::Bridge;
 use crate::components::conversations::ConversationsView;
 use crate::components::{chat::ChatView, models::ModelsView, settings::SettingsView, status::ModelStatus};
 use crate::components::adapter::AdapterPanel;
+use crate::components::{dataset_table::DatasetTable, magpie::MagpieView, synth::SynthView};
 use crate::state::{provide_state, BackendPreference, ModelState};
 use engine::protocol::{BackendChoice, Request};
 use leptos::prelude::*;
@@ -35,25 +38,57 @@ pub fn App() -> impl IntoView {
     provide_context(bridge);
     crate::components::settings::persist_settings();
     crate::components::conversations::persist_conversations();
+    crate::dataset_persist::persist_dataset();
     if query_param("autoload").as_deref() != Some("0") {
         let model = expect_context::<ModelState>();
         model.status.set(crate::state::Status::Loading);
         bridge.send(Request::Load { url: model.url.get_untracked(), backend: backend.get_untracked(), context: None });
     }
 
+    let view = RwSignal::new(match query_param("view").as_deref() {
+        Some("magpie") => View::Magpie,
+        Some("synth") => View::Synth,
+        _ => View::Chat,
+    });
+    let tab = move |v: View, label: &'static str, testid: &'static str| {
+        view! {
+            <button class="tab" class:active=move || view.get() == v data-testid=testid
+                aria-pressed=move || (view.get() == v).to_string() on:click=move |_| view.set(v)>{label}</button>
+        }
+    };
+    let shown = move |v: View| move || view.get() != v;
+
     view! {
         <header class="top">
             <h1>"Aviary"</h1>
+            <nav class="tabs" aria-label="Views">
+                {tab(View::Chat, "Chat", "nav-chat")}
+                {tab(View::Magpie, "Magpie", "nav-magpie")}
+                {tab(View::Synth, "Synthesis", "nav-synth")}
+            </nav>
             <ModelStatus/>
         </header>
         <main class="layout">
             <aside class="side">
-                <ConversationsView/>
+                <div hidden=shown(View::Chat)><ConversationsView/></div>
                 <ModelsView/>
                 <AdapterPanel/>
-                <SettingsView/>
+                <div hidden=shown(View::Chat)><SettingsView/></div>
             </aside>
-            <ChatView/>
+            <div class="view" hidden=shown(View::Chat)><ChatView/></div>
+            <div class="view data" hidden=shown(View::Magpie)>
+                <MagpieView/>
+                <DatasetTable/>
+            </div>
+            <div class="view" hidden=shown(View::Synth)><SynthView/></div>
         </main>
     }
+}
+
+/// The main area's views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Chat,
+    Magpie,
+    Synth,
 }

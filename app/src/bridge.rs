@@ -1,8 +1,11 @@
 //! The typed channel to the worker that hosts the engine: requests out, events in, both `engine::protocol` enums
 //! as JSON strings. Requests sent before the worker says `Started` wait in a queue (a worker drops messages that
 //! arrive before its handler is installed). Events update the state signals; components never touch the worker.
+//! Batch runs (Magpie, judge, synthesis) have their requests and events in `runs`.
 
-use crate::state::{Chat, ModelState, Progress, Reply, Role, Status, Storage};
+pub mod runs;
+
+use crate::state::{Chat, DatasetState, ModelState, Progress, Reply, Role, Status, Storage};
 use engine::protocol::{Event, Request};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -25,6 +28,7 @@ impl Bridge {
         let model = expect_context::<ModelState>();
         let chat = expect_context::<Chat>();
         let storage = expect_context::<Storage>();
+        let dataset = expect_context::<DatasetState>();
         match Worker::new("./worker_loader.js") {
             Ok(worker) => {
                 let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -32,6 +36,7 @@ impl Bridge {
                     match Event::from_json(&text) {
                         Ok(event) => {
                             on_storage_event(&event, bridge, storage);
+                            runs::on_event(&event, dataset, model);
                             bridge.on_event(event, model, chat)
                         }
                         Err(e) => web_sys::console::error_1(&format!("aviary: bad event from the worker: {e}").into()),
@@ -101,6 +106,7 @@ impl Bridge {
                 });
             }
             Event::Ready { card, backend, stats, .. } => {
+                model.notice.set(None);
                 model.card.set(Some(card));
                 model.backend.set(Some(backend));
                 model.load.set(Some(stats));
@@ -124,7 +130,12 @@ impl Bridge {
                 }
                 finish_generation(id, model, chat);
             }
-            Event::Cache { .. } => {}
+            Event::Cache { .. }
+            | Event::PreQuery { .. }
+            | Event::MagpieRow { .. }
+            | Event::Tagged { .. }
+            | Event::SynthChunk { .. }
+            | Event::BatchDone { .. } => {}
             Event::Error { id, message, model_lost } => {
                 if let Some(id) = id {
                     if let Some(m) = chat.reply(id) {
@@ -139,6 +150,7 @@ impl Bridge {
                     model.status.set(Status::Failed(message));
                 } else if id.is_none() {
                     web_sys::console::error_1(&format!("aviary: {message}").into());
+                    model.notice.set(Some(message));
                 }
             }
         }

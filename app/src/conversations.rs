@@ -1,6 +1,7 @@
 //! Conversations kept in the browser's IndexedDB, so they survive reloads: one object store of JSON records keyed by
-//! the conversation's id. This is the only module that touches IndexedDB; the page calls it from one place (the
-//! persistence effect beside the conversation list) and its components read signals.
+//! the conversation's id. With datasets.rs (which reuses the request helpers here) the only modules that touch
+//! IndexedDB; the page calls it from one place (the persistence effect beside the conversation list) and its
+//! components read signals.
 
 use engine::session::{Stats, StopReason, TokenInfo};
 use js_sys::{Array, Function, Promise};
@@ -67,18 +68,19 @@ pub struct Store {
     db: IdbDatabase,
 }
 
-fn js_error(what: &str, e: JsValue) -> String {
+/// A JS error as text; a DOMException keeps its name, which tells a full quota (QuotaExceededError) from the rest.
+pub fn js_error(what: &str, e: JsValue) -> String {
     let detail = e
         .dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
-        .or_else(|| e.dyn_ref::<web_sys::DomException>().map(|e| e.message()))
+        .or_else(|| e.dyn_ref::<web_sys::DomException>().map(|e| format!("{}: {}", e.name(), e.message())))
         .or_else(|| e.as_string())
         .unwrap_or_else(|| format!("{e:?}"));
     format!("{what}: {detail}")
 }
 
 /// Waits for a request's success (its result) or error.
-async fn request(req: &IdbRequest, what: &str) -> Result<JsValue, String> {
+pub async fn request(req: &IdbRequest, what: &str) -> Result<JsValue, String> {
     let promise = Promise::new(&mut |resolve: Function, reject: Function| {
         let r = req.clone();
         let ok = Closure::once_into_js(move |_: web_sys::Event| {
@@ -96,7 +98,7 @@ async fn request(req: &IdbRequest, what: &str) -> Result<JsValue, String> {
 }
 
 /// Waits until a write transaction is committed (a request's success alone does not mean it is on disk).
-async fn committed(tx: &IdbTransaction, what: &str) -> Result<(), String> {
+pub async fn committed(tx: &IdbTransaction, what: &str) -> Result<(), String> {
     let promise = Promise::new(&mut |resolve: Function, reject: Function| {
         let done = Closure::once_into_js(move |_: web_sys::Event| {
             let _ = resolve.call0(&JsValue::NULL);

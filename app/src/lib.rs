@@ -1,12 +1,16 @@
-//! What the app's bundles and its wasm tests (tests/web_*.rs) share: the chat's Markdown and conversation store, and
-//! the worker's model sources and storage. The worker's files live beside the worker that uses them
-//! (src/bin/worker/); they are compiled here once, as a library, so the tests can reach them too.
+//! What the app's bundles and its wasm tests (tests/web_*.rs) share: the chat's Markdown, the conversation and dataset
+//! stores, the rules both bundles follow for batch runs, and the worker's model sources and storage. The worker's
+//! files live beside the worker that uses them (src/bin/worker/); they are compiled here once, as a library, so the
+//! tests can reach them too.
 
 // Pure Rust, so its unit tests run natively.
 pub mod markdown;
+pub mod run_rules;
 
 #[cfg(target_arch = "wasm32")]
 pub mod conversations;
+#[cfg(target_arch = "wasm32")]
+pub mod datasets;
 
 #[cfg(target_arch = "wasm32")]
 #[path = "bin/worker/blob_source.rs"]

@@ -6,7 +6,7 @@
 mod format;
 
 #[cfg(target_arch = "wasm32")]
-use aviary_app::{conversations, markdown};
+use aviary_app::{conversations, datasets, markdown};
 
 #[cfg(target_arch = "wasm32")]
 mod app;
@@ -14,6 +14,10 @@ mod app;
 mod bridge;
 #[cfg(target_arch = "wasm32")]
 mod components;
+#[cfg(target_arch = "wasm32")]
+mod dataset_persist;
+#[cfg(target_arch = "wasm32")]
+mod files;
 #[cfg(target_arch = "wasm32")]
 mod state;
 

@@ -6,6 +6,7 @@ use engine::session::{Stats, StopReason};
 use leptos::prelude::*;
 
 pub use crate::conversations::TokenChip;
+pub use crate::datasets::RunSettings;
 
 /// Where the model stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,8 @@ pub struct ModelState {
     pub card: RwSignal<Option<ModelCard>>,
     pub backend: RwSignal<Option<BackendInfo>>,
     pub load: RwSignal<Option<LoadStats>>,
+    /// Why the worker refused a request that has no view of its own (a load while a Magpie run goes).
+    pub notice: RwSignal<Option<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +181,7 @@ pub fn provide_state(default_url: String) {
         card: RwSignal::new(None),
         backend: RwSignal::new(None),
         load: RwSignal::new(None),
+        notice: RwSignal::new(None),
     });
     provide_context(Chat {
         messages: RwSignal::new(Vec::new()),
@@ -208,4 +212,255 @@ pub fn provide_state(default_url: String) {
         repeat_last_n: RwSignal::new(64),
     });
     provide_context(BackendPreference(RwSignal::new(BackendChoice::Auto)));
+    provide_dataset_state();
+}
+
+/// Where a batch run (Magpie or synthesis) stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    Idle,
+    /// `id` tags the worker's events for this run; `started_ms` is `Date.now` at its start.
+    Running { id: u64, started_ms: f64 },
+    /// Stopped before its last row; Resume asks for the rows it has not got.
+    Paused,
+    Failed(String),
+}
+
+impl RunStatus {
+    pub fn running_id(&self) -> Option<u64> {
+        match self {
+            RunStatus::Running { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// How a Magpie run goes: rows of the run in the dataset out of `n`, and the worker's rates for the current request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunProgress {
+    pub done: u64,
+    pub n: u64,
+    pub rows_per_minute: f64,
+    pub tokens_per_second: f64,
+}
+
+impl RunProgress {
+    /// Seconds until the last row at the current pace (None until there is a pace).
+    pub fn seconds_left(&self) -> Option<f64> {
+        (self.rows_per_minute > 0.0).then(|| self.n.saturating_sub(self.done) as f64 * 60.0 / self.rows_per_minute)
+    }
+}
+
+/// The pre-query template the worker derived for the loaded model and system prompt, or why it could not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreQueryInfo {
+    pub template: Option<String>,
+    pub error: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// A judge pass over untagged rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JudgeRun {
+    pub id: u64,
+    pub done: usize,
+    /// Rows the judge's answer gave tags to (an unreadable answer, or a row too long to judge, gives none).
+    pub tagged: usize,
+    pub total: usize,
+}
+
+/// The system prompt the Magpie form steers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemChoice {
+    None,
+    Custom,
+    Preset(engine::magpie::SystemPreset),
+}
+
+/// Dataset changes not yet written to IndexedDB (see dataset_persist.rs).
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub cleared: bool,
+    pub put: std::collections::BTreeSet<String>,
+    pub deleted: std::collections::BTreeSet<String>,
+}
+
+/// A synthesis run over raw text: its input and settings, and each chunk's result in chunk order.
+#[derive(Clone, Copy)]
+pub struct SynthState {
+    /// The last run's id (0 before the first): its chunks are welcome even after Stop.
+    pub id: RwSignal<u64>,
+    pub text: RwSignal<String>,
+    pub settings: RwSignal<engine::synth::SynthSettings>,
+    pub status: RwSignal<RunStatus>,
+    pub results: RwSignal<Vec<engine::synth::ChunkResult>>,
+    /// Chunks in the run (known with its first result).
+    pub total: RwSignal<usize>,
+    pub stats: RwSignal<Option<engine::batch::BatchStats>>,
+}
+
+/// The Magpie dataset and the runs that make it. Lives at app level, so a run goes on whichever view is open.
+#[derive(Clone, Copy)]
+pub struct DatasetState {
+    /// The rows: a run's rows in sample order (imported rows where they were added).
+    pub rows: RwSignal<Vec<dataset::Row>>,
+    pub status: RwSignal<RunStatus>,
+    /// What the form shows: the next Start's settings.
+    pub form: RwSignal<crate::datasets::RunSettings>,
+    pub system_choice: RwSignal<SystemChoice>,
+    pub custom_system: RwSignal<String>,
+    /// The run going or last run: what Resume continues.
+    pub run: RwSignal<Option<crate::datasets::RunSettings>>,
+    pub progress: RwSignal<Option<RunProgress>>,
+    pub pre_query: RwSignal<PreQueryInfo>,
+    pub judge: RwSignal<Option<JudgeRun>>,
+    pub synth: SynthState,
+    /// Why reading or writing the saved dataset failed, if it did.
+    pub storage_error: RwSignal<Option<String>>,
+    /// A message about the last action (an import's bad lines, a refused start).
+    pub notice: RwSignal<Option<String>>,
+    /// Whether the saved dataset has been read (nothing is written before, so a slow read cannot be overwritten).
+    pub loaded: RwSignal<bool>,
+    pub dirty: StoredValue<Dirty, LocalStorage>,
+    /// Bumped by every change that should be saved.
+    pub version: RwSignal<u64>,
+    /// The runs whose rows are welcome: a paused run's last rows arrive after its Pause.
+    pub run_ids: StoredValue<Vec<u64>, LocalStorage>,
+}
+
+/// A row's sample index and seed, when a Magpie run made it.
+fn sample_of(row: &dataset::Row) -> Option<(u64, u64)> {
+    row.gen_input_configs.as_ref().map(|c| (c.seed, c.sample_index))
+}
+
+impl DatasetState {
+    /// Whether the worker is busy with a Magpie, judge or synthesis run for this page.
+    pub fn busy(&self) -> bool {
+        self.status.with(|s| s.running_id().is_some())
+            || self.judge.with(|j| j.is_some())
+            || self.synth.status.with(|s| s.running_id().is_some())
+    }
+
+    fn changed(&self, f: impl FnOnce(&mut Dirty)) {
+        self.dirty.update_value(f);
+        self.version.update(|v| *v += 1);
+    }
+
+    /// Adds `row`, or replaces the row with its id. A run's rows keep sample order: one that fills a gap (a resumed
+    /// run's) goes before the first later row of the same seed. Returns whether it was new.
+    pub fn put_row(&self, row: dataset::Row) -> bool {
+        let id = row.id.clone();
+        let mut new = false;
+        self.rows.update(|rows| {
+            if let Some(at) = rows.iter().position(|r| r.id == row.id) {
+                rows[at] = row;
+                return;
+            }
+            new = true;
+            let at = sample_of(&row).and_then(|(seed, index)| {
+                rows.iter().position(|r| sample_of(r).is_some_and(|(s, i)| s == seed && i > index))
+            });
+            match at {
+                Some(at) => rows.insert(at, row),
+                None => rows.push(row),
+            }
+        });
+        self.changed(|d| {
+            d.deleted.remove(&id);
+            d.put.insert(id);
+        });
+        new
+    }
+
+    /// Sets the first instruction and the first response of the row `id` (its other turns stay).
+    pub fn edit_row(&self, id: &str, instruction: String, response: String) {
+        self.rows.update(|rows| {
+            if let Some(row) = rows.iter_mut().find(|r| r.id == id) {
+                set_first(&mut row.conversations, dataset::row::HUMAN, instruction);
+                set_first(&mut row.conversations, dataset::row::GPT, response);
+                row.refresh_mirrors();
+            }
+        });
+        self.changed(|d| {
+            d.put.insert(id.to_string());
+        });
+    }
+
+    pub fn set_tags(&self, id: &str, tags: dataset::Tags) {
+        let mut found = false;
+        self.rows.update(|rows| {
+            if let Some(row) = rows.iter_mut().find(|r| r.id == id) {
+                row.tags = tags;
+                found = true;
+            }
+        });
+        if found {
+            self.changed(|d| {
+                d.put.insert(id.to_string());
+            });
+        }
+    }
+
+    pub fn delete_row(&self, id: &str) {
+        self.rows.update(|rows| rows.retain(|r| r.id != id));
+        self.changed(|d| {
+            d.put.remove(id);
+            d.deleted.insert(id.to_string());
+        });
+    }
+
+    /// Empties the dataset and forgets the run.
+    pub fn clear(&self) {
+        self.rows.set(Vec::new());
+        self.run.set(None);
+        self.progress.set(None);
+        self.status.set(RunStatus::Idle);
+        self.changed(|d| *d = Dirty { cleared: true, ..Dirty::default() });
+    }
+
+    /// Marks the run's settings or state as changed (they are saved with the rows' order).
+    pub fn touch(&self) {
+        self.changed(|_| {});
+    }
+}
+
+fn set_first(turns: &mut Vec<dataset::Turn>, from: &str, value: String) {
+    match turns.iter_mut().find(|t| t.from == from) {
+        Some(t) => t.value = value,
+        None => turns.push(dataset::Turn::new(from, value)),
+    }
+}
+
+/// Creates and provides the dataset's state (called by `provide_state`).
+fn provide_dataset_state() {
+    provide_context(DatasetState {
+        rows: RwSignal::new(Vec::new()),
+        status: RwSignal::new(RunStatus::Idle),
+        form: RwSignal::new(crate::datasets::RunSettings {
+            settings: engine::magpie::MagpieSettings::default(),
+            n: 20,
+            batch: 0,
+        }),
+        system_choice: RwSignal::new(SystemChoice::None),
+        custom_system: RwSignal::new(String::new()),
+        run: RwSignal::new(None),
+        progress: RwSignal::new(None),
+        pre_query: RwSignal::new(PreQueryInfo::default()),
+        judge: RwSignal::new(None),
+        synth: SynthState {
+            id: RwSignal::new(0),
+            text: RwSignal::new(String::new()),
+            settings: RwSignal::new(engine::synth::SynthSettings::default()),
+            status: RwSignal::new(RunStatus::Idle),
+            results: RwSignal::new(Vec::new()),
+            total: RwSignal::new(0),
+            stats: RwSignal::new(None),
+        },
+        storage_error: RwSignal::new(None),
+        notice: RwSignal::new(None),
+        loaded: RwSignal::new(false),
+        dirty: StoredValue::new_local(Dirty::default()),
+        version: RwSignal::new(0),
+        run_ids: StoredValue::new_local(Vec::new()),
+    });
 }

@@ -178,7 +178,7 @@ fn run_on<B: Backend>(
     eprintln!("aviary: {} rows; {}", rows.len(), rate(&stats));
 
     if a.judge {
-        let mut judge_runner = BatchRunner::new(&m.backend, &m.model, tokenizer, a.batch, m.context.clamp(1, JUDGE_CONTEXT))?;
+        let mut judge_runner = BatchRunner::new(&m.backend, &m.model, tokenizer, a.batch, m.context.clamp(1, magpie::JUDGE_CONTEXT))?;
         let bar = progress_bar(rows.len() as u64, "judged");
         let result = futures::executor::block_on(magpie::judge(&mut judge_runner, &template, tokenizer, &mut rows, &mut |_, _, _| {
             bar.inc(1);
@@ -209,9 +209,6 @@ fn run_on<B: Backend>(
     }
     Ok(())
 }
-
-/// Positions a judge call needs: its prompt (the instruction and the rating instructions) and a short answer.
-const JUDGE_CONTEXT: usize = 1024;
 
 /// The model's file (or folder) name, as rows record it.
 pub fn model_name(path: &std::path::Path) -> String {

@@ -66,8 +66,7 @@ fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, text: &str) -> Result<()> {
     if chunks.is_empty() {
         bail!("{} has no text", a.input.display());
     }
-    // The prompt wraps the chunk in instructions: room for both, and the answer.
-    let context = (a.chunk_tokens * 2 + 256 + a.max_tokens).min(m.context.max(1));
+    let context = settings.context_needed().min(m.context.max(1));
     let mut runner = BatchRunner::new(&m.backend, &m.model, tokenizer, a.batch, context)?;
     let bar = progress_bar(chunks.len() as u64, "chunks");
     let mut results: Vec<ChunkResult> = Vec::new();

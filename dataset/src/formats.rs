@@ -413,6 +413,7 @@ mod tests {
             stop_at_newline: false,
             sanitize: true,
             max_tokens: 512,
+            ins_max_tokens: 64,
         }
     }
 

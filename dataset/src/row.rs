@@ -53,7 +53,10 @@ pub struct GenInputConfigs {
     pub engine_version: String,
     pub stop_at_newline: bool,
     pub sanitize: bool,
+    /// The response step's token budget.
     pub max_tokens: u32,
+    /// The instruction step's token budget.
+    pub ins_max_tokens: u32,
 }
 
 /// LLM-judge tags; values come from `judge::{DIFFICULTY, INPUT_QUALITY, TASK_CATEGORIES}`.
@@ -185,6 +188,7 @@ mod tests {
             stop_at_newline: true,
             sanitize: true,
             max_tokens: 256,
+            ins_max_tokens: 128,
         }
     }
 
@@ -201,7 +205,7 @@ mod tests {
         let id = row_id(&configs());
         assert_eq!(id.len(), 16);
         assert_eq!(id, row_id(&configs()));
-        assert_eq!(id, "50c9f619169eb1b5");
+        assert_eq!(id, "17b8ccd0edfeac78");
     }
 
     #[test]

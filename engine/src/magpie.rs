@@ -98,6 +98,7 @@ impl MagpieSettings {
             stop_at_newline: self.stop_at_newline,
             sanitize: self.sanitize,
             max_tokens: self.response.max_tokens as u32,
+            ins_max_tokens: self.instruction.max_tokens as u32,
         }
     }
 }
@@ -428,6 +429,9 @@ impl JudgeTask {
         Ok(Self { prompt: tokenizer.encode(&text, false)?, tags: None, done: false })
     }
 }
+
+/// Positions a judge call needs: its prompt (the instruction and the rating instructions) and a short answer.
+pub const JUDGE_CONTEXT: usize = 1024;
 
 /// Tokens a judge answer may take ({"difficulty": …, "input_quality": …, "task_category": …}).
 const JUDGE_MAX_TOKENS: usize = 64;

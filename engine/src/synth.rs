@@ -30,6 +30,14 @@ impl Default for SynthSettings {
     }
 }
 
+impl SynthSettings {
+    /// Positions a batch slot needs: the prompt wraps a chunk in instructions (the chunk counted twice leaves room
+    /// for them and for tokenisation differences), then the answer.
+    pub fn context_needed(&self) -> usize {
+        self.chunk_tokens * 2 + 256 + self.max_tokens
+    }
+}
+
 /// Raw text given to synthesis at most (a whole book is fine; more is almost surely a mistake).
 pub const MAX_INPUT_BYTES: usize = 16 << 20;
 

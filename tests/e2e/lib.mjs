@@ -6,7 +6,8 @@
 // Environment (scripts/e2e-test.sh sets it): AVIARY_URL (the served app), PROMPT and MAX_TOKENS (the greedy
 // question), the CLI's `generate --json` answers to it on the default model — EXPECTED_JSON (GPU, f16 where the
 // adapter has it), EXPECTED_F32_JSON (GPU, --gpu-f32), EXPECTED_CPU_JSON (CPU backend) — and the same three on the
-// tiny model (EXPECTED_TINY_JSON, EXPECTED_TINY_F32_JSON, EXPECTED_TINY_CPU_JSON); MODEL_FILE and TINY_MODEL_FILE
+// tiny model (EXPECTED_TINY_JSON, EXPECTED_TINY_F32_JSON, EXPECTED_TINY_CPU_JSON), `aviary magpie --backend cpu`'s
+// rows on the default model (EXPECTED_MAGPIE_JSONL, ShareGPT); MODEL_FILE and TINY_MODEL_FILE
 // (the two models' paths), TINY_MODEL_URL (the tiny one's URL relative to the page), SERVE_LOG (the server's request
 // log), ARTIFACTS (screenshots and browser logs), CHROMIUM (default /usr/bin/chromium).
 

@@ -16,6 +16,9 @@ pub fn absolute(url: &str) -> String {
 
 /// Fills the URL box with `url` and loads it.
 pub fn load_url(url: String) {
+    if crate::bridge::runs::refuse_while_running() {
+        return;
+    }
     let model = expect_context::<ModelState>();
     let chat = expect_context::<Chat>();
     let bridge = expect_context::<Bridge>();
@@ -31,7 +34,7 @@ fn load_files(files: Vec<web_sys::File>) {
     let model = expect_context::<ModelState>();
     let chat = expect_context::<Chat>();
     let bridge = expect_context::<Bridge>();
-    if files.is_empty() {
+    if files.is_empty() || crate::bridge::runs::refuse_while_running() {
         return;
     }
     chat.streaming.set(None);
@@ -67,6 +70,9 @@ pub fn ModelsView() -> impl IntoView {
     let backend = expect_context::<BackendPreference>().0;
     let busy = move || matches!(model.status.get(), Status::Loading | Status::Starting);
     let load = move |_| {
+        if crate::bridge::runs::refuse_while_running() {
+            return;
+        }
         chat.streaming.set(None);
         model.status.set(Status::Loading);
         model.card.set(None);

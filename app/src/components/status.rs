@@ -1,4 +1,5 @@
-//! The one-line model status in the header. Its text contains "ready" exactly when a model can generate.
+//! The one-line model status in the header. Its text contains "ready" exactly when a model can generate. Beside it,
+//! why the worker refused a request that has no view of its own (a load while a Magpie run goes).
 
 use crate::state::{ModelState, Status};
 use leptos::prelude::*;
@@ -23,5 +24,9 @@ pub fn ModelStatus() -> impl IntoView {
         Status::Failed(_) => "status failed",
         _ => "status busy",
     };
-    view! { <p class=class data-testid="model-status" role="status">{text}</p> }
+    let notice = move || model.notice.get().map(|n| view! { <p class="error" data-testid="model-notice">{n}</p> });
+    view! {
+        <p class=class data-testid="model-status" role="status">{text}</p>
+        {notice}
+    }
 }

@@ -10,8 +10,12 @@
 //! Cancellation uses an epoch: every `Cancel` or `Load` bumps it. Queued requests carry the epoch they were sent in,
 //! so ones overtaken by a cancel are skipped; a running load's source checks it before each read; a running
 //! generation is stopped through the session's cancel flag.
+//!
+//! Batch runs (Magpie, judge, synthesis: runs.rs) hold the model for long: while one is queued or going, a chat or a
+//! load is refused at once rather than left waiting behind it, and `PreQuery` is answered by the handler itself.
 
 use aviary_app::cached_source::{self, Source, Target};
+use aviary_app::run_rules;
 use engine::backend::cpu::CpuBackend;
 use engine::backend::gpu::{GpuBackend, GpuOptions};
 use engine::backend::Backend;
@@ -30,6 +34,9 @@ use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+#[path = "runs.rs"]
+mod runs;
+
 /// What the message handler and the driver share.
 struct Shared {
     scope: DedicatedWorkerGlobalScope,
@@ -39,6 +46,13 @@ struct Shared {
     /// The files the latest `LoadFiles` came with (they cannot travel in its JSON). Any load cancels the ones
     /// before it, so the load the driver runs is always the latest, and these are its files.
     picked_files: RefCell<Vec<web_sys::File>>,
+    /// The cancel flag of the batch run going, if any.
+    batch_cancel: RefCell<Option<Arc<AtomicBool>>>,
+    /// (epoch, count) of the batch runs queued or going in that epoch: a cancel ends them all, so only the current
+    /// epoch's count says the model is taken.
+    batches: Cell<(u64, u32)>,
+    /// What `PreQuery` derives from, while a model is loaded.
+    templates: RefCell<Option<runs::TemplateSource>>,
 }
 
 impl Shared {
@@ -54,6 +68,29 @@ impl Shared {
         if let Some(flag) = self.generation_cancel.borrow().as_ref() {
             flag.store(true, Ordering::Relaxed);
         }
+        if let Some(flag) = self.batch_cancel.borrow().as_ref() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a batch run of this epoch is queued or going.
+    fn batch_busy(&self) -> bool {
+        let (epoch, count) = self.batches.get();
+        epoch == self.epoch.get() && count > 0
+    }
+
+    fn batch_queued(&self) {
+        let (epoch, count) = self.batches.get();
+        let now = self.epoch.get();
+        self.batches.set(if epoch == now { (now, count + 1) } else { (now, 1) });
+    }
+
+    /// A batch request sent in `epoch` has been run (or skipped).
+    fn batch_ended(&self, epoch: u64) {
+        let (e, count) = self.batches.get();
+        if e == epoch {
+            self.batches.set((e, count.saturating_sub(1)));
+        }
     }
 }
 
@@ -67,6 +104,9 @@ pub fn start() {
         epoch: Cell::new(0),
         generation_cancel: RefCell::new(None),
         picked_files: RefCell::new(Vec::new()),
+        batch_cancel: RefCell::new(None),
+        batches: Cell::new((0, 0)),
+        templates: RefCell::new(None),
     });
     let (tx, rx) = unbounded::<(u64, Request)>();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new({
@@ -83,7 +123,16 @@ pub fn start() {
             };
             match request {
                 Request::Cancel => shared.cancel_all(),
+                // Answered here, so a run in progress does not hold it up.
+                Request::PreQuery { system_prompt } => shared.post(&runs::pre_query(&shared, system_prompt.as_deref())),
+                Request::Generate { id, .. } if shared.batch_busy() => shared.post(&Event::error(Some(id), run_rules::BUSY)),
+                Request::Load { .. } | Request::LoadFiles { .. } if shared.batch_busy() => {
+                    shared.post(&Event::error(None, run_rules::BUSY))
+                }
                 other => {
+                    if matches!(other, Request::Magpie { .. } | Request::Judge { .. } | Request::Synth { .. }) {
+                        shared.batch_queued();
+                    }
                     if matches!(other, Request::Load { .. } | Request::LoadFiles { .. }) {
                         shared.cancel_all(); // a new model supersedes whatever runs
                     }
@@ -166,7 +215,11 @@ async fn drive(shared: Rc<Shared>, mut queue: Queue) {
                 }
             }
             Request::Generate { id, .. } => shared.post(&Event::error(Some(id), "no model is loaded")),
-            Request::Cancel => {}
+            Request::Magpie { id, .. } | Request::Judge { id, .. } | Request::Synth { id, .. } => {
+                shared.batch_ended(epoch);
+                shared.post(&Event::error(Some(id), "no model is loaded"));
+            }
+            Request::Cancel | Request::PreQuery { .. } => {}
             storage @ (Request::ListCache | Request::DeleteCached { .. }) => storage_request(&shared, storage).await,
         }
     }
@@ -262,6 +315,7 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
         session.yield_hook = Some(event_loop_yield());
     }
     let card = ModelCard::new(&m.files, m.template.source(), m.context);
+    *shared.templates.borrow_mut() = Some(runs::TemplateSource::new(m, &card));
     shared.post(&Event::Ready { card, backend: m.info.clone(), stats: m.stats, origin: Some(m.origin.clone()) });
     let next = loop {
         let Some((epoch, request)) = queue.next().await else { break None };
@@ -274,11 +328,16 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
                 generate(shared, m, &mut session, id, &messages, &options).await;
             }
             load @ (Request::Load { .. } | Request::LoadFiles { .. }) => break Some((epoch, load)),
-            Request::Cancel => {}
+            batch @ (Request::Magpie { .. } | Request::Judge { .. } | Request::Synth { .. }) => {
+                runs::run(shared, m, epoch, batch).await;
+                shared.batch_ended(epoch);
+            }
+            Request::Cancel | Request::PreQuery { .. } => {}
             storage @ (Request::ListCache | Request::DeleteCached { .. }) => storage_request(shared, storage).await,
         }
     };
     *shared.generation_cancel.borrow_mut() = None;
+    *shared.templates.borrow_mut() = None;
     next
 }
 

@@ -280,6 +280,7 @@ trait Kernel {
 }
 
 /// Activation rows one tile of a batched product takes together.
+#[cfg(target_arch = "x86_64")]
 const ACTS: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
