@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(AVIARY_CACHE)/target
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 PORT ?= 8080
 
-.PHONY: run chat test setup models reference fuzz bench bench-web web-test e2e-test web-build test-gpu-models
+.PHONY: run chat test setup models reference fuzz bench bench-web bench-magpie web-test e2e-test web-build test-gpu-models
 
 setup:
 	@scripts/setup.sh
@@ -63,3 +63,8 @@ bench: setup models
 # question: load (cold, cached), first token, prefill and decode tok/s; writes target/bench-web.json.
 bench-web: setup models
 	@scripts/bench-web.sh
+
+# Magpie samples/min and tokens/s at B = 1, 4, 8, 16: natively (CPU, GPU) and in the browser (WebGPU, CPU), one run;
+# writes target/bench-magpie.jsonl.
+bench-magpie: setup models
+	@scripts/bench-magpie.sh

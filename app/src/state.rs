@@ -242,6 +242,8 @@ pub struct RunProgress {
     pub n: u64,
     pub rows_per_minute: f64,
     pub tokens_per_second: f64,
+    /// The engine's latest figures for the run (the page shows them as `data-stats`, which the benchmark reads).
+    pub stats: Option<engine::batch::BatchStats>,
 }
 
 impl RunProgress {

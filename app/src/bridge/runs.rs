@@ -231,6 +231,7 @@ pub fn on_event(event: &Event, ds: DatasetState, model: ModelState) {
                         p.done = (p.done + 1).min(p.n);
                         p.rows_per_minute = stats.tasks_per_minute();
                         p.tokens_per_second = stats.tokens_per_second();
+                        p.stats = Some(*stats);
                     }
                 });
             }
@@ -260,6 +261,7 @@ pub fn on_event(event: &Event, ds: DatasetState, model: ModelState) {
                     if let Some(p) = p {
                         p.rows_per_minute = stats.tasks_per_minute();
                         p.tokens_per_second = stats.tokens_per_second();
+                        p.stats = Some(*stats);
                     }
                 });
                 ds.touch();

@@ -239,7 +239,8 @@ fn MagpieControls() -> impl IntoView {
                 <button class="secondary" data-testid="magpie-judge-stop" on:click=move |_| runs::stop_judge(bridge)>"Stop judging"</button>
             </Show>
         </div>
-        <div class="progress" data-testid="magpie-progress" data-status=status_text>
+        <div class="progress" data-testid="magpie-progress" data-status=status_text
+            data-stats=move || ds.progress.with(|p| p.and_then(|p| p.stats).and_then(|s| serde_json::to_string(&s).ok()))>
             <p class="muted" class:error=move || ds.status.with(|s| matches!(s, RunStatus::Failed(_)))
                 data-testid="magpie-status">{status_text}</p>
             {progress}
