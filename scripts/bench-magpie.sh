@@ -3,8 +3,8 @@
 # `aviary bench-magpie` on the CPU and GPU backends, then the app's Magpie view in headless Chromium on WebGPU and on
 # the CPU (tests/bench/magpie-bench.mjs). Every measurement makes the same samples, so each batch size generates the
 # same tokens. Writes target/bench-magpie.jsonl.
-#   BATCHES (1,4,8,16), N, INS_MAX_TOKENS, MAX_TOKENS change the native workload; WEB_N, WEB_INS_MAX_TOKENS,
-#   WEB_MAX_TOKENS the browser's (smaller: SwiftShader and the scalar wasm CPU path are slow); BENCH_SKIP_BUILD=1
+#   BATCHES (1,4,8,16), N, INS_MAX_TOKENS, MAX_TOKENS change the native workload; WEB_BATCHES (1,4), WEB_N,
+#   WEB_INS_MAX_TOKENS, WEB_MAX_TOKENS the browser's (smaller: SwiftShader and the scalar wasm CPU path are slow); BENCH_SKIP_BUILD=1
 #   reuses dist/; BENCH_NATIVE=0 skips the native half; BACKENDS (gpu,cpu) picks the browser's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,8 @@ for backend in $([ "${BENCH_NATIVE:-1}" = 0 ] || echo cpu gpu); do
 done
 
 serve_app dist "$artifacts/serve.log" "$tmp" "$(dirname "$model")"
-export AVIARY_URL="$url" MODEL_PATH="models/$(basename "$model")" ARTIFACTS="$artifacts" BATCHES="$batches"
-export N="${WEB_N:-8}" INS_MAX_TOKENS="${WEB_INS_MAX_TOKENS:-8}" MAX_TOKENS="${WEB_MAX_TOKENS:-8}" OUT="$tmp/web.jsonl"
+export AVIARY_URL="$url" MODEL_PATH="models/$(basename "$model")" ARTIFACTS="$artifacts" BATCHES="${WEB_BATCHES:-1,4}"
+export N="${WEB_N:-4}" INS_MAX_TOKENS="${WEB_INS_MAX_TOKENS:-6}" MAX_TOKENS="${WEB_MAX_TOKENS:-6}" OUT="$tmp/web.jsonl"
 node tests/bench/magpie-bench.mjs
 cat "$tmp/web.jsonl" >>"$out"
 echo "bench-magpie: results in $out"

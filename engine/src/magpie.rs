@@ -155,26 +155,22 @@ pub fn pre_query_template(template: &ChatTemplate, system: Option<&str>) -> Resu
 /// Renders `messages`; a template that refuses the system role (Gemma 2) gets the system prompt at the head of the
 /// first user message instead, as Gemma 3's template does itself.
 fn render(template: &ChatTemplate, messages: &[Message], generation_prompt: bool) -> Result<String> {
-    match template.render(messages, generation_prompt) {
+    with_system_fallback(messages, |m| template.render(m, generation_prompt))
+}
+
+/// `history` and the start of the next user turn (see [`ChatTemplate::next_query`]), with the same fallback.
+fn next_query(template: &ChatTemplate, history: &[Message]) -> Result<String> {
+    with_system_fallback(history, |m| template.next_query(m))
+}
+
+fn with_system_fallback(messages: &[Message], f: impl Fn(&[Message]) -> Result<String>) -> Result<String> {
+    match f(messages) {
         Err(Error::Template(_)) if messages.first().is_some_and(|m| m.role == "system") => {
             let mut merged = messages[1..].to_vec();
             if let Some(first) = merged.first_mut() {
                 first.content = format!("{}\n\n{}", messages[0].content, first.content);
             }
-            template.render(&merged, generation_prompt)
-        }
-        other => other,
-    }
-}
-
-fn next_query(template: &ChatTemplate, history: &[Message]) -> Result<String> {
-    match template.next_query(history) {
-        Err(Error::Template(_)) if history.first().is_some_and(|m| m.role == "system") => {
-            let mut merged = history[1..].to_vec();
-            if let Some(first) = merged.first_mut() {
-                first.content = format!("{}\n\n{}", history[0].content, first.content);
-            }
-            template.next_query(&merged)
+            f(&merged)
         }
         other => other,
     }
