@@ -342,6 +342,12 @@ export function register({ webgpu }) {
       c.ok(shown.every((x) => x.pairs === x.shownPairs && x.unparsed === x.shownUnparsed && x.pairs + x.unparsed > 0),
         'each chunk shows its parsed pairs and, visibly, any output that could not be parsed', JSON.stringify(shown));
       await s.shot('synth');
+      const pairs = shown.reduce((n, x) => n + x.pairs, 0);
+      const before = await page.getByTestId('magpie-row').count();
+      await page.getByTestId('synth-add').click();
+      const after = await page.getByTestId('magpie-row').count();
+      c.ok(after === before + pairs, 'Add pairs to the dataset puts each pair in the Magpie table (kept in IndexedDB)',
+        `${before} rows, ${pairs} pairs, then ${after} rows`);
     });
   });
 }

@@ -106,12 +106,22 @@ pub fn SynthView() -> impl IntoView {
             }
         })
     };
-    let export_pairs = move |format: Format| {
+    let pair_rows = move || {
         let name = runs::model_name(model).unwrap_or_default();
         let base = synth.settings.with_untracked(|s| configs(s, &name));
-        let rows: Vec<dataset::Row> = synth.results.with_untracked(|results| {
-            results.iter().flat_map(|c| dataset::pairs_to_rows(c.index, &c.pairs, &base)).collect()
-        });
+        synth.results.with_untracked(|results| {
+            results.iter().flat_map(|c| dataset::pairs_to_rows(c.index, &c.pairs, &base)).collect::<Vec<dataset::Row>>()
+        })
+    };
+    // Into the dataset the Magpie view shows, which is kept in IndexedDB (synthesis results alone live in memory).
+    let add_to_dataset = move |_| {
+        let rows = pair_rows();
+        let count = rows.len();
+        let added = rows.into_iter().filter(|row| ds.put_row(row.clone())).count();
+        message.set(Some(format!("added {added} of {count} pairs to the dataset (the Magpie view shows it)")));
+    };
+    let export_pairs = move |format: Format| {
+        let rows = pair_rows();
         let file = format!("synth-{}{}", files::today(), format.file_suffix());
         message.set(Some(match files::download(&file, &dataset::export(&rows, format), "application/jsonl") {
             Ok(()) => format!("exported {} pairs as {file}", rows.len()),
@@ -170,6 +180,8 @@ pub fn SynthView() -> impl IntoView {
                 {progress}
             </div>
             <div class="row dataset-actions">
+                <button data-testid="synth-add" on:click=add_to_dataset
+                    disabled=move || !has_results()>"Add pairs to the dataset"</button>
                 <button class="secondary" data-testid="synth-export" on:click=move |_| export_pairs(Format::ShareGpt)
                     disabled=move || !has_results()>"Export pairs (ShareGPT)"</button>
                 <button class="secondary" data-testid="synth-export-openai" on:click=move |_| export_pairs(Format::OpenAi)

@@ -23,6 +23,8 @@ pub(crate) enum Access {
 /// One compiled specialisation of a WGSL kernel: binding 0 is its uniform block, then its storage buffers.
 pub(crate) struct Kernel {
     id: u64,
+    // Named in native profiles only (AVIARY_GPU_PROFILE).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     name: String,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
