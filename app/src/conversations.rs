@@ -115,33 +115,40 @@ pub async fn committed(tx: &IdbTransaction, what: &str) -> Result<(), String> {
     JsFuture::from(promise).await.map(|_| ()).map_err(|e| js_error(what, e))
 }
 
-impl Store {
-    /// Opens (creating on first use) the database `name`.
-    pub async fn open(name: &str) -> Result<Store, String> {
-        let factory = web_sys::window()
-            .ok_or("no window")?
-            .indexed_db()
-            .map_err(|e| js_error("IndexedDB is unavailable", e))?
-            .ok_or("this browser offers no IndexedDB (private mode?)")?;
-        let open: IdbOpenDbRequest = factory.open_with_u32(name, VERSION).map_err(|e| js_error("opening IndexedDB", e))?;
-        let upgrade = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new({
-            let open = open.clone();
-            move |_| {
-                if let Ok(db) = open.result().and_then(|r| r.dyn_into::<IdbDatabase>().map_err(JsValue::from)) {
-                    if !db.object_store_names().contains(STORE) {
-                        if let Err(e) = db.create_object_store(STORE) {
-                            web_sys::console::error_2(&"aviary: creating the conversations store failed".into(), &e);
+/// Opens (creating on first use) the database `name` at `version` with `stores` (plain key-value object stores).
+pub async fn open_database(name: &str, version: u32, stores: &[&'static str], what: &str) -> Result<IdbDatabase, String> {
+    let factory = web_sys::window()
+        .ok_or("no window")?
+        .indexed_db()
+        .map_err(|e| js_error("IndexedDB is unavailable", e))?
+        .ok_or("this browser offers no IndexedDB (private mode?)")?;
+    let open: IdbOpenDbRequest = factory.open_with_u32(name, version).map_err(|e| js_error(what, e))?;
+    let upgrade = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new({
+        let open = open.clone();
+        let stores = stores.to_vec();
+        move |_| {
+            if let Ok(db) = open.result().and_then(|r| r.dyn_into::<IdbDatabase>().map_err(JsValue::from)) {
+                for store in &stores {
+                    if !db.object_store_names().contains(store) {
+                        if let Err(e) = db.create_object_store(store) {
+                            web_sys::console::error_2(&format!("aviary: creating the {store} store failed").into(), &e);
                         }
                     }
                 }
             }
-        });
-        open.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-        let db = request(&open, "opening IndexedDB").await;
-        open.set_onupgradeneeded(None);
-        drop(upgrade);
-        let db = db?.dyn_into::<IdbDatabase>().map_err(|_| "IndexedDB opened something that is not a database")?;
-        Ok(Store { db })
+        }
+    });
+    open.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+    let db = request(&open, what).await;
+    open.set_onupgradeneeded(None);
+    drop(upgrade);
+    db?.dyn_into::<IdbDatabase>().map_err(|_| "IndexedDB opened something that is not a database".to_string())
+}
+
+impl Store {
+    /// Opens (creating on first use) the database `name`.
+    pub async fn open(name: &str) -> Result<Store, String> {
+        Ok(Store { db: open_database(name, VERSION, &[STORE], "opening IndexedDB").await? })
     }
 
     fn transaction(&self, mode: IdbTransactionMode) -> Result<(IdbTransaction, web_sys::IdbObjectStore), String> {

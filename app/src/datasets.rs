@@ -2,13 +2,13 @@
 //! per row (a JSON string keyed by the row's id), so rows are written as they arrive without rewriting the rest, and
 //! one meta record with the rows' order and the run's settings (so a paused run can be resumed after a reload).
 
-use crate::conversations::{committed, js_error, request};
+use crate::conversations::{committed, js_error, open_database, request};
 use dataset::Row;
 use engine::magpie::MagpieSettings;
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
-use web_sys::{IdbDatabase, IdbObjectStore, IdbOpenDbRequest, IdbTransaction, IdbTransactionMode};
+use web_sys::{IdbDatabase, IdbObjectStore, IdbTransaction, IdbTransactionMode};
 
 /// The database the app uses; tests open their own.
 pub const DATABASE: &str = "aviary-datasets";
@@ -64,33 +64,7 @@ fn friendly(e: String) -> String {
 impl DatasetStore {
     /// Opens (creating on first use) the database `name`.
     pub async fn open(name: &str) -> Result<DatasetStore, String> {
-        let factory = web_sys::window()
-            .ok_or("no window")?
-            .indexed_db()
-            .map_err(|e| js_error("IndexedDB is unavailable", e))?
-            .ok_or("this browser offers no IndexedDB (private mode?)")?;
-        let open: IdbOpenDbRequest =
-            factory.open_with_u32(name, VERSION).map_err(|e| js_error("opening the dataset storage", e))?;
-        let upgrade = Closure::<dyn FnMut(web_sys::IdbVersionChangeEvent)>::new({
-            let open = open.clone();
-            move |_| {
-                if let Ok(db) = open.result().and_then(|r| r.dyn_into::<IdbDatabase>()) {
-                    for store in [ROWS, META] {
-                        if !db.object_store_names().contains(store) {
-                            if let Err(e) = db.create_object_store(store) {
-                                web_sys::console::error_2(&"aviary: creating a dataset store failed".into(), &e);
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        open.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-        let db = request(&open, "opening the dataset storage").await;
-        open.set_onupgradeneeded(None);
-        drop(upgrade);
-        let db = db?.dyn_into::<IdbDatabase>().map_err(|_| "IndexedDB opened something that is not a database")?;
-        Ok(DatasetStore { db })
+        Ok(DatasetStore { db: open_database(name, VERSION, &[ROWS, META], "opening the dataset storage").await? })
     }
 
     fn transaction(&self, mode: IdbTransactionMode) -> Result<(IdbTransaction, IdbObjectStore, IdbObjectStore), String> {

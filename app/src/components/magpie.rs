@@ -7,36 +7,8 @@ use crate::bridge::Bridge;
 use crate::format;
 use crate::state::{DatasetState, ModelState, RunSettings, RunStatus, Status, SystemChoice};
 use engine::magpie::SystemPreset;
+use crate::components::number_field::NumberField;
 use leptos::prelude::*;
-
-/// A number input bound to one field of the form: values that do not parse, or fall outside `ok`, are refused (the
-/// input shows the field's value again).
-#[component]
-fn NumberField<T>(
-    label: &'static str,
-    testid: &'static str,
-    step: &'static str,
-    get: fn(&RunSettings) -> T,
-    set: fn(&mut RunSettings, T),
-    ok: fn(&T) -> bool,
-) -> impl IntoView
-where
-    T: std::str::FromStr + std::fmt::Display + 'static,
-{
-    let ds = expect_context::<DatasetState>();
-    view! {
-        <label for=testid>{label}</label>
-        <input id=testid type="number" step=step min="0" data-testid=testid
-            prop:value=move || ds.form.with(|f| get(f).to_string())
-            on:change=move |ev| {
-                match event_target_value(&ev).trim().parse::<T>() {
-                    Ok(v) if ok(&v) => ds.form.update(|f| set(f, v)),
-                    // Notifies, so the input shows the value in use again.
-                    _ => ds.form.update(|_| {}),
-                }
-            }/>
-    }
-}
 
 #[component]
 fn CheckField(label: &'static str, testid: &'static str, get: fn(&RunSettings) -> bool, set: fn(&mut RunSettings, bool)) -> impl IntoView {
@@ -114,13 +86,13 @@ fn MagpieForm() -> impl IntoView {
             <fieldset>
                 <legend>"Instruction step"</legend>
                 <div class="settings-grid">
-                    <NumberField label="Temperature" testid="magpie-ins-temperature" step="0.05"
+                    <NumberField settings=ds.form label="Temperature" testid="magpie-ins-temperature" step="0.05"
                         get={|f| f.settings.instruction.temperature} set={|f, v| f.settings.instruction.temperature = v}
                         ok={|v: &f32| v.is_finite() && (0.0..=5.0).contains(v)}/>
-                    <NumberField label="Top-p" testid="magpie-ins-top-p" step="0.01"
+                    <NumberField settings=ds.form label="Top-p" testid="magpie-ins-top-p" step="0.01"
                         get={|f| f.settings.instruction.top_p} set={|f, v| f.settings.instruction.top_p = v}
                         ok={|v: &f32| *v > 0.0 && *v <= 1.0}/>
-                    <NumberField label="Max tokens" testid="magpie-ins-max-tokens" step="1"
+                    <NumberField settings=ds.form label="Max tokens" testid="magpie-ins-max-tokens" step="1"
                         get={|f| f.settings.instruction.max_tokens} set={|f, v| f.settings.instruction.max_tokens = v}
                         ok={|v: &usize| *v >= 1}/>
                 </div>
@@ -132,23 +104,23 @@ fn MagpieForm() -> impl IntoView {
             <fieldset>
                 <legend>"Response step"</legend>
                 <div class="settings-grid">
-                    <NumberField label="Temperature (0 = greedy)" testid="magpie-temperature" step="0.05"
+                    <NumberField settings=ds.form label="Temperature (0 = greedy)" testid="magpie-temperature" step="0.05"
                         get={|f| f.settings.response.temperature} set={|f, v| f.settings.response.temperature = v}
                         ok={|v: &f32| v.is_finite() && (0.0..=5.0).contains(v)}/>
-                    <NumberField label="Top-p" testid="magpie-top-p" step="0.01"
+                    <NumberField settings=ds.form label="Top-p" testid="magpie-top-p" step="0.01"
                         get={|f| f.settings.response.top_p} set={|f, v| f.settings.response.top_p = v}
                         ok={|v: &f32| *v > 0.0 && *v <= 1.0}/>
-                    <NumberField label="Max tokens" testid="magpie-max-tokens" step="1"
+                    <NumberField settings=ds.form label="Max tokens" testid="magpie-max-tokens" step="1"
                         get={|f| f.settings.response.max_tokens} set={|f, v| f.settings.response.max_tokens = v}
                         ok={|v: &usize| *v >= 1}/>
                 </div>
             </fieldset>
             <div class="settings-grid">
-                <NumberField label="Turns" testid="magpie-turns" step="1"
+                <NumberField settings=ds.form label="Turns" testid="magpie-turns" step="1"
                     get={|f| f.settings.turns} set={|f, v| f.settings.turns = v} ok={|v: &u32| (1..=16).contains(v)}/>
-                <NumberField label="Rows (N)" testid="magpie-n" step="1" get={|f| f.n} set={|f, v| f.n = v} ok={|v: &u64| *v >= 1}/>
+                <NumberField settings=ds.form label="Rows (N)" testid="magpie-n" step="1" get={|f| f.n} set={|f, v| f.n = v} ok={|v: &u64| *v >= 1}/>
                 <BatchField/>
-                <NumberField label="Seed" testid="magpie-seed" step="1"
+                <NumberField settings=ds.form label="Seed" testid="magpie-seed" step="1"
                     get={|f| f.settings.seed} set={|f, v| f.settings.seed = v} ok={|_: &u64| true}/>
             </div>
         </div>

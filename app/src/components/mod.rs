@@ -8,6 +8,7 @@ pub mod dataset_table;
 pub mod magpie;
 pub mod message;
 pub mod models;
+pub mod number_field;
 pub mod settings;
 pub mod status;
 pub mod storage;

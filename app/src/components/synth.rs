@@ -10,34 +10,8 @@ use crate::format;
 use crate::state::{DatasetState, ModelState, RunStatus, Status};
 use dataset::{Format, GenInputConfigs};
 use engine::synth::{ChunkResult, SynthSettings};
+use crate::components::number_field::NumberField;
 use leptos::prelude::*;
-
-/// A number input bound to one synthesis setting (see the Magpie form's twin).
-#[component]
-fn SynthNumber<T>(
-    label: &'static str,
-    testid: &'static str,
-    step: &'static str,
-    get: fn(&SynthSettings) -> T,
-    set: fn(&mut SynthSettings, T),
-    ok: fn(&T) -> bool,
-) -> impl IntoView
-where
-    T: std::str::FromStr + std::fmt::Display + 'static,
-{
-    let settings = expect_context::<DatasetState>().synth.settings;
-    view! {
-        <label for=testid>{label}</label>
-        <input id=testid type="number" step=step min="0" data-testid=testid
-            prop:value=move || settings.with(|s| get(s).to_string())
-            on:change=move |ev| {
-                match event_target_value(&ev).trim().parse::<T>() {
-                    Ok(v) if ok(&v) => settings.update(|s| set(s, v)),
-                    _ => settings.update(|_| {}),
-                }
-            }/>
-    }
-}
 
 /// What exported pair rows record about how they were made.
 fn configs(settings: &SynthSettings, model: &str) -> GenInputConfigs {
@@ -156,15 +130,15 @@ pub fn SynthView() -> impl IntoView {
                 <span class="muted">{move || format!("{} characters", synth.text.with(|t| t.chars().count()))}</span>
             </div>
             <div class="settings-grid">
-                <SynthNumber label="Chunk size (tokens)" testid="synth-chunk-tokens" step="16"
+                <NumberField settings=synth.settings label="Chunk size (tokens)" testid="synth-chunk-tokens" step="16"
                     get={|s| s.chunk_tokens} set={|s, v| s.chunk_tokens = v} ok={|v: &usize| *v >= 16}/>
-                <SynthNumber label="Pairs per chunk" testid="synth-pairs" step="1"
+                <NumberField settings=synth.settings label="Pairs per chunk" testid="synth-pairs" step="1"
                     get={|s| s.pairs} set={|s, v| s.pairs = v} ok={|v: &usize| (1..=32).contains(v)}/>
-                <SynthNumber label="Max tokens per chunk" testid="synth-max-tokens" step="1"
+                <NumberField settings=synth.settings label="Max tokens per chunk" testid="synth-max-tokens" step="1"
                     get={|s| s.max_tokens} set={|s, v| s.max_tokens = v} ok={|v: &usize| *v >= 1}/>
-                <SynthNumber label="Temperature (0 = greedy)" testid="synth-temperature" step="0.05"
+                <NumberField settings=synth.settings label="Temperature (0 = greedy)" testid="synth-temperature" step="0.05"
                     get={|s| s.temperature} set={|s, v| s.temperature = v} ok={|v: &f32| v.is_finite() && (0.0..=5.0).contains(v)}/>
-                <SynthNumber label="Seed" testid="synth-seed" step="1"
+                <NumberField settings=synth.settings label="Seed" testid="synth-seed" step="1"
                     get={|s| s.seed} set={|s, v| s.seed = v} ok={|_: &u64| true}/>
             </div>
             <div class="row controls">
