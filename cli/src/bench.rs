@@ -2,7 +2,7 @@ use crate::load::{load, AnyLoaded, Loaded, ModelArgs};
 use engine::backend::Backend;
 use anyhow::Result;
 use engine::sampling::SamplingParams;
-use engine::session::{GenerateOptions, Session};
+use engine::session::GenerateOptions;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -58,7 +58,7 @@ fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, load_s: f64, gpu: Option<GpuExtra
     // A fixed, ordinary token stream: cycle through ids away from the special tokens at either end.
     let vocab = m.files.config.vocab_size as u32;
     let prompt: Vec<u32> = (0..a.prompt_tokens as u32).map(|i| 1000 % vocab + (i * 7919) % (vocab / 2)).collect();
-    let mut session = Session::new(&m.backend, &m.model, None, m.context)?;
+    let mut session = m.session(None, 0)?;
     let options = GenerateOptions {
         max_tokens: a.decode_tokens,
         sampling: SamplingParams::default(),

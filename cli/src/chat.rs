@@ -3,7 +3,7 @@ use crate::load::{load, Loaded, ModelArgs};
 use engine::backend::Backend;
 use anyhow::Result;
 use engine::chat::Message;
-use engine::session::{GenerateOptions, Session, StopReason};
+use engine::session::{GenerateOptions, StopReason};
 use std::io::{BufRead, Write};
 
 #[derive(clap::Args, Debug)]
@@ -26,7 +26,7 @@ pub fn run(a: Args) -> Result<()> {
 
 fn run_on<B: Backend>(a: &Args, m: &Loaded<B>) -> Result<()> {
     let template = m.chat_template()?;
-    let mut session = Session::new(&m.backend, &m.model, m.files.tokenizer.as_ref(), m.context)?;
+    let mut session = m.session(m.files.tokenizer.as_ref(), 0)?;
     let options = GenerateOptions { max_tokens: a.max_tokens, sampling: a.sampling.params(), ..Default::default() };
     let start = || -> Vec<Message> {
         a.system.iter().map(|s| Message { role: "system".into(), content: s.clone() }).collect()

@@ -3,7 +3,7 @@ use engine::backend::Backend;
 use anyhow::{bail, Result};
 use engine::chat::Message;
 use engine::sampling::SamplingParams;
-use engine::session::{GenerateOptions, Session};
+use engine::session::GenerateOptions;
 use std::io::Write;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -76,7 +76,7 @@ fn run_on<B: Backend>(a: &Args, m: &Loaded<B>) -> Result<()> {
         _ => bail!("give either --prompt or --tokens"),
     };
     let options = GenerateOptions { max_tokens: a.max_tokens, sampling: a.sampling.params(), ..Default::default() };
-    let mut session = Session::new(&m.backend, &m.model, m.files.tokenizer.as_ref(), m.context.max(prompt.len() + 1))?;
+    let mut session = m.session(m.files.tokenizer.as_ref(), prompt.len() + 1)?;
     let stdout = std::io::stdout();
     let json = a.json;
     let g = futures::executor::block_on(session.generate(&prompt, &options, &mut |_, text| {

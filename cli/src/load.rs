@@ -6,10 +6,12 @@ use engine::backend::cpu::CpuBackend;
 use engine::backend::gpu::{GpuBackend, GpuOptions};
 use engine::backend::Backend;
 use engine::chat::{ChatTemplate, Message};
+use engine::lora::{Adapter, LoraFile, LoraStack};
 use engine::model::{ModelFiles, Transformer};
 use engine::source::FileSource;
 use engine::tokenizer::Tokenizer;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
@@ -36,6 +38,10 @@ pub struct ModelArgs {
     /// Longest context (prompt + reply) to allocate for; defaults to the model's, capped at 4096.
     #[arg(long)]
     pub context: Option<usize>,
+    /// A LoRA adapter to apply, as PATH[:SCALE] (repeatable): a PEFT folder (adapter_config.json +
+    /// adapter_model.safetensors) or a llama.cpp GGUF adapter; SCALE multiplies the adapter's own alpha/r (default 1).
+    #[arg(long = "lora", value_name = "PATH[:SCALE]")]
+    pub lora: Vec<String>,
 }
 
 pub struct Loaded<B: Backend> {
@@ -43,6 +49,8 @@ pub struct Loaded<B: Backend> {
     pub backend: B,
     pub model: Transformer<B>,
     pub context: usize,
+    /// The `--lora` adapters: what every session applies.
+    pub lora: LoraStack<B>,
 }
 
 /// A model loaded on whichever backend was chosen.
@@ -66,6 +74,13 @@ macro_rules! on_backend {
 }
 
 impl<B: Backend> Loaded<B> {
+    /// A session over the whole context (at least `min_context` positions) applying the `--lora` adapters.
+    pub fn session<'a>(&'a self, tokenizer: Option<&'a Tokenizer>, min_context: usize) -> Result<engine::session::Session<'a, B>> {
+        let mut s = engine::session::Session::new(&self.backend, &self.model, tokenizer, self.context.max(min_context))?;
+        s.set_lora(self.lora.clone())?;
+        Ok(s)
+    }
+
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         self.files.tokenizer.as_ref().context("this model has no tokenizer (pass --tokens instead of --prompt)")
     }
@@ -116,7 +131,8 @@ pub fn load(args: &ModelArgs) -> Result<AnyLoaded> {
 fn load_on<B: Backend>(files: ModelFiles<FileSource>, backend: B, context: usize, args: &ModelArgs) -> Result<Loaded<B>> {
     let model = futures::executor::block_on(files.load(&backend, &mut |_, _| {}))
         .with_context(|| format!("loading {}", args.model.display()))?;
-    Ok(Loaded { files, backend, model, context })
+    let lora = load_adapters(&backend, &model, args)?;
+    Ok(Loaded { files, backend, model, context, lora })
 }
 
 pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
@@ -131,4 +147,36 @@ impl<B: Backend> Loaded<B> {
     pub fn backend_name(&self) -> String {
         self.backend.name()
     }
+}
+
+/// `PATH[:SCALE]` of `--lora`: the scale after the last colon when it parses as a number, else 1.
+pub fn parse_lora_arg(s: &str) -> (PathBuf, f32) {
+    if let Some((path, scale)) = s.rsplit_once(':') {
+        if let Ok(v) = scale.parse::<f32>() {
+            return (PathBuf::from(path), v);
+        }
+    }
+    (PathBuf::from(s), 1.0)
+}
+
+/// The `--lora` adapters fitted to `model`, as the stack every session of the command applies.
+fn load_adapters<B: Backend>(backend: &B, model: &Transformer<B>, args: &ModelArgs) -> Result<LoraStack<B>> {
+    let mut active = Vec::new();
+    for arg in &args.lora {
+        let (path, scale) = parse_lora_arg(arg);
+        if !scale.is_finite() {
+            bail!("--lora {arg}: the scale must be a finite number");
+        }
+        let file = LoraFile::open(&path).with_context(|| format!("reading the adapter {}", path.display()))?;
+        let name = path.file_name().map_or_else(|| arg.clone(), |n| n.to_string_lossy().into_owned());
+        let adapter = Adapter::new(backend, model, &file, &name)
+            .with_context(|| format!("applying the adapter {}", path.display()))?;
+        let i = adapter.info.clone();
+        eprintln!(
+            "aviary: adapter {name} ({:?}, rank {}–{}, {} layers, {} parameters) at scale {scale}",
+            i.kind, i.rank.0, i.rank.1, i.layers, i.parameters
+        );
+        active.push((Rc::new(adapter), scale));
+    }
+    Ok(LoraStack::new(active))
 }

@@ -1,7 +1,6 @@
 use crate::load::{load, parse_tokens, Loaded, ModelArgs};
 use engine::backend::Backend;
 use anyhow::Result;
-use engine::session::Session;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,7 +22,7 @@ pub fn run(a: Args) -> Result<()> {
 fn run_on<B: Backend>(a: &Args, m: &Loaded<B>) -> Result<()> {
     let tokens = parse_tokens(&a.tokens)?;
     anyhow::ensure!(!tokens.is_empty(), "--tokens needs at least one id");
-    let mut session = Session::new(&m.backend, &m.model, None, m.context.max(tokens.len()))?;
+    let mut session = m.session(None, tokens.len())?;
     let logits = futures::executor::block_on(session.logits(&tokens))?;
     let out = match a.top {
         None => serde_json::json!({ "logits": logits }),

@@ -48,6 +48,10 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A LoRA adapter that cannot be applied (malformed, unsupported, or made for another model).
+    #[error("adapter: {0}")]
+    Adapter(String),
+
     #[error("generation was cancelled")]
     Cancelled,
 }

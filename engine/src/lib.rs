@@ -7,6 +7,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod lora;
 pub mod magpie;
 pub mod model;
 pub mod prompt;

@@ -10,6 +10,7 @@ use crate::chat::Message;
 use crate::magpie::MagpieSettings;
 use crate::synth::{ChunkResult, SynthSettings};
 use crate::model::ModelFiles;
+use crate::lora::LoraInfo;
 use crate::session::{GenerateOptions, Generation, TokenInfo};
 use crate::source::ByteSource;
 use crate::{Error, Result};
@@ -68,6 +69,15 @@ pub enum Request {
         samples: Vec<u64>,
         batch: usize,
     },
+    /// Load a LoRA adapter for the loaded model from a URL (a `.gguf` adapter, or a PEFT folder's URL whose
+    /// `adapter_config.json` and `adapter_model.safetensors` sit under it), cached like models. Answered with
+    /// `LoraLoaded`, or `LoraError` (the model and the other adapters stay loaded either way).
+    LoadLora { url: String },
+    /// Load a LoRA adapter from picked files travelling beside the request: one `.gguf`, or a PEFT folder's
+    /// `adapter_config.json` + `adapter_model.safetensors`.
+    LoadLoraFiles,
+    /// Forget a loaded adapter; answered with `LoraRemoved`.
+    RemoveLora { id: u64 },
     /// Tag rows with the loaded model as judge: `Tagged` per row, then `BatchDone`.
     Judge {
         id: u64,
@@ -101,6 +111,19 @@ pub enum BackendChoice {
 pub enum Event {
     /// The worker's message handler is installed: requests sent from now on are heard.
     Started,
+    /// An adapter is loaded and fitted to the model; generations name it by `id` (`GenerateOptions::lora`).
+    LoraLoaded {
+        id: u64,
+        name: String,
+        info: LoraInfo,
+        /// The URL it came from (None for picked files): what a share link or a reload names.
+        #[serde(default)]
+        url: Option<String>,
+        bytes: u64,
+    },
+    /// An adapter could not be loaded; nothing else changed.
+    LoraError { name: String, message: String },
+    LoraRemoved { id: u64 },
     /// Work in progress: `done` of `total` units of `stage`.
     Progress { stage: Stage, done: u64, total: u64 },
     /// A model is loaded and can generate. `origin` says where its bytes came from (absent from older workers).

@@ -22,6 +22,16 @@ pub struct GenerateOptions {
     /// [`TokenInfo`].
     #[serde(default)]
     pub candidates: usize,
+    /// The LoRA adapters (by the id the worker gave them) and scales this generation applies; empty = the base.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lora: Vec<LoraChoice>,
+}
+
+/// One active adapter of a request.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraChoice {
+    pub id: u64,
+    pub scale: f32,
 }
 
 impl Default for GenerateOptions {
@@ -33,6 +43,7 @@ impl Default for GenerateOptions {
             stop_strings: vec![],
             stop_at_eos: true,
             candidates: 0,
+            lora: Vec::new(),
         }
     }
 }
@@ -222,6 +233,16 @@ impl<'m, B: Backend> Session<'m, B> {
     /// Device work counted so far (dispatches, submits, readback, allocations); zero on the CPU.
     pub fn counters(&self) -> crate::backend::Counters {
         self.backend.counters()
+    }
+
+    /// The LoRA adapters (and scales) the next generations apply. A different set than the cache was computed under
+    /// starts the cache again; the same set keeps it (switching back and forth costs one prefill, never a reload).
+    pub fn set_lora(&mut self, lora: crate::lora::LoraStack<B>) -> Result<()> {
+        if lora.key() != self.cache.lora.key() {
+            self.reset()?;
+            self.cache.lora = lora;
+        }
+        Ok(())
     }
 
     pub fn reset(&mut self) -> Result<()> {

@@ -112,6 +112,17 @@ pub trait Backend {
     /// x `[rows, in]` · wᵀ (w `[out, in]`) → `[rows, out]`.
     fn matmul(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor>;
 
+    /// y + scale · (x · aᵀ) · bᵀ: a LoRA term added to a product's output y `[rows, out]`, with a `[r, in]` and
+    /// b `[out, r]` f32 weights.
+    fn add_low_rank(
+        &self,
+        y: &Self::Tensor,
+        x: &Self::Tensor,
+        a: &Self::Weight,
+        b: &Self::Weight,
+        scale: f32,
+    ) -> Result<Self::Tensor>;
+
     /// RMSNorm over groups of `weight.len()` values (a whole row, or one head for QK-norm): y = x / rms(x) * w.
     fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
 

@@ -3,6 +3,7 @@
 
 use crate::backend::{AttentionParams, Backend, KvSpec, Projections};
 use crate::config::Config;
+use crate::lora::{GroupId, LoraStack};
 use crate::{Error, Result};
 
 pub struct Layer<B: Backend> {
@@ -41,6 +42,9 @@ pub struct Cache<B: Backend> {
     /// Positions already processed.
     pub position: usize,
     pub max_positions: usize,
+    /// The LoRA adapters every pass through this cache applies: its keys and values hold their effect, so changing
+    /// them means starting the cache again ([`crate::session::Session::set_lora`] does).
+    pub lora: LoraStack<B>,
 }
 
 impl<B: Backend> Transformer<B> {
@@ -61,6 +65,7 @@ impl<B: Backend> Transformer<B> {
             layers,
             position: 0,
             max_positions,
+            lora: LoraStack::default(),
         })
     }
 
@@ -92,7 +97,8 @@ impl<B: Backend> Transformer<B> {
             return Err(Error::InvalidArgument("no tokens to run".into()));
         }
         check_room(cache, tokens.len())?;
-        let mut x = self.blocks(b, tokens, false, |i, layer, q, k, v| {
+        let lora = cache.lora.clone();
+        let mut x = self.blocks(b, tokens, false, &lora, |i, layer, q, k, v| {
             let p = &layer.attention;
             b.attention_with_rope(q, k, v, &self.ropes[layer.rope], &mut cache.layers[i], p, pos, &layer.o)
         })?;
@@ -123,8 +129,14 @@ impl<B: Backend> Transformer<B> {
         for cache in caches.iter() {
             check_room(cache, 1)?;
         }
+        let lora = caches[0].lora.clone();
+        if caches.iter().any(|c| c.lora.key() != lora.key()) {
+            return Err(Error::InvalidArgument(
+                "a batch whose sequences run under different LoRA adapters".into(),
+            ));
+        }
         let positions: Vec<usize> = caches.iter().map(|c| c.position).collect();
-        let x = self.blocks(b, tokens, true, |i, layer, q, k, v| {
+        let x = self.blocks(b, tokens, true, &lora, |i, layer, q, k, v| {
             let mut kvs: Vec<&mut B::KvCache> =
                 caches.iter_mut().map(|c| &mut c.layers[i]).collect();
             let p = &layer.attention;
@@ -137,12 +149,13 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// The embedding and every block; `attend(layer index, layer, q, k, v)` is the attention (which owns the caches
-    /// and positions). Returns the residual stream.
+    /// and positions). Every projection is decorated by the active LoRA adapters. Returns the residual stream.
     fn blocks(
         &self,
         b: &B,
         tokens: &[u32],
         independent_rows: bool,
+        lora: &LoraStack<B>,
         mut attend: impl FnMut(usize, &Layer<B>, &B::Tensor, &B::Tensor, &B::Tensor) -> Result<B::Tensor>,
     ) -> Result<B::Tensor> {
         let cfg = &self.config;
@@ -159,13 +172,20 @@ impl<B: Backend> Transformer<B> {
             None => x.clone(),
         };
         for (i, layer) in self.layers.iter().enumerate() {
-            let [mut q, mut k, v] = project(b, &h, &layer.qkv, matmul)?;
+            // y = W·x + Σ s·B(A·x) over the active adapters (nothing when none is).
+            let decorate = |group, part, x: &B::Tensor, y| match lora.is_empty() {
+                true => Ok(y),
+                false => lora.decorate(b, i, group, part, x, y),
+            };
+            let [mut q, mut k, v] = project(b, &h, &layer.qkv, matmul, |part, y| {
+                decorate(GroupId::Qkv, part, &h, y)
+            })?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = b.rms_norm(&q, qn, eps)?;
                 k = b.rms_norm(&k, kn, eps)?;
             }
             let a = attend(i, layer, &q, &k, &v)?;
-            let o = matmul(&a, &layer.o)?;
+            let o = decorate(GroupId::O, Some(0), &a, matmul(&a, &layer.o)?)?;
             // Gemma normalises the attention output before the residual add (post_attn_norm).
             let (sum, normed) = b.add_rms_norm_for(
                 &x,
@@ -176,11 +196,11 @@ impl<B: Backend> Transformer<B> {
                 layer.gate_up.first(),
             )?;
             x = sum;
-            let [gate, up] = project(b, &normed, &layer.gate_up, matmul)?;
-            let m = matmul(
-                &b.gated_activation_for(&gate, &up, cfg.hidden_act, &layer.down)?,
-                &layer.down,
-            )?;
+            let [gate, up] = project(b, &normed, &layer.gate_up, matmul, |part, y| {
+                decorate(GroupId::GateUp, part, &normed, y)
+            })?;
+            let act = b.gated_activation_for(&gate, &up, cfg.hidden_act, &layer.down)?;
+            let m = decorate(GroupId::Down, Some(0), &act, matmul(&act, &layer.down)?)?;
             // Gemma normalises the MLP output before the residual add (post_ffn_norm).
             let post = layer.post_ffn_norm.as_ref();
             match self.layers.get(i + 1) {
@@ -226,16 +246,24 @@ fn check_room<B: Backend>(cache: &Cache<B>, tokens: usize) -> Result<()> {
     Ok(())
 }
 
-/// x times each projection: one product per weight, or one over a packed weight cut into its parts.
+/// x times each projection: one product per weight, or one over a packed weight cut into its parts. `decorate(part,
+/// y)` adds the adapters' terms to weight `part`'s output, or (`None`) to the whole packed product before the cut.
 fn project<B: Backend, const N: usize>(
     b: &B,
     x: &B::Tensor,
     p: &Projections<B::Weight>,
     matmul: impl Fn(&B::Tensor, &B::Weight) -> Result<B::Tensor>,
+    decorate: impl Fn(Option<usize>, B::Tensor) -> Result<B::Tensor>,
 ) -> Result<[B::Tensor; N]> {
     let outputs = match p {
-        Projections::Apart(ws) => ws.iter().map(|w| matmul(x, w)).collect::<Result<Vec<_>>>()?,
-        Projections::Packed { weight, widths } => b.split_cols(&matmul(x, weight)?, widths)?,
+        Projections::Apart(ws) => ws
+            .iter()
+            .enumerate()
+            .map(|(j, w)| decorate(Some(j), matmul(x, w)?))
+            .collect::<Result<Vec<_>>>()?,
+        Projections::Packed { weight, widths } => {
+            b.split_cols(&decorate(None, matmul(x, weight)?)?, widths)?
+        }
     };
     let n = outputs.len();
     outputs

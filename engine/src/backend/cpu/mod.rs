@@ -11,6 +11,7 @@ mod dot;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
 mod libm;
+mod lora;
 pub mod ops;
 pub mod q8;
 pub mod qmatmul;
@@ -204,6 +205,10 @@ impl Backend for CpuBackend {
                 Ok(Tensor::from_vec(out, shape, &self.device)?)
             }
         }
+    }
+
+    fn add_low_rank(&self, y: &Tensor, x: &Tensor, a: &CpuWeight, b: &CpuWeight, scale: f32) -> Result<Tensor> {
+        lora::add_low_rank(y, x, a, b, scale)
     }
 
     fn matmul_independent(&self, x: &Tensor, w: &CpuWeight) -> Result<Tensor> {

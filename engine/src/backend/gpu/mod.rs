@@ -11,6 +11,7 @@ mod bandwidth;
 pub mod context;
 mod elementwise;
 mod exact;
+mod lora;
 mod matmul;
 mod matmul_exact;
 mod norm;
@@ -438,6 +439,17 @@ impl Backend for GpuBackend {
         }
         let x = activation_rounding::round_cached(self, &self.rounded, x, w.dtype)?;
         matmul::matmul(self, &x, w)
+    }
+
+    fn add_low_rank(
+        &self,
+        y: &GpuTensor,
+        x: &GpuTensor,
+        a: &GpuWeight,
+        b: &GpuWeight,
+        scale: f32,
+    ) -> Result<GpuTensor> {
+        lora::add_low_rank(self, y, x, a, b, scale)
     }
 
     fn rms_norm(&self, x: &GpuTensor, weight: &GpuTensor, eps: f32) -> Result<GpuTensor> {

@@ -1,0 +1,73 @@
+//! The LoRA term y + s · (x · Aᵀ) · Bᵀ (shaders/lora.wgsl): two dispatches per decorated product — the rank-r
+//! projection of x, then B's product added into y in place — recorded like every op, so a decode step with
+//! adapters still submits once.
+
+use super::recorder::{grid, Access};
+use super::{GpuBackend, GpuTensor, GpuWeight};
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+
+const SOURCE: &str = include_str!("../../../shaders/lora.wgsl");
+/// Invocations per workgroup (WG in lora.wgsl).
+const WORKGROUP: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    rank: u32,
+    outputs: u32,
+    scale: f32,
+    x_offset: u32,
+    x_stride: u32,
+    _pad: u32,
+}
+
+/// The one buffer of an f32 LoRA matrix (they are far below the binding limit, so never split).
+fn f32_buffer(w: &GpuWeight) -> Result<&super::GpuBuf> {
+    match w.chunks.as_slice() {
+        [chunk] if w.dtype == GgmlType::F32 => Ok(&chunk.buf),
+        _ => Err(Error::Backend(
+            "a LoRA matrix must be f32 in one buffer".into(),
+        )),
+    }
+}
+
+pub(crate) fn add_low_rank(
+    backend: &GpuBackend,
+    y: &GpuTensor,
+    x: &GpuTensor,
+    a: &GpuWeight,
+    b: &GpuWeight,
+    scale: f32,
+) -> Result<GpuTensor> {
+    let (rank, outputs) = (a.rows, b.rows);
+    if a.cols != x.cols || b.cols != rank || (y.rows, y.cols) != (x.rows, outputs) || !y.is_dense() {
+        return Err(Error::Backend(format!(
+            "a LoRA term of A [{rank}, {}] and B [{outputs}, {}] for x [{}, {}] and y [{}, {}]",
+            a.cols, b.cols, x.rows, x.cols, y.rows, y.cols
+        )));
+    }
+    let t = backend.tensor(x.rows, rank);
+    let (x_buf, at) = x.window();
+    let params = Params {
+        rows: x.rows as u32,
+        cols: x.cols as u32,
+        rank: rank as u32,
+        outputs: outputs as u32,
+        scale,
+        x_offset: at.offset,
+        x_stride: at.stride,
+        _pad: 0,
+    };
+    let access = [Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
+    let bufs = [x_buf, f32_buffer(a)?, t.buf(), f32_buffer(b)?, y.buf()];
+    let rec = &backend.rec;
+    let down = rec.kernel_entry("lora", SOURCE, "down", &[], &access);
+    rec.dispatch(&down, bytemuck::bytes_of(&params), &bufs, grid((x.rows * rank) as u32))?;
+    let up = rec.kernel_entry("lora", SOURCE, "up", &[], &access);
+    let groups = (x.rows * outputs).div_ceil(WORKGROUP) as u32;
+    rec.dispatch(&up, bytemuck::bytes_of(&params), &bufs, grid(groups))?;
+    Ok(y.clone())
+}
