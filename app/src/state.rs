@@ -200,16 +200,17 @@ pub fn provide_state(default_url: String) {
         estimate: RwSignal::new(None),
         origin: RwSignal::new(None),
     });
+    let chat = engine::sampling::SamplingParams::chat();
     provide_context(Settings {
         system_prompt: RwSignal::new(String::new()),
-        temperature: RwSignal::new(0.0),
-        seed: RwSignal::new(0),
+        temperature: RwSignal::new(chat.temperature),
+        seed: RwSignal::new(chat.seed),
         max_tokens: RwSignal::new(256),
-        top_k: RwSignal::new(0),
-        top_p: RwSignal::new(1.0),
-        min_p: RwSignal::new(0.0),
-        repeat_penalty: RwSignal::new(1.0),
-        repeat_last_n: RwSignal::new(64),
+        top_k: RwSignal::new(chat.top_k),
+        top_p: RwSignal::new(chat.top_p),
+        min_p: RwSignal::new(chat.min_p),
+        repeat_penalty: RwSignal::new(chat.repeat_penalty),
+        repeat_last_n: RwSignal::new(chat.repeat_last_n),
     });
     provide_context(BackendPreference(RwSignal::new(BackendChoice::Auto)));
     provide_dataset_state();

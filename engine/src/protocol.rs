@@ -241,6 +241,9 @@ pub struct CacheEntry {
     pub saved_at_ms: f64,
     /// False for a download that did not finish (an interrupted tab): never loaded from, only deleted or replaced.
     pub complete: bool,
+    /// A LoRA adapter's file (`Request::LoadLora`), not a model (absent from older workers).
+    #[serde(default)]
+    pub adapter: bool,
 }
 
 /// The phases of work the worker reports progress for.
@@ -320,6 +323,9 @@ pub struct ModelCard {
     /// The chat template's Jinja source, and whether it is a built-in one (the file carries none).
     pub chat_template: String,
     pub chat_template_builtin: bool,
+    /// The model's own sampling defaults (generation_config.json, or a GGUF's general.sampling.*), if it has any.
+    #[serde(default)]
+    pub sampling: Option<crate::sampling::SamplingParams>,
 }
 
 impl ModelCard {
@@ -357,6 +363,7 @@ impl ModelCard {
             session_context,
             chat_template: chat_template.to_string(),
             chat_template_builtin: files.chat_template.is_none(),
+            sampling: files.sampling.clone(),
         }
     }
 }
@@ -501,6 +508,7 @@ mod tests {
                         bytes: 98_000_000,
                         saved_at_ms: 1.7e12,
                         complete: true,
+                        adapter: false,
                     },
                     CacheEntry {
                         url: "u".into(),
@@ -508,6 +516,7 @@ mod tests {
                         bytes: 3,
                         saved_at_ms: 0.5,
                         complete: false,
+                        adapter: true,
                     },
                 ],
                 store: Some(Store::Opfs),
@@ -543,6 +552,7 @@ mod tests {
             session_context: 16,
             chat_template: String::new(),
             chat_template_builtin: true,
+            sampling: None,
         };
         let backend = BackendInfo::Cpu { reason: None };
         for origin in [

@@ -40,6 +40,94 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// Argmax with no penalty: what the CLI's `generate` and the tests that compare with it use.
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    /// What chat starts with when the model names no defaults of its own: greedy decoding without a penalty sends
+    /// small models into loops on simple questions, and these settings (llama.cpp's server's, but for top-k) do not.
+    /// The seed is fixed, so a reply can be reproduced.
+    pub fn chat() -> Self {
+        Self {
+            temperature: 0.7,
+            top_k: 0,
+            top_p: 0.9,
+            min_p: 0.05,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: 42,
+        }
+    }
+
+    /// The model's own defaults from HF's generation_config.json: None when it names no sampling, or only greedy
+    /// decoding (`do_sample` false), which is what chat must avoid. Values it does not name keep [`Self::chat`]'s;
+    /// values out of range are ignored.
+    pub fn from_generation_config(json: &serde_json::Value) -> Option<Self> {
+        let num = |k: &str| json.get(k).and_then(serde_json::Value::as_f64);
+        if json.get("do_sample").and_then(serde_json::Value::as_bool) != Some(true) {
+            return None;
+        }
+        Self::with_overrides(
+            num("temperature"),
+            num("top_k"),
+            num("top_p"),
+            num("min_p"),
+            num("repetition_penalty"),
+            None,
+        )
+    }
+
+    /// The model's own defaults from a GGUF's `general.sampling.*` keys (written by llama.cpp's converter from
+    /// generation_config.json), None when it has none.
+    pub fn from_gguf(meta: &crate::format::Metadata) -> Option<Self> {
+        use crate::format::MetaValue;
+        let num = |k: &str| meta.get(&format!("general.sampling.{k}")).and_then(MetaValue::as_f64);
+        Self::with_overrides(
+            num("temp"),
+            num("top_k"),
+            num("top_p"),
+            num("min_p"),
+            num("penalty_repeat"),
+            num("penalty_last_n"),
+        )
+    }
+
+    fn with_overrides(
+        temperature: Option<f64>,
+        top_k: Option<f64>,
+        top_p: Option<f64>,
+        min_p: Option<f64>,
+        repeat_penalty: Option<f64>,
+        repeat_last_n: Option<f64>,
+    ) -> Option<Self> {
+        let given = [temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n];
+        if given.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut p = Self::chat();
+        let ok = |v: Option<f64>, lo: f64, hi: f64| v.filter(|v| v.is_finite() && (lo..=hi).contains(v));
+        if let Some(t) = ok(temperature, 0.0, 5.0) {
+            p.temperature = t as f32;
+        }
+        if let Some(k) = ok(top_k, 0.0, 1e6) {
+            p.top_k = k as usize;
+        }
+        if let Some(v) = ok(top_p, 0.0, 1.0) {
+            p.top_p = v as f32;
+        }
+        if let Some(v) = ok(min_p, 0.0, 1.0) {
+            p.min_p = v as f32;
+        }
+        if let Some(v) = ok(repeat_penalty, 1e-3, 10.0) {
+            p.repeat_penalty = v as f32;
+        }
+        if let Some(n) = ok(repeat_last_n, 0.0, 1e6) {
+            p.repeat_last_n = n as usize;
+        }
+        Some(p)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
@@ -234,6 +322,26 @@ fn argmax(candidates: &[(u32, f32)]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_models_own_defaults_override_the_chat_ones() {
+        let g = serde_json::json!({"do_sample": true, "temperature": 0.2, "top_p": 0.95, "top_k": 20});
+        let p = SamplingParams::from_generation_config(&g).unwrap();
+        assert_eq!((p.temperature, p.top_p, p.top_k, p.min_p, p.seed), (0.2, 0.95, 20, 0.05, 42));
+        // Greedy-only configs and configs without sampling fields leave chat to its own defaults.
+        assert_eq!(SamplingParams::from_generation_config(&serde_json::json!({"do_sample": false, "temperature": 0.1})), None);
+        assert_eq!(SamplingParams::from_generation_config(&serde_json::json!({"do_sample": true, "bos_token_id": 1})), None);
+        // Out-of-range values are ignored, not trusted.
+        let bad = SamplingParams::from_generation_config(&serde_json::json!({"do_sample": true, "top_p": 7.0})).unwrap();
+        assert_eq!(bad.top_p, 0.9);
+        let mut meta = crate::format::Metadata::new();
+        meta.insert("general.sampling.temp".into(), crate::format::MetaValue::F32(1.0));
+        meta.insert("general.sampling.penalty_last_n".into(), crate::format::MetaValue::I32(128));
+        let p = SamplingParams::from_gguf(&meta).unwrap();
+        assert_eq!((p.temperature, p.repeat_last_n, p.repeat_penalty), (1.0, 128, 1.1));
+        assert!(SamplingParams::chat().validate().is_ok());
+    }
+
     use super::*;
 
     fn sampler(p: SamplingParams) -> Sampler {

@@ -195,3 +195,28 @@ fn real_adapter_follows_llamacpp() {
         assert!(changed * 5 >= tokens.len(), "{source}: the adapter hardly changes the model ({changed} positions)");
     }
 }
+
+/// On the GPU an adapter adds dispatches, not submits: a decode step with one adapter on every projection is still
+/// one submit, and creates no more than the base's steps do; the extra dispatches are two per decorated product (q·k·v packed).
+#[test]
+fn gpu_decode_with_an_adapter_still_submits_once() {
+    let Some(m) = load_gpu(&fixture("tiny/llama")) else { return };
+    let a = adapter(&m, "lora/llama/all");
+    let decode = |stack: LoraStack<engine::backend::gpu::GpuBackend>| {
+        let mut s = Session::new(&m.backend, &m.model, None, 64).unwrap();
+        s.set_lora(stack).unwrap();
+        let options = engine::session::GenerateOptions { max_tokens: 9, stop_at_eos: false, ..Default::default() };
+        let g = futures::executor::block_on(s.generate(&[1, 2, 3], &options, &mut |_, _| {})).unwrap();
+        let steps = g.stats.decode_steps() as u64;
+        let c = g.stats.decode_counters;
+        (c.submits / steps, c.dispatches / steps, c.allocations)
+    };
+    let (base_submits, base_dispatches, base_allocations) = decode(LoraStack::default());
+    let (submits, dispatches, _) = decode(LoraStack::new([(a.clone(), 1.0)]));
+    let (_, _, allocations) = decode(LoraStack::new([(a, 0.5)]));
+    let layers = m.model.layers.len() as u64;
+    eprintln!("decode step: {base_dispatches} dispatches without the adapter, {dispatches} with it");
+    assert_eq!(submits, base_submits, "an adapter must not add submits");
+    assert_eq!(dispatches - base_dispatches, layers * 4 * 2, "two dispatches per decorated product");
+    assert!(allocations <= base_allocations, "decoding with a warm adapter creates {allocations} objects, the base {base_allocations}");
+}

@@ -148,8 +148,8 @@ export function register({ webgpu }) {
     s.step('settings survive a reload; Reset puts back the defaults', async (c) => {
       const { page } = s;
       const wanted = {
-        'settings-temperature': '0.7', 'settings-top-k': '40', 'settings-top-p': '0.9', 'settings-min-p': '0.05',
-        'settings-repeat-penalty': '1.1', 'settings-seed': '1234', 'settings-max-tokens': '99',
+        'settings-temperature': '0.8', 'settings-top-k': '40', 'settings-top-p': '0.8', 'settings-min-p': '0.1',
+        'settings-repeat-penalty': '1.2', 'settings-seed': '1234', 'settings-max-tokens': '99',
       };
       for (const [id, v] of Object.entries(wanted)) {
         await page.getByTestId(id).fill(v);
@@ -157,7 +157,7 @@ export function register({ webgpu }) {
       }
       await page.getByTestId('settings-top-p').fill('7');
       await page.getByTestId('settings-top-p').dispatchEvent('change');
-      c.ok(await page.getByTestId('settings-top-p').inputValue() === '0.9', 'an out-of-range value is refused');
+      c.ok(await page.getByTestId('settings-top-p').inputValue() === '0.8', 'an out-of-range value is refused');
       await page.reload();
       await page.getByTestId('settings-seed').waitFor();
       await page.waitForFunction(() => document.querySelector('[data-testid=settings-seed]')?.value === '1234', null,
@@ -171,9 +171,12 @@ export function register({ webgpu }) {
       await page.getByTestId('settings-seed').waitFor();
       const reset = {};
       for (const id of Object.keys(wanted)) reset[id] = Number(await page.getByTestId(id).inputValue());
-      c.ok(reset['settings-temperature'] === 0 && reset['settings-top-k'] === 0 && reset['settings-top-p'] === 1 &&
-        reset['settings-min-p'] === 0 && reset['settings-repeat-penalty'] === 1 && reset['settings-seed'] === 0 &&
-        reset['settings-max-tokens'] === 256, 'Reset to defaults restores (and keeps) the defaults', JSON.stringify(reset));
+      // The chat defaults sample (temperature 0.7, top-p 0.9, min-p 0.05, repeat penalty 1.1, a fixed seed): the tiny
+      // model's file names none of its own.
+      c.ok(reset['settings-temperature'] === 0.7 && reset['settings-top-k'] === 0 && reset['settings-top-p'] === 0.9 &&
+        reset['settings-min-p'] === 0.05 && reset['settings-repeat-penalty'] === 1.1 && reset['settings-seed'] === 42 &&
+        reset['settings-max-tokens'] === 256, 'Reset to defaults restores (and keeps) the chat defaults',
+        JSON.stringify(reset));
     });
   });
 }

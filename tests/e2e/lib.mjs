@@ -213,10 +213,12 @@ async function setNumber(page, testid, value) {
   await page.getByTestId(testid).dispatchEvent('change');
 }
 
-/** Greedy decoding (temperature 0, seed 0) of at most `tokens` tokens (MAX_TOKENS by default). */
+/**
+ * Greedy decoding (the Greedy preset: temperature 0, no repeat penalty, seed 0) of at most `tokens` tokens
+ * (MAX_TOKENS by default): what the CLI's `generate` does by default. Chat itself starts from sampling defaults.
+ */
 export async function setGreedy(page, tokens = Number(env('MAX_TOKENS', '24'))) {
-  await setNumber(page, 'settings-temperature', 0);
-  await setNumber(page, 'settings-seed', 0);
+  await page.getByTestId('preset-greedy').click();
   await setNumber(page, 'settings-max-tokens', tokens);
 }
 

@@ -1,7 +1,9 @@
 //! Generation settings: system prompt, the sampler's knobs (temperature 0 = greedy), seed, reply length. They are
-//! kept in localStorage, so a reload keeps them; Reset puts back the defaults.
+//! kept in localStorage, so a reload keeps them. The defaults sample (greedy decoding loops on small models): the
+//! model's own generation defaults where its files name them, else [`SamplingParams::chat`]; "Greedy" is one click
+//! away, and Reset puts back the defaults.
 
-use crate::state::Settings;
+use crate::state::{ModelState, Settings};
 use engine::sampling::SamplingParams;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -20,7 +22,7 @@ struct Saved {
 
 impl Default for Saved {
     fn default() -> Self {
-        Saved { system_prompt: String::new(), max_tokens: DEFAULT_MAX_TOKENS, sampling: SamplingParams::default() }
+        Saved { system_prompt: String::new(), max_tokens: DEFAULT_MAX_TOKENS, sampling: SamplingParams::chat() }
     }
 }
 
@@ -44,15 +46,18 @@ impl Saved {
     fn apply(self, s: &Settings) {
         s.system_prompt.set(self.system_prompt);
         s.max_tokens.set(self.max_tokens.max(1));
-        let p = self.sampling;
-        s.temperature.set(p.temperature);
-        s.top_k.set(p.top_k);
-        s.top_p.set(p.top_p);
-        s.min_p.set(p.min_p);
-        s.repeat_penalty.set(p.repeat_penalty);
-        s.repeat_last_n.set(p.repeat_last_n);
-        s.seed.set(p.seed);
+        apply_sampling(s, self.sampling);
     }
+}
+
+fn apply_sampling(s: &Settings, p: SamplingParams) {
+    s.temperature.set(p.temperature);
+    s.top_k.set(p.top_k);
+    s.top_p.set(p.top_p);
+    s.min_p.set(p.min_p);
+    s.repeat_penalty.set(p.repeat_penalty);
+    s.repeat_last_n.set(p.repeat_last_n);
+    s.seed.set(p.seed);
 }
 
 fn local_storage() -> Option<web_sys::Storage> {
@@ -70,6 +75,16 @@ pub fn persist_settings() {
             other => web_sys::console::warn_1(&format!("aviary: ignoring saved settings: {other:?}").into()),
         }
     }
+    // A model that names its own sampling defaults gets them, unless the user has moved away from the built-in ones.
+    let model = expect_context::<ModelState>();
+    Effect::new(move |_| {
+        let own = model.card.with(|c| c.as_ref().and_then(|c| c.sampling.clone()));
+        if let Some(own) = own {
+            if untrack(|| Saved::read(&s).sampling) == SamplingParams::chat() {
+                apply_sampling(&s, own);
+            }
+        }
+    });
     Effect::new(move |_| {
         let json = serde_json::to_string(&Saved::read(&s)).unwrap_or_default();
         if let Some(st) = local_storage() {
@@ -111,7 +126,14 @@ where
 #[component]
 pub fn SettingsView() -> impl IntoView {
     let s = expect_context::<Settings>();
-    let reset = move |_| Saved::default().apply(&s);
+    let model = expect_context::<ModelState>();
+    let reset = move |_| {
+        Saved::default().apply(&s);
+        if let Some(own) = model.card.with_untracked(|c| c.as_ref().and_then(|c| c.sampling.clone())) {
+            apply_sampling(&s, own);
+        }
+    };
+    let greedy = move |_| apply_sampling(&s, SamplingParams::greedy());
     view! {
         <section class="panel settings">
             <h2>"Settings"</h2>
@@ -135,7 +157,11 @@ pub fn SettingsView() -> impl IntoView {
                 <NumberSetting label="Seed" id="seed" testid="settings-seed"
                     signal=s.seed step="1" ok={|_: &u64| true}/>
             </div>
-            <button class="secondary" data-testid="settings-reset" on:click=reset>"Reset to defaults"</button>
+            <div class="settings-presets">
+                <button class="secondary" data-testid="preset-greedy" title="Temperature 0, no penalty, seed 0: the same reply every time"
+                    on:click=greedy>"Greedy"</button>
+                <button class="secondary" data-testid="settings-reset" on:click=reset>"Reset to defaults"</button>
+            </div>
         </section>
     }
 }

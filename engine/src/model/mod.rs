@@ -8,6 +8,7 @@ use crate::chat::ChatTemplate;
 use crate::config::{Arch, Config};
 use crate::format::{gguf, safetensors, Metadata, TensorInfo};
 use crate::quant::{dequantize_to_vec, GgmlType};
+use crate::sampling::SamplingParams;
 use crate::source::ByteSource;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -121,6 +122,9 @@ pub struct ModelFiles<S> {
     pub metadata: Metadata,
     pub tokenizer: Option<Tokenizer>,
     pub chat_template: Option<ChatTemplate>,
+    /// The model's own sampling defaults, when its files name any (see [`SamplingParams::from_gguf`] and
+    /// [`ModelFiles::set_generation_config`]).
+    pub sampling: Option<SamplingParams>,
 }
 
 impl<S: ByteSource> ModelFiles<S> {
@@ -135,6 +139,7 @@ impl<S: ByteSource> ModelFiles<S> {
             None
         };
         let chat_template = ChatTemplate::from_gguf(&file.metadata)?;
+        let sampling = SamplingParams::from_gguf(&file.metadata);
         let tensors = file
             .tensors
             .iter()
@@ -148,6 +153,7 @@ impl<S: ByteSource> ModelFiles<S> {
             metadata: file.metadata,
             tokenizer,
             chat_template,
+            sampling,
         })
     }
 
@@ -207,7 +213,15 @@ impl<S: ByteSource> ModelFiles<S> {
             metadata: Metadata::new(),
             tokenizer,
             chat_template,
+            sampling: None,
         })
+    }
+
+    /// Reads an HF folder's generation_config.json (optional; a malformed one is ignored, it only holds defaults).
+    pub fn set_generation_config(&mut self, json: &[u8]) {
+        self.sampling = serde_json::from_slice(json)
+            .ok()
+            .and_then(|v| SamplingParams::from_generation_config(&v));
     }
 
     fn info(&self, name: &str) -> Result<&TensorInfo> {
@@ -510,12 +524,16 @@ mod native {
                     .collect::<Result<Vec<_>>>()?;
                 let tokenizer = read_opt("tokenizer.json")?;
                 let tokenizer_config = read_opt("tokenizer_config.json")?;
-                futures::executor::block_on(ModelFiles::from_hf(
+                let mut files = futures::executor::block_on(ModelFiles::from_hf(
                     shards,
                     &config,
                     tokenizer.as_deref(),
                     tokenizer_config.as_deref(),
-                ))
+                ))?;
+                if let Some(g) = read_opt("generation_config.json")? {
+                    files.set_generation_config(&g);
+                }
+                Ok(files)
             } else {
                 futures::executor::block_on(ModelFiles::from_gguf(FileSource::open(path)?))
             }

@@ -48,12 +48,14 @@ pub(super) fn add_low_rank(y: &Tensor, x: &Tensor, a: &CpuWeight, b: &CpuWeight,
                         *y += scale * dot(&t, b_row);
                     }
                 };
+                // wasm has no thread pool; rows are independent, so either way gives the same bits.
+                #[cfg(not(target_arch = "wasm32"))]
                 if rows > 1 {
                     use rayon::prelude::*;
                     x.par_chunks(inputs).zip(out.par_chunks_mut(outputs)).for_each(each_row);
-                } else {
-                    x.chunks(inputs).zip(out.chunks_mut(outputs)).for_each(each_row);
+                    return Ok(());
                 }
+                x.chunks(inputs).zip(out.chunks_mut(outputs)).for_each(each_row);
                 Ok(())
             })
         })

@@ -71,3 +71,44 @@ pub(crate) fn add_low_rank(
     rec.dispatch(&up, bytemuck::bytes_of(&params), &bufs, grid(groups))?;
     Ok(y.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{assert_close, backend, read, values};
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::Backend;
+    use crate::quant::GgmlType;
+
+    /// The GPU's LoRA term against the CPU's, on shapes off the 64-wide workgroups: 3 rows, 150 inputs, rank 5,
+    /// 70 outputs, and an x that is a column window of a wider tensor (as split products hand it over).
+    #[test]
+    fn low_rank_term_matches_the_cpu() {
+        let Some(g) = backend() else { return };
+        let c = CpuBackend::new();
+        let (rows, inputs, rank, outputs) = (3, 150, 5, 70);
+        let wide = values(rows * (inputs + 10), 1);
+        let (a, b, y) = (values(rank * inputs, 2), values(outputs * rank, 3), values(rows * outputs, 4));
+        let x: Vec<f32> = wide.chunks(inputs + 10).flat_map(|r| r[10..].to_vec()).collect();
+        let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+        let (ga, gb) = (
+            g.upload_weight("a", GgmlType::F32, [rank, inputs], &bytes(&a)).unwrap(),
+            g.upload_weight("b", GgmlType::F32, [outputs, rank], &bytes(&b)).unwrap(),
+        );
+        let (ca, cb) = (
+            c.upload_weight("a", GgmlType::F32, [rank, inputs], &bytes(&a)).unwrap(),
+            c.upload_weight("b", GgmlType::F32, [outputs, rank], &bytes(&b)).unwrap(),
+        );
+        let gwide = g.tensor_from_host(&wide, rows, inputs + 10).unwrap();
+        let gx = g.split_cols(&gwide, &[10, inputs]).unwrap().pop().unwrap();
+        let gy = g.tensor_from_host(&y, rows, outputs).unwrap();
+        let got = read(&g, &g.add_low_rank(&gy, &gx, &ga, &gb, 0.75).unwrap());
+        let cx = candle_core::Tensor::from_slice(&x, (rows, inputs), &candle_core::Device::Cpu).unwrap();
+        let cy = candle_core::Tensor::from_slice(&y, (rows, outputs), &candle_core::Device::Cpu).unwrap();
+        let want = futures::executor::block_on(c.to_host(&c.add_low_rank(&cy, &cx, &ca, &cb, 0.75).unwrap()))
+            .unwrap()
+            .concat();
+        assert_close("lora term", &got, &want, 1e-5);
+        // Shapes that do not fit are refused, not run.
+        assert!(g.add_low_rank(&gy, &gy, &ga, &gb, 1.0).is_err());
+    }
+}
