@@ -59,7 +59,7 @@ async fn a_cancelled_blob_source_stops_reading() {
 }
 
 fn record(url: &str, complete: bool, saved_at_ms: f64) -> Record {
-    Record { url: url.into(), name: "m.gguf".into(), file: file_for(url), bytes: 10, saved_at_ms, complete }
+    Record { url: url.into(), name: "m.gguf".into(), file: file_for(url), bytes: 10, saved_at_ms, complete, adapter: false }
 }
 
 #[wasm_bindgen_test]

@@ -4,7 +4,7 @@
 //! time it was saved in headers.
 
 use crate::blob_source::BlobSource;
-use crate::download::{Download, Throttle};
+use crate::download::{Download, Kind, Throttle};
 use crate::http_source::CancelCheck;
 use crate::js::{call_async, file_name, get, io, js_text};
 use crate::opfs::StoreError;
@@ -15,6 +15,8 @@ use web_sys::{Blob, Response};
 
 const CACHE: &str = "aviary-models";
 const SAVED_AT: &str = "x-aviary-saved-at";
+/// Present (any value) on an adapter's file.
+const ADAPTER: &str = "x-aviary-adapter";
 
 pub struct CacheStore {
     cache: JsValue,
@@ -50,7 +52,18 @@ impl CacheStore {
         cancelled: &CancelCheck,
         progress: &dyn Fn(u64, u64),
     ) -> std::result::Result<Blob, StoreError> {
-        let download = Download::start(url).await?;
+        self.download_kind(url, Kind::Model, cancelled, progress).await
+    }
+
+    /// `download` of a file of `kind` (an adapter's size is capped).
+    pub async fn download_kind(
+        &self,
+        url: &str,
+        kind: Kind,
+        cancelled: &CancelCheck,
+        progress: &dyn Fn(u64, u64),
+    ) -> std::result::Result<Blob, StoreError> {
+        let download = Download::start_limited(url, kind.max_bytes()).await?;
         // The chunks gather in a JS Blob (which the browser may keep on disk), never in wasm memory.
         let parts = js_sys::Array::new();
         let mut done = 0u64;
@@ -76,6 +89,9 @@ impl CacheStore {
         let _ = headers.set("content-length", &done.to_string());
         let _ = headers.set("content-type", "application/octet-stream");
         let _ = headers.set(SAVED_AT, &js_sys::Date::now().to_string());
+        if kind == Kind::Adapter {
+            let _ = headers.set(ADAPTER, "1");
+        }
         let init = web_sys::ResponseInit::new();
         init.set_headers(&headers);
         let resp = Response::new_with_opt_blob_and_init(Some(&body), &init).map_err(|e| StoreError::Storage(js_text(&e)))?;
@@ -102,6 +118,7 @@ impl CacheStore {
                 bytes: header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
                 saved_at_ms: header(SAVED_AT).and_then(|v| v.parse().ok()).unwrap_or(0.0),
                 complete: true,
+                adapter: header(ADAPTER).is_some(),
                 url,
             });
         }

@@ -4,6 +4,7 @@
 
 use crate::blob_source::BlobSource;
 use crate::cache_storage::CacheStore;
+use crate::download::Kind;
 use crate::http_source::{CancelCheck, HttpSource};
 use crate::js::{absolute_url, io};
 use crate::opfs::{Opfs, StoreError};
@@ -58,14 +59,32 @@ pub async fn open_model(
 ) -> Result<(ModelFiles<Source>, Origin)> {
     match target {
         Target::Url(url) => {
-            let (source, origin) = open_url(&url, cancelled, progress).await?;
+            let (source, origin) = open_url(&url, Kind::Model, cancelled, progress).await?;
             Ok((ModelFiles::from_gguf(source).await?, origin))
         }
         Target::Files(files) => Ok((open_files(files, cancelled).await?, Origin::Local)),
     }
 }
 
-async fn open_url(url: &str, cancelled: CancelCheck, progress: &dyn Fn(u64, u64)) -> Result<(Source, Origin)> {
+/// A LoRA adapter's file by URL, kept in storage as models are (and listed with them), read whole: adapters are
+/// small, and the engine parses them from bytes. Not cancellable: a Stop or a new model waits for it, which the
+/// size cap keeps short.
+pub async fn read_adapter_file(url: &str) -> Result<Vec<u8>> {
+    let never: CancelCheck = std::rc::Rc::new(|| false);
+    let (source, _) = open_url(url, Kind::Adapter, never, &|_, _| {}).await?;
+    let max = engine::lora::MAX_ADAPTER_BYTES;
+    if source.len() > max {
+        return Err(Error::Adapter(format!("{url} is {} bytes, more than the {max} an adapter may have", source.len())));
+    }
+    source.read_at(0, source.len() as usize).await
+}
+
+async fn open_url(
+    url: &str,
+    kind: Kind,
+    cancelled: CancelCheck,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(Source, Origin)> {
     let url = absolute_url(url);
     let blob = |b: BlobSource| Source::Blob(b);
     let opfs_problem = match Opfs::open().await {
@@ -73,7 +92,7 @@ async fn open_url(url: &str, cancelled: CancelCheck, progress: &dyn Fn(u64, u64)
             if let Some((record, file)) = opfs.lookup(&url).await {
                 return Ok((blob(Opfs::source(&record, file, cancelled)), Origin::Cache { store: Store::Opfs }));
             }
-            match opfs.download(&url, &cancelled, progress).await {
+            match opfs.download_kind(&url, kind, &cancelled, progress).await {
                 Ok((record, file)) => {
                     return Ok((blob(Opfs::source(&record, file, cancelled)), Origin::Network { store: Store::Opfs }));
                 }
@@ -91,7 +110,7 @@ async fn open_url(url: &str, cancelled: CancelCheck, progress: &dyn Fn(u64, u64)
                     Origin::Cache { store: Store::CacheStorage },
                 ));
             }
-            match cache.download(&url, &cancelled, progress).await {
+            match cache.download_kind(&url, kind, &cancelled, progress).await {
                 Ok(b) => {
                     return Ok((
                         blob(CacheStore::source(&url, b, cancelled)),

@@ -3,20 +3,47 @@
 //! reports progress between chunks.
 
 use crate::js::{call, call_async, get, io, js_text};
-use engine::Result;
+use engine::{Error, Result};
 use js_sys::Uint8Array;
+use std::cell::Cell;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::Response;
+
+/// What a stored file is: the storage panel tells adapters from models, and an adapter's size is capped because
+/// it is read whole into memory (a model only ever streams from storage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Model,
+    Adapter,
+}
+
+impl Kind {
+    pub fn max_bytes(self) -> Option<u64> {
+        match self {
+            Kind::Model => None,
+            Kind::Adapter => Some(engine::lora::MAX_ADAPTER_BYTES),
+        }
+    }
+}
 
 pub struct Download {
     pub url: String,
     /// The body's length from Content-Length, 0 when the server does not say.
     pub total: u64,
     reader: JsValue,
+    /// The most bytes this file may have (an adapter is read whole into memory later), and how many came so far.
+    max_bytes: Option<u64>,
+    received: Cell<u64>,
 }
 
 impl Download {
     pub async fn start(url: &str) -> Result<Download> {
+        Self::start_limited(url, None).await
+    }
+
+    /// Like `start`, but a body above `max_bytes` (by its Content-Length, or as it arrives when the server does not
+    /// say) fails with `Error::Adapter` before it fills the storage.
+    pub async fn start_limited(url: &str, max_bytes: Option<u64>) -> Result<Download> {
         let resp = call_async(&js_sys::global(), "fetch", &[&url.into()])
             .await
             .map_err(|e| io(format!("could not download {url} (is the server reachable?): {}", js_text(&e))))?;
@@ -35,8 +62,28 @@ impl Download {
         if body.is_null() || body.is_undefined() {
             return Err(io(format!("{url}: the response has no body")));
         }
-        let reader = call(&body, "getReader", &[]).map_err(|e| io(format!("{url}: {}", js_text(&e))))?;
-        Ok(Download { url: url.to_string(), total, reader })
+        let download = Download {
+            url: url.to_string(),
+            total,
+            reader: call(&body, "getReader", &[]).map_err(|e| io(format!("{url}: {}", js_text(&e))))?,
+            max_bytes,
+            received: Cell::new(0),
+        };
+        download.check_size(total)?;
+        Ok(download)
+    }
+
+    fn check_size(&self, bytes: u64) -> Result<()> {
+        match self.max_bytes {
+            Some(max) if bytes > max => {
+                self.cancel();
+                Err(Error::Adapter(format!(
+                    "{} is larger than {max} bytes, the most an adapter may have (is it a model?)",
+                    self.url
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The next piece of the body, or None at its end.
@@ -48,7 +95,12 @@ impl Download {
             return Ok(None);
         }
         let value = get(&r, "value")?;
-        value.dyn_into::<Uint8Array>().map(Some).map_err(|_| io(format!("{}: the body gave a non-byte chunk", self.url)))
+        let chunk = value
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| io(format!("{}: the body gave a non-byte chunk", self.url)))?;
+        self.received.set(self.received.get() + chunk.length() as u64);
+        self.check_size(self.received.get())?;
+        Ok(Some(chunk))
     }
 
     /// Stops reading (the connection is dropped).

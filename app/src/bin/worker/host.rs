@@ -13,6 +13,9 @@
 //!
 //! Batch runs (Magpie, judge, synthesis: runs.rs) hold the model for long: while one is queued or going, a chat or a
 //! load is refused at once rather than left waiting behind it, and `PreQuery` is answered by the handler itself.
+//!
+//! LoRA adapters (lora.rs) are fitted to one model, so they live in `serve` beside it and go with it; each
+//! generation names the adapters and scales it applies.
 
 use aviary_app::cached_source::{self, Source, Target};
 use aviary_app::run_rules;
@@ -28,12 +31,15 @@ use engine::{Error, Result};
 use futures::channel::mpsc::{unbounded, UnboundedReceiver};
 use futures::StreamExt;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+#[path = "lora.rs"]
+mod lora;
 #[path = "runs.rs"]
 mod runs;
 
@@ -46,6 +52,8 @@ struct Shared {
     /// The files the latest `LoadFiles` came with (they cannot travel in its JSON). Any load cancels the ones
     /// before it, so the load the driver runs is always the latest, and these are its files.
     picked_files: RefCell<Vec<web_sys::File>>,
+    /// The files of each queued `LoadLoraFiles`, in queue order: adapter loads are not superseded by later ones.
+    picked_lora_files: RefCell<VecDeque<Vec<web_sys::File>>>,
     /// The cancel flag of the batch run going, if any.
     batch_cancel: RefCell<Option<Arc<AtomicBool>>>,
     /// (epoch, count) of the batch runs queued or going in that epoch: a cancel ends them all, so only the current
@@ -104,6 +112,7 @@ pub fn start() {
         epoch: Cell::new(0),
         generation_cancel: RefCell::new(None),
         picked_files: RefCell::new(Vec::new()),
+        picked_lora_files: RefCell::new(VecDeque::new()),
         batch_cancel: RefCell::new(None),
         batches: Cell::new((0, 0)),
         templates: RefCell::new(None),
@@ -129,6 +138,9 @@ pub fn start() {
                 Request::Load { .. } | Request::LoadFiles { .. } if shared.batch_busy() => {
                     shared.post(&Event::error(None, run_rules::BUSY))
                 }
+                Request::LoadLora { .. } | Request::LoadLoraFiles if shared.batch_busy() => {
+                    shared.post(&Event::LoraError { name: "adapter".into(), message: run_rules::BUSY.into() })
+                }
                 other => {
                     if matches!(other, Request::Magpie { .. } | Request::Judge { .. } | Request::Synth { .. }) {
                         shared.batch_queued();
@@ -138,6 +150,8 @@ pub fn start() {
                     }
                     if matches!(other, Request::LoadFiles { .. }) {
                         *shared.picked_files.borrow_mut() = files;
+                    } else if matches!(other, Request::LoadLoraFiles) {
+                        shared.picked_lora_files.borrow_mut().push_back(files);
                     }
                     // The driver lives as long as the worker, so the queue is never closed.
                     let _ = tx.unbounded_send((shared.epoch.get(), other));
@@ -221,8 +235,16 @@ async fn drive(shared: Rc<Shared>, mut queue: Queue) {
             }
             Request::Cancel | Request::PreQuery { .. } => {}
             storage @ (Request::ListCache | Request::DeleteCached { .. }) => storage_request(&shared, storage).await,
+            Request::LoadLora { url } => shared.post(&lora::no_model(&lora::Origin::Url(url))),
+            Request::LoadLoraFiles => shared.post(&lora::no_model(&lora::Origin::Files(lora_files(&shared)))),
+            Request::RemoveLora { id } => shared.post(&Event::LoraRemoved { id }),
         }
     }
+}
+
+/// The files of the `LoadLoraFiles` being run (the oldest queued).
+fn lora_files(shared: &Shared) -> Vec<web_sys::File> {
+    shared.picked_lora_files.borrow_mut().pop_front().unwrap_or_default()
 }
 
 /// Why the GPU is not used, for the model card: the backend's own words, without the error kind's prefix.
@@ -317,6 +339,7 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
     let card = ModelCard::new(&m.files, m.template.source(), m.context);
     *shared.templates.borrow_mut() = Some(runs::TemplateSource::new(m, &card));
     shared.post(&Event::Ready { card, backend: m.info.clone(), stats: m.stats, origin: Some(m.origin.clone()) });
+    let mut adapters = lora::Adapters::<B>::new();
     let next = loop {
         let Some((epoch, request)) = queue.next().await else { break None };
         match request {
@@ -325,7 +348,16 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
                     shared.post(&Event::Done { id, generation: cancelled_generation() });
                     continue;
                 }
-                generate(shared, m, &mut session, id, &messages, &options).await;
+                generate(shared, m, &mut session, &adapters, id, &messages, &options).await;
+            }
+            Request::LoadLora { url } => shared.post(&adapters.load(m, lora::Origin::Url(url)).await),
+            Request::LoadLoraFiles => {
+                let files = lora_files(shared);
+                shared.post(&adapters.load(m, lora::Origin::Files(files)).await)
+            }
+            Request::RemoveLora { id } => {
+                adapters.remove(id);
+                shared.post(&Event::LoraRemoved { id });
             }
             load @ (Request::Load { .. } | Request::LoadFiles { .. }) => break Some((epoch, load)),
             batch @ (Request::Magpie { .. } | Request::Judge { .. } | Request::Synth { .. }) => {
@@ -345,10 +377,15 @@ async fn generate<B: Backend>(
     shared: &Shared,
     m: &Loaded<B>,
     session: &mut Session<'_, B>,
+    adapters: &lora::Adapters<B>,
     id: u64,
     messages: &[engine::chat::Message],
     options: &GenerateOptions,
 ) {
+    // The adapters apply from the prompt on; a different set than the last turn's starts the cache again.
+    if let Err(e) = adapters.stack(&options.lora).and_then(|stack| session.set_lora(stack)) {
+        return shared.post(&Event::error(Some(id), e));
+    }
     let prompt = match engine::prompt::encode_chat(&m.template, &m.tokenizer, messages) {
         Ok(p) => p,
         Err(e) => return shared.post(&Event::error(Some(id), e)),

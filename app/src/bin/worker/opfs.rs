@@ -4,7 +4,7 @@
 //! download is never taken for a model (it is listed as partial, and deleted or replaced by the next download).
 
 use crate::blob_source::BlobSource;
-use crate::download::{Download, Throttle};
+use crate::download::{Download, Kind, Throttle};
 use crate::http_source::CancelCheck;
 use crate::js::{call_async, file_name, get, io, js_error_name, js_text, object};
 use engine::protocol::CacheEntry;
@@ -27,6 +27,9 @@ pub struct Record {
     pub bytes: u64,
     pub saved_at_ms: f64,
     pub complete: bool,
+    /// A LoRA adapter's file rather than a model (absent from indexes written before adapters).
+    #[serde(default)]
+    pub adapter: bool,
 }
 
 impl Record {
@@ -37,6 +40,7 @@ impl Record {
             bytes: self.bytes,
             saved_at_ms: self.saved_at_ms,
             complete: self.complete,
+            adapter: self.adapter,
         }
     }
 }
@@ -196,7 +200,18 @@ impl Opfs {
         cancelled: &CancelCheck,
         progress: &dyn Fn(u64, u64),
     ) -> std::result::Result<(Record, File), StoreError> {
-        let download = Download::start(url).await?;
+        self.download_kind(url, Kind::Model, cancelled, progress).await
+    }
+
+    /// `download` of a file of `kind` (an adapter's size is capped).
+    pub async fn download_kind(
+        &self,
+        url: &str,
+        kind: Kind,
+        cancelled: &CancelCheck,
+        progress: &dyn Fn(u64, u64),
+    ) -> std::result::Result<(Record, File), StoreError> {
+        let download = Download::start_limited(url, kind.max_bytes()).await?;
         let mut record = Record {
             url: url.to_string(),
             name: file_name(url),
@@ -204,6 +219,7 @@ impl Opfs {
             bytes: download.total,
             saved_at_ms: js_sys::Date::now(),
             complete: false,
+            adapter: kind == Kind::Adapter,
         };
         // Recorded before the first byte, so a download the tab never finishes shows up as partial (and its
         // file can be found and deleted), never as a model.
