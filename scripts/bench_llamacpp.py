@@ -2,7 +2,7 @@
 """The peer measurement for BENCHMARKS.md: llama.cpp (llama-cpp-python) on the same model, same machine, with the
 same workload as `aviary bench` (a 512-token prompt prefilled in one batch, then 128 greedily decoded tokens).
 
-Usage: .venv/bin/python scripts/bench_llamacpp.py MODEL.gguf [--threads N] [--json]
+Usage: .venv/bin/python scripts/bench_llamacpp.py MODEL.gguf [--threads N] [--lora ADAPTER.gguf] [--json]
 """
 import argparse
 import json
@@ -26,12 +26,14 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lora", help="a GGUF LoRA adapter applied at scale 1")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
     t0 = time.perf_counter()
     llm = Llama(a.model, n_ctx=a.prompt_tokens + a.decode_tokens + 8, n_batch=a.prompt_tokens,
-                n_ubatch=a.prompt_tokens, n_threads=a.threads, n_threads_batch=a.threads, verbose=False)
+                n_ubatch=a.prompt_tokens, n_threads=a.threads, n_threads_batch=a.threads, verbose=False,
+                **(dict(lora_path=a.lora, lora_scale=1.0) if a.lora else {}))
     load_s = time.perf_counter() - t0
     vocab = llm.n_vocab()
     # The same synthetic prompt as `aviary bench`.

@@ -17,6 +17,10 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also apply N synthetic LoRA adapters (random, rank 16, on all seven projections of every layer), besides any
+    /// --lora files: the cost of adapters without needing adapter files.
+    #[arg(long, default_value_t = 0)]
+    synthetic_lora: usize,
 }
 
 /// Peak resident memory of this process in MiB (Linux), if known.
@@ -59,6 +63,16 @@ fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, load_s: f64, gpu: Option<GpuExtra
     let vocab = m.files.config.vocab_size as u32;
     let prompt: Vec<u32> = (0..a.prompt_tokens as u32).map(|i| 1000 % vocab + (i * 7919) % (vocab / 2)).collect();
     let mut session = m.session(None, 0)?;
+    if a.synthetic_lora > 0 {
+        let targets = engine::lora::Target::ALL;
+        let mut active: Vec<(std::rc::Rc<engine::lora::Adapter<B>>, f32)> = m.lora.shared();
+        for i in 0..a.synthetic_lora {
+            let file = engine::lora::LoraFile::random(&m.model.config, 16, 16.0, &targets, i as u64 + 1);
+            active.push((std::rc::Rc::new(engine::lora::Adapter::new(&m.backend, &m.model, &file, "synthetic")?), 1.0));
+        }
+        session.set_lora(engine::lora::LoraStack::new(active))?;
+    }
+    let adapters = m.lora.active().count() + a.synthetic_lora;
     let options = GenerateOptions {
         max_tokens: a.decode_tokens,
         sampling: SamplingParams::default(),
@@ -90,6 +104,7 @@ fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, load_s: f64, gpu: Option<GpuExtra
             "model": a.model.model.display().to_string(),
             "backend": m.backend_name(),
             "load_s": load_s,
+            "lora_adapters": adapters,
             "prompt_tokens": s.prompt_tokens,
             "decode_tokens": s.generated_tokens,
             "prefill_tok_s": s.prefill_tok_s(),
@@ -104,6 +119,9 @@ fn run_on<B: Backend>(a: &Args, m: &Loaded<B>, load_s: f64, gpu: Option<GpuExtra
     } else {
         println!("model:    {}", a.model.model.display());
         println!("backend:  {}", m.backend_name());
+        if adapters > 0 {
+            println!("adapters: {adapters} LoRA");
+        }
         println!("load:     {load_s:.2} s");
         println!("prefill:  {:.1} tok/s ({} tokens)", s.prefill_tok_s(), s.prompt_tokens);
         println!("decode:   {:.1} tok/s ({} tokens)", s.decode_tok_s(), s.generated_tokens);

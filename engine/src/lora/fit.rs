@@ -61,7 +61,7 @@ pub struct Adapter<B: Backend> {
 }
 
 /// (in, out) of a target's weight.
-fn dims(c: &Config, t: Target) -> (usize, usize) {
+pub(super) fn dims(c: &Config, t: Target) -> (usize, usize) {
     let (h, f) = (c.hidden_size, c.intermediate_size);
     let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
     match t {

@@ -233,6 +233,43 @@ impl LoraFile {
     }
 }
 
+impl LoraFile {
+    /// An adapter of rank `rank` on `targets` of every layer of a model shaped like `config`, with small random A
+    /// and B (seeded): what a benchmark measures the cost of adapters with, and where fine-tuning starts from.
+    pub fn random(config: &crate::config::Config, rank: usize, alpha: f32, targets: &[Target], seed: u64) -> Self {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+        };
+        let mut modules = BTreeMap::new();
+        for layer in 0..config.num_hidden_layers {
+            for &t in targets {
+                let (in_features, out_features) = fit::dims(config, t);
+                modules.insert(
+                    (layer, t),
+                    LowRankF32 {
+                        name: format!("layers.{layer}.{}.lora_A.weight", t.hf_path()),
+                        rank,
+                        in_features,
+                        out_features,
+                        a: (0..rank * in_features).map(|_| next()).collect(),
+                        b: (0..out_features * rank).map(|_| next()).collect(),
+                        scale: alpha / rank.max(1) as f32,
+                    },
+                );
+            }
+        }
+        Self {
+            kind: LoraKind::Peft,
+            architecture: Some(config.arch.name().to_string()),
+            modules,
+        }
+    }
+}
+
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn next_id() -> u64 {
@@ -280,6 +317,11 @@ impl<B: Backend> LoraStack<B> {
 
     pub fn active(&self) -> impl Iterator<Item = (&Adapter<B>, f32)> {
         self.active.iter().map(|(a, s)| (a.as_ref(), *s))
+    }
+
+    /// The active adapters as shared handles, to build a larger stack from.
+    pub fn shared(&self) -> Vec<(Rc<Adapter<B>>, f32)> {
+        self.active.clone()
     }
 }
 
