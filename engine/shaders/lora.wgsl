@@ -1,8 +1,9 @@
 // A LoRA term added to a product's output, in two passes (gpu/lora.rs launches them):
 //   down: t[r, j] = Σ_i x[r, i] · a[j, i]          one workgroup per (row r, rank j), reducing over the inputs
-//   up:   y[r, o] += scale · Σ_j t[r, j] · b[o, j]   one invocation per output value, in place
+//   up:   y[r, o] += scale · Σ_j t[r, j] · b_t[j, o]  one invocation per output value, in place (neighbouring
+//         invocations read neighbouring values of b_t, which is B transposed)
 // Bindings: x [rows, cols] (a column window: element (r, i) at r · x_stride + x_offset + i), a [rank, cols],
-// t [rows, rank], b [outputs, rank], y [rows, outputs]. Both entries bind all five; each uses its three.
+// t [rows, rank], b_t [rank, outputs], y [rows, outputs]. Both entries bind all five; each uses its three.
 
 struct Params {
     rows: u32,
@@ -19,7 +20,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read_write> t: array<f32>;
-@group(0) @binding(4) var<storage, read> b: array<f32>;
+@group(0) @binding(4) var<storage, read> b_t: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 64u;
@@ -64,7 +65,7 @@ fn up(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
     let o = i % p.outputs;
     var sum = 0.0;
     for (var j = 0u; j < p.rank; j++) {
-        sum += t[r * p.rank + j] * b[o * p.rank + j];
+        sum += t[r * p.rank + j] * b_t[j * p.outputs + o];
     }
     y[i] += p.scale * sum;
 }

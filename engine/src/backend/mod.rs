@@ -112,14 +112,14 @@ pub trait Backend {
     /// x `[rows, in]` · wᵀ (w `[out, in]`) → `[rows, out]`.
     fn matmul(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor>;
 
-    /// y + scale · (x · aᵀ) · bᵀ: a LoRA term added to a product's output y `[rows, out]`, with a `[r, in]` and
-    /// b `[out, r]` f32 weights.
+    /// y + scale · (x · aᵀ) · B: a LoRA term added to a product's output y `[rows, out]`, with f32 weights a `[r, in]`
+    /// and `b_t` = Bᵀ `[r, out]` (transposed, so both passes read rows).
     fn add_low_rank(
         &self,
         y: &Self::Tensor,
         x: &Self::Tensor,
         a: &Self::Weight,
-        b: &Self::Weight,
+        b_t: &Self::Weight,
         scale: f32,
     ) -> Result<Self::Tensor>;
 

@@ -10,10 +10,10 @@ use crate::model::Transformer;
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 
-/// A low-rank pair on the backend: A `[r, in]`, B `[out, r]` with the file's scale already in B.
+/// A low-rank pair on the backend: A `[r, in]` and B transposed, `[r, out]`, with the file's scale already in it.
 pub struct LowRank<W> {
     pub a: W,
-    pub b: W,
+    pub b_t: W,
 }
 
 /// An adapter's part in one group of projections that read the same input, in the base's layout.
@@ -99,12 +99,13 @@ fn upload<B: Backend>(backend: &B, name: &str, rows: usize, cols: usize, values:
     backend.upload_weight(name, GgmlType::F32, [rows, cols], bytemuck::cast_slice(values))
 }
 
-/// The pair for one weight, B scaled by the file's scale.
+/// The pair for one weight, B transposed and scaled by the file's scale.
 fn single<B: Backend>(backend: &B, m: &LowRankF32) -> Result<LowRank<B::Weight>> {
-    let b: Vec<f32> = m.b.iter().map(|v| v * m.scale).collect();
+    let (rank, out) = (m.rank, m.out_features);
+    let b_t: Vec<f32> = (0..rank * out).map(|i| m.b[(i % out) * rank + i / out] * m.scale).collect();
     Ok(LowRank {
-        a: upload(backend, &m.name, m.rank, m.in_features, &m.a)?,
-        b: upload(backend, &m.name, m.out_features, m.rank, &b)?,
+        a: upload(backend, &m.name, rank, m.in_features, &m.a)?,
+        b_t: upload(backend, &m.name, rank, out, &b_t)?,
     })
 }
 
@@ -116,13 +117,14 @@ fn packed<B: Backend>(backend: &B, parts: &[(usize, Option<&LowRankF32>)]) -> Re
     let rank: usize = present.iter().map(|m| m.rank).sum();
     let rows: usize = parts.iter().map(|p| p.0).sum();
     let a: Vec<f32> = present.iter().flat_map(|m| m.a.iter().copied()).collect();
-    let mut b = vec![0f32; rows * rank];
+    // Bᵀ of the packed output: rank rows, each zero outside the part its adapter row belongs to.
+    let mut b_t = vec![0f32; rank * rows];
     let (mut row0, mut col0) = (0, 0);
     for &(width, m) in parts {
         if let Some(m) = m {
             for r in 0..width {
                 for j in 0..m.rank {
-                    b[(row0 + r) * rank + col0 + j] = m.b[r * m.rank + j] * m.scale;
+                    b_t[(col0 + j) * rows + row0 + r] = m.b[r * m.rank + j] * m.scale;
                 }
             }
             col0 += m.rank;
@@ -131,7 +133,7 @@ fn packed<B: Backend>(backend: &B, parts: &[(usize, Option<&LowRankF32>)]) -> Re
     }
     Ok(Some(LowRank {
         a: upload(backend, &first.name, rank, cols, &a)?,
-        b: upload(backend, &first.name, rows, rank, &b)?,
+        b_t: upload(backend, &first.name, rank, rows, &b_t)?,
     }))
 }
 
@@ -246,7 +248,7 @@ impl<B: Backend> LoraStack<B> {
                 }
             };
             if let Some(p) = pair {
-                y = b.add_low_rank(&y, x, &p.a, &p.b, scale)?;
+                y = b.add_low_rank(&y, x, &p.a, &p.b_t, scale)?;
             }
         }
         Ok(y)

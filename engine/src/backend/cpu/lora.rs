@@ -1,4 +1,4 @@
-//! The LoRA term y + s · (x · Aᵀ) · Bᵀ on the CPU. Each row is computed alone, in a fixed order, so a row's bits do
+//! The LoRA term y + s · (x · Aᵀ) · B on the CPU (B given transposed, `[r, out]`). Each row is computed alone, in a fixed order, so a row's bits do
 //! not depend on how many rows run with it (a batched decode step gives each sequence what it would get alone).
 
 use super::{with_f32_slice, CpuWeight};
@@ -6,6 +6,7 @@ use crate::{Error, Result};
 use candle_core::Tensor;
 
 /// Σ a[i]·b[i] in eight interleaved partial sums (vectorisable, and the same order on every target).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -28,37 +29,63 @@ fn dense(w: &CpuWeight) -> Result<(&Tensor, usize, usize)> {
     }
 }
 
-pub(super) fn add_low_rank(y: &Tensor, x: &Tensor, a: &CpuWeight, b: &CpuWeight, scale: f32) -> Result<Tensor> {
+pub(super) fn add_low_rank(y: &Tensor, x: &Tensor, a: &CpuWeight, b_t: &CpuWeight, scale: f32) -> Result<Tensor> {
     let (a, rank, inputs) = dense(a)?;
-    let (b, outputs, b_rank) = dense(b)?;
+    let (b_t, b_rank, outputs) = dense(b_t)?;
     let (rows, x_cols) = x.dims2()?;
     let y_dims = y.dims2()?;
     if x_cols != inputs || b_rank != rank || y_dims != (rows, outputs) || rank == 0 {
         return Err(Error::Backend(format!(
-            "a LoRA term of A [{rank}, {inputs}] and B [{outputs}, {b_rank}] for x [{rows}, {x_cols}] and y {y_dims:?}"
+            "a LoRA term of A [{rank}, {inputs}] and Bᵀ [{b_rank}, {outputs}] for x [{rows}, {x_cols}] and y {y_dims:?}"
         )));
     }
     let mut out = y.flatten_all()?.to_vec1::<f32>()?;
     with_f32_slice(a, |a| {
-        with_f32_slice(b, |b| {
+        with_f32_slice(b_t, |b_t| {
             with_f32_slice(x, |x| {
-                let each_row = |(x_row, y_row): (&[f32], &mut [f32])| {
-                    let t: Vec<f32> = a.chunks_exact(inputs).map(|a_row| dot(x_row, a_row)).collect();
-                    for (y, b_row) in y_row.iter_mut().zip(b.chunks_exact(rank)) {
-                        *y += scale * dot(&t, b_row);
-                    }
-                };
-                // wasm has no thread pool; rows are independent, so either way gives the same bits.
-                #[cfg(not(target_arch = "wasm32"))]
+                let each_row = |(x_row, y_row): (&[f32], &mut [f32])| row_term(x_row, a, b_t, scale, y_row);
                 if rows > 1 {
                     use rayon::prelude::*;
                     x.par_chunks(inputs).zip(out.par_chunks_mut(outputs)).for_each(each_row);
-                    return Ok(());
+                } else {
+                    x.chunks(inputs).zip(out.chunks_mut(outputs)).for_each(each_row);
                 }
-                x.chunks(inputs).zip(out.chunks_mut(outputs)).for_each(each_row);
                 Ok(())
             })
         })
     })?;
     Ok(Tensor::from_vec(out, (rows, outputs), y.device())?)
+}
+
+/// One row: t = A·x, then y += scale · Σ_j t[j] · Bᵀ[j] (summed over j in order). The AVX2 build of the same code
+/// does the same operations in the same order on wider registers (no fused multiply-adds), so the bits equal the
+/// portable build's and the wasm one's.
+fn row_term(x: &[f32], a: &[f32], b_t: &[f32], scale: f32, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // Safety: the CPU has AVX2, checked just above.
+        return unsafe { row_term_avx2(x, a, b_t, scale, y) };
+    }
+    row_term_portable(x, a, b_t, scale, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_term_avx2(x: &[f32], a: &[f32], b_t: &[f32], scale: f32, y: &mut [f32]) {
+    row_term_portable(x, a, b_t, scale, y)
+}
+
+#[inline(always)]
+fn row_term_portable(x: &[f32], a: &[f32], b_t: &[f32], scale: f32, y: &mut [f32]) {
+    let outputs = y.len();
+    let mut d = vec![0f32; outputs];
+    for (a_row, b_row) in a.chunks_exact(x.len()).zip(b_t.chunks_exact(outputs)) {
+        let t = dot(x, a_row);
+        for (d, b) in d.iter_mut().zip(b_row) {
+            *d += t * b;
+        }
+    }
+    for (y, d) in y.iter_mut().zip(&d) {
+        *y += scale * d;
+    }
 }

@@ -207,8 +207,8 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn add_low_rank(&self, y: &Tensor, x: &Tensor, a: &CpuWeight, b: &CpuWeight, scale: f32) -> Result<Tensor> {
-        lora::add_low_rank(y, x, a, b, scale)
+    fn add_low_rank(&self, y: &Tensor, x: &Tensor, a: &CpuWeight, b_t: &CpuWeight, scale: f32) -> Result<Tensor> {
+        lora::add_low_rank(y, x, a, b_t, scale)
     }
 
     fn matmul_independent(&self, x: &Tensor, w: &CpuWeight) -> Result<Tensor> {

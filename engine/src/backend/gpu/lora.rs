@@ -1,4 +1,4 @@
-//! The LoRA term y + s · (x · Aᵀ) · Bᵀ (shaders/lora.wgsl): two dispatches per decorated product — the rank-r
+//! The LoRA term y + s · (x · Aᵀ) · B (shaders/lora.wgsl; B given transposed): two dispatches per decorated product — the rank-r
 //! projection of x, then B's product added into y in place — recorded like every op, so a decode step with
 //! adapters still submits once.
 
@@ -39,14 +39,14 @@ pub(crate) fn add_low_rank(
     y: &GpuTensor,
     x: &GpuTensor,
     a: &GpuWeight,
-    b: &GpuWeight,
+    b_t: &GpuWeight,
     scale: f32,
 ) -> Result<GpuTensor> {
-    let (rank, outputs) = (a.rows, b.rows);
-    if a.cols != x.cols || b.cols != rank || (y.rows, y.cols) != (x.rows, outputs) || !y.is_dense() {
+    let (rank, outputs) = (a.rows, b_t.cols);
+    if a.cols != x.cols || b_t.rows != rank || (y.rows, y.cols) != (x.rows, outputs) || !y.is_dense() {
         return Err(Error::Backend(format!(
-            "a LoRA term of A [{rank}, {}] and B [{outputs}, {}] for x [{}, {}] and y [{}, {}]",
-            a.cols, b.cols, x.rows, x.cols, y.rows, y.cols
+            "a LoRA term of A [{rank}, {}] and Bᵀ [{}, {outputs}] for x [{}, {}] and y [{}, {}]",
+            a.cols, b_t.rows, x.rows, x.cols, y.rows, y.cols
         )));
     }
     let t = backend.tensor(x.rows, rank);
@@ -62,7 +62,7 @@ pub(crate) fn add_low_rank(
         _pad: 0,
     };
     let access = [Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
-    let bufs = [x_buf, f32_buffer(a)?, t.buf(), f32_buffer(b)?, y.buf()];
+    let bufs = [x_buf, f32_buffer(a)?, t.buf(), f32_buffer(b_t)?, y.buf()];
     let rec = &backend.rec;
     let down = rec.kernel_entry("lora", SOURCE, "down", &[], &access);
     rec.dispatch(&down, bytemuck::bytes_of(&params), &bufs, grid((x.rows * rank) as u32))?;
@@ -87,16 +87,16 @@ mod tests {
         let c = CpuBackend::new();
         let (rows, inputs, rank, outputs) = (3, 150, 5, 70);
         let wide = values(rows * (inputs + 10), 1);
-        let (a, b, y) = (values(rank * inputs, 2), values(outputs * rank, 3), values(rows * outputs, 4));
+        let (a, b_t, y) = (values(rank * inputs, 2), values(rank * outputs, 3), values(rows * outputs, 4));
         let x: Vec<f32> = wide.chunks(inputs + 10).flat_map(|r| r[10..].to_vec()).collect();
         let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
         let (ga, gb) = (
             g.upload_weight("a", GgmlType::F32, [rank, inputs], &bytes(&a)).unwrap(),
-            g.upload_weight("b", GgmlType::F32, [outputs, rank], &bytes(&b)).unwrap(),
+            g.upload_weight("b", GgmlType::F32, [rank, outputs], &bytes(&b_t)).unwrap(),
         );
         let (ca, cb) = (
             c.upload_weight("a", GgmlType::F32, [rank, inputs], &bytes(&a)).unwrap(),
-            c.upload_weight("b", GgmlType::F32, [outputs, rank], &bytes(&b)).unwrap(),
+            c.upload_weight("b", GgmlType::F32, [rank, outputs], &bytes(&b_t)).unwrap(),
         );
         let gwide = g.tensor_from_host(&wide, rows, inputs + 10).unwrap();
         let gx = g.split_cols(&gwide, &[10, inputs]).unwrap().pop().unwrap();

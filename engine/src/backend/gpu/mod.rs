@@ -446,10 +446,10 @@ impl Backend for GpuBackend {
         y: &GpuTensor,
         x: &GpuTensor,
         a: &GpuWeight,
-        b: &GpuWeight,
+        b_t: &GpuWeight,
         scale: f32,
     ) -> Result<GpuTensor> {
-        lora::add_low_rank(self, y, x, a, b, scale)
+        lora::add_low_rank(self, y, x, a, b_t, scale)
     }
 
     fn rms_norm(&self, x: &GpuTensor, weight: &GpuTensor, eps: f32) -> Result<GpuTensor> {
