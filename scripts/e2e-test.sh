@@ -7,7 +7,7 @@
 # answers are computed here by the native CLI for the same prompt, settings and model.
 # Screenshots and browser logs go to target/e2e-artifacts/.
 #   E2E_SKIP_BUILD=1 reuses dist/ as it is; arguments name the suites to run (chat, models, device, default-model,
-#   magpie), all when none.
+#   magpie, lora), all when none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,11 @@ tiny_name=tiny-llama-q8_0.gguf
 mkdir "$tmp/models"
 ln -s "$(dirname "$model")"/*.gguf "$tmp/models/"
 ln -s "$PWD/$tiny_file" "$tmp/models/$tiny_name"
+# The LoRA suite's adapter for the default model, served beside it; the suite writes a broken one into the same
+# folder, and asks the CLI (AVIARY_BIN) for the answers with and without the adapter.
+lora_file=tests/fixtures/lora/smollm2/adapter.gguf
+mkdir "$tmp/models/lora"
+ln -s "$PWD/$lora_file" "$tmp/models/lora/"
 
 # A prompt whose greedy answer has clear margins: the CPU backend and the GPU backend (lavapipe, f16 and f32) agree
 # on it. On "What is the capital of France?" they part at the eighth token, where the top two logits are 0.07 apart
@@ -59,6 +64,7 @@ serve_app dist "$artifacts/serve.log" "$tmp" "$tmp/models"
 echo "app served at $url"
 
 export MODEL_FILE="$model" TINY_MODEL_FILE="$tiny_file" TINY_MODEL_URL="models/$tiny_name"
+export LORA_FILE="$lora_file" LORA_DIR="$tmp/models/lora" LORA_URL="models/lora/$(basename "$lora_file")" AVIARY_BIN="$aviary"
 export AVIARY_URL="$url" ARTIFACTS="$artifacts" SERVE_LOG="$artifacts/serve.log"
 export EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" EXPECTED_CPU_JSON="$tmp/expected-cpu.json"
 export EXPECTED_TINY_JSON="$tmp/expected-tiny.json" EXPECTED_TINY_F32_JSON="$tmp/expected-tiny-f32.json"

@@ -1,11 +1,13 @@
 //! The page: provides the state and the worker bridge, then lays out the views: the side panels (model, device,
-//! settings) and one main area — Chat, Magpie or Synthesis — picked in the nav. Every area stays mounted while
-//! hidden, so a draft or a form survives switching, and runs go on whichever is shown (their state is app-wide).
+//! LoRA adapters, settings) and one main area — Chat, Magpie or Synthesis — picked in the nav. Every area stays
+//! mounted while hidden, so a draft or a form survives switching, and runs go on whichever is shown (their state is
+//! app-wide).
 
 use crate::bridge::Bridge;
 use crate::components::conversations::ConversationsView;
 use crate::components::{chat::ChatView, models::ModelsView, settings::SettingsView, status::ModelStatus};
 use crate::components::adapter::AdapterPanel;
+use crate::components::lora::LoraPanel;
 use crate::components::{dataset_table::DatasetTable, magpie::MagpieView, synth::SynthView};
 use crate::state::{provide_state, BackendPreference, ModelState};
 use engine::protocol::{BackendChoice, Request};
@@ -73,6 +75,7 @@ pub fn App() -> impl IntoView {
                 <div hidden=shown(View::Chat)><ConversationsView/></div>
                 <ModelsView/>
                 <AdapterPanel/>
+                <div hidden=shown(View::Chat)><LoraPanel/></div>
                 <div hidden=shown(View::Chat)><SettingsView/></div>
             </aside>
             <div class="view" hidden=shown(View::Chat)><ChatView/></div>

@@ -1,11 +1,12 @@
 //! The typed channel to the worker that hosts the engine: requests out, events in, both `engine::protocol` enums
 //! as JSON strings. Requests sent before the worker says `Started` wait in a queue (a worker drops messages that
 //! arrive before its handler is installed). Events update the state signals; components never touch the worker.
-//! Batch runs (Magpie, judge, synthesis) have their requests and events in `runs`.
+//! Batch runs (Magpie, judge, synthesis) have their requests and events in `runs`, LoRA adapters in `lora`.
 
+pub mod lora;
 pub mod runs;
 
-use crate::state::{Chat, DatasetState, ModelState, Progress, Reply, Role, Status, Storage};
+use crate::state::{Chat, DatasetState, LoraState, ModelState, Progress, Reply, Role, Status, Storage};
 use engine::protocol::{Event, Request};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -29,6 +30,7 @@ impl Bridge {
         let chat = expect_context::<Chat>();
         let storage = expect_context::<Storage>();
         let dataset = expect_context::<DatasetState>();
+        let adapters = expect_context::<LoraState>();
         match Worker::new("./worker_loader.js") {
             Ok(worker) => {
                 let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -37,6 +39,7 @@ impl Bridge {
                         Ok(event) => {
                             on_storage_event(&event, bridge, storage);
                             runs::on_event(&event, dataset, model);
+                            lora::on_event(&event, bridge, adapters);
                             bridge.on_event(event, model, chat)
                         }
                         Err(e) => web_sys::console::error_1(&format!("aviary: bad event from the worker: {e}").into()),
@@ -135,7 +138,10 @@ impl Bridge {
             | Event::MagpieRow { .. }
             | Event::Tagged { .. }
             | Event::SynthChunk { .. }
-            | Event::BatchDone { .. } => {}
+            | Event::BatchDone { .. }
+            | Event::LoraLoaded { .. }
+            | Event::LoraError { .. }
+            | Event::LoraRemoved { .. } => {}
             Event::Error { id, message, model_lost } => {
                 if let Some(id) = id {
                     if let Some(m) = chat.reply(id) {
@@ -158,7 +164,7 @@ impl Bridge {
 }
 
 /// The storage side of events: the stored models' list, and where a loaded model came from. A load may have
-/// downloaded a model, so each `Ready` asks for the list again.
+/// downloaded a model (or an adapter), so each `Ready` (and each adapter loaded by URL) asks for the list again.
 fn on_storage_event(event: &Event, bridge: Bridge, storage: Storage) {
     match event {
         Event::Started => bridge.send(Request::ListCache),
@@ -166,6 +172,7 @@ fn on_storage_event(event: &Event, bridge: Bridge, storage: Storage) {
             storage.origin.set(origin.clone());
             bridge.send(Request::ListCache);
         }
+        Event::LoraLoaded { url: Some(_), .. } => bridge.send(Request::ListCache),
         Event::Error { model_lost: true, .. } => {
             // A failed download removes what it had stored.
             storage.origin.set(None);
@@ -245,6 +252,8 @@ fn generate_reply(bridge: Bridge) {
     let settings = expect_context::<crate::state::Settings>();
     let reply = chat.new_message(Role::Assistant, "", Reply::Streaming);
     let id = reply.id;
+    let (lora, labels) = lora::choices(expect_context::<LoraState>());
+    reply.lora.set(labels);
     let mut messages = Vec::new();
     let system = settings.system_prompt.get_untracked();
     if !system.trim().is_empty() {
@@ -274,6 +283,7 @@ fn generate_reply(bridge: Bridge) {
             repeat_last_n: settings.repeat_last_n.get_untracked(),
         },
         candidates: TOKEN_CANDIDATES,
+        lora,
         ..Default::default()
     };
     bridge.send(Request::Generate { id, messages, options });

@@ -31,6 +31,13 @@ pub struct TokenChip {
     pub info: Option<TokenInfo>,
 }
 
+/// A LoRA adapter that shaped a reply, and at what scale (what the reply's label names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraLabel {
+    pub name: String,
+    pub scale: f32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedMessage {
     pub role: SavedRole,
@@ -44,6 +51,9 @@ pub struct SavedMessage {
     pub stats: Option<Stats>,
     #[serde(default)]
     pub tokens: Vec<TokenChip>,
+    /// The adapters a reply was generated with (none: the base model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lora: Vec<LoraLabel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

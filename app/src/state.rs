@@ -5,7 +5,7 @@ use engine::protocol::{BackendChoice, BackendInfo, CacheEntry, LoadStats, ModelC
 use engine::session::{Stats, StopReason};
 use leptos::prelude::*;
 
-pub use crate::conversations::TokenChip;
+pub use crate::conversations::{LoraLabel, TokenChip};
 pub use crate::datasets::RunSettings;
 
 /// Where the model stands.
@@ -68,6 +68,8 @@ pub struct ChatMessage {
     pub stats: RwSignal<Option<Stats>>,
     /// A reply's streamed pieces with the candidates the model weighed for each (for the token view).
     pub tokens: RwSignal<Vec<TokenChip>>,
+    /// The adapters a reply was generated with, kept with it so its label outlives later changes to the panel.
+    pub lora: RwSignal<Vec<LoraLabel>>,
 }
 
 impl ChatMessage {
@@ -79,6 +81,7 @@ impl ChatMessage {
             reply: RwSignal::new(reply),
             stats: RwSignal::new(None),
             tokens: RwSignal::new(Vec::new()),
+            lora: RwSignal::new(Vec::new()),
         }
     }
 }
@@ -172,8 +175,47 @@ impl Storage {
     }
 }
 
+/// Where a listed adapter stands with the loaded model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraStatus {
+    /// Fitted to the loaded model: generations may use it.
+    Ready,
+    /// Another model was loaded, and its URL is being loaded again for that model.
+    Reloading,
+    /// Another model was loaded, and it came from picked files, which the page cannot read again by itself.
+    Stale,
+}
+
+/// A LoRA adapter in the Adapters panel, with the user's choice for the next replies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedLora {
+    /// The worker's id for it (what a generation names).
+    pub id: u64,
+    pub name: String,
+    pub info: engine::lora::LoraInfo,
+    /// Where it came from (None for picked files).
+    pub url: Option<String>,
+    pub bytes: u64,
+    pub enabled: bool,
+    pub scale: f32,
+    pub status: LoraStatus,
+}
+
+/// The Adapters panel's state: the adapters, loads not yet answered, and the last failure in words.
+#[derive(Clone, Copy)]
+pub struct LoraState {
+    pub adapters: RwSignal<Vec<LoadedLora>>,
+    pub pending: RwSignal<u32>,
+    pub error: RwSignal<Option<String>>,
+}
+
 /// Creates and provides every context newtype.
 pub fn provide_state(default_url: String) {
+    provide_context(LoraState {
+        adapters: RwSignal::new(Vec::new()),
+        pending: RwSignal::new(0),
+        error: RwSignal::new(None),
+    });
     provide_context(ModelState {
         status: RwSignal::new(Status::Starting),
         url: RwSignal::new(default_url),

@@ -74,7 +74,7 @@ fn markdown_renders_formatting() {
 }
 
 fn message(role: SavedRole, text: &str) -> SavedMessage {
-    SavedMessage { role, text: text.into(), stop: Some(StopReason::StopToken), error: None, stats: None, tokens: vec![] }
+    SavedMessage { role, text: text.into(), stop: Some(StopReason::StopToken), error: None, stats: None, tokens: vec![], lora: vec![] }
 }
 
 fn conversation(id: u64, updated_ms: f64, question: &str) -> Conversation {

@@ -55,6 +55,7 @@ fn saved_messages(chat: &Chat) -> Vec<SavedMessage> {
                     error,
                     stats: m.stats.get_untracked(),
                     tokens: m.tokens.get_untracked(),
+                    lora: m.lora.get_untracked(),
                 }
             })
             .collect()
@@ -136,6 +137,7 @@ pub fn persist_conversations() {
                 m.reply.track();
                 m.stats.track();
                 m.tokens.track();
+                m.lora.track();
             }
         });
         if cx.persist.with_value(|p| p.pending) {
@@ -194,6 +196,7 @@ fn restore(chat: Chat, c: Conversation) -> Vec<ChatMessage> {
             let msg = chat.new_message(role, &m.text, reply);
             msg.stats.set(m.stats);
             msg.tokens.set(m.tokens);
+            msg.lora.set(m.lora);
             msg
         })
         .collect()

@@ -1,6 +1,7 @@
 //! One message. A user's is plain text; a reply is rendered from Markdown (sanitised: the model's output never
 //! becomes live HTML), or as token chips whose candidates open on click, with how it ended and its speed. The last
-//! reply can be regenerated and the last question edited.
+//! reply can be regenerated and the last question edited. A reply made with LoRA adapters names them and their
+//! scales.
 
 use crate::bridge::{edit_last, regenerate, Bridge};
 use crate::components::token_popup::{visible, TokenPopup};
@@ -44,6 +45,9 @@ pub fn MessageView(message: ChatMessage) -> impl IntoView {
             Reply::Done(StopReason::ContextFull) => parts.push("context full".to_string()),
             Reply::Done(_) => {}
             Reply::Failed(e) => parts.push(format!("error: {e}")),
+        }
+        if let Some(adapters) = crate::bridge::lora::label(&message.lora.get()) {
+            parts.push(format!("LoRA: {adapters}"));
         }
         if let Some(s) = message.stats.get() {
             if s.generated_tokens > 0 {

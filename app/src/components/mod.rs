@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod chat;
 pub mod conversations;
 pub mod dataset_table;
+pub mod lora;
 pub mod magpie;
 pub mod message;
 pub mod models;

@@ -4,7 +4,7 @@
 use crate::bridge::Bridge;
 use crate::components::{catalog::Catalog, storage::StoragePanel};
 use crate::format;
-use crate::state::{BackendPreference, Chat, ModelState, Status, Storage};
+use crate::state::{BackendPreference, Chat, LoraState, ModelState, Status, Storage};
 use engine::protocol::{BackendInfo, Origin, Request, Stage};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -169,8 +169,12 @@ fn LoadProgress() -> impl IntoView {
 fn ModelCardView() -> impl IntoView {
     let model = expect_context::<ModelState>();
     let storage = expect_context::<Storage>();
+    let adapters = expect_context::<LoraState>();
     move || {
         let card = model.card.get()?;
+        adapters.adapters.track();
+        let lora = crate::bridge::lora::label(&crate::bridge::lora::choices(adapters).1)
+            .unwrap_or_else(|| "none".to_string());
         let origin = match storage.origin.get() {
             Some(Origin::Cache { store }) => format!("loaded from cache ({})", store.label()),
             Some(Origin::Network { store }) => format!("downloaded, now kept in {}", store.label()),
@@ -207,6 +211,7 @@ fn ModelCardView() -> impl IntoView {
                 <dt>"Source"</dt><dd data-testid="model-origin">{origin}</dd>
                 <dt>"Quantization"</dt><dd>{quant}</dd>
                 <dt>"Context"</dt><dd>{format!("{} (session {})", card.context_length, card.session_context)}</dd>
+                <dt>"LoRA"</dt><dd data-testid="model-lora">{lora}</dd>
                 <dt>"Chat template"</dt><dd>{if card.chat_template_builtin { "built-in" } else { "the model's own" }}</dd>
                 <dt>"Device"</dt><dd data-testid="model-device">{device}</dd>
                 <dt>"Loaded in"</dt><dd>{format::duration(load.load_ms / 1000.0)}</dd>

@@ -1,10 +1,11 @@
 //! The models kept in the browser's storage: each with its size and when it was saved, a Load and a Delete button,
-//! and how much of the origin's quota is in use.
+//! and how much of the origin's quota is in use. LoRA adapters' files are kept beside them, marked as adapters;
+//! their Load loads the adapter for the loaded model.
 
 use crate::bridge::Bridge;
 use crate::components::models::load_url;
 use crate::format;
-use crate::state::{ModelState, Status, Storage};
+use crate::state::{LoraState, ModelState, Status, Storage};
 use engine::protocol::{CacheEntry, Request};
 use leptos::prelude::*;
 
@@ -67,9 +68,21 @@ fn StoredModel(entry: CacheEntry) -> impl IntoView {
     let model = expect_context::<ModelState>();
     let busy = move || matches!(model.status.get(), Status::Loading | Status::Starting);
     let url = entry.url.clone();
+    let adapter = entry.adapter;
     let load = {
-        let url = url.clone();
-        move |_| load_url(url.clone())
+        // A PEFT adapter is stored as its folder's two files: Load asks for the folder.
+        let target = match (adapter, entry.name.to_lowercase().ends_with(".gguf")) {
+            (true, false) => url.rsplit_once('/').map_or(url.clone(), |(folder, _)| folder.to_string()),
+            _ => url.clone(),
+        };
+        let lora = expect_context::<LoraState>();
+        move |_| {
+            if adapter {
+                crate::bridge::lora::load_url(bridge, lora, target.clone())
+            } else {
+                load_url(target.clone())
+            }
+        }
     };
     let delete = {
         let url = url.clone();
@@ -77,14 +90,15 @@ fn StoredModel(entry: CacheEntry) -> impl IntoView {
     };
     let complete = entry.complete;
     let detail = format!(
-        "{}, saved {}{}",
+        "{}{}, saved {}{}",
+        if adapter { "LoRA adapter, " } else { "" },
         format::bytes(entry.bytes),
         when(entry.saved_at_ms),
         if complete { "" } else { " (partial download: not used)" }
     );
     view! {
         <li class="entry" data-testid="storage-entry" data-url=url.clone() data-bytes=entry.bytes.to_string()
-            data-complete=complete.to_string()>
+            data-complete=complete.to_string() data-adapter=adapter.to_string()>
             <div class="entry-text">
                 <span class="entry-name" title=url.clone()>{entry.name.clone()}</span>
                 <span class="muted" data-testid="storage-entry-detail">{detail}</span>
