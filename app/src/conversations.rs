@@ -137,7 +137,7 @@ pub async fn open_database(name: &str, version: u32, stores: &[&'static str], wh
         let open = open.clone();
         let stores = stores.to_vec();
         move |_| {
-            if let Ok(db) = open.result().and_then(|r| r.dyn_into::<IdbDatabase>().map_err(JsValue::from)) {
+            if let Ok(db) = open.result().and_then(|r| r.dyn_into::<IdbDatabase>()) {
                 for store in &stores {
                     if !db.object_store_names().contains(store) {
                         if let Err(e) = db.create_object_store(store) {

@@ -174,7 +174,7 @@ fn request_and_files(data: &JsValue) -> (Option<String>, Vec<web_sys::File>) {
     let get = |k: &str| js_sys::Reflect::get(data, &k.into()).ok();
     let text = get("request").and_then(|r| r.as_string());
     let files = get("files")
-        .filter(|f| js_sys::Array::is_array(f))
+        .filter(js_sys::Array::is_array)
         .map(|f| js_sys::Array::from(&f).iter().filter_map(|f| f.dyn_into::<web_sys::File>().ok()).collect())
         .unwrap_or_default();
     (text, files)
