@@ -1,9 +1,10 @@
 //! The worker's model sources and storage, on the browser APIs they use (run by scripts/web-test.sh in headless
-//! Chromium): a `Blob` read at offsets, and the OPFS store's index and downloads, checked against bytes the test
-//! writes itself.
+//! Chromium): a `Blob` read at offsets, and the OPFS store's index and downloads (models and LoRA adapters, whose
+//! size is capped), checked against bytes the test writes itself.
 #![cfg(target_arch = "wasm32")]
 
 use aviary_app::blob_source::BlobSource;
+use aviary_app::download::{Download, Kind};
 use aviary_app::http_source::CancelCheck;
 use aviary_app::opfs::{file_for, Index, Opfs, Record};
 use engine::source::ByteSource;
@@ -157,4 +158,28 @@ async fn a_record_whose_file_does_not_match_is_not_loaded() {
     opfs.write_text(&file_for(url), "short").await.ok().unwrap();
     assert!(opfs.lookup(url).await.is_none());
     assert!(!opfs.entries().await[0].complete);
+}
+
+#[wasm_bindgen_test]
+async fn an_adapter_is_stored_and_listed_as_one() {
+    let opfs = scratch("aviary-test-adapter").await;
+    let bytes = pattern();
+    let url = blob_url(&bytes);
+    let (record, _) = opfs.download_kind(&url, Kind::Adapter, &never(), &|_, _| {}).await.ok().unwrap();
+    assert!(record.complete && record.adapter);
+    let entries = opfs.entries().await;
+    assert!(entries.len() == 1 && entries[0].adapter && entries[0].bytes == 1000);
+    // An index written before adapters existed lists models.
+    let old = r#"{"records":[{"url":"u","name":"m.gguf","file":"f.bin","bytes":1,"saved_at_ms":1.0,"complete":true}]}"#;
+    assert!(!Index::from_json(old.as_bytes()).entries()[0].adapter);
+}
+
+#[wasm_bindgen_test]
+async fn a_download_over_its_cap_is_refused_before_it_is_stored() {
+    let url = blob_url(&pattern());
+    match Download::start_limited(&url, Some(999)).await {
+        Err(Error::Adapter(m)) => assert!(m.contains("larger than 999 bytes"), "{m}"),
+        other => panic!("expected the cap to refuse it, got {:?}", other.map(|d| d.total)),
+    }
+    assert!(Download::start_limited(&url, Some(1000)).await.is_ok());
 }
