@@ -4,7 +4,7 @@
 // greedy reply with it equals `aviary generate --lora`; switched off, the reply is the base model's; at scale 0.5 it
 // is `--lora PATH:0.5`'s, with nothing reloaded; each reply names the adapters it was made with; a broken adapter is
 // refused in plain words while the model and the loaded adapter go on answering; loading the model again loads the
-// adapter again for it, as it was set.
+// adapter again for it, as it was set; an adapter picked from disk loads too, and Remove drops it.
 //
 // Environment (scripts/e2e-test.sh): LORA_FILE (the adapter), LORA_URL (it, relative to the page), LORA_DIR (the
 // served folder it is in, where this suite writes a broken one), AVIARY_BIN (the CLI, for the expected answers),
@@ -153,6 +153,22 @@ export function register({ webgpu }) {
       const reply = await askAnew();
       c.ok(reply.state === 'done' && reply.text === expected.half, 'the reply applies it: `--lora PATH:0.5`\'s again',
         `${versus(reply.text, expected.half)} (${reply.state})`);
+    });
+
+    s.step('an adapter picked from disk loads beside it, switched on at scale 1; Remove drops it', async (c) => {
+      const { page } = s;
+      await page.getByTestId('lora-file-input').setInputFiles(loraFile);
+      await items().nth(1).waitFor({ timeout: 60_000 });
+      const picked = items().nth(1);
+      c.ok(await picked.getAttribute('data-name') === loraName && await picked.getByTestId('lora-toggle').isChecked() &&
+        await picked.getByTestId('lora-scale-value').textContent() === '×1.00', 'the picked adapter is listed, on, at ×1.00');
+      c.ok((await page.getByTestId('model-lora').textContent()).includes(`${loraName} ×1.00`),
+        'the model card names both adapters', await page.getByTestId('model-lora').textContent());
+      await picked.getByTestId('lora-remove').click();
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid=lora-item]').length === 1, null,
+        { timeout: 10_000 }).catch(() => {});
+      c.ok(await items().count() === 1 && await page.getByTestId('model-lora').textContent() === `${loraName} ×0.50`,
+        'Remove drops it (the first adapter stays, at ×0.50)', await page.getByTestId('model-lora').textContent());
     });
   });
 }
