@@ -195,7 +195,12 @@ pub async fn open_files(files: Vec<File>, cancelled: CancelCheck) -> Result<Mode
         let f = find(name).ok_or_else(|| io(format!("the folder lacks {name}, which model.safetensors.index.json names")))?;
         shards.push(Source::Blob(source(f)));
     }
-    ModelFiles::from_hf(shards, &config, Some(&tokenizer), tokenizer_config.as_deref()).await
+    let generation_config = read("generation_config.json").await?;
+    let mut files = ModelFiles::from_hf(shards, &config, Some(&tokenizer), tokenizer_config.as_deref()).await?;
+    if let Some(g) = generation_config {
+        files.set_generation_config(&g);
+    }
+    Ok(files)
 }
 
 /// The models in storage, as `Event::Cache`.
