@@ -134,20 +134,20 @@ impl Config {
         }
         if self.num_attention_heads == 0
             || self.num_key_value_heads == 0
-            || self.num_attention_heads % self.num_key_value_heads != 0
+            || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads)
         {
             return bad(format!(
                 "{} attention heads cannot be grouped over {} key/value heads",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head size {} must be even for RoPE", self.head_dim));
         }
         if self.layer_windows.len() != self.num_hidden_layers {
             return bad("one attention window per layer is required".into());
         }
-        if self.layer_windows.iter().any(|w| *w == Some(0)) {
+        if self.layer_windows.contains(&Some(0)) {
             return bad("a sliding window of 0 positions".into());
         }
         // Guard against absurd sizes that would make us allocate terabytes from a hostile header.

@@ -146,7 +146,7 @@ fn drop_tensor(file: &[u8], needle: &str) -> Vec<u8> {
         serde_json::from_slice(&file[8..8 + n]).unwrap();
     header.retain(|k, _| !k.contains(needle));
     let mut text = serde_json::to_vec(&header).unwrap();
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -173,7 +173,7 @@ impl LoraFile {
     fn pair(
         kind: LoraKind,
         architecture: Option<String>,
-        halves: BTreeMap<(usize, Target, bool), (String, Vec<usize>, Vec<f32>)>,
+        halves: Halves,
         scale_of: impl Fn(usize, Target, usize) -> Result<f32>,
     ) -> Result<Self> {
         let mut modules = BTreeMap::new();
@@ -269,6 +269,9 @@ impl LoraFile {
         }
     }
 }
+
+/// A file's LoRA matrices by (layer, target, is B): (tensor name, shape, values).
+type Halves = BTreeMap<(usize, Target, bool), (String, Vec<usize>, Vec<f32>)>;
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 

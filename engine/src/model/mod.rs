@@ -466,7 +466,7 @@ impl<S: ByteSource> ModelFiles<S> {
             by.entry(t.dtype.id()).or_insert((t.dtype, 0)).1 += t.len;
         }
         let mut v: Vec<_> = by.into_values().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v
     }
 
