@@ -140,6 +140,10 @@ impl<S: ByteSource> ModelFiles<S> {
         };
         let chat_template = ChatTemplate::from_gguf(&file.metadata)?;
         let sampling = SamplingParams::from_gguf(&file.metadata);
+        let mut metadata = file.metadata;
+        // The vocabulary arrays (~10⁵ strings) now live in the tokenizer: freed before the weights stream in, they
+        // are not part of the load's peak memory (the browser worker's wasm memory never shrinks).
+        metadata.retain(|k, _| !k.starts_with("tokenizer.ggml.") || k == "tokenizer.ggml.model");
         let tensors = file
             .tensors
             .iter()
@@ -150,7 +154,7 @@ impl<S: ByteSource> ModelFiles<S> {
             tensors,
             naming: Naming::Gguf,
             config,
-            metadata: file.metadata,
+            metadata,
             tokenizer,
             chat_template,
             sampling,
