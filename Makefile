@@ -52,6 +52,7 @@ e2e-test: setup models
 fuzz:
 	cd fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 cargo fuzz run gguf_header -- -max_total_time=60
 	cd fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 cargo fuzz run safetensors_header -- -max_total_time=60
+	cd fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 cargo fuzz run share_link -- -max_total_time=60
 
 bench: setup models
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend cpu
