@@ -13,8 +13,8 @@ use crate::Result;
 use std::cell::RefCell;
 
 const SOURCE: &str = concat!(
-    include_str!("../../../shaders/round_block.wgsl"),
-    include_str!("../../../shaders/round_activations.wgsl")
+    include_str!("../../../../shaders/round_block.wgsl"),
+    include_str!("../../../../shaders/round_activations.wgsl")
 );
 const WORKGROUP: usize = 64;
 
@@ -111,7 +111,7 @@ pub(crate) fn round_for(
     Ok((out, sums))
 }
 
-const CORRECTION: &str = include_str!("../../../shaders/q8_1_correction.wgsl");
+const CORRECTION: &str = include_str!("../../../../shaders/q8_1_correction.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

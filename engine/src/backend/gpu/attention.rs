@@ -10,37 +10,37 @@ use super::{GpuBackend, GpuKvCache, GpuRope, GpuTensor};
 use crate::backend::AttentionParams;
 use crate::{Error, Result};
 
-const APPEND: &str = include_str!("../../../shaders/kv_append.wgsl");
+const APPEND: &str = include_str!("../../../../shaders/kv_append.wgsl");
 const ROPE_APPEND: &str = concat!(
-    include_str!("../../../shaders/rope_common.wgsl"),
-    include_str!("../../../shaders/rope_append.wgsl")
+    include_str!("../../../../shaders/rope_common.wgsl"),
+    include_str!("../../../../shaders/rope_append.wgsl")
 );
 // attention.wgsl with its epilogue (rounding or not) and prologue (fused RoPE and append, or not) appended.
 const ATTEND: &str = concat!(
-    include_str!("../../../shaders/attention.wgsl"),
-    include_str!("../../../shaders/attention_no_round.wgsl"),
-    include_str!("../../../shaders/attention_no_rope.wgsl")
+    include_str!("../../../../shaders/attention.wgsl"),
+    include_str!("../../../../shaders/attention_no_round.wgsl"),
+    include_str!("../../../../shaders/attention_no_rope.wgsl")
 );
 const ATTEND_ROUND: &str = concat!(
-    include_str!("../../../shaders/round_block.wgsl"),
-    include_str!("../../../shaders/attention.wgsl"),
-    include_str!("../../../shaders/attention_round.wgsl"),
-    include_str!("../../../shaders/attention_no_rope.wgsl")
+    include_str!("../../../../shaders/round_block.wgsl"),
+    include_str!("../../../../shaders/attention.wgsl"),
+    include_str!("../../../../shaders/attention_round.wgsl"),
+    include_str!("../../../../shaders/attention_no_rope.wgsl")
 );
 const ATTEND_ROPE: &str = concat!(
-    include_str!("../../../shaders/rope_common.wgsl"),
-    include_str!("../../../shaders/attention.wgsl"),
-    include_str!("../../../shaders/attention_no_round.wgsl"),
-    include_str!("../../../shaders/attention_rope.wgsl")
+    include_str!("../../../../shaders/rope_common.wgsl"),
+    include_str!("../../../../shaders/attention.wgsl"),
+    include_str!("../../../../shaders/attention_no_round.wgsl"),
+    include_str!("../../../../shaders/attention_rope.wgsl")
 );
 const ATTEND_ROPE_ROUND: &str = concat!(
-    include_str!("../../../shaders/round_block.wgsl"),
-    include_str!("../../../shaders/rope_common.wgsl"),
-    include_str!("../../../shaders/attention.wgsl"),
-    include_str!("../../../shaders/attention_round.wgsl"),
-    include_str!("../../../shaders/attention_rope.wgsl")
+    include_str!("../../../../shaders/round_block.wgsl"),
+    include_str!("../../../../shaders/rope_common.wgsl"),
+    include_str!("../../../../shaders/attention.wgsl"),
+    include_str!("../../../../shaders/attention_round.wgsl"),
+    include_str!("../../../../shaders/attention_rope.wgsl")
 );
-const COMBINE: &str = include_str!("../../../shaders/attention_combine.wgsl");
+const COMBINE: &str = include_str!("../../../../shaders/attention_combine.wgsl");
 
 /// Longest head the kernels take (Gemma's 256).
 const MAX_HEAD_DIM: usize = 256;

@@ -13,8 +13,8 @@ use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 const SOURCE: &str = concat!(
-    include_str!("../../../shaders/exact.wgsl"),
-    include_str!("../../../shaders/attention_exact.wgsl")
+    include_str!("../../../../shaders/exact.wgsl"),
+    include_str!("../../../../shaders/attention_exact.wgsl")
 );
 /// attention_exact.wgsl's WG.
 const WORKGROUP: usize = 64;

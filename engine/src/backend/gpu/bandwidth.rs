@@ -4,7 +4,7 @@ use super::recorder::{grid, Access};
 use super::GpuBackend;
 use crate::{Error, Result};
 
-const SOURCE: &str = include_str!("../../../shaders/copy.wgsl");
+const SOURCE: &str = include_str!("../../../../shaders/copy.wgsl");
 const WORKGROUP: u64 = 256;
 /// Bytes copied per iteration (less where the adapter binds less).
 const BYTES: u64 = 256 << 20;

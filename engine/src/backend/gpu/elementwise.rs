@@ -6,17 +6,17 @@ use crate::config::Activation;
 use crate::{Error, Result};
 
 const SOURCE: &str = concat!(
-    include_str!("../../../shaders/exact.wgsl"),
-    include_str!("../../../shaders/round_block.wgsl"),
-    include_str!("../../../shaders/elementwise_no_gelu_table.wgsl"),
-    include_str!("../../../shaders/elementwise.wgsl")
+    include_str!("../../../../shaders/exact.wgsl"),
+    include_str!("../../../../shaders/round_block.wgsl"),
+    include_str!("../../../../shaders/elementwise_no_gelu_table.wgsl"),
+    include_str!("../../../../shaders/elementwise.wgsl")
 );
 /// OP 6 (the exact path's GELU): SOURCE with ggml's GELU table bound at binding 6.
 const SOURCE_GELU_TABLE: &str = concat!(
-    include_str!("../../../shaders/exact.wgsl"),
-    include_str!("../../../shaders/round_block.wgsl"),
-    include_str!("../../../shaders/elementwise_gelu_table.wgsl"),
-    include_str!("../../../shaders/elementwise.wgsl")
+    include_str!("../../../../shaders/exact.wgsl"),
+    include_str!("../../../../shaders/round_block.wgsl"),
+    include_str!("../../../../shaders/elementwise_gelu_table.wgsl"),
+    include_str!("../../../../shaders/elementwise.wgsl")
 );
 const OP_GELU_TABLE: u32 = 6;
 const WORKGROUP: usize = 256;

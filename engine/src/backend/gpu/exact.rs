@@ -3,7 +3,7 @@
 
 #[cfg(test)]
 mod tests {
-    const EXACT: &str = include_str!("../../../shaders/exact.wgsl");
+    const EXACT: &str = include_str!("../../../../shaders/exact.wgsl");
     use crate::backend::cpu::ops::{expf_v, fma};
     use crate::backend::gpu::recorder::{grid, Access};
     use crate::backend::gpu::testing::{backend, read, values};

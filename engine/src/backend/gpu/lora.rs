@@ -7,7 +7,7 @@ use super::{GpuBackend, GpuTensor, GpuWeight};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 
-const SOURCE: &str = include_str!("../../../shaders/lora.wgsl");
+const SOURCE: &str = include_str!("../../../../shaders/lora.wgsl");
 /// Invocations per workgroup (WG in lora.wgsl).
 const WORKGROUP: usize = 64;
 

@@ -10,24 +10,24 @@ use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 const MATVEC: &str = concat!(
-    include_str!("../../../shaders/quant.wgsl"),
-    include_str!("../../../shaders/matvec.wgsl")
+    include_str!("../../../../shaders/quant.wgsl"),
+    include_str!("../../../../shaders/matvec.wgsl")
 );
 const MATVEC_ROWS: &str = concat!(
-    include_str!("../../../shaders/quant.wgsl"),
-    include_str!("../../../shaders/matvec_rows.wgsl")
+    include_str!("../../../../shaders/quant.wgsl"),
+    include_str!("../../../../shaders/matvec_rows.wgsl")
 );
 const MATMAT: &str = concat!(
-    include_str!("../../../shaders/quant.wgsl"),
-    include_str!("../../../shaders/matmat.wgsl")
+    include_str!("../../../../shaders/quant.wgsl"),
+    include_str!("../../../../shaders/matmat.wgsl")
 );
 const MATMAT_ROWS: &str = concat!(
-    include_str!("../../../shaders/quant.wgsl"),
-    include_str!("../../../shaders/matmat_rows.wgsl")
+    include_str!("../../../../shaders/quant.wgsl"),
+    include_str!("../../../../shaders/matmat_rows.wgsl")
 );
 const EMBED: &str = concat!(
-    include_str!("../../../shaders/quant.wgsl"),
-    include_str!("../../../shaders/embed.wgsl")
+    include_str!("../../../../shaders/quant.wgsl"),
+    include_str!("../../../../shaders/embed.wgsl")
 );
 
 /// Values per unit, the step every kernel walks a row in (quant.wgsl).

@@ -9,9 +9,9 @@ use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 const SOURCE: &str = concat!(
-    include_str!("../../../shaders/exact.wgsl"),
-    include_str!("../../../shaders/quant.wgsl"),
-    include_str!("../../../shaders/matmul_exact.wgsl")
+    include_str!("../../../../shaders/exact.wgsl"),
+    include_str!("../../../../shaders/quant.wgsl"),
+    include_str!("../../../../shaders/matmul_exact.wgsl")
 );
 
 /// Weight rows per workgroup (WG · ROWS in matmul_exact.wgsl).
@@ -95,9 +95,9 @@ pub(crate) fn matmul_exact(
 }
 
 const SOURCE_K: &str = concat!(
-    include_str!("../../../shaders/exact.wgsl"),
-    include_str!("../../../shaders/quant.wgsl"),
-    include_str!("../../../shaders/matmul_exact_k.wgsl")
+    include_str!("../../../../shaders/exact.wgsl"),
+    include_str!("../../../../shaders/quant.wgsl"),
+    include_str!("../../../../shaders/matmul_exact_k.wgsl")
 );
 
 /// Weight rows per workgroup (WG · ROWS in matmul_exact_k.wgsl).

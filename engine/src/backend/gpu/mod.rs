@@ -1,4 +1,4 @@
-//! The GPU backend: every op is one of our WGSL kernels (engine/shaders/), launched through wgpu on Vulkan, Metal,
+//! The GPU backend: every op is one of our WGSL kernels (shaders/ at the top of the repository), launched through wgpu on Vulkan, Metal,
 //! DX12 or the browser's WebGPU.
 //!
 //! Ops only record dispatches; nothing is submitted until a result is read back, so a decode step is one submit.

@@ -5,9 +5,9 @@ use super::{GpuBackend, GpuTensor};
 use crate::{Error, Result};
 
 const SOURCE: &str = concat!(
-    include_str!("../../../shaders/exact.wgsl"),
-    include_str!("../../../shaders/round_block.wgsl"),
-    include_str!("../../../shaders/rms_norm.wgsl")
+    include_str!("../../../../shaders/exact.wgsl"),
+    include_str!("../../../../shaders/round_block.wgsl"),
+    include_str!("../../../../shaders/rms_norm.wgsl")
 );
 
 #[repr(C)]

@@ -6,8 +6,8 @@ use crate::config::RopeLayout;
 use crate::{Error, Result};
 
 const SOURCE: &str = concat!(
-    include_str!("../../../shaders/rope_common.wgsl"),
-    include_str!("../../../shaders/rope.wgsl")
+    include_str!("../../../../shaders/rope_common.wgsl"),
+    include_str!("../../../../shaders/rope.wgsl")
 );
 
 #[repr(C)]

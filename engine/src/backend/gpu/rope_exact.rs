@@ -15,8 +15,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 const SOURCE: &str = concat!(
-    include_str!("../../../shaders/exact.wgsl"),
-    include_str!("../../../shaders/rope_exact.wgsl")
+    include_str!("../../../../shaders/exact.wgsl"),
+    include_str!("../../../../shaders/rope_exact.wgsl")
 );
 const WORKGROUP: usize = 256;
 

@@ -10,7 +10,7 @@ use super::{GpuBackend, GpuTensor};
 use crate::backend::Backend;
 use crate::{Error, Result};
 
-const SOURCE: &str = include_str!("../../../shaders/topk.wgsl");
+const SOURCE: &str = include_str!("../../../../shaders/topk.wgsl");
 const WORKGROUP: usize = 256;
 /// Logits one workgroup of pass 1 takes, at least.
 const SLICE: usize = 4096;
