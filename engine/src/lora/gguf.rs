@@ -4,7 +4,6 @@
 
 use super::{LoraFile, LoraKind, Target, MAX_ADAPTER_BYTES};
 use crate::format::{gguf, MetaValue, Parsed};
-use crate::quant::dequantize_to_vec;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -66,12 +65,7 @@ impl LoraFile {
         let mut halves = BTreeMap::new();
         for t in &file.tensors {
             let (layer, target, is_b) = parse_name(&t.name)?;
-            let start = t.offset as usize;
-            let data = bytes
-                .get(start..start + t.len as usize)
-                .ok_or_else(|| Error::Adapter(format!("`{}` lies past the end of the file", t.name)))?;
-            let values = dequantize_to_vec(t.dtype, data, t.elements())?;
-            halves.insert((layer, target, is_b), (t.name.clone(), t.shape.clone(), values));
+            super::insert_half(&mut halves, (layer, target, is_b), bytes, t)?;
         }
         LoraFile::pair(LoraKind::Gguf, architecture, halves, |_, _, rank| {
             Ok(if alpha == 0.0 { 1.0 } else { (alpha / rank as f64) as f32 })

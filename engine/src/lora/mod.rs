@@ -273,6 +273,26 @@ impl LoraFile {
 /// A file's LoRA matrices by (layer, target, is B): (tensor name, shape, values).
 type Halves = BTreeMap<(usize, Target, bool), (String, Vec<usize>, Vec<f32>)>;
 
+/// Reads tensor `t` of a whole adapter file `bytes` as f32 into `halves` under `key`; a second tensor for the same
+/// key is an error, not a silent replacement.
+fn insert_half(
+    halves: &mut Halves,
+    key: (usize, Target, bool),
+    bytes: &[u8],
+    t: &crate::format::TensorInfo,
+) -> Result<()> {
+    let data = usize::try_from(t.offset)
+        .ok()
+        .zip(usize::try_from(t.len).ok())
+        .and_then(|(start, len)| bytes.get(start..start.checked_add(len)?))
+        .ok_or_else(|| Error::Adapter(format!("`{}` lies past the end of the file", t.name)))?;
+    let values = crate::quant::dequantize_to_vec(t.dtype, data, t.elements())?;
+    if halves.insert(key, (t.name.clone(), t.shape.clone(), values)).is_some() {
+        return Err(Error::Adapter(format!("`{}` appears twice", t.name)));
+    }
+    Ok(())
+}
+
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn next_id() -> u64 {

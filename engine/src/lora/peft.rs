@@ -3,7 +3,6 @@
 
 use super::{LoraFile, LoraKind, Target, MAX_ADAPTER_BYTES};
 use crate::format::{safetensors, Parsed};
-use crate::quant::dequantize_to_vec;
 use crate::{Error, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -181,17 +180,7 @@ impl LoraFile {
         let mut paths = BTreeMap::new();
         for t in &file.tensors {
             let (path, layer, target, is_b) = parse_name(&t.name)?;
-            let start = t.offset as usize;
-            let bytes = weights
-                .get(start..start + t.len as usize)
-                .ok_or_else(|| Error::Adapter(format!("`{}` lies past the end of the file", t.name)))?;
-            let values = dequantize_to_vec(t.dtype, bytes, t.elements())?;
-            if halves
-                .insert((layer, target, is_b), (t.name.clone(), t.shape.clone(), values))
-                .is_some()
-            {
-                return Err(Error::Adapter(format!("`{}` appears twice", t.name)));
-            }
+            super::insert_half(&mut halves, (layer, target, is_b), weights, t)?;
             paths.insert((layer, target), path);
         }
         LoraFile::pair(LoraKind::Peft, None, halves, |layer, target, rank| {
