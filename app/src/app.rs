@@ -1,7 +1,10 @@
 //! The page: provides the state and the worker bridge, then lays out the views: the side panels (model, device,
-//! LoRA adapters, settings) and one main area — Chat, Magpie or Synthesis — picked in the nav. Every area stays
-//! mounted while hidden, so a draft or a form survives switching, and runs go on whichever is shown (their state is
-//! app-wide).
+//! LoRA adapters, settings, sharing) and one main area — Chat, Magpie or Synthesis — picked in the nav. Every area
+//! stays mounted while hidden, so a draft or a form survives switching, and runs go on whichever is shown (their
+//! state is app-wide).
+//!
+//! A page opened from a share link (`#share=…`) loads nothing until the user has seen what the link holds and
+//! accepted it; a link that cannot be read says why, and the page starts as if opened plainly.
 
 use crate::bridge::Bridge;
 use crate::components::conversations::ConversationsView;
@@ -9,8 +12,9 @@ use crate::components::{chat::ChatView, models::ModelsView, settings::SettingsVi
 use crate::components::adapter::AdapterPanel;
 use crate::components::lora::LoraPanel;
 use crate::components::{dataset_table::DatasetTable, magpie::MagpieView, synth::SynthView};
-use crate::state::{provide_state, BackendPreference, ModelState};
-use engine::protocol::{BackendChoice, Request};
+use crate::components::{share::SharePanel, share_preview::SharePreview};
+use crate::state::{provide_state, ActiveView, BackendPreference, View};
+use engine::protocol::BackendChoice;
 use leptos::prelude::*;
 
 /// The model the app's own server provides (`aviary serve --model-dir`), relative to the page.
@@ -41,13 +45,13 @@ pub fn App() -> impl IntoView {
     crate::components::settings::persist_settings();
     crate::components::conversations::persist_conversations();
     crate::dataset_persist::persist_dataset();
-    if query_param("autoload").as_deref() != Some("0") {
-        let model = expect_context::<ModelState>();
-        model.status.set(crate::state::Status::Loading);
-        bridge.send(Request::Load { url: model.url.get_untracked(), backend: backend.get_untracked(), context: None });
+    let link_waits = crate::share_link::watch_location();
+    if query_param("autoload").as_deref() != Some("0") && !link_waits {
+        crate::share_link::load_plainly();
     }
 
-    let view = RwSignal::new(match query_param("view").as_deref() {
+    let view = expect_context::<ActiveView>().0;
+    view.set(match query_param("view").as_deref() {
         Some("magpie") => View::Magpie,
         Some("synth") => View::Synth,
         _ => View::Chat,
@@ -70,6 +74,7 @@ pub fn App() -> impl IntoView {
             </nav>
             <ModelStatus/>
         </header>
+        <SharePreview/>
         <main class="layout">
             <aside class="side">
                 <div hidden=shown(View::Chat)><ConversationsView/></div>
@@ -77,6 +82,7 @@ pub fn App() -> impl IntoView {
                 <AdapterPanel/>
                 <div hidden=shown(View::Chat)><LoraPanel/></div>
                 <div hidden=shown(View::Chat)><SettingsView/></div>
+                <SharePanel/>
             </aside>
             <div class="view" hidden=shown(View::Chat)><ChatView/></div>
             <div class="view data" hidden=shown(View::Magpie)>
@@ -88,10 +94,3 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// The main area's views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum View {
-    Chat,
-    Magpie,
-    Synth,
-}

@@ -256,6 +256,7 @@ pub fn provide_state(default_url: String) {
     });
     provide_context(BackendPreference(RwSignal::new(BackendChoice::Auto)));
     provide_dataset_state();
+    provide_share_state();
 }
 
 /// Where a batch run (Magpie or synthesis) stands.
@@ -507,5 +508,41 @@ fn provide_dataset_state() {
         dirty: StoredValue::new_local(Dirty::default()),
         version: RwSignal::new(0),
         run_ids: StoredValue::new_local(Vec::new()),
+    });
+}
+
+/// The main area's views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Chat,
+    Magpie,
+    Synth,
+}
+
+/// The view the nav shows (a share link restores it too).
+#[derive(Clone, Copy)]
+pub struct ActiveView(pub RwSignal<View>);
+
+/// A share link or `.aviary.json` opened in this page: what it holds until the user accepts or dismisses it, and
+/// what became of it.
+#[derive(Clone, Copy)]
+pub struct ShareInbox {
+    /// Shown for the user to accept; nothing of it is applied, and nothing loaded, before that.
+    pub incoming: RwSignal<Option<share::ShareState>>,
+    /// Why the last link or file could not be opened, in words for the person who clicked it.
+    pub error: RwSignal<Option<String>>,
+    /// The last accepted demo's conversation length, while Replay makes sense (its last reply is still the link's).
+    pub restored: RwSignal<Option<usize>>,
+    /// What the last accepted link could not bring (a model that was a local file).
+    pub notes: RwSignal<Vec<String>>,
+}
+
+fn provide_share_state() {
+    provide_context(ActiveView(RwSignal::new(View::Chat)));
+    provide_context(ShareInbox {
+        incoming: RwSignal::new(None),
+        error: RwSignal::new(None),
+        restored: RwSignal::new(None),
+        notes: RwSignal::new(Vec::new()),
     });
 }

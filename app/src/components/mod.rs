@@ -11,6 +11,8 @@ pub mod message;
 pub mod models;
 pub mod number_field;
 pub mod settings;
+pub mod share;
+pub mod share_preview;
 pub mod status;
 pub mod storage;
 pub mod synth;
