@@ -11,6 +11,10 @@ use leptos::prelude::*;
 
 /// "GGUF, rank 8, q k v o down, 30 layers".
 fn describe(a: &LoadedLora) -> String {
+    if a.info.layers == 0 {
+        // Not read yet (a shared demo's adapter, waiting for its model): all that is known is its size.
+        return if a.bytes > 0 { format::bytes(a.bytes) } else { String::new() };
+    }
     let kind = match a.info.kind {
         LoraKind::Gguf => "GGUF",
         LoraKind::Peft => "PEFT",
