@@ -21,3 +21,4 @@ bash scripts/fetch-reference.sh
 "$venv/bin/python" tests/fixtures/tiny/gguf_twins.py
 "$venv/bin/python" tests/fixtures/real/gen_real_refs.py
 "$venv/bin/python" tests/fixtures/lora/gen_lora.py
+"$venv/bin/python" tests/fixtures/train/gen_train.py

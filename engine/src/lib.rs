@@ -18,5 +18,6 @@ pub mod session;
 pub mod source;
 pub mod synth;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -95,6 +95,22 @@ fn permute_rows(b: &[f32], rank: usize, head_dim: usize, to: RopeLayout) -> Vec<
     out
 }
 
+impl LoraFile {
+    /// The same adapter with q's and k's B rows moved from one RoPE layout to the other (a llama GGUF base keeps
+    /// llama.cpp's adjacent pairs, PEFT files HF's split halves; other architectures use split halves everywhere).
+    pub fn qk_rows_moved(&self, c: &Config, from: RopeLayout, to: RopeLayout) -> LoraFile {
+        let mut out = self.clone();
+        if from != to && c.arch == Arch::Llama {
+            for (&(_, t), m) in out.modules.iter_mut() {
+                if matches!(t, Target::Q | Target::K) {
+                    m.b = permute_rows(&m.b, m.rank, c.head_dim, to);
+                }
+            }
+        }
+        out
+    }
+}
+
 fn upload<B: Backend>(backend: &B, name: &str, rows: usize, cols: usize, values: &[f32]) -> Result<B::Weight> {
     backend.upload_weight(name, GgmlType::F32, [rows, cols], bytemuck::cast_slice(values))
 }

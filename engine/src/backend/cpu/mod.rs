@@ -15,6 +15,8 @@ mod lora;
 pub mod ops;
 pub mod q8;
 pub mod qmatmul;
+mod train;
+mod train_attention;
 
 use super::{AttentionParams, Backend, KvSpec};
 use crate::config::{Activation, RopeLayout};

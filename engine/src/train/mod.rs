@@ -1,0 +1,17 @@
+//! LoRA fine-tuning with the base frozen in its file's quantization (instruction finetuning as in *Build a Large
+//! Language Model From Scratch*, ch. 7). [`pass::loss_and_grads`] runs the model's forward pass in f32 keeping what
+//! the backward pass needs, the next-token cross-entropy over the scored targets, and the backward pass through
+//! every op down to the gradients of the LoRA matrices; [`TrainBackend`] is what a backend adds for it.
+
+pub mod backend;
+pub mod data;
+pub mod export;
+pub mod lora;
+pub mod optim;
+pub mod pass;
+pub mod trainer;
+
+pub use backend::TrainBackend;
+pub use lora::{DeviceLora, Grads};
+pub use pass::{logits, loss, loss_and_grads, Example, Outcome};
+pub use trainer::{StepReport, TrainSettings, TrainState, Trainer};
