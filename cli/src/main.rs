@@ -9,6 +9,7 @@ mod logits;
 mod magpie;
 mod serve;
 mod synth;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,8 @@ enum Command {
     Magpie(magpie::Args),
     /// Turn raw text into instruction–response pairs (Instruction Pre-Training's synthesis).
     Synth(synth::Args),
+    /// Fine-tune a LoRA adapter on instruction data (ch. 7 of Build a Large Language Model From Scratch).
+    Train(train::Args),
     /// Measure Magpie throughput at several batch sizes.
     BenchMagpie(bench_magpie::Args),
     /// Serve the browser app (and a directory of models) over HTTP, with Range requests.
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Magpie(a) => magpie::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Train(a) => train::run(a),
         Command::BenchMagpie(a) => bench_magpie::run(a),
     }
 }
