@@ -2,7 +2,7 @@
 //! three formats Magpie exports), as ch. 7 of *Build a Large Language Model From Scratch* does, with the base frozen
 //! in its file's quantization. Progress on stderr (step, loss, tokens/s, time left), one JSON line per step in
 //! OUT/metrics.jsonl, a checkpoint in OUT/checkpoint/ every `--checkpoint-every` steps (what `--resume` continues),
-//! and at the end the adapter as a PEFT folder in OUT/adapter/.
+//! and at the end the adapter as a PEFT folder in OUT/adapter/ and a llama.cpp GGUF LoRA, OUT/adapter.gguf.
 
 use crate::load::{load, Loaded, ModelArgs};
 use anyhow::{bail, Context, Result};
@@ -248,7 +248,14 @@ fn run_on<B: TrainBackend>(a: &Args, m: &Loaded<B>, style: PromptStyle, settings
     bar.finish();
     let files = peft_files(&trainer.state.params, c, c.rope_layout, &trainer.settings, &base)?;
     write_dir(&a.out.join("adapter"), &files)?;
-    eprintln!("aviary: adapter written to {} (load it with --lora)", a.out.join("adapter").display());
+    let gguf = engine::train::gguf_export::gguf_lora(&trainer.state.params, c, c.rope_layout, trainer.settings.alpha)?;
+    let gguf_path = a.out.join("adapter.gguf");
+    std::fs::write(&gguf_path, gguf).with_context(|| format!("writing {}", gguf_path.display()))?;
+    eprintln!(
+        "aviary: adapter written to {} (PEFT) and {} (llama.cpp); load either with --lora",
+        a.out.join("adapter").display(),
+        gguf_path.display()
+    );
     Ok(())
 }
 

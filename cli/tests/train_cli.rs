@@ -72,7 +72,7 @@ fn trains_stops_resumes_and_exports() {
     assert_eq!(all.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
     let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.matches("val_loss").count(), 4, "a validation loss at every checkpoint:\n{metrics}");
-    for f in ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "checkpoint/optimizer.safetensors"] {
+    for f in ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter.gguf", "checkpoint/optimizer.safetensors"] {
         assert!(straight.join(f).is_file(), "{f} is missing");
     }
 
@@ -96,7 +96,9 @@ fn trains_stops_resumes_and_exports() {
         ok(&o);
         o.stdout
     };
-    assert_ne!(logits(Some(&straight.join("adapter"))), logits(None), "the trained adapter changes nothing");
+    let with_peft = logits(Some(&straight.join("adapter")));
+    assert_ne!(with_peft, logits(None), "the trained adapter changes nothing");
+    assert_eq!(logits(Some(&straight.join("adapter.gguf"))), with_peft, "the GGUF export means another adapter");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
