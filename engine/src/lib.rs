@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod batch;
 pub mod chat;
+pub mod compare;
 pub mod config;
 pub mod error;
 pub mod format;
