@@ -5,6 +5,9 @@ use crate::format::{MetaValue, Metadata};
 use crate::{Error, Result};
 use serde_json::Value;
 
+/// The architectures `Arch` names, for telling a user which models run (keep beside `Arch`).
+pub const ARCHITECTURES: &str = "it runs Llama, Gemma 2 and Gemma 3 models";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Arch {
     Llama,
@@ -177,7 +180,7 @@ impl Config {
             "llama" => Arch::Llama,
             "gemma2" => Arch::Gemma2,
             "gemma3" => Arch::Gemma3,
-            other => return Err(Error::Unsupported(format!("model architecture `{other}`"))),
+            other => return Err(Error::UnsupportedArchitecture(other.to_string())),
         };
         let key = |k: &str| format!("{arch_name}.{k}");
         let get_usize = |k: &str| -> Option<usize> {
@@ -342,11 +345,8 @@ impl Config {
             "gemma2" => (Arch::Gemma2, json),
             "gemma3_text" => (Arch::Gemma3, json),
             "gemma3" => (Arch::Gemma3, json.get("text_config").unwrap_or(json)),
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "model_type `{other}` in config.json"
-                )))
-            }
+            "" => return Err(Error::Config("config.json names no model_type".into())),
+            other => return Err(Error::UnsupportedArchitecture(other.to_string())),
         };
         let get_usize = |k: &str| c.get(k).and_then(Value::as_u64).map(|v| v as usize);
         let req_usize =

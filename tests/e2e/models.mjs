@@ -1,7 +1,7 @@
 // The model manager, on the tiny model: a model loaded by URL is kept in the browser's storage (OPFS), which the
-// storage panel lists with its size and deletes (after which, with the network blocked, it cannot load and nothing
-// is left behind); a .gguf picked from disk loads and answers as the CLI does; a model folder without config.json
-// or tokenizer.json is refused with a message naming the missing file. (The default model's one-request download and
+// storage panel lists with its size and deletes (after which, with the network blocked, it cannot load, nothing is
+// left behind, and the model loaded before stays loaded); a .gguf picked from disk loads and answers as the CLI does;
+// a model folder without config.json or tokenizer.json is refused with a message naming the missing file. (The default model's one-request download and
 // its load from storage with the network blocked are in default-model.mjs.)
 
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -15,6 +15,14 @@ const prompt = env('PROMPT');
 const tinyFile = env('TINY_MODEL_FILE');
 const tinyName = basename(env('TINY_MODEL_URL'));
 const tinyBytes = statSync(tinyFile).size;
+
+/** Runs `start`, which begins a load that must fail, and returns the failure's message once the page shows it. */
+async function failedLoad(page, start) {
+  await start();
+  await page.getByTestId('load-error').waitFor({ timeout: LOAD_TIMEOUT });
+  await waitForModel(page);
+  return page.getByTestId('load-error').textContent();
+}
 
 export function register({ webgpu }) {
   suite('stored models on the tiny model', { slug: 'storage', browser: webgpu }, (s) => {
@@ -49,15 +57,13 @@ export function register({ webgpu }) {
       c.ok(await storedEntry().count() === 0, 'Delete removes it from the storage panel');
       await page.getByTestId('storage-empty').waitFor({ timeout: 10_000 });
       c.ok(await page.getByTestId('storage-empty').isVisible(), 'the panel says nothing is stored');
-      await page.getByTestId('model-load').click();
-      await page.waitForFunction(
-        () => /error/.test(document.querySelector('[data-testid=model-status]')?.textContent ?? ''),
-        null, { timeout: LOAD_TIMEOUT, polling: 250 },
-      );
+      const message = await failedLoad(page, () => page.getByTestId('model-load').click());
       const status = await page.getByTestId('model-status').textContent();
       // This also shows that the route intercepts the worker's fetches: the download was refused.
       c.ok(blocked.some((u) => u.endsWith(`/${tinyName}`)), 'once deleted, loading it tries the network, which the test blocks',
-        `blocked: ${JSON.stringify(blocked)}; ${status}`);
+        `blocked: ${JSON.stringify(blocked)}; ${message}`);
+      c.ok(/could not be downloaded/.test(message) && /ready/.test(status),
+        'the failed download is reported, and the model loaded before stays loaded', `${message}; ${status}`);
       await page.waitForTimeout(1000);
       c.ok(await storedEntry().count() === 0, 'the failed download leaves nothing in storage');
       await s.shot('deleted');
@@ -94,9 +100,10 @@ export function register({ webgpu }) {
         copyFileSync(join(tiny, 'model.safetensors'), join(noTokenizer, 'model.safetensors'));
         copyFileSync(join(tiny, 'config.json'), join(noTokenizer, 'config.json'));
         for (const [dir, missing] of [[noConfig, 'config.json'], [noTokenizer, 'tokenizer.json']]) {
-          const status = await loadAnew(page, () => page.getByTestId('model-folder-input').setInputFiles(dir));
-          c.ok(/error/.test(status) && status.includes(`no ${missing}`), `a folder without ${missing} is refused, naming it`,
-            status);
+          const message = await failedLoad(page, () => page.getByTestId('model-folder-input').setInputFiles(dir));
+          const status = await page.getByTestId('model-status').textContent();
+          c.ok(message.includes(`no ${missing}`) && /ready/.test(status),
+            `a folder without ${missing} is refused, naming it, and the model loaded before stays`, `${message}; ${status}`);
         }
       } finally {
         rmSync(folders, { recursive: true, force: true });

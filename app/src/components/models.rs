@@ -2,7 +2,7 @@
 //! (bytes, speed, time left), the card of what is loaded, and beneath them the catalog and the stored models.
 
 use crate::bridge::Bridge;
-use crate::components::{catalog::Catalog, storage::StoragePanel};
+use crate::components::{catalog::Catalog, status::LoadError, storage::StoragePanel};
 use crate::format;
 use crate::state::{BackendPreference, Chat, LoraState, ModelState, Status, Storage};
 use engine::protocol::{BackendInfo, Origin, Request, Stage};
@@ -26,6 +26,7 @@ pub fn load_url(url: String) {
     model.url.set(url.clone());
     model.status.set(Status::Loading);
     model.card.set(None);
+    model.load_error.set(None);
     bridge.send(Request::Load { url, backend: expect_context::<BackendPreference>().0.get_untracked(), context: None });
 }
 
@@ -42,6 +43,7 @@ fn load_files(files: Vec<web_sys::File>) {
         Ok(()) => {
             model.status.set(Status::Loading);
             model.card.set(None);
+            model.load_error.set(None);
         }
         Err(e) => model.status.set(Status::Failed(e)),
     }
@@ -76,6 +78,7 @@ pub fn ModelsView() -> impl IntoView {
         chat.streaming.set(None);
         model.status.set(Status::Loading);
         model.card.set(None);
+        model.load_error.set(None);
         bridge.send(Request::Load { url: model.url.get_untracked(), backend: backend.get_untracked(), context: None });
     };
     let cancel = move |_| bridge.send(Request::Cancel);
@@ -123,6 +126,7 @@ pub fn ModelsView() -> impl IntoView {
             </div>
             <p class="muted drop-hint">"…or drop a .gguf (or a folder's files) here."</p>
             <LoadProgress/>
+            <LoadError/>
             <ModelCardView/>
         </section>
         <Catalog/>

@@ -30,3 +30,26 @@ pub fn ModelStatus() -> impl IntoView {
         {notice}
     }
 }
+
+/// Why the last load failed, in the user's words, with the technical text behind "Details". A load that fails
+/// before it replaces the model (not a model, not found, incomplete) leaves that model loaded, which it says.
+#[component]
+pub fn LoadError() -> impl IntoView {
+    let model = expect_context::<ModelState>();
+    move || {
+        let (message, detail) = model.load_error.get()?;
+        let kept = model.card.with(|c| c.as_ref().map(|c| format!("{} is still loaded.", c.name)));
+        Some(view! {
+            <div class="load-error" role="alert">
+                <p class="error" data-testid="load-error">{message}</p>
+                {detail.map(|d| view! {
+                    <details class="load-error-detail" data-testid="load-error-detail">
+                        <summary>"Details"</summary>
+                        <pre>{d}</pre>
+                    </details>
+                })}
+                {kept.map(|k| view! { <p class="muted" data-testid="load-error-kept">{k}</p> })}
+            </div>
+        })
+    }
+}

@@ -1,8 +1,8 @@
 //! GGUF reader: header, metadata and tensor index, parsed from a prefix of the file so the tensor data never has to be
 //! in memory. Every count, length and offset in the header is checked against the file's length before it is used.
 
-use super::{read_prefix_until, MetaValue, Metadata, Parsed, TensorInfo};
-use crate::error::Format;
+use super::{check_extents, read_prefix_until, MetaValue, Metadata, Parsed, TensorInfo};
+use crate::error::{Format, HEAD_BYTES};
 use crate::quant::GgmlType;
 use crate::source::ByteSource;
 use crate::{Error, Result};
@@ -52,6 +52,17 @@ impl GgufFile {
     pub fn architecture(&self) -> Option<&str> {
         self.get("general.architecture").and_then(MetaValue::as_str)
     }
+}
+
+/// Fails with [`Error::NotGguf`] when `head`, the first bytes of a file, do not start as a GGUF does. Fewer than four
+/// bytes pass: a download checks its first bytes as they arrive, and the parser refuses a file that short.
+pub fn check_magic(head: &[u8]) -> Result<()> {
+    if head.len() >= 4 && &head[..4] != b"GGUF" {
+        return Err(Error::NotGguf {
+            head: head[..head.len().min(HEAD_BYTES)].to_vec(),
+        });
+    }
+    Ok(())
 }
 
 /// Parses the header from `prefix`, the first bytes of a file of `file_len` bytes.
@@ -254,12 +265,9 @@ struct RawTensor {
 }
 
 fn parse(r: &mut Reader) -> Step<GgufFile> {
-    let magic = r.array::<4>()?;
-    if &magic != b"GGUF" {
-        return Err(malformed(format!(
-            "bad magic {magic:02x?}, expected \"GGUF\""
-        )));
-    }
+    let head = &r.buf[..r.buf.len().min(HEAD_BYTES)];
+    r.array::<4>()?;
+    check_magic(head).map_err(Stop::Fail)?;
     let version = r.u32()?;
     match version {
         2 | 3 => {}
@@ -322,29 +330,25 @@ fn parse(r: &mut Reader) -> Step<GgufFile> {
             ))
         })?;
 
-    let mut tensors = Vec::with_capacity(raw.len());
-    for t in raw {
-        let offset = data_offset.checked_add(t.rel_offset);
-        let end = offset.and_then(|o| o.checked_add(t.len));
-        match (offset, end) {
-            (Some(offset), Some(end)) if end <= r.file_len => tensors.push(TensorInfo {
-                name: t.name,
-                dtype: t.dtype,
-                shape: t.shape,
-                offset,
-                len: t.len,
-                shard: 0,
-            }),
-            _ => {
-                return Err(Stop::Fail(Error::Truncated {
-                    format: Format::Gguf,
-                    offset: offset.unwrap_or(u64::MAX),
-                    needed: t.len,
-                    available: r.file_len,
-                }))
-            }
-        }
-    }
+    let ends = raw.iter().map(|t| {
+        let end = data_offset
+            .checked_add(t.rel_offset)
+            .and_then(|o| o.checked_add(t.len));
+        (t.name.as_str(), end)
+    });
+    check_extents(Format::Gguf, ends, r.file_len).map_err(Stop::Fail)?;
+    let tensors: Vec<TensorInfo> = raw
+        .into_iter()
+        .map(|t| TensorInfo {
+            name: t.name,
+            dtype: t.dtype,
+            shape: t.shape,
+            // Within the file, as just checked.
+            offset: data_offset.saturating_add(t.rel_offset),
+            len: t.len,
+            shard: 0,
+        })
+        .collect();
     check_overlaps(&tensors)?;
 
     Ok(GgufFile {
@@ -648,7 +652,10 @@ mod tests {
         ));
         assert!(matches!(
             complete(&bytes[..bytes.len() - 1]),
-            Err(Error::Truncated { .. })
+            Err(Error::Incomplete {
+                format: Format::Gguf,
+                ..
+            })
         ));
     }
 
@@ -700,7 +707,7 @@ mod tests {
         let mut w = Writer::default();
         w.out.extend_from_slice(b"GGUX");
         w.u32(3).u64(0).u64(0);
-        assert_malformed(&w.out, "magic");
+        assert!(matches!(complete(&w.out), Err(Error::NotGguf { head }) if head == w.out));
 
         let mut w = Writer::default();
         w.header(1, 0, 0);
@@ -786,13 +793,27 @@ mod tests {
             complete(&one_tensor(&[4], 99, 0, 64)),
             Err(Error::Unsupported(_))
         ));
-        assert!(matches!(
-            complete(&one_tensor(&[4], 0, 0, 15)),
-            Err(Error::Truncated { .. })
-        ));
+        let short = one_tensor(&[4], 0, 0, 15);
+        match complete(&short) {
+            Err(Error::Incomplete {
+                len,
+                needed,
+                tensor,
+                ..
+            }) => {
+                assert_eq!(
+                    (len, needed, tensor.as_str()),
+                    (short.len() as u64, short.len() as u64 + 1, "t")
+                );
+            }
+            other => panic!("a file one byte short: {other:?}"),
+        }
         assert!(matches!(
             complete(&one_tensor(&[4], 0, u64::MAX - 31, 16)),
-            Err(Error::Truncated { .. })
+            Err(Error::Incomplete {
+                needed: u64::MAX,
+                ..
+            })
         ));
         // A scalar is fine.
         let f = complete(&one_tensor(&[], 0, 0, 4)).unwrap();

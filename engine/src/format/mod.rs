@@ -4,6 +4,7 @@
 pub mod gguf;
 pub mod safetensors;
 
+use crate::error::Format;
 use crate::quant::GgmlType;
 use std::collections::BTreeMap;
 
@@ -107,6 +108,95 @@ impl TensorInfo {
     }
 }
 
+/// Checks that every tensor's bytes lie inside a file of `file_len` bytes, given each tensor's name and end (None
+/// when the end overflows u64). A file cut short fails here, before any weight is read, saying how many bytes its
+/// tensor index needs (where the furthest tensor ends), rather than halfway through the weights.
+pub(crate) fn check_extents<'a>(
+    format: Format,
+    ends: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+    file_len: u64,
+) -> crate::Result<()> {
+    let furthest = ends
+        .into_iter()
+        .map(|(name, end)| (end.unwrap_or(u64::MAX), name))
+        .max_by_key(|&(end, _)| end);
+    match furthest {
+        Some((needed, tensor)) if needed > file_len => Err(crate::Error::Incomplete {
+            format,
+            len: file_len,
+            needed,
+            tensor: tensor.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What a file that is not a model looks like, from its first bytes ("an HTML page"), for telling a user what
+/// they gave instead; None when nothing is recognised.
+pub fn looks_like(head: &[u8]) -> Option<&'static str> {
+    const SIGNATURES: &[(&[u8], &str)] = &[
+        (b"PK\x03\x04", "a zip archive"),
+        (b"PK\x05\x06", "a zip archive"),
+        (b"\x1f\x8b", "a gzip archive"),
+        (b"7z\xbc\xaf\x27\x1c", "a 7z archive"),
+        (b"BZh", "a bzip2 archive"),
+        (b"\x28\xb5\x2f\xfd", "a zstd archive"),
+        (b"%PDF", "a PDF document"),
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"GIF8", "a GIF image"),
+        (b"\x7fELF", "a program"),
+    ];
+    if let Some((_, what)) = SIGNATURES.iter().find(|(sig, _)| head.starts_with(sig)) {
+        return Some(what);
+    }
+    // u64 LE header length, then the header's JSON.
+    if head.len() > 8
+        && head[8] == b'{'
+        && u64::from_le_bytes(head[..8].try_into().ok()?) <= safetensors::MAX_HEADER_BYTES
+    {
+        return Some("a safetensors file (open it with its config.json and tokenizer.json, as a model folder)");
+    }
+    let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    let text = &text[text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len())..];
+    let starts = |prefix: &str| {
+        text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    if [
+        "<!doctype html",
+        "<html",
+        "<head",
+        "<body",
+        "<!--",
+        "<meta",
+        "<title",
+    ]
+    .iter()
+    .any(|p| starts(p))
+    {
+        return Some("an HTML page");
+    }
+    if starts("<?xml") {
+        return Some("an XML document");
+    }
+    if starts("version https://git-lfs") {
+        return Some("a Git LFS pointer, not the file it points to");
+    }
+    if starts("{") || starts("[") {
+        return Some("a JSON file");
+    }
+    // Text cut anywhere, even inside a character, is still text.
+    let valid = match std::str::from_utf8(head) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    };
+    let printable = head.iter().all(|&b| b >= 0x20 || b"\t\n\r".contains(&b));
+    (valid && printable && !text.is_empty()).then_some("a text file")
+}
+
 /// The outcome of parsing a header from a prefix of a file.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed<T> {
@@ -150,5 +240,37 @@ where
                 want = n.max(want.saturating_mul(2)).min(file_len);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like;
+
+    #[test]
+    fn tells_what_a_file_that_is_not_a_model_is() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (
+                b"\xef\xbb\xbf\n  <!doctype HTML><html>",
+                Some("an HTML page"),
+            ),
+            (b"<html><body>404</body></html>", Some("an HTML page")),
+            (b"[1, 2]", Some("a JSON file")),
+            (b"PK\x03\x04\x14\x00\x00\x00", Some("a zip archive")),
+            (b"\x1f\x8b\x08\x00", Some("a gzip archive")),
+            (
+                b"version https://git-lfs.github.com/spec/v1\noid sha256:",
+                Some("a Git LFS pointer, not the file it points to"),
+            ),
+            (b"Not Found", Some("a text file")),
+            (b"\x00\x01\x02\x03\xff\xfe", None),
+            (b"", None),
+        ];
+        for (head, what) in cases {
+            assert_eq!(looks_like(head), *what, "{head:?}");
+        }
+        let mut safetensors = 2u64.to_le_bytes().to_vec();
+        safetensors.extend_from_slice(b"{}");
+        assert!(looks_like(&safetensors).is_some_and(|w| w.starts_with("a safetensors file")));
     }
 }

@@ -1,7 +1,7 @@
 //! safetensors reader: the JSON header of one file (or shard), and the shard index of a multi-file model.
 //! Layout: u64 LE header length N, N bytes of JSON, then the data; `data_offsets` are relative to byte 8 + N.
 
-use super::{read_prefix_until, Parsed, TensorInfo};
+use super::{check_extents, read_prefix_until, Parsed, TensorInfo};
 use crate::error::Format;
 use crate::quant::GgmlType;
 use crate::source::ByteSource;
@@ -92,8 +92,12 @@ pub fn parse_header(prefix: &[u8], file_len: u64, shard: usize) -> Result<Parsed
         }
         let raw: RawTensor = serde_json::from_value(value)
             .map_err(|e| malformed(format!("tensor `{name}`: {e}")))?;
-        tensors.push(tensor(name, raw, data_start, file_len, shard)?);
+        tensors.push(tensor(name, raw, data_start, shard)?);
     }
+    let ends = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.offset.checked_add(t.len)));
+    check_extents(Format::Safetensors, ends, file_len)?;
 
     tensors.sort_by(|a, b| (a.offset, &a.name).cmp(&(b.offset, &b.name)));
     for pair in tensors.windows(2) {
@@ -115,13 +119,8 @@ struct RawTensor {
     data_offsets: (u64, u64),
 }
 
-fn tensor(
-    name: String,
-    raw: RawTensor,
-    data_start: u64,
-    file_len: u64,
-    shard: usize,
-) -> Result<TensorInfo> {
+/// One tensor of the header (whether its bytes lie inside the file is checked for all tensors at once).
+fn tensor(name: String, raw: RawTensor, data_start: u64, shard: usize) -> Result<TensorInfo> {
     let dtype = match raw.dtype.as_str() {
         "F32" => GgmlType::F32,
         "F16" => GgmlType::F16,
@@ -151,14 +150,6 @@ fn tensor(
     let offset = data_start
         .checked_add(begin)
         .ok_or_else(|| bad(format!("offset {begin} overflows")))?;
-    if offset.checked_add(len).is_none_or(|e| e > file_len) {
-        return Err(Error::Truncated {
-            format: Format::Safetensors,
-            offset,
-            needed: len,
-            available: file_len,
-        });
-    }
     // Every dim fits usize because their product does (or it is zero, and then each is checked).
     let shape = raw
         .shape
@@ -326,7 +317,10 @@ mod tests {
         ));
         assert!(matches!(
             complete(&bytes[..bytes.len() - 1]),
-            Err(Error::Truncated { .. })
+            Err(Error::Incomplete {
+                format: Format::Safetensors,
+                ..
+            })
         ));
     }
 
@@ -395,11 +389,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_lengths_and_dtypes() {
-        let r = complete(&file(
-            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
-            7,
-        ));
-        assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
+        let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let r = complete(&file(header, 7));
+        let data_start = 8 + header.len() as u64;
+        assert!(
+            matches!(&r, Err(Error::Incomplete { len, needed, tensor, .. })
+                if (*len, *needed) == (data_start + 7, data_start + 8) && tensor == "a"),
+            "{r:?}"
+        );
         let r = complete(&file(
             r#"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
             8,

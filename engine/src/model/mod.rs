@@ -272,6 +272,17 @@ impl<S: ByteSource> ModelFiles<S> {
         Ok(v)
     }
 
+    /// Refuses a model `backend` cannot hold, before a byte is uploaded (a host may ask before it makes room).
+    pub fn check_capacity<B: Backend>(&self, backend: &B) -> Result<()> {
+        let matrices: Vec<(&str, GgmlType, [usize; 2])> = self
+            .tensors
+            .values()
+            .filter(|t| t.shape.len() == 2)
+            .map(|t| (t.name.as_str(), t.dtype, [t.shape[0], t.shape[1]]))
+            .collect();
+        backend.check_capacity(&matrices, self.weight_bytes())
+    }
+
     /// Streams every weight to `backend`. `progress(done_bytes, total_bytes)` is called after each tensor.
     pub async fn load<B: Backend>(
         &self,
@@ -280,14 +291,7 @@ impl<S: ByteSource> ModelFiles<S> {
     ) -> Result<Transformer<B>> {
         let cfg = &self.config;
         let total = self.weight_bytes();
-        // Refuse a model the device cannot hold before a byte is uploaded.
-        let matrices: Vec<(&str, GgmlType, [usize; 2])> = self
-            .tensors
-            .values()
-            .filter(|t| t.shape.len() == 2)
-            .map(|t| (t.name.as_str(), t.dtype, [t.shape[0], t.shape[1]]))
-            .collect();
-        backend.check_capacity(&matrices, total)?;
+        self.check_capacity(backend)?;
         let mut done = 0u64;
         let mut tick = |info: &TensorInfo| {
             done += info.len;
@@ -542,5 +546,169 @@ mod native {
                 futures::executor::block_on(ModelFiles::from_gguf(FileSource::open(path)?))
             }
         }
+    }
+}
+
+/// Opening files that are not whole models: each fails while its header is read (before a weight is), with an
+/// error whose words say what the file is.
+#[cfg(test)]
+mod open_tests {
+    use super::ModelFiles;
+    use crate::error::{describe_load_error, Format};
+    use crate::source::MemorySource;
+    use crate::Error;
+
+    fn tiny() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tiny/llama/model-q8_0.gguf"
+        );
+        std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn open(bytes: &[u8]) -> crate::Result<ModelFiles<MemorySource>> {
+        let source = MemorySource {
+            name: "m.gguf".into(),
+            bytes: bytes.to_vec(),
+        };
+        futures::executor::block_on(ModelFiles::from_gguf(source))
+    }
+
+    fn failure(bytes: &[u8]) -> Error {
+        match open(bytes) {
+            Ok(_) => panic!("opened {} bytes as a model", bytes.len()),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_whole_file_opens() {
+        let files = open(&tiny()).unwrap();
+        assert!(files.tokenizer.is_some() && !files.tensors.is_empty());
+    }
+
+    #[test]
+    fn a_truncated_gguf_fails_naming_how_much_its_tensors_need() {
+        let bytes = tiny();
+        let cut = bytes.len() * 6 / 10;
+        let e = failure(&bytes[..cut]);
+        let furthest = open(&bytes)
+            .unwrap()
+            .tensors
+            .values()
+            .map(|t| t.offset + t.len)
+            .max()
+            .unwrap();
+        match &e {
+            Error::Incomplete {
+                format: Format::Gguf,
+                len,
+                needed,
+                ..
+            } => {
+                assert_eq!((*len, *needed), (cut as u64, furthest));
+            }
+            other => panic!("{other:?}"),
+        }
+        let words = describe_load_error(&e);
+        let expected = format!(
+            "This file is incomplete: it ends at {} of the {} bytes its tensor index needs — download it again",
+            grouped(cut as u64),
+            grouped(furthest)
+        );
+        assert_eq!(words.summary, expected);
+        assert!(words.detail.unwrap().contains("GGUF file is incomplete"));
+    }
+
+    fn grouped(n: u64) -> String {
+        let s = n.to_string();
+        let (head, rest) = s.split_at(s.len() % 3);
+        let groups: Vec<&str> = rest
+            .as_bytes()
+            .chunks(3)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        [head]
+            .into_iter()
+            .chain(groups)
+            .filter(|g| !g.is_empty())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn a_header_only_gguf_is_incomplete_not_a_model_without_weights() {
+        let bytes = tiny();
+        let data_offset =
+            futures::executor::block_on(crate::format::gguf::read_gguf(&MemorySource {
+                name: "m.gguf".into(),
+                bytes: bytes.clone(),
+            }))
+            .unwrap()
+            .data_offset as usize;
+        let e = failure(&bytes[..data_offset]);
+        assert!(
+            matches!(e, Error::Incomplete { len, .. } if len == data_offset as u64),
+            "{e:?}"
+        );
+        // Cut inside the header itself: the header is what is missing.
+        let e = failure(&bytes[..data_offset / 2]);
+        assert!(matches!(e, Error::Truncated { .. }), "{e:?}");
+        assert!(describe_load_error(&e)
+            .summary
+            .contains("inside its header"));
+    }
+
+    #[test]
+    fn an_html_page_is_named_as_one() {
+        let page = b"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Aviary</title></head></html>\n";
+        let e = failure(page);
+        assert!(
+            matches!(&e, Error::NotGguf { head } if head.len() == crate::error::HEAD_BYTES),
+            "{e:?}"
+        );
+        let words = describe_load_error(&e);
+        assert_eq!(
+            words.summary,
+            "This file is not a GGUF model (it looks like an HTML page)"
+        );
+        assert_eq!(
+            words.detail.as_deref(),
+            Some("malformed GGUF file: bad magic [3c, 21, 44, 4f], expected \"GGUF\"")
+        );
+    }
+
+    #[test]
+    fn a_json_file_is_named_as_one() {
+        let e = failure(b"  {\"error\": \"Repository not found\"}");
+        assert_eq!(
+            describe_load_error(&e).summary,
+            "This file is not a GGUF model (it looks like a JSON file)"
+        );
+        assert_eq!(
+            describe_load_error(&failure(b"")).summary,
+            "This file is empty"
+        );
+    }
+
+    #[test]
+    fn an_unknown_architecture_is_named() {
+        let mut bytes = tiny();
+        let key = b"general.architecture";
+        let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        // The value follows the key: its type (u32), its length (u64), then "llama".
+        let value = at + 4 + 8;
+        assert_eq!(&bytes[value..value + 5], b"llama");
+        bytes[value..value + 5].copy_from_slice(b"mamba");
+        let e = failure(&bytes);
+        assert!(
+            matches!(&e, Error::UnsupportedArchitecture(a) if a == "mamba"),
+            "{e:?}"
+        );
+        let summary = describe_load_error(&e).summary;
+        assert!(
+            summary.contains("mamba") && summary.contains("Llama"),
+            "{summary}"
+        );
     }
 }

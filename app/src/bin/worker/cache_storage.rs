@@ -63,7 +63,7 @@ impl CacheStore {
         cancelled: &CancelCheck,
         progress: &dyn Fn(u64, u64),
     ) -> std::result::Result<Blob, StoreError> {
-        let download = Download::start_limited(url, kind.max_bytes()).await?;
+        let download = Download::start_kind(url, kind).await?;
         // The chunks gather in a JS Blob (which the browser may keep on disk), never in wasm memory.
         let parts = js_sys::Array::new();
         let mut done = 0u64;

@@ -51,7 +51,9 @@ pub enum Target {
 }
 
 /// Opens the model's source (downloading it into storage when needed, with `Stage::Download` progress) and parses
-/// its header.
+/// its header and tensor index, which checks that it is a GGUF of an architecture the engine runs with every
+/// tensor inside the file. A stored copy that fails is deleted: what cannot be opened as a model is not kept (nor
+/// listed) as one. A download that does not start as a GGUF stops at its first bytes.
 pub async fn open_model(
     target: Target,
     cancelled: CancelCheck,
@@ -59,8 +61,18 @@ pub async fn open_model(
 ) -> Result<(ModelFiles<Source>, Origin)> {
     match target {
         Target::Url(url) => {
-            let (source, origin) = open_url(&url, Kind::Model, cancelled, progress).await?;
-            Ok((ModelFiles::from_gguf(source).await?, origin))
+            let (source, origin) = open_url(&url, Kind::GgufModel, cancelled, progress).await?;
+            match ModelFiles::from_gguf(source).await {
+                Ok(files) => Ok((files, origin)),
+                Err(e) => {
+                    let stored = matches!(origin, Origin::Network { .. } | Origin::Cache { .. });
+                    // A cancel says nothing about the file.
+                    if stored && !matches!(e, Error::Cancelled) {
+                        forget(&url).await;
+                    }
+                    Err(e)
+                }
+            }
         }
         Target::Files(files) => Ok((open_files(files, cancelled).await?, Origin::Local)),
     }
@@ -224,6 +236,12 @@ pub async fn list() -> Event {
 
 /// Deletes `url`'s copy wherever it is kept, then lists what is left.
 pub async fn delete(url: &str) -> Event {
+    forget(url).await;
+    list().await
+}
+
+/// Deletes `url`'s copy wherever it is kept.
+async fn forget(url: &str) {
     let url = absolute_url(url);
     if let Ok(opfs) = Opfs::open().await {
         opfs.forget(&url).await;
@@ -231,5 +249,4 @@ pub async fn delete(url: &str) -> Event {
     if let Ok(cache) = CacheStore::open().await {
         cache.forget(&url).await;
     }
-    list().await
 }

@@ -3,9 +3,11 @@
 //! reports progress between chunks.
 
 use crate::js::{call, call_async, get, io, js_text};
+use engine::error::HEAD_BYTES;
+use engine::format::gguf::check_magic;
 use engine::{Error, Result};
 use js_sys::Uint8Array;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::Response;
 
@@ -13,14 +15,18 @@ use web_sys::Response;
 /// it is read whole into memory (a model only ever streams from storage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A model file, stored as it comes.
     Model,
+    /// A model the app opens as a GGUF: its first bytes are checked as they arrive, so an HTML page or an error
+    /// document stops the download there, before it is stored.
+    GgufModel,
     Adapter,
 }
 
 impl Kind {
     pub fn max_bytes(self) -> Option<u64> {
         match self {
-            Kind::Model => None,
+            Kind::Model | Kind::GgufModel => None,
             Kind::Adapter => Some(engine::lora::MAX_ADAPTER_BYTES),
         }
     }
@@ -34,11 +40,23 @@ pub struct Download {
     /// The most bytes this file may have (an adapter is read whole into memory later), and how many came so far.
     max_bytes: Option<u64>,
     received: Cell<u64>,
+    /// The body's first bytes while they are still to be checked for the GGUF magic (`Kind::GgufModel`); None
+    /// once they passed, or when nothing is checked.
+    head: RefCell<Option<Vec<u8>>>,
 }
 
 impl Download {
     pub async fn start(url: &str) -> Result<Download> {
         Self::start_limited(url, None).await
+    }
+
+    /// Starts downloading a file of `kind`: an adapter's size is capped, a GGUF model's first bytes are checked.
+    pub async fn start_kind(url: &str, kind: Kind) -> Result<Download> {
+        let download = Self::start_limited(url, kind.max_bytes()).await?;
+        if kind == Kind::GgufModel {
+            *download.head.borrow_mut() = Some(Vec::new());
+        }
+        Ok(download)
     }
 
     /// Like `start`, but a body above `max_bytes` (by its Content-Length, or as it arrives when the server does not
@@ -49,7 +67,7 @@ impl Download {
             .map_err(|e| io(format!("could not download {url} (is the server reachable?): {}", js_text(&e))))?;
         let resp: Response = resp.dyn_into().map_err(|_| io(format!("{url}: fetch gave no Response")))?;
         if !resp.ok() {
-            return Err(io(format!("{url}: HTTP {} {}", resp.status(), resp.status_text())));
+            return Err(Error::Http { url: url.to_string(), status: resp.status(), reason: resp.status_text() });
         }
         let total = resp
             .headers()
@@ -68,6 +86,7 @@ impl Download {
             reader: call(&body, "getReader", &[]).map_err(|e| io(format!("{url}: {}", js_text(&e))))?,
             max_bytes,
             received: Cell::new(0),
+            head: RefCell::new(None),
         };
         download.check_size(total)?;
         Ok(download)
@@ -92,6 +111,7 @@ impl Download {
             .await
             .map_err(|e| io(format!("{}: the download broke off: {}", self.url, js_text(&e))))?;
         if get(&r, "done")?.as_bool().unwrap_or(false) {
+            self.check_head(None)?;
             return Ok(None);
         }
         let value = get(&r, "value")?;
@@ -100,7 +120,29 @@ impl Download {
             .map_err(|_| io(format!("{}: the body gave a non-byte chunk", self.url)))?;
         self.received.set(self.received.get() + chunk.length() as u64);
         self.check_size(self.received.get())?;
+        self.check_head(Some(&chunk))?;
         Ok(Some(chunk))
+    }
+
+    /// Adds `chunk` (None at the body's end) to the head still to be checked, and checks it once it holds the
+    /// magic's four bytes (or the body ended first): a body that is not a GGUF fails with `Error::NotGguf`, and
+    /// the connection is dropped.
+    fn check_head(&self, chunk: Option<&Uint8Array>) -> Result<()> {
+        let mut slot = self.head.borrow_mut();
+        let Some(head) = slot.as_mut() else { return Ok(()) };
+        if let Some(chunk) = chunk {
+            let take = (HEAD_BYTES - head.len()).min(chunk.length() as usize) as u32;
+            head.extend(chunk.subarray(0, take).to_vec());
+        }
+        if head.len() < 4 && chunk.is_some() {
+            return Ok(());
+        }
+        let checked = if head.len() < 4 { Err(Error::NotGguf { head: head.clone() }) } else { check_magic(head) };
+        *slot = None;
+        if checked.is_err() {
+            self.cancel();
+        }
+        checked
     }
 
     /// Stops reading (the connection is dropped).

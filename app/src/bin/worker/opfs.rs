@@ -211,7 +211,7 @@ impl Opfs {
         cancelled: &CancelCheck,
         progress: &dyn Fn(u64, u64),
     ) -> std::result::Result<(Record, File), StoreError> {
-        let download = Download::start_limited(url, kind.max_bytes()).await?;
+        let download = Download::start_kind(url, kind).await?;
         let mut record = Record {
             url: url.to_string(),
             name: file_name(url),
