@@ -7,7 +7,8 @@
 #
 # The page's files are named by their content (cache busting); the worker's keep fixed names because the page starts
 # it by name. wasm-opt's output is kept in the target directory by the hash of its input, version and flags, so an
-# unchanged bundle is not optimised twice.
+# unchanged bundle is not optimised twice. public/ (the web manifest, icons, the service worker) is copied beside them
+# and the service worker stamped by scripts/stamp-sw.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -82,6 +83,11 @@ sed -e "s|href=\"app/style.css\"|href=\"$css\"|" \
     -e "s|'./app.js'|'./$app_js'|g; s|\"./app.js\"|\"./$app_js\"|g" \
     -e "s|'./app_bg.wasm'|'./$app_wasm'|g; s|\"./app_bg.wasm\"|\"./$app_wasm\"|g" \
     index.html >"$stage/index.html"
+
+# The PWA's files (manifest, icons, the service worker's template), then the service worker stamped with the shell
+# it precaches and a cache name from the shell's content.
+cp -r public/. "$stage/"
+scripts/stamp-sw.sh "$stage"
 
 rm -rf dist.old
 [ -d dist ] && mv dist dist.old

@@ -60,7 +60,11 @@ echo "expected Magpie rows: aviary magpie on the CPU, for the default model…"
 "$aviary" magpie --model "$model" --backend cpu --n 3 --seed 7 --batch 2 --ins-max-tokens 24 --max-tokens 32 \
   --out "$tmp/expected-magpie.jsonl"
 
-serve_app dist "$artifacts/serve.log" "$tmp" "$tmp/models"
+# The app is served from a copy of dist/ (SITE_DIR): the offline suite publishes an update there (a changed shell,
+# re-stamped with scripts/stamp-sw.sh) and puts it back, and dist/ itself is never touched.
+cp -r dist "$tmp/site"
+export SITE_DIR="$tmp/site"
+serve_app "$SITE_DIR" "$artifacts/serve.log" "$tmp" "$tmp/models"
 echo "app served at $url"
 
 export MODEL_FILE="$model" TINY_MODEL_FILE="$tiny_file" TINY_MODEL_URL="models/$tiny_name"

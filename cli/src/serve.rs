@@ -1,8 +1,10 @@
 //! `aviary serve`: the small static file server `make run` puts the browser app behind. It serves the built app
 //! (`dist/`, from scripts/build-web.sh) and, under `/models/`, a directory of model files, with what the app needs of a server: the
 //! right MIME types (browsers compile wasm only when it is `application/wasm`), HEAD, and single HTTP Range requests
-//! (206) — the worker reads a model tensor by tensor instead of downloading the whole file. No path can leave the
-//! two directories. One thread per connection; connections are kept alive.
+//! (206) — the worker reads a model tensor by tensor instead of downloading the whole file — and cross-origin
+//! isolation headers on every response (COOP/COEP, so the page gets `crossOriginIsolated`: SharedArrayBuffer and
+//! precise timers; same-origin models load under them as before). No path can leave the two directories. One thread
+//! per connection; connections are kept alive.
 
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -74,6 +76,12 @@ struct Head {
     keep_alive: bool,
     range: Option<String>,
 }
+
+/// Sent with every response. COOP and COEP make the page cross-origin isolated; under COEP `require-corp` the page
+/// may still load anything same-origin (the app, its worker, the models under /models/) and CORS downloads, and
+/// CORP `same-origin` keeps other sites from embedding what this server serves.
+const ISOLATION: &str = "Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Embedder-Policy: require-corp\r\n\
+                         Cross-Origin-Resource-Policy: same-origin\r\n";
 
 /// The longest request head accepted (the app's requests are a few hundred bytes).
 const MAX_HEAD: usize = 16 * 1024;
@@ -159,7 +167,7 @@ fn respond(out: &mut impl Write, head: &Head, roots: &Roots) -> std::io::Result<
     };
     let mut h = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {mime}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n\
-         Cache-Control: no-cache\r\n",
+         Cache-Control: no-cache\r\n{ISOLATION}",
         if status == 206 { "Partial Content" } else { "OK" }
     );
     if status == 206 {
@@ -182,7 +190,7 @@ fn respond(out: &mut impl Write, head: &Head, roots: &Roots) -> std::io::Result<
 /// response on a kept-alive connection.
 fn simple(out: &mut impl Write, head: &Head, status: u16, reason: &str, body: &str, extra: &[(&str, &str)]) -> std::io::Result<()> {
     let mut h = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{ISOLATION}",
         body.len()
     );
     for (k, v) in extra {
@@ -390,6 +398,17 @@ mod tests {
 
         let r = text(ask("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
         assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+
+        // Every answer, files and errors alike, carries the isolation headers (the page is crossOriginIsolated).
+        for req in ["GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+                    "GET /models/m.gguf HTTP/1.1\r\nRange: bytes=0-3\r\nConnection: close\r\n\r\n",
+                    "HEAD /nothing HTTP/1.1\r\nConnection: close\r\n\r\n"] {
+            let r = text(ask(req));
+            for h in ["Cross-Origin-Opener-Policy: same-origin\r\n", "Cross-Origin-Embedder-Policy: require-corp\r\n",
+                      "Cross-Origin-Resource-Policy: same-origin\r\n"] {
+                assert!(r.contains(h), "{req:?} lacks {h:?}: {r}");
+            }
+        }
 
         // Two requests on one kept-alive connection.
         let r = text(ask("GET / HTTP/1.1\r\n\r\nGET /index.html HTTP/1.1\r\nConnection: close\r\n\r\n"));

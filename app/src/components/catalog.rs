@@ -1,8 +1,10 @@
 //! Models to pick from: the ones the app's own server offers, and public GGUFs on Hugging Face. Clicking one fills
-//! the URL and loads it; those already in the browser's storage say so (they load without a download).
+//! the URL and loads it; those already in the browser's storage say so (they load without a download), and the rest
+//! say they need the network — offline, their Load is disabled rather than left to fail.
 
 use crate::components::models::{absolute, load_url};
 use crate::format;
+use crate::pwa::PwaState;
 use crate::state::{ModelState, Status, Storage};
 use leptos::prelude::*;
 
@@ -54,7 +56,8 @@ const CATALOG: &[Item] = &[
     },
 ];
 
-/// Whether the server has `url` (a HEAD request answered 2xx).
+/// Whether the server has `url` (a HEAD request answered 2xx). Offline the request fails, which means no: the entry
+/// stays hidden (unless it is stored, which is enough to load it) until the browser is back online and asks again.
 async fn server_has(url: &str) -> bool {
     let init = web_sys::RequestInit::new();
     init.set_method("HEAD");
@@ -71,6 +74,7 @@ use wasm_bindgen::JsCast;
 pub fn Catalog() -> impl IntoView {
     let model = expect_context::<ModelState>();
     let storage = expect_context::<Storage>();
+    let online = expect_context::<PwaState>().online;
     let busy = move || matches!(model.status.get(), Status::Loading | Status::Starting);
     view! {
         <section class="panel catalog" data-testid="catalog">
@@ -79,28 +83,42 @@ pub fn Catalog() -> impl IntoView {
                 {CATALOG
                     .iter()
                     .map(|item| {
+                        let absolute_url = absolute(item.url);
+                        let cached = Memo::new(move |_| storage.cached(&absolute_url).is_some());
                         let shown = RwSignal::new(!item.probe);
                         if item.probe {
                             let url = item.url;
-                            wasm_bindgen_futures::spawn_local(async move { shown.set(server_has(url).await) });
+                            // Runs at once, and again whenever the browser comes back online.
+                            Effect::new(move |_| {
+                                if online.get() && !shown.get_untracked() {
+                                    wasm_bindgen_futures::spawn_local(async move { shown.set(server_has(url).await) });
+                                }
+                            });
                         }
-                        let absolute_url = absolute(item.url);
-                        let cached = move || storage.cached(&absolute_url).is_some();
+                        let offline_blocked = move || !online.get() && !cached.get();
                         let url = item.url;
                         view! {
-                            <Show when=move || shown.get()>
+                            <Show when=move || shown.get() || cached.get()>
                                 <li class="entry" data-testid="catalog-entry" data-url=url>
                                     <div class="entry-text">
                                         <span class="entry-name">{item.name}</span>
                                         <span class="muted">
                                             {format!("{}, {}", format::bytes(item.bytes), item.about)}
-                                            <Show when=cached.clone()>
+                                            <Show when=move || cached.get()
+                                                fallback=|| view! {
+                                                    <span class="badge needs-network" data-testid="needs-network"
+                                                        title="Not in this browser's storage: loading it downloads it">
+                                                        "needs network"
+                                                    </span>
+                                                }>
                                                 <span class="badge" data-testid="catalog-cached">"stored"</span>
                                             </Show>
                                         </span>
                                     </div>
                                     <div class="entry-actions">
-                                        <button class="secondary" data-testid="catalog-load" disabled=busy
+                                        <button class="secondary" data-testid="catalog-load"
+                                            disabled=move || busy() || offline_blocked()
+                                            title=move || offline_blocked().then_some("Needs the network: you are offline")
                                             on:click=move |_| load_url(url.to_string())>"Load"</button>
                                     </div>
                                 </li>
