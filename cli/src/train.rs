@@ -151,10 +151,8 @@ pub fn run(a: Args) -> Result<()> {
     let settings = settings(&a)?;
     let records = records(&a)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
-    match load(&a.model)? {
-        crate::load::AnyLoaded::Cpu(m) => run_on(&a, &m, style, settings, &records),
-        crate::load::AnyLoaded::Gpu(_) => bail!("training runs on the CPU backend for now: pass --backend cpu"),
-    }
+    let loaded = load(&a.model)?;
+    crate::on_backend!(loaded, m => run_on(&a, m, style, settings, &records))
 }
 
 fn run_on<B: TrainBackend>(a: &Args, m: &Loaded<B>, style: PromptStyle, settings: TrainSettings, records: &[Record]) -> Result<()> {

@@ -182,3 +182,21 @@ fn q8_0_twins_cpu() {
         check(name, "Q8_0 GGUF", &load_cpu(&fixture(&format!("tiny/{name}/model-q8_0.gguf"))), "q8_0/");
     }
 }
+
+#[test]
+fn llama_gpu() {
+    let Some(m) = load_gpu(&fixture("tiny/llama")) else { return };
+    check("llama", "safetensors", &m, "");
+}
+
+#[test]
+fn gemma2_gpu() {
+    let Some(m) = load_gpu(&fixture("tiny/gemma2")) else { return };
+    check("gemma2", "safetensors", &m, "");
+}
+
+#[test]
+fn gemma3_gpu() {
+    let Some(m) = load_gpu(&fixture("tiny/gemma3")) else { return };
+    check("gemma3", "safetensors", &m, "");
+}

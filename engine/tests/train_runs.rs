@@ -157,3 +157,32 @@ fn exported_adapters_give_the_trainers_logits() {
     export_loads_back("llama Q8_0 GGUF", &load_cpu(&fixture("tiny/llama/model-q8_0.gguf")), true);
     export_loads_back("gemma3 safetensors", &load_cpu(&fixture("tiny/gemma3")), false);
 }
+
+#[test]
+fn tiny_models_learn_on_the_gpu() {
+    for name in ["llama", "gemma2", "gemma3"] {
+        if let Some(m) = load_gpu(&fixture(&format!("tiny/{name}"))) {
+            learns(&format!("{name} (GPU)"), &m.backend, &m.model);
+        }
+    }
+}
+
+#[test]
+fn a_loss_that_is_not_a_number_stops_the_run_and_keeps_the_state() {
+    let m = load_cpu(&fixture("tiny/llama"));
+    let s = settings();
+    let mut state = Trainer::fresh_state(&m.model, &s);
+    let first = state.params.modules.values_mut().next().unwrap();
+    first.a[0] = f32::NAN;
+    let before = state.clone();
+    let mut t = Trainer::new(&m.backend, &m.model, s, task(32, 11), state).unwrap();
+    match block_on(t.step()) {
+        Err(engine::Error::Training(why)) => assert!(why.contains("lower the learning rate"), "{why}"),
+        other => panic!("a NaN loss must stop the run, got {:?}", other.map(|r| r.loss)),
+    }
+    assert_eq!(t.state.step, 0, "no step is counted");
+    let same = t.state.params.modules.values().zip(before.params.modules.values()).all(|(a, b)| {
+        a.a.iter().zip(&b.a).all(|(x, y)| x.to_bits() == y.to_bits()) && a.b == b.b
+    });
+    assert!(same, "the adapter is left as it was");
+}

@@ -16,6 +16,8 @@ pub const PEFT_CONFIG: &str = "adapter_config.json";
 pub const PEFT_WEIGHTS: &str = "adapter_model.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const TRAINER: &str = "trainer.json";
+/// Every file a checkpoint has.
+pub const CHECKPOINT_FILES: [&str; 4] = [PEFT_CONFIG, PEFT_WEIGHTS, OPTIMIZER, TRAINER];
 
 /// PEFT's tensor name for module (layer, target), half "A" or "B".
 pub fn peft_key(layer: usize, target: Target, half: &str) -> String {

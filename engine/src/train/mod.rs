@@ -7,6 +7,7 @@ pub mod backend;
 pub mod data;
 pub mod export;
 pub mod gguf_export;
+pub mod job;
 pub mod lora;
 pub mod optim;
 pub mod pass;

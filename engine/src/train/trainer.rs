@@ -190,9 +190,8 @@ impl<'m, B: TrainBackend> Trainer<'m, B> {
         let device = DeviceLora::upload(self.backend, &self.state.params)?;
         let out = loss_and_grads(self.backend, self.model, &device, &batch).await?;
         if !out.loss.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "the loss became {} at step {}: training stopped with the last good adapter kept; lower the \
-                 learning rate",
+            return Err(Error::Training(format!(
+                "the loss became {} at step {}; the last checkpoint is kept: lower the learning rate and resume",
                 out.loss,
                 step + 1
             )));
@@ -203,9 +202,9 @@ impl<'m, B: TrainBackend> Trainer<'m, B> {
             None => clip_grad_norm(&mut grads, f32::INFINITY),
         };
         if !grad_norm.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "the gradients became {grad_norm} at step {}: training stopped with the last good adapter kept; \
-                 lower the learning rate",
+            return Err(Error::Training(format!(
+                "the gradients became {grad_norm} at step {}; the last checkpoint is kept: lower the learning rate \
+                 and resume",
                 step + 1
             )));
         }

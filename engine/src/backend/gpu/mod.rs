@@ -22,6 +22,14 @@ mod rope_exact;
 #[cfg(test)]
 pub(crate) mod testing;
 mod topk;
+mod train;
+mod train_attention;
+mod train_loss;
+mod train_matmul;
+mod train_mm;
+mod train_norm;
+mod train_ops;
+mod train_rope;
 
 use super::{
     AttentionParams, Backend, KvSpec, Projections, SamplingLogits, WeightBytes, TOP_K_CANDIDATES,
@@ -491,7 +499,9 @@ impl Backend for GpuBackend {
         heads: usize,
         start_pos: usize,
     ) -> Result<GpuTensor> {
-        rope::rope(self, x, rope, heads, start_pos)
+        // rope.wgsl reads dense rows: a column window (q or k of a packed product that training leaves without an
+        // adapter) is copied first.
+        rope::rope(self, &train_ops::dense(self, x)?, rope, heads, start_pos)
     }
 
     fn attention(

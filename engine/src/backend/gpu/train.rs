@@ -1,0 +1,106 @@
+//! Training's ops on the GPU (see [`crate::train::TrainBackend`]): each op is one of the train_* launchers beside its
+//! WGSL in shaders/, held to the CPU twin (backend/cpu/train.rs) by engine/tests/gpu_train_ops.rs. Like inference's
+//! ops they only record work; the pass submits when it reads a loss or a gradient back.
+
+use super::{
+    train_attention, train_loss, train_matmul, train_mm, train_norm, train_ops, train_rope,
+};
+use super::{GpuBackend, GpuRope, GpuTensor, GpuWeight};
+use crate::backend::{AttentionParams, Backend};
+use crate::config::Activation;
+use crate::train::TrainBackend;
+use crate::Result;
+
+impl TrainBackend for GpuBackend {
+    fn tensor(&self, rows: usize, cols: usize, values: &[f32]) -> Result<GpuTensor> {
+        self.tensor_from_host(values, rows, cols)
+    }
+
+    async fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
+        Ok(self.to_host(x).await?.concat())
+    }
+
+    fn matmul_f32(&self, x: &GpuTensor, w: &GpuWeight) -> Result<GpuTensor> {
+        train_matmul::matmul_f32(self, x, w)
+    }
+
+    fn matmul_grad_x(&self, dy: &GpuTensor, w: &GpuWeight) -> Result<GpuTensor> {
+        train_matmul::matmul_grad_x(self, dy, w)
+    }
+
+    fn mm(&self, a: &GpuTensor, b: &GpuTensor, a_t: bool, b_t: bool) -> Result<GpuTensor> {
+        train_mm::mm(self, a, b, a_t, b_t)
+    }
+
+    fn add_scaled(&self, a: &GpuTensor, b: &GpuTensor, s: f32) -> Result<GpuTensor> {
+        train_ops::add_scaled(self, a, b, s)
+    }
+
+    fn concat_cols(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
+        train_ops::concat_cols(self, parts)
+    }
+
+    fn gated_f32(&self, gate: &GpuTensor, up: &GpuTensor, act: Activation) -> Result<GpuTensor> {
+        train_ops::gated(self, gate, up, act)
+    }
+
+    fn gated_backward(
+        &self,
+        gate: &GpuTensor,
+        up: &GpuTensor,
+        dy: &GpuTensor,
+        act: Activation,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        train_ops::gated_backward(self, gate, up, dy, act)
+    }
+
+    fn rms_norm_backward(
+        &self,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        dy: &GpuTensor,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        train_norm::rms_norm_backward(self, x, weight, dy, eps)
+    }
+
+    fn rope_backward(&self, dy: &GpuTensor, rope: &GpuRope, heads: usize) -> Result<GpuTensor> {
+        train_rope::rope_backward(self, dy, rope, heads)
+    }
+
+    fn attention_f32(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        p: &AttentionParams,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        train_attention::attention_f32(self, q, k, v, p)
+    }
+
+    fn attention_backward(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        out: &GpuTensor,
+        lse: &GpuTensor,
+        dout: &GpuTensor,
+        p: &AttentionParams,
+    ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+        train_attention::attention_backward(self, q, k, v, out, lse, dout, p)
+    }
+
+    fn softcap_backward(&self, y: &GpuTensor, dy: &GpuTensor, cap: f32) -> Result<GpuTensor> {
+        train_ops::softcap_backward(self, y, dy, cap)
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &GpuTensor,
+        targets: &[Option<u32>],
+        weight: f32,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        train_loss::cross_entropy(self, logits, targets, weight)
+    }
+}
