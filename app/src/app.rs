@@ -13,6 +13,8 @@ use crate::components::adapter::AdapterPanel;
 use crate::components::lora::LoraPanel;
 use crate::components::{dataset_table::DatasetTable, magpie::MagpieView, synth::SynthView};
 use crate::components::{share::SharePanel, share_preview::SharePreview};
+use crate::components::{compare::CompareView, train::TrainView};
+use crate::components::update_prompt::UpdatePrompt;
 use crate::state::{provide_state, ActiveView, BackendPreference, View};
 use engine::protocol::BackendChoice;
 use leptos::prelude::*;
@@ -42,6 +44,7 @@ pub fn App() -> impl IntoView {
     }
     let bridge = Bridge::start();
     provide_context(bridge);
+    crate::pwa::start();
     crate::components::settings::persist_settings();
     crate::components::conversations::persist_conversations();
     crate::dataset_persist::persist_dataset();
@@ -54,6 +57,8 @@ pub fn App() -> impl IntoView {
     view.set(match query_param("view").as_deref() {
         Some("magpie") => View::Magpie,
         Some("synth") => View::Synth,
+        Some("train") => View::Train,
+        Some("compare") => View::Compare,
         _ => View::Chat,
     });
     let tab = move |v: View, label: &'static str, testid: &'static str| {
@@ -71,8 +76,11 @@ pub fn App() -> impl IntoView {
                 {tab(View::Chat, "Chat", "nav-chat")}
                 {tab(View::Magpie, "Magpie", "nav-magpie")}
                 {tab(View::Synth, "Synthesis", "nav-synth")}
+                {tab(View::Train, "Train", "nav-train")}
+                {tab(View::Compare, "Compare", "nav-compare")}
             </nav>
             <ModelStatus/>
+            <UpdatePrompt/>
         </header>
         <SharePreview/>
         <main class="layout">
@@ -80,7 +88,7 @@ pub fn App() -> impl IntoView {
                 <div hidden=shown(View::Chat)><ConversationsView/></div>
                 <ModelsView/>
                 <AdapterPanel/>
-                <div hidden=shown(View::Chat)><LoraPanel/></div>
+                <div hidden=move || !matches!(view.get(), View::Chat | View::Train | View::Compare)><LoraPanel/></div>
                 <div hidden=shown(View::Chat)><SettingsView/></div>
                 <SharePanel/>
             </aside>
@@ -90,6 +98,8 @@ pub fn App() -> impl IntoView {
                 <DatasetTable/>
             </div>
             <div class="view" hidden=shown(View::Synth)><SynthView/></div>
+            <div class="view" hidden=shown(View::Train)><TrainView/></div>
+            <div class="view" hidden=shown(View::Compare)><CompareView/></div>
         </main>
     }
 }

@@ -5,9 +5,10 @@
 
 pub mod lora;
 pub mod runs;
+pub mod train;
 
 use crate::state::{Chat, DatasetState, LoraState, ModelState, Progress, Reply, Role, Status, Storage};
-use engine::protocol::{Event, Request};
+use engine::protocol::{BackendInfo, Event, LoadStats, ModelCard, Request};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
@@ -16,6 +17,9 @@ struct Inner {
     worker: Option<Worker>,
     started: bool,
     queue: Vec<Request>,
+    /// The loaded model's card, device and load stats, for a load that fails before it replaces the model: the page
+    /// clears the card when a load starts, and puts this back.
+    loaded: Option<(ModelCard, BackendInfo, Option<LoadStats>)>,
 }
 
 /// A handle to the worker (Copy, so any closure can hold one).
@@ -25,12 +29,14 @@ pub struct Bridge(StoredValue<Inner, LocalStorage>);
 impl Bridge {
     /// Starts the worker and wires its events to the state in context.
     pub fn start() -> Bridge {
-        let bridge = Bridge(StoredValue::new_local(Inner { worker: None, started: false, queue: Vec::new() }));
+        let bridge = Bridge(StoredValue::new_local(Inner { worker: None, started: false, queue: Vec::new(), loaded: None }));
         let model = expect_context::<ModelState>();
         let chat = expect_context::<Chat>();
         let storage = expect_context::<Storage>();
         let dataset = expect_context::<DatasetState>();
         let adapters = expect_context::<LoraState>();
+        let training = expect_context::<crate::state::TrainState>();
+        let comparing = expect_context::<crate::state::CompareState>();
         match Worker::new("./worker_loader.js") {
             Ok(worker) => {
                 let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -40,6 +46,7 @@ impl Bridge {
                             on_storage_event(&event, bridge, storage);
                             runs::on_event(&event, dataset, model);
                             lora::on_event(&event, bridge, adapters);
+                            train::on_event(&event, bridge, training, comparing);
                             bridge.on_event(event, model, chat)
                         }
                         Err(e) => web_sys::console::error_1(&format!("aviary: bad event from the worker: {e}").into()),
@@ -109,6 +116,8 @@ impl Bridge {
                 });
             }
             Event::Ready { card, backend, stats, .. } => {
+                self.0.update_value(|b| b.loaded = Some((card.clone(), backend.clone(), Some(stats))));
+                model.load_error.set(None);
                 model.notice.set(None);
                 model.card.set(Some(card));
                 model.backend.set(Some(backend));
@@ -141,19 +150,45 @@ impl Bridge {
             | Event::BatchDone { .. }
             | Event::LoraLoaded { .. }
             | Event::LoraError { .. }
-            | Event::LoraRemoved { .. } => {}
-            Event::Error { id, message, model_lost } => {
+            | Event::LoraRemoved { .. }
+            | Event::TrainStarted { .. }
+            | Event::TrainStep { .. }
+            | Event::TrainDone { .. }
+            | Event::Checkpoints { .. }
+            | Event::AdapterFile { .. }
+            | Event::Compared { .. }
+            | Event::CompareDone { .. } => {}
+            Event::Error { id, message, model_lost, detail } => {
                 if let Some(id) = id {
                     if let Some(m) = chat.reply(id) {
                         m.reply.set(Reply::Failed(message.clone()));
                     }
                     finish_generation(id, model, chat);
                 }
+                let loading = id.is_none() && model.status.get_untracked() == Status::Loading;
                 if model_lost {
+                    self.0.update_value(|b| b.loaded = None);
                     model.card.set(None);
                     model.backend.set(None);
                     model.progress.set(None);
-                    model.status.set(Status::Failed(message));
+                    model.status.set(Status::Failed(message.clone()));
+                    if id.is_none() {
+                        model.load_error.set(Some((message, detail)));
+                    }
+                } else if loading {
+                    // The load failed before it replaced the model: the one loaded before still answers.
+                    web_sys::console::warn_1(&format!("aviary: {message} ({})", detail.as_deref().unwrap_or("")).into());
+                    model.progress.set(None);
+                    match self.0.with_value(|b| b.loaded.clone()) {
+                        Some((card, backend, stats)) => {
+                            model.card.set(Some(card));
+                            model.backend.set(Some(backend));
+                            model.load.set(stats);
+                            model.status.set(Status::Ready);
+                        }
+                        None => model.status.set(Status::Empty),
+                    }
+                    model.load_error.set(Some((message, detail)));
                 } else if id.is_none() {
                     web_sys::console::error_1(&format!("aviary: {message}").into());
                     model.notice.set(Some(message));
@@ -173,9 +208,11 @@ fn on_storage_event(event: &Event, bridge: Bridge, storage: Storage) {
             bridge.send(Request::ListCache);
         }
         Event::LoraLoaded { url: Some(_), .. } => bridge.send(Request::ListCache),
-        Event::Error { model_lost: true, .. } => {
-            // A failed download removes what it had stored.
-            storage.origin.set(None);
+        Event::Error { id: None, model_lost, .. } => {
+            // A failed load deletes what it had stored (a download that is not a model, or is cut short).
+            if *model_lost {
+                storage.origin.set(None);
+            }
             bridge.send(Request::ListCache);
         }
         Event::Cache { entries, store, note } => {

@@ -9,7 +9,12 @@ pub fn download(name: &str, text: &str, mime: &str) -> Result<(), String> {
     options.set_type(mime);
     let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options)
         .map_err(|e| format!("could not make the file: {e:?}"))?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| format!("could not make the file: {e:?}"))?;
+    click_download(name, &blob)
+}
+
+/// Starts the download of `blob` as `name` (a Blob URL clicked through a transient link).
+fn click_download(name: &str, blob: &web_sys::Blob) -> Result<(), String> {
+    let url = web_sys::Url::create_object_url_with_blob(blob).map_err(|e| format!("could not make the file: {e:?}"))?;
     let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
     let link: web_sys::HtmlAnchorElement = document
         .create_element("a")
@@ -22,6 +27,17 @@ pub fn download(name: &str, text: &str, mime: &str) -> Result<(), String> {
     // The click has started the download; the URL can go once this task ends.
     let _ = web_sys::Url::revoke_object_url(&url);
     Ok(())
+}
+
+/// Offers `bytes` as a download named `name`.
+pub fn download_bytes(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
+    let array = js_sys::Uint8Array::from(bytes);
+    let parts = js_sys::Array::of1(&array.buffer());
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_buffer_source_sequence_and_options(&parts, &options)
+        .map_err(|e| format!("could not make the file: {e:?}"))?;
+    click_download(name, &blob)
 }
 
 /// Today as YYYY-MM-DD (UTC), for file names.

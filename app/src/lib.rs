@@ -33,3 +33,6 @@ pub mod js;
 #[cfg(target_arch = "wasm32")]
 #[path = "bin/worker/opfs.rs"]
 pub mod opfs;
+#[cfg(target_arch = "wasm32")]
+#[path = "bin/worker/train_store.rs"]
+pub mod train_store;

@@ -19,6 +19,8 @@ mod dataset_persist;
 #[cfg(target_arch = "wasm32")]
 mod files;
 #[cfg(target_arch = "wasm32")]
+mod pwa;
+#[cfg(target_arch = "wasm32")]
 mod share_link;
 #[cfg(target_arch = "wasm32")]
 mod state;

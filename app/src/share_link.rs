@@ -86,7 +86,8 @@ pub fn capture() -> Captured {
     // A Magpie form without its pre-query template (no model has filled it in yet) is nothing to restore.
     let magpie = ds.form.with_untracked(|f| (!f.settings.pre_query_template.is_empty()).then(|| f.settings.clone()));
     let view = match expect_context::<ActiveView>().0.get_untracked() {
-        View::Chat => share::View::Chat,
+        // Training and comparing happen in a page, not in a link: such a page shares as its chat.
+        View::Chat | View::Train | View::Compare => share::View::Chat,
         View::Magpie => share::View::Magpie,
         View::Synth => share::View::Synthesis,
     };

@@ -42,6 +42,8 @@ pub struct ModelState {
     pub load: RwSignal<Option<LoadStats>>,
     /// Why the worker refused a request that has no view of its own (a load while a Magpie run goes).
     pub notice: RwSignal<Option<String>>,
+    /// Why the last load failed, in the user's words, and the technical text (until the next load starts).
+    pub load_error: RwSignal<Option<(String, Option<String>)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +226,7 @@ pub fn provide_state(default_url: String) {
         backend: RwSignal::new(None),
         load: RwSignal::new(None),
         notice: RwSignal::new(None),
+        load_error: RwSignal::new(None),
     });
     provide_context(Chat {
         messages: RwSignal::new(Vec::new()),
@@ -257,6 +260,7 @@ pub fn provide_state(default_url: String) {
     provide_context(BackendPreference(RwSignal::new(BackendChoice::Auto)));
     provide_dataset_state();
     provide_share_state();
+    provide_train_state();
 }
 
 /// Where a batch run (Magpie or synthesis) stands.
@@ -517,6 +521,8 @@ pub enum View {
     Chat,
     Magpie,
     Synth,
+    Train,
+    Compare,
 }
 
 /// The view the nav shows (a share link restores it too).
@@ -544,5 +550,121 @@ fn provide_share_state() {
         error: RwSignal::new(None),
         restored: RwSignal::new(None),
         notes: RwSignal::new(Vec::new()),
+    });
+}
+
+/// How a training run stands in the page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainStatus {
+    Idle,
+    /// Asked for; `id` tags the worker's events for the run.
+    Running { id: u64 },
+    /// Pause asked for: the worker finishes the current step and writes a checkpoint.
+    Pausing { id: u64 },
+    /// Cancel asked for: as Pausing, then the checkpoint is deleted.
+    Cancelling { id: u64 },
+    /// Stopped with a checkpoint to resume from.
+    Paused,
+    Done,
+    Failed(String),
+}
+
+impl TrainStatus {
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            TrainStatus::Running { id } | TrainStatus::Pausing { id } | TrainStatus::Cancelling { id } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+/// What the worker said about the run as it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRunInfo {
+    pub name: String,
+    pub total_steps: u64,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub truncated: usize,
+}
+
+/// The Train view's state: the form (a job without its records), the run, its losses, and stored checkpoints.
+#[derive(Clone, Copy)]
+pub struct TrainState {
+    pub status: RwSignal<TrainStatus>,
+    pub form: RwSignal<engine::train::job::TrainJob>,
+    /// Rows imported into the Train view itself (JSONL), when the user picks them over the Magpie dataset.
+    pub imported: RwSignal<Option<(String, Vec<engine::train::data::Record>)>>,
+    /// Whether the next run trains on the imported rows rather than the Magpie dataset.
+    pub use_imported: RwSignal<bool>,
+    pub run: RwSignal<Option<TrainRunInfo>>,
+    /// (step, train loss) and (step, validation loss).
+    pub losses: RwSignal<Vec<(u64, f32)>>,
+    pub val_losses: RwSignal<Vec<(u64, f32)>>,
+    pub step: RwSignal<u64>,
+    /// (tokens per second, seconds left).
+    pub speed: RwSignal<Option<(f64, f64)>>,
+    pub checkpoints: RwSignal<Vec<engine::train::job::CheckpointInfo>>,
+    /// Adapters trained in this page (worker ids and names), for export.
+    pub trained: RwSignal<Vec<(u64, String)>>,
+    pub notice: RwSignal<Option<String>>,
+}
+
+/// One answer the Compare view shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareRow {
+    pub index: usize,
+    pub side: engine::protocol::CompareSide,
+    pub answer: String,
+    pub pieces: Vec<String>,
+    pub texts: std::collections::BTreeMap<u32, String>,
+    pub comparison: engine::compare::Comparison,
+}
+
+/// The Compare view's state.
+#[derive(Clone, Copy)]
+pub struct CompareState {
+    /// The run going, if any.
+    pub running: RwSignal<Option<u64>>,
+    pub instructions: RwSignal<String>,
+    /// Each side: adapter ids with scales (none = the base model).
+    pub sides: RwSignal<[Vec<engine::session::LoraChoice>; 2]>,
+    pub max_tokens: RwSignal<usize>,
+    pub rows: RwSignal<Vec<CompareRow>>,
+    pub error: RwSignal<Option<String>>,
+}
+
+/// Creates and provides the Train and Compare views' state (called by `provide_state`).
+fn provide_train_state() {
+    use engine::train::job::TrainJob;
+    provide_context(TrainState {
+        status: RwSignal::new(TrainStatus::Idle),
+        form: RwSignal::new(TrainJob {
+            name: "my-adapter".into(),
+            records: Vec::new(),
+            style: engine::train::data::PromptStyle::Chat,
+            mask_instructions: true,
+            max_len: 256,
+            settings: engine::train::TrainSettings::default(),
+            checkpoint_every: 10,
+        }),
+        imported: RwSignal::new(None),
+        use_imported: RwSignal::new(false),
+        run: RwSignal::new(None),
+        losses: RwSignal::new(Vec::new()),
+        val_losses: RwSignal::new(Vec::new()),
+        step: RwSignal::new(0),
+        speed: RwSignal::new(None),
+        checkpoints: RwSignal::new(Vec::new()),
+        trained: RwSignal::new(Vec::new()),
+        notice: RwSignal::new(None),
+    });
+    provide_context(CompareState {
+        running: RwSignal::new(None),
+        instructions: RwSignal::new(String::new()),
+        sides: RwSignal::new([Vec::new(), Vec::new()]),
+        max_tokens: RwSignal::new(48),
+        rows: RwSignal::new(Vec::new()),
+        error: RwSignal::new(None),
     });
 }

@@ -13,6 +13,7 @@ use crate::model::ModelFiles;
 use crate::lora::LoraInfo;
 use crate::session::{GenerateOptions, Generation, TokenInfo};
 use crate::source::ByteSource;
+use crate::error::{describe_load_error, LoadFailure};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +93,48 @@ pub enum Request {
         settings: SynthSettings,
         batch: usize,
     },
+    /// Fine-tune a LoRA adapter on the loaded model: `TrainStarted`, `TrainStep` per step (checkpoints go to the
+    /// browser's storage), then the adapter as `LoraLoaded` and `TrainDone`. `Cancel` pauses it after the current
+    /// step with a checkpoint (`TrainDone { paused: true }`); `resume` continues the run named `job.name` from its
+    /// latest checkpoint with its stored records and settings.
+    Train {
+        id: u64,
+        job: crate::train::job::TrainJob,
+        #[serde(default)]
+        resume: bool,
+    },
+    /// The runs whose checkpoints the browser keeps; answered with `Event::Checkpoints`.
+    ListCheckpoints,
+    /// Forgets run `name`'s checkpoints.
+    DeleteCheckpoint { name: String },
+    /// An adapter trained in this worker (by its LoRA id) as a file: answered with `Event::AdapterFile`.
+    ExportAdapter { id: u64, format: AdapterFormat },
+    /// Two configurations of the loaded model (adapter choices; none is the base) answer `instructions` greedily, and
+    /// each answer is compared under both token by token: `Compared` per answer, then `CompareDone`.
+    Compare {
+        id: u64,
+        instructions: Vec<String>,
+        a: Vec<crate::session::LoraChoice>,
+        b: Vec<crate::session::LoraChoice>,
+        max_tokens: usize,
+    },
+}
+
+/// How a trained adapter is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterFormat {
+    /// adapter_config.json + adapter_model.safetensors in a zip.
+    PeftZip,
+    /// A llama.cpp GGUF LoRA.
+    Gguf,
+}
+
+/// The two configurations of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareSide {
+    A,
+    B,
 }
 
 /// Which backend the worker should run the model on.
@@ -146,12 +189,17 @@ pub enum Event {
     /// A generation ended; `generation.text` is the whole reply.
     Done { id: u64, generation: Generation },
     /// A request failed. `id` names the generation it belongs to, if any. `model_lost` says no model is loaded
-    /// any more (a load replaces the previous model first, so a failed or cancelled load leaves none).
+    /// any more: a load opens and checks the new model's files while the previous one stays loaded, so one that
+    /// fails there (not a model, not found, incomplete, unsupported) or is cancelled there keeps it; only one that
+    /// fails while the weights load, after the previous model made room, leaves none. A failed load's `message`
+    /// is in the user's words and `detail` holds the technical text.
     Error {
         id: Option<u64>,
         message: String,
         #[serde(default)]
         model_lost: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// The pre-query template (`template`), or why it cannot be derived (`error`: the user can type one). `notes` say
     /// what the user should know (a built-in template stood in for a missing one; a base model).
@@ -194,6 +242,34 @@ pub enum Event {
         #[serde(default)]
         note: Option<String>,
     },
+    /// A training run began (or resumed at `step`); `truncated` examples were cut to the maximum length.
+    TrainStarted {
+        id: u64,
+        name: String,
+        step: u64,
+        total_steps: u64,
+        train_examples: usize,
+        val_examples: usize,
+        truncated: usize,
+    },
+    TrainStep { id: u64, progress: crate::train::job::TrainProgress },
+    /// The run ended: finished, or paused with a checkpoint to resume from.
+    TrainDone { id: u64, paused: bool, step: u64, total_steps: u64 },
+    Checkpoints { runs: Vec<crate::train::job::CheckpointInfo> },
+    /// An exported adapter's file (base64, as JSON carries no bytes).
+    AdapterFile { name: String, mime: String, base64: String },
+    /// One answer of a comparison: side `side`'s answer to instruction `index`, its token pieces, the texts of every
+    /// candidate shown (pairs: an internally tagged enum cannot read a map with number keys), and the comparison.
+    Compared {
+        id: u64,
+        index: usize,
+        side: CompareSide,
+        answer: String,
+        pieces: Vec<String>,
+        texts: Vec<(u32, String)>,
+        comparison: crate::compare::Comparison,
+    },
+    CompareDone { id: u64, cancelled: bool },
 }
 
 /// Where the worker keeps downloaded models.
@@ -407,6 +483,18 @@ impl Event {
             id,
             message: message.to_string(),
             model_lost: false,
+            detail: None,
+        }
+    }
+
+    /// A failed load, told in the user's words (see [`describe_load_error`]) with the technical text as detail.
+    pub fn load_error(e: &Error, model_lost: bool) -> Self {
+        let LoadFailure { summary, detail } = describe_load_error(e);
+        Event::Error {
+            id: None,
+            message: summary,
+            model_lost,
+            detail,
         }
     }
 }

@@ -7,19 +7,22 @@
 // The UI's suites run on a tiny model, which loads in about a second; only default-model.mjs loads the real one,
 // as few times as its checks allow (magpie.mjs loads it once, on the CPU backend, to compare a Magpie run with the
 // CLI's; lora.mjs loads it once, on the CPU backend, to compare replies with adapters with the CLI's). E2E_SUITES
-// (comma-separated: chat, models, device, default-model, magpie, lora, share) picks suites.
+// (comma-separated: chat, models, device, default-model, magpie, lora, share, loads, offline, train) picks suites.
 
 import { after } from 'node:test';
 import { launch } from './lib.mjs';
 import * as chat from './chat.mjs';
 import * as defaultModel from './default-model.mjs';
 import * as device from './device.mjs';
+import * as loads from './loads.mjs';
 import * as lora from './lora.mjs';
 import * as magpie from './magpie.mjs';
 import * as models from './models.mjs';
+import * as offline from './offline.mjs';
 import * as share from './share.mjs';
+import * as train from './train.mjs';
 
-const all = { chat, models, device, 'default-model': defaultModel, magpie, lora, share };
+const all = { chat, models, device, 'default-model': defaultModel, magpie, lora, share, loads, offline, train };
 const named = (process.env.E2E_SUITES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 const wanted = named.length ? named : Object.keys(all);
 const unknown = wanted.filter((name) => !(name in all));

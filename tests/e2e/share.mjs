@@ -146,6 +146,24 @@ export function register({ webgpu }) {
       c.ok(/ready/.test(await statusOf(page)), 'the model is still there', await statusOf(page));
     });
 
+    s.step('a link whose model cannot be fetched names it, and the rest is restored', async (c) => {
+      const page = other.pages()[0];
+      const missing = 'models/missing-model.gguf';
+      await page.goto('about:blank');
+      await page.goto(linkFor({
+        version: 1,
+        model: { source: { catalog: missing }, name: 'Missing model' },
+        system_prompt: SYSTEM,
+        messages: [{ role: 'user', text: 'Hello?' }, { role: 'assistant', text: 'Hi.' }],
+      }));
+      await page.getByTestId('share-accept').click();
+      await page.getByTestId('load-error').waitFor({ timeout: 30_000 });
+      const shown = `${await page.getByTestId('load-error').textContent()} ${await page.getByTestId('load-error-detail').textContent()}`;
+      c.ok(shown.includes('missing-model.gguf'), 'the failed model is named', shown);
+      c.ok(await page.getByTestId('message-user').count() === 1 && await page.getByTestId('settings-system').inputValue() === SYSTEM,
+        'the conversation and settings are restored all the same');
+    });
+
     s.step('a link with <img onerror> in every text field runs no script and shows the text', async (c) => {
       const page = other.pages()[0];
       const evil = linkFor({

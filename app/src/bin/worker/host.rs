@@ -4,12 +4,20 @@
 //! gives the event loop a turn). It handles `Cancel` at once and queues everything else for one async task, the
 //! *driver*, which does the work in order. The driver keeps a loaded model as a local of `serve`, and the
 //! `Session` (which borrows the backend and the model) beside it, so the KV cache and the session's prompt reuse
-//! live across turns without leaking or self-referential structs; loading another model returns from `serve`, which
-//! drops the session, the model and its GPU buffers before the next load starts.
+//! live across turns without leaking or self-referential structs.
+//!
+//! Loading another model goes in two steps, so that a load that fails keeps what works. `open` does everything but
+//! the weights — makes the backend, downloads the file into storage, parses its header and tensor index, checks that
+//! every tensor lies inside the file, that the architecture is one the engine runs, that there is a tokenizer and
+//! that the device can hold it — and runs inside `serve`, while the loaded model stays loaded. A URL that is not a
+//! model, a 404 or a truncated file fails there: the page hears `model_lost: false` and the chat goes on. Only what
+//! passes is returned from `serve`, which drops the session, the model and its GPU buffers (making room), and the
+//! driver then loads its weights; only a failure there leaves no model.
 //!
 //! Cancellation uses an epoch: every `Cancel` or `Load` bumps it. Queued requests carry the epoch they were sent in,
-//! so ones overtaken by a cancel are skipped; a running load's source checks it before each read; a running
-//! generation is stopped through the session's cancel flag.
+//! so ones overtaken by a cancel are skipped; a running load's source checks it before each read (and `open` once
+//! more at its end, so a cancelled load never replaces the model); a running generation is stopped through the
+//! session's cancel flag. A load overtaken by a newer load says nothing: the newer one reports.
 //!
 //! Batch runs (Magpie, judge, synthesis: runs.rs) hold the model for long: while one is queued or going, a chat or a
 //! load is refused at once rather than left waiting behind it, and `PreQuery` is answered by the handler itself.
@@ -22,6 +30,7 @@ use aviary_app::run_rules;
 use engine::backend::cpu::CpuBackend;
 use engine::backend::gpu::{GpuBackend, GpuOptions};
 use engine::backend::Backend;
+use engine::train::TrainBackend;
 use engine::chat::ChatTemplate;
 use engine::model::{ModelFiles, Transformer};
 use engine::protocol::{default_context, BackendChoice, BackendInfo, Event, LoadStats, ModelCard, Origin, Request, Stage};
@@ -42,11 +51,17 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 mod lora;
 #[path = "runs.rs"]
 mod runs;
+#[path = "train.rs"]
+mod train;
+#[path = "compare.rs"]
+mod compare;
 
 /// What the message handler and the driver share.
 struct Shared {
     scope: DedicatedWorkerGlobalScope,
     epoch: Cell<u64>,
+    /// The epoch of the latest load request.
+    load_epoch: Cell<u64>,
     /// The cancel flag of the live session, when a model is loaded.
     generation_cancel: RefCell<Option<Arc<AtomicBool>>>,
     /// The files the latest `LoadFiles` came with (they cannot travel in its JSON). Any load cancels the ones
@@ -81,6 +96,11 @@ impl Shared {
         }
     }
 
+    /// Whether a load sent in `epoch` has been overtaken by a newer load (which reports for both).
+    fn superseded(&self, epoch: u64) -> bool {
+        self.load_epoch.get() > epoch
+    }
+
     /// Whether a batch run of this epoch is queued or going.
     fn batch_busy(&self) -> bool {
         let (epoch, count) = self.batches.get();
@@ -110,6 +130,7 @@ pub fn start() {
     let shared = Rc::new(Shared {
         scope,
         epoch: Cell::new(0),
+        load_epoch: Cell::new(0),
         generation_cancel: RefCell::new(None),
         picked_files: RefCell::new(Vec::new()),
         picked_lora_files: RefCell::new(VecDeque::new()),
@@ -138,15 +159,26 @@ pub fn start() {
                 Request::Load { .. } | Request::LoadFiles { .. } if shared.batch_busy() => {
                     shared.post(&Event::error(None, run_rules::BUSY))
                 }
+                Request::Train { id, .. } | Request::Compare { id, .. } if shared.batch_busy() => {
+                    shared.post(&Event::error(Some(id), run_rules::BUSY))
+                }
                 Request::LoadLora { .. } | Request::LoadLoraFiles if shared.batch_busy() => {
                     shared.post(&Event::LoraError { name: "adapter".into(), message: run_rules::BUSY.into() })
                 }
                 other => {
-                    if matches!(other, Request::Magpie { .. } | Request::Judge { .. } | Request::Synth { .. }) {
+                    if matches!(
+                        other,
+                        Request::Magpie { .. }
+                            | Request::Judge { .. }
+                            | Request::Synth { .. }
+                            | Request::Train { .. }
+                            | Request::Compare { .. }
+                    ) {
                         shared.batch_queued();
                     }
                     if matches!(other, Request::Load { .. } | Request::LoadFiles { .. }) {
                         shared.cancel_all(); // a new model supersedes whatever runs
+                        shared.load_epoch.set(shared.epoch.get());
                     }
                     if matches!(other, Request::LoadFiles { .. }) {
                         *shared.picked_files.borrow_mut() = files;
@@ -198,36 +230,18 @@ enum AnyLoaded {
     Cpu(Box<Loaded<CpuBackend>>),
 }
 
-/// The driver: takes requests in order; while a model is loaded, `serve` takes them instead.
+/// The driver: takes requests in order; while a model is loaded, `serve` takes them instead, and returns the next
+/// model once it is opened and checked.
 async fn drive(shared: Rc<Shared>, mut queue: Queue) {
-    let mut next: Option<(u64, Request)> = None;
+    let mut opened: Option<Opened> = None;
     loop {
-        let Some((epoch, request)) = (match next.take() {
-            Some(r) => Some(r),
-            None => queue.next().await,
-        }) else {
-            return;
-        };
+        if let Some(next) = opened.take() {
+            opened = load_and_serve(&shared, next, &mut queue).await;
+            continue;
+        }
+        let Some((epoch, request)) = queue.next().await else { return };
         match request {
-            Request::Load { .. } | Request::LoadFiles { .. } => {
-                if epoch != shared.epoch.get() {
-                    shared.post(&cancelled_load());
-                    continue;
-                }
-                let (target, backend, context) = match request {
-                    Request::Load { url, backend, context } => (Target::Url(url), backend, context),
-                    Request::LoadFiles { backend, context } => {
-                        (Target::Files(std::mem::take(&mut *shared.picked_files.borrow_mut())), backend, context)
-                    }
-                    _ => continue,
-                };
-                match load(&shared, epoch, target, backend, context).await {
-                    Ok(AnyLoaded::Gpu(m)) => next = serve(&shared, &m, &mut queue).await,
-                    Ok(AnyLoaded::Cpu(m)) => next = serve(&shared, &m, &mut queue).await,
-                    Err(Error::Cancelled) => shared.post(&cancelled_load()),
-                    Err(e) => shared.post(&Event::Error { id: None, message: e.to_string(), model_lost: true }),
-                }
-            }
+            load @ (Request::Load { .. } | Request::LoadFiles { .. }) => opened = open_or_report(&shared, epoch, load, false).await,
             Request::Generate { id, .. } => shared.post(&Event::error(Some(id), "no model is loaded")),
             Request::Magpie { id, .. } | Request::Judge { id, .. } | Request::Synth { id, .. } => {
                 shared.batch_ended(epoch);
@@ -238,6 +252,45 @@ async fn drive(shared: Rc<Shared>, mut queue: Queue) {
             Request::LoadLora { url } => shared.post(&lora::no_model(&lora::Origin::Url(url))),
             Request::LoadLoraFiles => shared.post(&lora::no_model(&lora::Origin::Files(lora_files(&shared)))),
             Request::RemoveLora { id } => shared.post(&Event::LoraRemoved { id }),
+            Request::Train { id, .. } | Request::Compare { id, .. } => {
+                shared.batch_ended(epoch);
+                shared.post(&Event::error(Some(id), "no model is loaded"));
+            }
+            Request::ExportAdapter { .. } => {
+                shared.post(&Event::error(None, "the adapter went with the model it was trained on: train it again"))
+            }
+            checkpoints @ (Request::ListCheckpoints | Request::DeleteCheckpoint { .. }) => {
+                checkpoint_request(&shared, checkpoints).await
+            }
+        }
+    }
+}
+
+/// Loads the weights of a model that passed `open` (no other model holds the device now) and serves it, until it
+/// returns the next model opened.
+async fn load_and_serve(shared: &Rc<Shared>, opened: Opened, queue: &mut Queue) -> Option<Opened> {
+    let epoch = opened.epoch;
+    match load(shared, opened).await {
+        Ok(AnyLoaded::Gpu(m)) => serve(shared, &m, queue).await,
+        Ok(AnyLoaded::Cpu(m)) => serve(shared, &m, queue).await,
+        Err(Error::Cancelled) if shared.superseded(epoch) => None,
+        Err(e) => {
+            shared.post(&Event::load_error(&e, true));
+            None
+        }
+    }
+}
+
+/// Opens and checks the model `request` names; a failure is reported, and with `model_loaded` it leaves that model
+/// loaded (`model_lost: false`).
+async fn open_or_report(shared: &Rc<Shared>, epoch: u64, request: Request, model_loaded: bool) -> Option<Opened> {
+    let result = if epoch == shared.epoch.get() { open(shared, epoch, request).await } else { Err(Error::Cancelled) };
+    match result {
+        Ok(opened) => Some(opened),
+        Err(Error::Cancelled) if shared.superseded(epoch) => None,
+        Err(e) => {
+            shared.post(&Event::load_error(&e, !model_loaded));
+            None
         }
     }
 }
@@ -255,6 +308,14 @@ fn fallback_reason(e: Error) -> String {
     }
 }
 
+/// Lists training checkpoints, or deletes one and lists what is left.
+async fn checkpoint_request(shared: &Shared, request: Request) {
+    if let Request::DeleteCheckpoint { name } = &request {
+        aviary_app::train_store::delete(name).await;
+    }
+    shared.post(&Event::Checkpoints { runs: aviary_app::train_store::list().await });
+}
+
 /// Lists or deletes stored models. These run in the driver's order, so they never race a download for the index.
 async fn storage_request(shared: &Shared, request: Request) {
     let event = match request {
@@ -264,55 +325,87 @@ async fn storage_request(shared: &Shared, request: Request) {
     shared.post(&event);
 }
 
-fn cancelled_load() -> Event {
-    Event::Error { id: None, message: "loading was cancelled".into(), model_lost: true }
+/// The device a load runs on, made in `open` (it holds nothing until the weights come).
+enum Device {
+    Gpu(Box<GpuBackend>),
+    /// With why the GPU is not used (None when the CPU was asked for).
+    Cpu(CpuBackend, Option<String>),
 }
 
-async fn load(
-    shared: &Rc<Shared>,
+/// A model opened and checked while the previous one stayed loaded: only its weights are left to load.
+struct Opened {
     epoch: u64,
-    target: Target,
-    choice: BackendChoice,
+    device: Device,
+    model: Checked,
+}
+
+/// What `open` found and checked of a model's files.
+struct Checked {
+    files: ModelFiles<Source>,
+    tokenizer: Tokenizer,
+    origin: Origin,
     context: Option<usize>,
-) -> Result<AnyLoaded> {
+    /// When the load began (`Date.now()`, ms).
+    t0: f64,
+}
+
+/// Everything of a load but the weights (see the module's doc): what fails here leaves any loaded model loaded.
+async fn open(shared: &Rc<Shared>, epoch: u64, request: Request) -> Result<Opened> {
+    let (target, choice, context) = match request {
+        Request::Load { url, backend, context } => (Target::Url(url), backend, context),
+        Request::LoadFiles { backend, context } => {
+            (Target::Files(std::mem::take(&mut *shared.picked_files.borrow_mut())), backend, context)
+        }
+        _ => return Err(Error::InvalidArgument("only a load request opens a model".into())),
+    };
     let t0 = js_sys::Date::now();
     let cancelled: aviary_app::http_source::CancelCheck = {
         let shared = shared.clone();
         Rc::new(move || shared.epoch.get() != epoch)
     };
     shared.post(&Event::Progress { stage: Stage::Backend, done: 0, total: 1 });
-    let gpu = match choice {
-        BackendChoice::Cpu => Err(None),
-        BackendChoice::Gpu => Ok(GpuBackend::new(&GpuOptions::default()).await?),
-        BackendChoice::Auto => GpuBackend::new(&GpuOptions::default()).await.map_err(|e| Some(fallback_reason(e))),
+    let device = match choice {
+        BackendChoice::Cpu => Device::Cpu(CpuBackend::new(), None),
+        BackendChoice::Gpu => Device::Gpu(Box::new(GpuBackend::new(&GpuOptions::default()).await?)),
+        BackendChoice::Auto => match GpuBackend::new(&GpuOptions::default()).await {
+            Ok(gpu) => Device::Gpu(Box::new(gpu)),
+            Err(e) => Device::Cpu(CpuBackend::new(), Some(fallback_reason(e))),
+        },
     };
     shared.post(&Event::Progress { stage: Stage::Header, done: 0, total: 1 });
     let download_progress = |done, total| shared.post(&Event::Progress { stage: Stage::Download, done, total });
-    let (files, origin) = cached_source::open_model(target, cancelled.clone(), &download_progress).await?;
-    shared.post(&Event::Progress { stage: Stage::Header, done: 1, total: 1 });
-    Ok(match gpu {
-        Ok(backend) => {
-            let info = BackendInfo::Gpu { adapter: backend.adapter().clone(), f16: backend.uses_f16() };
-            AnyLoaded::Gpu(Box::new(finish(shared, (files, origin), backend, info, context, t0).await?))
-        }
-        Err(reason) => AnyLoaded::Cpu(Box::new(
-            finish(shared, (files, origin), CpuBackend::new(), BackendInfo::Cpu { reason }, context, t0).await?,
-        )),
-    })
-}
-
-async fn finish<B: Backend>(
-    shared: &Shared,
-    (mut files, origin): (ModelFiles<Source>, Origin),
-    backend: B,
-    info: BackendInfo,
-    context: Option<usize>,
-    t0: f64,
-) -> Result<Loaded<B>> {
+    let (mut files, origin) = cached_source::open_model(target, cancelled.clone(), &download_progress).await?;
     let tokenizer = files
         .tokenizer
         .take()
-        .ok_or_else(|| Error::Unsupported("this model file has no tokenizer, so it cannot chat".into()))?;
+        .ok_or_else(|| Error::Tokenizer("this model file has no tokenizer, so it cannot chat".into()))?;
+    match &device {
+        Device::Gpu(gpu) => files.check_capacity(gpu.as_ref())?,
+        Device::Cpu(cpu, _) => files.check_capacity(cpu)?,
+    }
+    // A cancel (or a newer load) that came while the last await ran must not let this one replace the model.
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
+    shared.post(&Event::Progress { stage: Stage::Header, done: 1, total: 1 });
+    Ok(Opened { epoch, device, model: Checked { files, tokenizer, origin, context, t0 } })
+}
+
+/// Loads the weights of an opened model.
+async fn load(shared: &Shared, opened: Opened) -> Result<AnyLoaded> {
+    Ok(match opened.device {
+        Device::Gpu(backend) => {
+            let info = BackendInfo::Gpu { adapter: backend.adapter().clone(), f16: backend.uses_f16() };
+            AnyLoaded::Gpu(Box::new(finish(shared, opened.model, *backend, info).await?))
+        }
+        Device::Cpu(backend, reason) => {
+            AnyLoaded::Cpu(Box::new(finish(shared, opened.model, backend, BackendInfo::Cpu { reason }).await?))
+        }
+    })
+}
+
+async fn finish<B: Backend>(shared: &Shared, model: Checked, backend: B, info: BackendInfo) -> Result<Loaded<B>> {
+    let Checked { files, tokenizer, origin, context, t0 } = model;
     let template = engine::prompt::chat_template(files.chat_template.as_ref(), &tokenizer, files.config.arch);
     let context = default_context(files.config.max_position_embeddings, context);
     let model = files
@@ -322,12 +415,13 @@ async fn finish<B: Backend>(
     Ok(Loaded { files, origin, backend, model, tokenizer, template, context, info, stats })
 }
 
-/// Answers requests with `m` loaded, until a `Load` asks for another model (returned, to be run next).
-async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) -> Option<(u64, Request)> {
+/// Answers requests with `m` loaded, until a `Load` names another model that opens and passes its checks (returned,
+/// for its weights to be loaded once `m` is dropped). A load that fails its checks leaves `m` serving.
+async fn serve<B: TrainBackend>(shared: &Rc<Shared>, m: &Loaded<B>, queue: &mut Queue) -> Option<Opened> {
     let mut session = match Session::new(&m.backend, &m.model, Some(&m.tokenizer), m.context) {
         Ok(s) => s,
         Err(e) => {
-            shared.post(&Event::Error { id: None, message: e.to_string(), model_lost: true });
+            shared.post(&Event::load_error(&e, true));
             return None;
         }
     };
@@ -359,13 +453,33 @@ async fn serve<B: Backend>(shared: &Shared, m: &Loaded<B>, queue: &mut Queue) ->
                 adapters.remove(id);
                 shared.post(&Event::LoraRemoved { id });
             }
-            load @ (Request::Load { .. } | Request::LoadFiles { .. }) => break Some((epoch, load)),
+            load @ (Request::Load { .. } | Request::LoadFiles { .. }) => {
+                if let Some(opened) = open_or_report(shared, epoch, load, true).await {
+                    break Some(opened);
+                }
+            }
             batch @ (Request::Magpie { .. } | Request::Judge { .. } | Request::Synth { .. }) => {
                 runs::run(shared, m, epoch, batch).await;
                 shared.batch_ended(epoch);
             }
             Request::Cancel | Request::PreQuery { .. } => {}
             storage @ (Request::ListCache | Request::DeleteCached { .. }) => storage_request(shared, storage).await,
+            Request::Train { id, job, resume } => {
+                train::run(shared, m, &mut adapters, epoch, id, job, resume).await;
+                shared.batch_ended(epoch);
+            }
+            Request::Compare { id, instructions, a, b, max_tokens } => {
+                if epoch == shared.epoch.get() {
+                    compare::run(shared, m, &mut session, &adapters, id, &instructions, [&a, &b], max_tokens).await;
+                } else {
+                    shared.post(&Event::CompareDone { id, cancelled: true });
+                }
+                shared.batch_ended(epoch);
+            }
+            Request::ExportAdapter { id, format } => shared.post(&adapters.export(m, id, format)),
+            checkpoints @ (Request::ListCheckpoints | Request::DeleteCheckpoint { .. }) => {
+                checkpoint_request(shared, checkpoints).await
+            }
         }
     };
     *shared.generation_cancel.borrow_mut() = None;

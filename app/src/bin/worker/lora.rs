@@ -10,6 +10,11 @@ use engine::backend::Backend;
 use engine::lora::{Adapter, LoraFile, LoraStack, MAX_ADAPTER_BYTES};
 use engine::protocol::Event;
 use engine::session::LoraChoice;
+use engine::config::RopeLayout;
+use engine::protocol::AdapterFormat;
+use engine::train::export::peft_files;
+use engine::train::gguf_export::gguf_lora;
+use engine::train::TrainSettings;
 use engine::{Error, Result};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -39,11 +44,42 @@ impl Origin {
 /// The adapters fitted to the loaded model, by the ids generations name them by.
 pub struct Adapters<B: Backend> {
     loaded: BTreeMap<u64, Rc<Adapter<B>>>,
+    /// Those trained here: their matrices (PEFT's layout) and run settings, for export.
+    trained: BTreeMap<u64, (LoraFile, TrainSettings)>,
 }
 
 impl<B: Backend> Adapters<B> {
     pub fn new() -> Self {
-        Adapters { loaded: BTreeMap::new() }
+        Adapters { loaded: BTreeMap::new(), trained: BTreeMap::new() }
+    }
+
+    /// An adapter the Train view just made (`file` in PEFT's layout).
+    pub fn insert_trained(&mut self, adapter: Adapter<B>, file: LoraFile, settings: TrainSettings) {
+        self.trained.insert(adapter.id, (file, settings));
+        self.loaded.insert(adapter.id, Rc::new(adapter));
+    }
+
+    /// A trained adapter as a file to save: a PEFT folder zipped, or a llama.cpp GGUF.
+    pub fn export(&self, m: &Loaded<B>, id: u64, format: AdapterFormat) -> Event {
+        let Some((file, settings)) = self.trained.get(&id) else {
+            return Event::error(None, "only adapters trained in this page can be exported (and only while their model is loaded)");
+        };
+        let name = self.loaded.get(&id).map_or_else(|| "adapter".to_string(), |a| a.name.clone());
+        let c = &m.model.config;
+        let made = match format {
+            AdapterFormat::PeftZip => peft_files(file, c, RopeLayout::SplitHalves, settings, &name)
+                .and_then(|files| zip_folder(&name, &files))
+                .map(|bytes| (format!("{name}-peft.zip"), "application/zip", bytes)),
+            AdapterFormat::Gguf => gguf_lora(file, c, RopeLayout::SplitHalves, settings.alpha)
+                .map(|bytes| (format!("{name}.gguf"), "application/octet-stream", bytes)),
+        };
+        match made {
+            Ok((name, mime, bytes)) => {
+                use base64::Engine;
+                Event::AdapterFile { name, mime: mime.into(), base64: base64::engine::general_purpose::STANDARD.encode(bytes) }
+            }
+            Err(e) => Event::error(None, format!("exporting the adapter failed: {e}")),
+        }
     }
 
     /// The stack a generation asks for. An id not loaded here (removed, or fitted to a model since replaced) is an
@@ -94,6 +130,19 @@ impl<B: Backend> Adapters<B> {
             Err(e) => Event::LoraError { name: label, message: plain(e) },
         }
     }
+}
+
+/// `files` in a zip under a folder named `name` (stored, not compressed: safetensors barely compress).
+fn zip_folder(name: &str, files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let fail = |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("zipping the adapter: {e}"));
+    for (file, bytes) in files {
+        zip.start_file(format!("{name}/{file}"), options).map_err(|e| fail(&e))?;
+        zip.write_all(bytes).map_err(|e| fail(&e))?;
+    }
+    Ok(zip.finish().map_err(|e| fail(&e))?.into_inner())
 }
 
 /// An error in words for the panel (an adapter's own errors without the "adapter:" prefix the panel already says).

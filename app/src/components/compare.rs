@@ -1,0 +1,178 @@
+//! The Compare view: two configurations of the loaded model — the base, or adapters from the Adapters panel at
+//! their scales — answer the same instructions greedily, side by side. Each token is shaded by the KL divergence
+//! between the two configurations' next-token distributions at that point (both read the same answer); a click
+//! shows both sides' likeliest tokens. Each answer has its mean KL, and the whole comparison one in `compare-kl`.
+
+use crate::bridge::{train, Bridge};
+use crate::state::{CompareRow, CompareState, DatasetState, LoraState, LoraStatus, ModelState, Status};
+use engine::protocol::CompareSide;
+use engine::session::LoraChoice;
+use leptos::prelude::*;
+
+/// "Base" or "name ×scale" for the choices of one side.
+fn side_label(lora: LoraState, choices: &[LoraChoice]) -> String {
+    if choices.is_empty() {
+        return "base model".into();
+    }
+    lora.adapters.with(|list| {
+        choices
+            .iter()
+            .map(|c| {
+                let name = list.iter().find(|a| a.id == c.id).map_or_else(|| format!("adapter {}", c.id), |a| a.name.clone());
+                format!("{name} ×{:.2}", c.scale)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// A select of "base" and every ready adapter (at its panel scale) for side `s`.
+#[component]
+fn SidePicker(s: usize, label: &'static str) -> impl IntoView {
+    let cmp = expect_context::<CompareState>();
+    let lora = expect_context::<LoraState>();
+    let value = move || cmp.sides.with(|sides| sides[s].first().map_or("base".to_string(), |c| c.id.to_string()));
+    view! {
+        <label for=format!("compare-side-{s}")>{label}</label>
+        <select id=format!("compare-side-{s}") data-testid=format!("compare-side-{s}") prop:value=value
+            on:change=move |ev| {
+                let v = event_target_value(&ev);
+                let choice = v.parse::<u64>().ok().and_then(|id| {
+                    lora.adapters.with_untracked(|l| l.iter().find(|a| a.id == id).map(|a| LoraChoice { id, scale: a.scale }))
+                });
+                cmp.sides.update(|sides| sides[s] = choice.into_iter().collect());
+            }>
+            <option value="base">"Base model"</option>
+            {move || lora.adapters.get().into_iter().filter(|a| a.status == LoraStatus::Ready).map(|a| {
+                view! { <option value=a.id.to_string()>{format!("{} ×{:.2}", a.name, a.scale)}</option> }
+            }).collect_view()}
+        </select>
+    }
+}
+
+/// Blue for tokens both sides agree on, red as the KL grows (1 nat and more is full red).
+fn shade(kl: f32) -> String {
+    let t = (kl / 1.0).clamp(0.0, 1.0);
+    format!("background: rgba(220, 60, 60, {:.2})", 0.08 + 0.6 * t)
+}
+
+#[component]
+fn Answer(row: CompareRow) -> impl IntoView {
+    let selected = RwSignal::new(None::<usize>);
+    let tokens = row.comparison.tokens.clone();
+    let texts = row.texts.clone();
+    let chips = row
+        .pieces
+        .iter()
+        .zip(&tokens)
+        .enumerate()
+        .map(|(i, (piece, t))| {
+            view! {
+                <button class="token" style=shade(t.kl) data-testid="compare-token" data-kl=t.kl.to_string()
+                    title=format!("KL {:.3} nats · p {:.3} vs q {:.3}", t.kl, t.p, t.q)
+                    on:click=move |_| selected.update(|s| *s = if *s == Some(i) { None } else { Some(i) })>
+                    {piece.clone()}
+                </button>
+            }
+        })
+        .collect_view();
+    let detail = move || {
+        let i = selected.get()?;
+        let t = tokens.get(i)?.clone();
+        let name = |id: u32| texts.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
+        let list = |top: &[(u32, f32)]| {
+            top.iter().map(|&(id, p)| view! { <li>{format!("{:?} {:.3}", name(id), p)}</li> }).collect_view()
+        };
+        Some(view! {
+            <div class="compare-detail" data-testid="compare-detail">
+                <p>{format!("KL {:.4} nats", t.kl)}</p>
+                <div class="pair">
+                    <div><strong>"A"</strong><ol>{list(&t.top_p)}</ol></div>
+                    <div><strong>"B"</strong><ol>{list(&t.top_q)}</ol></div>
+                </div>
+            </div>
+        })
+    };
+    view! {
+        <div class="compare-answer" data-testid="compare-answer" data-side=format!("{:?}", row.side)
+            data-mean-kl=row.comparison.mean_kl.to_string()>
+            <p class="muted">{format!("{} answered · mean KL {:.4} nats", match row.side { CompareSide::A => "A", CompareSide::B => "B" },
+                row.comparison.mean_kl)}</p>
+            <div class="tokens">{chips}</div>
+            {detail}
+        </div>
+    }
+}
+
+#[component]
+pub fn CompareView() -> impl IntoView {
+    let cmp = expect_context::<CompareState>();
+    let lora = expect_context::<LoraState>();
+    let ds = expect_context::<DatasetState>();
+    let model = expect_context::<ModelState>();
+    let bridge = expect_context::<Bridge>();
+    // Held-out-looking instructions to start from: the last few of the dataset, when the box is empty.
+    Effect::new(move |_| {
+        let last: Vec<String> = ds.rows.with(|r| r.iter().rev().take(3).map(|r| r.instruction.replace('\n', " ")).collect());
+        if cmp.instructions.with_untracked(|i| i.trim().is_empty()) && !last.is_empty() {
+            cmp.instructions.set(last.join("\n"));
+        }
+    });
+    let mean = move || {
+        cmp.rows.with(|rows| {
+            let kls: Vec<f32> = rows.iter().flat_map(|r| r.comparison.tokens.iter().map(|t| t.kl)).collect();
+            (!kls.is_empty()).then(|| kls.iter().sum::<f32>() / kls.len() as f32)
+        })
+    };
+    let instructions = move || {
+        let lines: Vec<String> = cmp.instructions.get().lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        lines
+    };
+    view! {
+        <section class="panel compare" aria-label="Compare two configurations">
+            <h2>"Compare"</h2>
+            <p class="muted">"Two configurations of the loaded model answer the same instructions; each token is shaded \
+                by how far their next-token distributions part there (KL divergence, as in Gemma 2's distillation)."</p>
+            <div class="settings-grid">
+                <SidePicker s=0 label="A"/>
+                <SidePicker s=1 label="B"/>
+                <label for="compare-max">"Max tokens"</label>
+                <input id="compare-max" type="number" min="1" max="512" data-testid="compare-max-tokens"
+                    prop:value=move || cmp.max_tokens.get().to_string()
+                    on:change={move |ev| {
+                        if let Ok(v) = event_target_value(&ev).parse::<usize>() {
+                            if (1..=512).contains(&v) {
+                                cmp.max_tokens.set(v)
+                            }
+                        }
+                    }}/>
+            </div>
+            <label for="compare-instructions">"Instructions, one per line"</label>
+            <textarea id="compare-instructions" rows="3" data-testid="compare-instructions" bind:value=cmp.instructions></textarea>
+            <div class="row">
+                <button data-testid="compare-run" on:click=move |_| train::compare(bridge, cmp)
+                    disabled=move || cmp.running.get().is_some() || model.status.get() != Status::Ready>"Compare"</button>
+                <span class="muted">{move || format!("A: {} · B: {}", side_label(lora, &cmp.sides.get()[0]), side_label(lora, &cmp.sides.get()[1]))}</span>
+            </div>
+            {move || cmp.error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <p data-testid="compare-kl" data-value=move || mean().map(|m| m.to_string()).unwrap_or_default()>
+                {move || match (mean(), cmp.running.get()) {
+                    (Some(m), _) => format!("Mean KL over every token: {m:.4} nats"),
+                    (None, Some(_)) => "comparing…".to_string(),
+                    (None, None) => String::new(),
+                }}
+            </p>
+            {move || instructions().into_iter().enumerate().map(|(i, text)| {
+                let rows = move || cmp.rows.with(|r| r.iter().filter(|r| r.index == i).cloned().collect::<Vec<_>>());
+                view! {
+                    <article class="compare-item">
+                        <h3>{text}</h3>
+                        <div class="pair">
+                            {move || rows().into_iter().map(|row| view! { <Answer row/> }).collect_view()}
+                        </div>
+                    </article>
+                }
+            }).collect_view()}
+        </section>
+    }
+}
