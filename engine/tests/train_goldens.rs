@@ -200,3 +200,11 @@ fn gemma3_gpu() {
     let Some(m) = load_gpu(&fixture("tiny/gemma3")) else { return };
     check("gemma3", "safetensors", &m, "");
 }
+
+#[test]
+fn q8_0_twins_gpu() {
+    for name in ["llama", "gemma2", "gemma3"] {
+        let Some(m) = load_gpu(&fixture(&format!("tiny/{name}/model-q8_0.gguf"))) else { return };
+        check(name, "Q8_0 GGUF", &m, "q8_0/");
+    }
+}
