@@ -1,6 +1,6 @@
-//! Training's ops on the CPU (see [`crate::train::TrainBackend`]): plain f32 loops in a fixed order, the reference
-//! the GPU's training kernels are tested against. Products through quantized weights dequantise one weight row at a
-//! time into a scratch row, so no dequantised copy of a weight is ever kept.
+//! Training's ops on the CPU (see [`crate::train::TrainBackend`]): f32 throughout, in a fixed order — the reference
+//! the GPU's training kernels are tested against. Products run on candle's matrix multiply; through a quantized
+//! weight they dequantise a block of its rows at a time (8 MB), so no dequantised copy of a whole weight exists.
 
 use super::{with_f32_slice, CpuBackend, CpuRope, CpuWeight};
 use crate::backend::{AttentionParams, Backend};
@@ -25,31 +25,32 @@ fn weight_dims(w: &CpuWeight) -> Result<(usize, usize)> {
     }
 }
 
-/// Every row of `w` (`[out, in]`) as f32, one at a time, with its index.
-fn for_each_weight_row(w: &CpuWeight, mut f: impl FnMut(usize, &[f32])) -> Result<()> {
-    match w {
-        CpuWeight::Dense { weight, .. } => {
-            let inp = weight.dim(1)?;
-            with_f32_slice(weight, |all| {
-                for (o, row) in all.chunks_exact(inp.max(1)).enumerate() {
-                    f(o, row);
-                }
-                Ok(())
-            })
-        }
-        CpuWeight::Quantized(q) => {
-            let mut row = vec![0f32; q.cols()];
-            for o in 0..q.rows() {
-                q.dequantize_row(o, &mut row)?;
-                f(o, &row);
-            }
-            Ok(())
-        }
-    }
-}
+/// Rows of a quantized weight dequantised per block: enough for the products to run at matrix speed, while no
+/// dequantised copy of the whole weight exists at any time.
+const BLOCK_BYTES: usize = 8 << 20;
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// A quantized `w` (`[out, in]`) as f32 blocks of rows `[n, in]`, each with its first row's index.
+fn for_each_weight_block(
+    w: &CpuWeight,
+    device: &candle_core::Device,
+    mut f: impl FnMut(usize, &Tensor) -> Result<()>,
+) -> Result<()> {
+    let CpuWeight::Quantized(q) = w else {
+        return Err(Error::Backend("only a quantized weight is read in blocks".into()));
+    };
+    let (out, inp) = (q.rows(), q.cols());
+    let per_block = (BLOCK_BYTES / (4 * inp.max(1))).clamp(1, out.max(1));
+    let mut start = 0;
+    while start < out {
+        let n = per_block.min(out - start);
+        let mut block = vec![0f32; n * inp];
+        for (r, row) in block.chunks_exact_mut(inp.max(1)).enumerate() {
+            q.dequantize_row(start + r, row)?;
+        }
+        f(start, &Tensor::from_vec(block, (n, inp), device)?)?;
+        start += n;
+    }
+    Ok(())
 }
 
 /// GELU with the tanh approximation, as PyTorch's `gelu(approximate="tanh")`, and its derivative.
@@ -101,18 +102,22 @@ impl TrainBackend for CpuBackend {
 
     fn matmul_f32(&self, x: &Tensor, w: &CpuWeight) -> Result<Tensor> {
         let (rows, inp) = dims(x)?;
-        let (out, w_in) = weight_dims(w)?;
+        let (_, w_in) = weight_dims(w)?;
         if w_in != inp {
             return Err(Error::Backend(format!("[{rows}, {inp}] times a weight of {w_in} columns")));
         }
-        let xs = values(x)?;
-        let mut y = vec![0f32; rows * out];
-        for_each_weight_row(w, |o, wr| {
-            for (r, xr) in xs.chunks_exact(inp.max(1)).enumerate() {
-                y[r * out + o] = dot(xr, wr);
+        let x = x.contiguous()?;
+        match w {
+            CpuWeight::Dense { weight, .. } => Ok(x.matmul(&weight.t()?)?),
+            CpuWeight::Quantized(_) => {
+                let mut parts = Vec::new();
+                for_each_weight_block(w, &self.device, |_, block| {
+                    parts.push(x.matmul(&block.t()?)?);
+                    Ok(())
+                })?;
+                Ok(Tensor::cat(&parts, 1)?.contiguous()?)
             }
-        })?;
-        self.from_values(y, rows, out)
+        }
     }
 
     fn matmul_grad_x(&self, dy: &Tensor, w: &CpuWeight) -> Result<Tensor> {
@@ -121,17 +126,19 @@ impl TrainBackend for CpuBackend {
         if w_out != out {
             return Err(Error::Backend(format!("a gradient of {out} columns through a weight of {w_out} rows")));
         }
-        let ds = values(dy)?;
-        let mut dx = vec![0f32; rows * inp];
-        for_each_weight_row(w, |o, wr| {
-            for (r, dxr) in dx.chunks_exact_mut(inp.max(1)).enumerate() {
-                let g = ds[r * out + o];
-                for (d, &wv) in dxr.iter_mut().zip(wr) {
-                    *d += g * wv;
-                }
+        let dy = dy.contiguous()?;
+        match w {
+            CpuWeight::Dense { weight, .. } => Ok(dy.matmul(weight)?),
+            CpuWeight::Quantized(_) => {
+                let mut dx = Tensor::zeros((rows, inp), DType::F32, &self.device)?;
+                for_each_weight_block(w, &self.device, |start, block| {
+                    let part = dy.narrow(1, start, block.dim(0)?)?.contiguous()?;
+                    dx = (&dx + part.matmul(block)?)?;
+                    Ok(())
+                })?;
+                Ok(dx)
             }
-        })?;
-        self.from_values(dx, rows, inp)
+        }
     }
 
     fn mm(&self, a: &Tensor, b: &Tensor, a_t: bool, b_t: bool) -> Result<Tensor> {
