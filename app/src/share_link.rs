@@ -256,14 +256,7 @@ pub fn restore(s: ShareState) {
 
     settings.system_prompt.set(s.system_prompt);
     settings.max_tokens.set((s.max_tokens as usize).max(1));
-    let p = s.sampling;
-    settings.temperature.set(p.temperature);
-    settings.top_k.set(p.top_k);
-    settings.top_p.set(p.top_p);
-    settings.min_p.set(p.min_p);
-    settings.repeat_penalty.set(p.repeat_penalty);
-    settings.repeat_last_n.set(p.repeat_last_n);
-    settings.seed.set(p.seed);
+    crate::components::settings::apply_sampling(&settings, s.sampling);
     if let Some(b) = s.backend {
         expect_context::<BackendPreference>().0.set(b);
     }

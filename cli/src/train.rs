@@ -7,7 +7,7 @@
 use crate::load::{load, Loaded, ModelArgs};
 use anyhow::{bail, Context, Result};
 use engine::lora::Target;
-use engine::train::data::{encode, PromptStyle, Record};
+use engine::train::data::{encode, records_from_rows, PromptStyle, Record};
 use engine::train::export::{checkpoint_files, peft_files, read_checkpoint};
 use engine::train::optim::AdamW;
 use engine::train::{Example, TrainBackend, TrainSettings, Trainer};
@@ -130,12 +130,7 @@ fn records(a: &Args) -> Result<Vec<Record>> {
             a.data.display()
         );
     }
-    let records: Vec<Record> = imported
-        .rows
-        .iter()
-        .filter(|r| !r.instruction.trim().is_empty() && !r.response.trim().is_empty())
-        .map(|r| Record { instruction: r.instruction.clone(), input: String::new(), output: r.response.clone() })
-        .collect();
+    let records = records_from_rows(&imported.rows);
     let dropped = imported.rows.len() - records.len();
     if dropped > 0 {
         eprintln!("aviary: {dropped} row(s) without both an instruction and a response were left out");

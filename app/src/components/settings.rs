@@ -50,7 +50,8 @@ impl Saved {
     }
 }
 
-fn apply_sampling(s: &Settings, p: SamplingParams) {
+/// Puts `p` into the settings panel (also what a restored share link does).
+pub fn apply_sampling(s: &Settings, p: SamplingParams) {
     s.temperature.set(p.temperature);
     s.top_k.set(p.top_k);
     s.top_p.set(p.top_p);

@@ -12,18 +12,13 @@ use crate::format;
 use crate::state::{DatasetState, ModelState, Status, TrainState, TrainStatus};
 use engine::lora::Target;
 use engine::protocol::AdapterFormat;
-use engine::train::data::{PromptStyle, Record};
+use engine::train::data::{records_from_rows, PromptStyle, Record};
 use engine::train::job::TrainJob;
 use leptos::prelude::*;
 
 /// The Magpie dataset's rows as training records (rows without both halves are left out).
 fn dataset_records(ds: DatasetState) -> Vec<Record> {
-    ds.rows.with_untracked(|rows| {
-        rows.iter()
-            .filter(|r| !r.instruction.trim().is_empty() && !r.response.trim().is_empty())
-            .map(|r| Record { instruction: r.instruction.clone(), input: String::new(), output: r.response.clone() })
-            .collect()
-    })
+    ds.rows.with_untracked(|rows| records_from_rows(rows))
 }
 
 fn style_value(s: PromptStyle) -> &'static str {
@@ -45,12 +40,7 @@ fn TrainForm() -> impl IntoView {
             match read_text(&file).await {
                 Ok(text) => {
                     let imported = dataset::formats::import(&text);
-                    let records: Vec<Record> = imported
-                        .rows
-                        .iter()
-                        .filter(|r| !r.instruction.trim().is_empty() && !r.response.trim().is_empty())
-                        .map(|r| Record { instruction: r.instruction.clone(), input: String::new(), output: r.response.clone() })
-                        .collect();
+                    let records = records_from_rows(&imported.rows);
                     let bad: Vec<String> =
                         imported.errors.iter().take(5).map(|e| format!("line {}: {}", e.line, e.message)).collect();
                     t.notice.set((!bad.is_empty()).then(|| {

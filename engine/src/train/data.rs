@@ -20,6 +20,15 @@ pub struct Record {
     pub output: String,
 }
 
+/// Dataset rows (ShareGPT, OpenAI messages or Alpaca, as Magpie exports them) as records: each row's first
+/// instruction and reply; rows without both are left out.
+pub fn records_from_rows(rows: &[dataset::Row]) -> Vec<Record> {
+    rows.iter()
+        .filter(|r| !r.instruction.trim().is_empty() && !r.response.trim().is_empty())
+        .map(|r| Record { instruction: r.instruction.clone(), input: String::new(), output: r.response.clone() })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PromptStyle {
