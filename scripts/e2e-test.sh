@@ -7,7 +7,7 @@
 # answers are computed here by the native CLI for the same prompt, settings and model.
 # Screenshots and browser logs go to target/e2e-artifacts/.
 #   E2E_SKIP_BUILD=1 reuses dist/ as it is; arguments name the suites to run (chat, models, device, default-model,
-#   magpie, lora), all when none.
+#   magpie, lora, share, loads, offline, train), all when none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
