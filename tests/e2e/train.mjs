@@ -1,7 +1,8 @@
 // Fine-tuning in the page, on the tiny model (CPU backend): a dataset made in the Magpie view trains a LoRA adapter
 // whose loss series appears in the plot and falls; the adapter shows up in the Adapters panel and changes the reply;
-// it exports as a PEFT zip and a GGUF; a run paused after its first step resumes from its checkpoint to the end; and
-// the Compare view shows per-token KL between the base and the tuned model.
+// it exports as a PEFT zip and a GGUF; a run paused after its first step resumes from its checkpoint to the end; the
+// Compare view shows per-token KL between the base and the tuned model; and a paused run's checkpoint, kept in OPFS,
+// is offered after a reload and resumes from the list.
 
 import { readFileSync } from 'node:fs';
 import { ask, setGreedy, suite, tinyPageUrl, waitForModel } from './lib.mjs';
@@ -156,6 +157,30 @@ export function register({ webgpu }) {
       c.ok(kls.length > 0 && kls.every((k) => k >= 0), 'every token carries its KL', JSON.stringify(kls));
       await page.getByTestId('compare-token').first().click();
       c.ok(/KL/.test(await page.getByTestId('compare-detail').textContent()), 'a token opens both sides\' candidates');
+    });
+
+    s.step('a checkpoint survives a reload and resumes from the list', async (c) => {
+      const { page } = s;
+      await page.getByTestId('nav-train').click();
+      await setRun(page, { name: 'reload-run', epochs: 4 });
+      await page.getByTestId('train-start').click();
+      await page.waitForFunction(() => JSON.parse(document.querySelector('[data-testid=train-loss]')?.dataset.values
+        ?? '{"train":[]}').train.length >= 2, null, { timeout: RUN_TIMEOUT, polling: 50 });
+      await page.getByTestId('train-pause').click();
+      c.must(await waitForTrainState(page, /^(paused|done|failed)/) === 'paused', 'the run pauses');
+      await page.reload();
+      c.must(/ready/.test(await waitForModel(page)), 'the model loads again after the reload');
+      await page.getByTestId('nav-train').click();
+      const entry = page.locator('[data-testid=train-checkpoint][data-name=reload-run]');
+      await entry.waitFor({ timeout: 10_000 });
+      const step = Number(await entry.getAttribute('data-step'));
+      c.ok(step >= 2 && step < 12, 'the stored checkpoint is offered after the reload', String(step));
+      await entry.getByTestId('train-checkpoint-resume').click();
+      c.must(await waitForTrainState(page, /^(done|failed)/) === 'done', 'resumed from the list, the run ends done');
+      const { train } = await lossSeries(page);
+      c.ok(train.length === 12 && train[train.length - 1][0] === 12, 'the curve, restored from the checkpoint, runs to step 12',
+        JSON.stringify(train.map(([s]) => s)));
+      c.ok(await page.locator('[data-testid=lora-item][data-name=reload-run]').count() === 1, 'its adapter joins the panel');
     });
   });
 }

@@ -115,7 +115,13 @@ async fn train<B: TrainBackend>(
             shared.post(&Event::TrainDone { id, paused: true, step: trainer.state.step, total_steps: trainer.total_steps() });
             return Ok(());
         }
-        let report = trainer.step().await?;
+        let report = trainer.step().await.map_err(|e| match e {
+            // The device ran out of memory or was lost mid-step: the last checkpoint stands, and a smaller run fits.
+            Error::Backend(why) => Error::Training(format!(
+                "{why}. The last checkpoint is kept: lower the maximum length, the batch or the rank, then resume"
+            )),
+            other => other,
+        })?;
         tokens += report.tokens;
         let seconds = (js_sys::Date::now() - t0) / 1000.0;
         let done_here = (report.step - first_step) as f64;
