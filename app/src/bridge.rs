@@ -310,15 +310,7 @@ fn generate_reply(bridge: Bridge) {
     model.status.set(Status::Generating);
     let options = engine::session::GenerateOptions {
         max_tokens: settings.max_tokens.get_untracked(),
-        sampling: engine::sampling::SamplingParams {
-            temperature: settings.temperature.get_untracked(),
-            seed: settings.seed.get_untracked(),
-            top_k: settings.top_k.get_untracked(),
-            top_p: settings.top_p.get_untracked(),
-            min_p: settings.min_p.get_untracked(),
-            repeat_penalty: settings.repeat_penalty.get_untracked(),
-            repeat_last_n: settings.repeat_last_n.get_untracked(),
-        },
+        sampling: untrack(|| settings.sampling()),
         candidates: TOKEN_CANDIDATES,
         lora,
         ..Default::default()

@@ -151,6 +151,22 @@ pub struct Settings {
     pub repeat_last_n: RwSignal<usize>,
 }
 
+impl Settings {
+    /// The sampler's settings as they stand (tracked reads: call it in `untrack` outside effects that should not
+    /// rerun on them).
+    pub fn sampling(&self) -> engine::sampling::SamplingParams {
+        engine::sampling::SamplingParams {
+            temperature: self.temperature.get(),
+            top_k: self.top_k.get(),
+            top_p: self.top_p.get(),
+            min_p: self.min_p.get(),
+            repeat_penalty: self.repeat_penalty.get(),
+            repeat_last_n: self.repeat_last_n.get(),
+            seed: self.seed.get(),
+        }
+    }
+}
+
 /// The backend the next Load asks for (the adapter panel's choice, or `?backend=cpu|gpu` in the page URL).
 #[derive(Clone, Copy)]
 pub struct BackendPreference(pub RwSignal<BackendChoice>);

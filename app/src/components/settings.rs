@@ -31,15 +31,7 @@ impl Saved {
         Saved {
             system_prompt: s.system_prompt.get(),
             max_tokens: s.max_tokens.get(),
-            sampling: SamplingParams {
-                temperature: s.temperature.get(),
-                top_k: s.top_k.get(),
-                top_p: s.top_p.get(),
-                min_p: s.min_p.get(),
-                repeat_penalty: s.repeat_penalty.get(),
-                repeat_last_n: s.repeat_last_n.get(),
-                seed: s.seed.get(),
-            },
+            sampling: s.sampling(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! `Cancel` stops between answers.
 
 use super::lora::Adapters;
-use super::{Loaded, Shared};
+use super::{Loaded, Registered, Shared};
 use engine::backend::Backend;
 use engine::chat::Message;
 use engine::compare::compare_answer;
@@ -12,7 +12,7 @@ use engine::protocol::{CompareSide, Event};
 use engine::sampling::SamplingParams;
 use engine::session::{GenerateOptions, LoraChoice, Session};
 use engine::Result;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// The likeliest tokens shown per position.
@@ -29,10 +29,9 @@ pub async fn run<B: Backend>(
     sides: [&[LoraChoice]; 2],
     max_tokens: usize,
 ) {
-    let flag = Arc::new(AtomicBool::new(false));
-    *shared.batch_cancel.borrow_mut() = Some(flag.clone());
-    let result = compare_all(shared, m, session, adapters, id, instructions, sides, max_tokens, &flag).await;
-    *shared.batch_cancel.borrow_mut() = None;
+    let registered = Registered::new(shared, Arc::new(AtomicBool::new(false)));
+    let result = compare_all(shared, m, session, adapters, id, instructions, sides, max_tokens, &registered).await;
+    drop(registered);
     // The session's cache now holds the last teacher-forced sequence under some stack: the next chat starts anew.
     let _ = session.reset();
     shared.post(&match result {
@@ -51,14 +50,14 @@ async fn compare_all<B: Backend>(
     instructions: &[String],
     sides: [&[LoraChoice]; 2],
     max_tokens: usize,
-    cancelled: &AtomicBool,
+    run: &Registered<'_>,
 ) -> Result<bool> {
     let stacks = [adapters.stack(sides[0])?, adapters.stack(sides[1])?];
     let options = GenerateOptions { max_tokens: max_tokens.max(1), sampling: SamplingParams::greedy(), ..Default::default() };
     for (index, instruction) in instructions.iter().enumerate() {
         let prompt = engine::prompt::encode_chat(&m.template, &m.tokenizer, &[Message::new("user", instruction.clone())])?;
         for (s, side) in [CompareSide::A, CompareSide::B].into_iter().enumerate() {
-            if cancelled.load(Ordering::Relaxed) {
+            if run.cancelled() {
                 return Ok(true);
             }
             session.set_lora(stacks[s].clone())?;

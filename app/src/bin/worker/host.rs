@@ -122,6 +122,30 @@ impl Shared {
     }
 }
 
+/// A batch run's cancel flag (Magpie, judge, synthesis, training, comparing), held in `Shared` for `Cancel` to set
+/// while the run goes, and taken out when it ends, however it ends.
+struct Registered<'a> {
+    shared: &'a Shared,
+    flag: Arc<AtomicBool>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(shared: &'a Shared, flag: Arc<AtomicBool>) -> Self {
+        *shared.batch_cancel.borrow_mut() = Some(flag.clone());
+        Self { shared, flag }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        *self.shared.batch_cancel.borrow_mut() = None;
+    }
+}
+
 type Queue = UnboundedReceiver<(u64, Request)>;
 
 /// Installs the message handler, starts the driver and tells the page it is listening.

@@ -2,7 +2,7 @@
 //! each result posted as soon as it is finished and `BatchDone` at the end. A run's cancel flag is registered in
 //! `Shared`, so `Cancel` stops it after the current step; what finished before has been posted.
 
-use super::{event_loop_yield, Loaded, Shared};
+use super::{event_loop_yield, Loaded, Registered, Shared};
 use aviary_app::run_rules;
 use engine::backend::Backend;
 use engine::batch::{BatchRunner, BatchStats, Task};
@@ -11,8 +11,6 @@ use engine::magpie::{self, JudgeTask, MagpieContext, MagpieSettings};
 use engine::protocol::{BackendInfo, Event, ModelCard, Request};
 use engine::synth::{self, SynthSettings};
 use engine::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// What `PreQuery` needs of the loaded model, kept where the message handler can reach it.
 pub struct TemplateSource {
@@ -86,27 +84,8 @@ fn runner<'s, 'm, B: Backend, T: Task>(
         // The GPU path awaits a buffer map every step, which already lets the message handler hear a Cancel.
         runner.yield_hook = Some(event_loop_yield());
     }
-    let flag = runner.cancel_flag();
-    *shared.batch_cancel.borrow_mut() = Some(flag.clone());
-    Ok((runner, Registered { shared, flag }))
-}
-
-/// The run's cancel flag as `Shared` holds it; unregistered when the run ends, however it ends.
-struct Registered<'a> {
-    shared: &'a Shared,
-    flag: Arc<AtomicBool>,
-}
-
-impl Registered<'_> {
-    fn cancelled(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        *self.shared.batch_cancel.borrow_mut() = None;
-    }
+    let registered = Registered::new(shared, runner.cancel_flag());
+    Ok((runner, registered))
 }
 
 async fn magpie_rows<B: Backend>(

@@ -5,7 +5,7 @@
 //! latest checkpoint with the job stored beside it.
 
 use super::lora::Adapters;
-use super::{Loaded, Shared};
+use super::{Loaded, Registered, Shared};
 use aviary_app::train_store;
 use engine::config::RopeLayout;
 use engine::lora::{Adapter, LoraKind};
@@ -15,32 +15,8 @@ use engine::train::job::{examples, CheckpointInfo, TrainJob, TrainProgress};
 use engine::train::{TrainBackend, Trainer};
 use engine::source::ByteSource;
 use engine::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-/// The run's cancel flag in `Shared`, cleared when the run ends however it ends.
-struct Registered<'a> {
-    shared: &'a Shared,
-    flag: Arc<AtomicBool>,
-}
-
-impl<'a> Registered<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        let flag = Arc::new(AtomicBool::new(false));
-        *shared.batch_cancel.borrow_mut() = Some(flag.clone());
-        Self { shared, flag }
-    }
-
-    fn cancelled(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        *self.shared.batch_cancel.borrow_mut() = None;
-    }
-}
 
 /// Runs (or resumes) the job; every outcome is posted.
 pub async fn run<B: TrainBackend>(
@@ -103,7 +79,7 @@ async fn train<B: TrainBackend>(
         val_examples: trainer.val_examples(),
         truncated,
     });
-    let registered = Registered::new(shared);
+    let registered = Registered::new(shared, Arc::new(AtomicBool::new(false)));
     let pause_point = super::event_loop_yield();
     let t0 = js_sys::Date::now();
     let first_step = trainer.state.step;
