@@ -632,7 +632,7 @@ fn pass<B: TrainBackend>(
     let lora = lora.qk_rows_moved(cfg, RopeLayout::SplitHalves, cfg.rope_layout);
     let device = engine::train::DeviceLora::upload(&m.backend, &lora).expect("upload");
     let out = futures::executor::block_on(engine::train::loss_and_grads(
-        &m.backend, &m.model, &device, batch,
+        &m.backend, &m.model, &device, batch, batch.len(),
     ))
     .expect("pass");
     let grads = out

@@ -79,7 +79,7 @@ fn compare(what: &str, got: &LoraFile, refs: &HashMap<String, Vec<f32>>, prefix:
 
 fn step_loss<B: TrainBackend>(m: &Loaded<B>, lora: &LoraFile, batch: &[Example]) -> (f32, LoraFile) {
     let device = DeviceLora::upload(&m.backend, lora).expect("upload");
-    let out = futures::executor::block_on(loss_and_grads(&m.backend, &m.model, &device, batch)).expect("pass");
+    let out = futures::executor::block_on(loss_and_grads(&m.backend, &m.model, &device, batch, batch.len())).expect("pass");
     (out.loss, out.grads.as_file(lora))
 }
 

@@ -15,6 +15,15 @@ pub trait TrainBackend: Backend {
     /// A tensor's values, row-major.
     async fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
 
+    /// Several tensors' values at once (backends that pay per readback override it to read them together).
+    async fn read_all(&self, xs: &[&Self::Tensor]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(xs.len());
+        for x in xs {
+            out.push(self.read(x).await?);
+        }
+        Ok(out)
+    }
+
     /// x `[rows, in]` · wᵀ with w `[out, in]` dequantised inside the product and x kept in f32 (no activation
     /// rounding, unlike inference's products on quantized weights).
     fn matmul_f32(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor>;
@@ -28,6 +37,9 @@ pub trait TrainBackend: Backend {
 
     /// a + s·b.
     fn add_scaled(&self, a: &Self::Tensor, b: &Self::Tensor, s: f32) -> Result<Self::Tensor>;
+
+    /// Rows `start..start + n` of x, dense (one sequence of a stacked batch).
+    fn rows(&self, x: &Self::Tensor, start: usize, n: usize) -> Result<Self::Tensor>;
 
     /// `[rows, Σ widths]` from `[rows, width]` pieces, left to right (the inverse of `split_cols`).
     fn concat_cols(&self, parts: &[Self::Tensor]) -> Result<Self::Tensor>;

@@ -1,7 +1,7 @@
 //! A training run: the examples split into training and validation (seeded), each epoch's order a seeded shuffle,
-//! optimizer steps of `batch × accum` examples (sequences run one at a time, so accumulation costs no memory: it
-//! only sets how many examples one step averages over), the appendix D schedule, clipping, AdamW, and a state that
-//! a checkpoint captures whole, so a resumed run continues with the same losses as one never stopped.
+//! optimizer steps of `batch × accum` examples (`batch` sequences stacked at a time, so accumulation costs no
+//! memory: it only sets how many stacks one step averages over), the appendix D schedule, clipping, AdamW, and a
+//! state that a checkpoint captures whole, so a resumed run continues with the same losses as one never stopped.
 
 use super::backend::TrainBackend;
 use super::data::{shuffle, split};
@@ -188,7 +188,7 @@ impl<'m, B: TrainBackend> Trainer<'m, B> {
         let (epoch, examples) = self.step_examples(step);
         let batch: Vec<Example> = examples.into_iter().cloned().collect();
         let device = DeviceLora::upload(self.backend, &self.state.params)?;
-        let out = loss_and_grads(self.backend, self.model, &device, &batch).await?;
+        let out = loss_and_grads(self.backend, self.model, &device, &batch, self.settings.batch).await?;
         if !out.loss.is_finite() {
             return Err(Error::Training(format!(
                 "the loss became {} at step {}; the last checkpoint is kept: lower the learning rate and resume",
@@ -220,6 +220,6 @@ impl<'m, B: TrainBackend> Trainer<'m, B> {
             return Ok(None);
         }
         let device = DeviceLora::upload(self.backend, &self.state.params)?;
-        Ok(Some(loss(self.backend, self.model, &device, &self.val).await?))
+        Ok(Some(loss(self.backend, self.model, &device, &self.val, self.settings.batch).await?))
     }
 }

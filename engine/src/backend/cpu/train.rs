@@ -151,6 +151,10 @@ impl TrainBackend for CpuBackend {
         Ok((a + (b * s as f64)?)?)
     }
 
+    fn rows(&self, x: &Tensor, start: usize, n: usize) -> Result<Tensor> {
+        Ok(x.narrow(0, start, n)?.contiguous()?)
+    }
+
     fn concat_cols(&self, parts: &[Tensor]) -> Result<Tensor> {
         if parts.is_empty() {
             return Err(Error::Backend("no columns to join".into()));

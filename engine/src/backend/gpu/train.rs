@@ -9,7 +9,7 @@ use super::{GpuBackend, GpuRope, GpuTensor, GpuWeight};
 use crate::backend::{AttentionParams, Backend};
 use crate::config::Activation;
 use crate::train::TrainBackend;
-use crate::Result;
+use crate::{Error, Result};
 
 impl TrainBackend for GpuBackend {
     fn tensor(&self, rows: usize, cols: usize, values: &[f32]) -> Result<GpuTensor> {
@@ -18,6 +18,35 @@ impl TrainBackend for GpuBackend {
 
     async fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
         Ok(self.to_host(x).await?.concat())
+    }
+
+    async fn read_all(&self, xs: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {
+        // Dense tensors gathered into one buffer: one readback (one wait for the queue) for all of them.
+        let total: usize = xs.iter().map(|x| x.rows * x.cols).sum();
+        if total == 0 || total * 4 > self.max_tensor_bytes() || xs.iter().any(|x| !x.is_dense()) {
+            let mut out = Vec::with_capacity(xs.len());
+            for x in xs {
+                out.push(self.read(x).await?);
+            }
+            return Ok(out);
+        }
+        let all = GpuBackend::tensor(self, total, 1);
+        let mut at = 0usize;
+        for x in xs {
+            let (buf, layout) = x.window();
+            let n = x.rows * x.cols;
+            self.rec.copy(buf, layout.offset as u64 * 4, all.buf(), (at * 4) as u64, (n * 4) as u64);
+            at += n;
+        }
+        let values = self.read(&all).await?;
+        let mut out = Vec::with_capacity(xs.len());
+        let mut at = 0usize;
+        for x in xs {
+            let n = x.rows * x.cols;
+            out.push(values[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
     }
 
     fn matmul_f32(&self, x: &GpuTensor, w: &GpuWeight) -> Result<GpuTensor> {
@@ -34,6 +63,14 @@ impl TrainBackend for GpuBackend {
 
     fn add_scaled(&self, a: &GpuTensor, b: &GpuTensor, s: f32) -> Result<GpuTensor> {
         train_ops::add_scaled(self, a, b, s)
+    }
+
+    fn rows(&self, x: &GpuTensor, start: usize, n: usize) -> Result<GpuTensor> {
+        if start + n > x.rows {
+            return Err(Error::Backend(format!("rows {start}..{} of a tensor of {} rows", start + n, x.rows)));
+        }
+        let view = GpuTensor { slab: x.slab.clone(), rows: n, cols: x.cols, offset: x.offset + start * x.stride, stride: x.stride };
+        self.concat_rows(&[view])
     }
 
     fn concat_cols(&self, parts: &[GpuTensor]) -> Result<GpuTensor> {
