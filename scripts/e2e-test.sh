@@ -28,6 +28,9 @@ tiny_name=tiny-llama-q8_0.gguf
 mkdir "$tmp/models"
 ln -s "$(dirname "$model")"/*.gguf "$tmp/models/"
 ln -s "$PWD/$tiny_file" "$tmp/models/$tiny_name"
+# Its f32 twin: the same vocabulary, other arithmetic — the Compare view's teacher beside the tiny student.
+teacher_file=tests/fixtures/tiny/llama/model-f32.gguf
+ln -s "$PWD/$teacher_file" "$tmp/models/tiny-llama-f32.gguf"
 # The LoRA suite's adapter for the default model, served beside it; the suite writes a broken one into the same
 # folder, and asks the CLI (AVIARY_BIN) for the answers with and without the adapter.
 lora_file=tests/fixtures/lora/smollm2/adapter.gguf
@@ -68,6 +71,7 @@ serve_app "$SITE_DIR" "$artifacts/serve.log" "$tmp" "$tmp/models"
 echo "app served at $url"
 
 export MODEL_FILE="$model" TINY_MODEL_FILE="$tiny_file" TINY_MODEL_URL="models/$tiny_name"
+export TINY_TEACHER_FILE="$teacher_file" TINY_TEACHER_URL="models/tiny-llama-f32.gguf"
 export LORA_FILE="$lora_file" LORA_DIR="$tmp/models/lora" LORA_URL="models/lora/$(basename "$lora_file")" AVIARY_BIN="$aviary"
 export AVIARY_URL="$url" ARTIFACTS="$artifacts" SERVE_LOG="$artifacts/serve.log"
 export EXPECTED_JSON="$tmp/expected.json" EXPECTED_F32_JSON="$tmp/expected-f32.json" EXPECTED_CPU_JSON="$tmp/expected-cpu.json"

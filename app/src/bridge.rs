@@ -157,6 +157,7 @@ impl Bridge {
             | Event::Checkpoints { .. }
             | Event::AdapterFile { .. }
             | Event::Compared { .. }
+            | Event::CompareLoading { .. }
             | Event::CompareDone { .. } => {}
             Event::Error { id, message, model_lost, detail } => {
                 if let Some(id) = id {

@@ -646,6 +646,10 @@ pub struct CompareState {
     /// Each side: adapter ids with scales (none = the base model).
     pub sides: RwSignal<[Vec<engine::session::LoraChoice>; 2]>,
     pub max_tokens: RwSignal<usize>,
+    /// Side A as another model (its URL), a teacher beside the loaded student; None: side A is `sides[0]`.
+    pub teacher: RwSignal<Option<String>>,
+    /// The teacher's loading progress during a run: (stage, done, total).
+    pub loading: RwSignal<Option<(engine::protocol::Stage, u64, u64)>>,
     pub rows: RwSignal<Vec<CompareRow>>,
     pub error: RwSignal<Option<String>>,
 }
@@ -680,6 +684,8 @@ fn provide_train_state() {
         instructions: RwSignal::new(String::new()),
         sides: RwSignal::new([Vec::new(), Vec::new()]),
         max_tokens: RwSignal::new(48),
+        teacher: RwSignal::new(None),
+        loading: RwSignal::new(None),
         rows: RwSignal::new(Vec::new()),
         error: RwSignal::new(None),
     });

@@ -3,8 +3,29 @@
 //! (teacher forcing); at each answer position each gives a next-token distribution, and the KL divergence
 //! KL(P ‖ Q) = Σ p log(p / q) says how far the second moved from the first, in nats.
 
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+
+/// Whether a teacher and a student can be compared token by token: one vocabulary, the same token at every id
+/// (SmolLM2's sizes share theirs; Gemma 2 and Gemma 3 do not).
+pub fn check_same_vocabulary(student: &Tokenizer, teacher: &Tokenizer) -> Result<()> {
+    let (s, t) = (student.vocab_size(), teacher.vocab_size());
+    if s != t {
+        return Err(Error::InvalidArgument(format!(
+            "the two models have different vocabularies ({s} and {t} tokens); a token-by-token comparison needs \
+             models that share one, such as two sizes of one family"
+        )));
+    }
+    match (0..s as u32).find(|&id| student.id_to_token(id) != teacher.id_to_token(id)) {
+        Some(id) => Err(Error::InvalidArgument(format!(
+            "the two models have different vocabularies: token {id} is {:?} in one and {:?} in the other",
+            student.id_to_token(id).unwrap_or_default(),
+            teacher.id_to_token(id).unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// One answer token as both configurations saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,5 +136,18 @@ mod tests {
         assert_eq!(c.tokens[0].top_p[0].0, 1);
         assert!((c.mean_kl - c.tokens[1].kl / 2.0).abs() < 1e-7);
         assert!(compare_answer(3, &[1, 0], &p, &q, 2).is_err());
+    }
+
+    fn tokenizer(path: &str) -> Tokenizer {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny");
+        crate::model::ModelFiles::open(dir.join(path)).unwrap().tokenizer.unwrap()
+    }
+
+    #[test]
+    fn only_models_of_one_vocabulary_are_compared() {
+        let llama = tokenizer("llama/model-q8_0.gguf");
+        check_same_vocabulary(&llama, &tokenizer("llama/model-f32.gguf")).unwrap();
+        let err = check_same_vocabulary(&llama, &tokenizer("gemma2/model-q8_0.gguf")).unwrap_err();
+        assert!(err.to_string().contains("different vocabularies"), "{err}");
     }
 }

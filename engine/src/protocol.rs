@@ -110,13 +110,17 @@ pub enum Request {
     /// An adapter trained in this worker (by its LoRA id) as a file: answered with `Event::AdapterFile`.
     ExportAdapter { id: u64, format: AdapterFormat },
     /// Two configurations of the loaded model (adapter choices; none is the base) answer `instructions` greedily, and
-    /// each answer is compared under both token by token: `Compared` per answer, then `CompareDone`.
+    /// each answer is compared under both token by token: `Compared` per answer, then `CompareDone`. With `teacher`
+    /// (a model's URL), side A is that model instead — a teacher beside the loaded student, which must share its
+    /// vocabulary — loaded for the comparison alone (`CompareLoading` while it loads).
     Compare {
         id: u64,
         instructions: Vec<String>,
         a: Vec<crate::session::LoraChoice>,
         b: Vec<crate::session::LoraChoice>,
         max_tokens: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        teacher: Option<String>,
     },
 }
 
@@ -269,6 +273,8 @@ pub enum Event {
         texts: Vec<(u32, String)>,
         comparison: crate::compare::Comparison,
     },
+    /// The teacher of comparison `id` loading: bytes or tensors done of `total` at `stage`.
+    CompareLoading { id: u64, stage: Stage, done: u64, total: u64 },
     CompareDone { id: u64, cancelled: bool },
 }
 

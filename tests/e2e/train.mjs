@@ -1,11 +1,13 @@
 // Fine-tuning in the page, on the tiny model (CPU backend): a dataset made in the Magpie view trains a LoRA adapter
 // whose loss series appears in the plot and falls; the adapter shows up in the Adapters panel and changes the reply;
 // it exports as a PEFT zip and a GGUF; a run paused after its first step resumes from its checkpoint to the end; the
-// Compare view shows per-token KL between the base and the tuned model; and a paused run's checkpoint, kept in OPFS,
-// is offered after a reload and resumes from the list.
+// Compare view shows per-token KL between the base and the tuned model, and between a teacher model (the tiny
+// model's f32 twin) and the loaded student; and a paused run's checkpoint, kept in OPFS, is offered after a reload
+// and resumes from the list.
 
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { ask, setGreedy, suite, tinyPageUrl, waitForModel } from './lib.mjs';
+import { ask, env, setGreedy, suite, tinyPageUrl, waitForModel } from './lib.mjs';
 
 const RUN_TIMEOUT = 5 * 60_000;
 const QUESTION = 'Name the three primary colors.';
@@ -157,6 +159,35 @@ export function register({ webgpu }) {
       c.ok(kls.length > 0 && kls.every((k) => k >= 0), 'every token carries its KL', JSON.stringify(kls));
       await page.getByTestId('compare-token').first().click();
       c.ok(/KL/.test(await page.getByTestId('compare-detail').textContent()), 'a token opens both sides\' candidates');
+    });
+
+    s.step('a teacher model beside the student: it answers as the CLI does, KL per token; a missing one is named', async (c) => {
+      const { page } = s;
+      await page.getByTestId('compare-side-0').selectOption('teacher');
+      await page.getByTestId('compare-teacher').fill(env('TINY_TEACHER_URL'));
+      await page.getByTestId('compare-teacher').dispatchEvent('change');
+      await page.getByTestId('compare-side-1').selectOption('base');
+      await page.getByTestId('compare-run').click();
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid=compare-answer]').length === 2
+        && document.querySelector('[data-testid=compare-kl]')?.dataset.value, null, { timeout: 60_000, polling: 100 });
+      const teacherTokens = await page.locator('[data-testid=compare-answer][data-side=A] [data-testid=compare-token]')
+        .evaluateAll((els) => els.map((e) => Number(e.dataset.token)));
+      const args = ['generate', '--backend', 'cpu', '--model', env('TINY_TEACHER_FILE'), '--prompt', QUESTION,
+        '--max-tokens', '8', '--temperature', '0', '--repeat-penalty', '1', '--json'];
+      const expected = JSON.parse(execFileSync(env('AVIARY_BIN'), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })).tokens;
+      c.must(JSON.stringify(teacherTokens) === JSON.stringify(expected), 'side A is the teacher: its greedy answer is the CLI\'s',
+        `${JSON.stringify(teacherTokens)} vs ${JSON.stringify(expected)}`);
+      const kl = Number(await page.getByTestId('compare-kl').getAttribute('data-value'));
+      c.ok(kl > 0 && Number.isFinite(kl), 'an f32 teacher and its Q8_0 student part a little (KL > 0)', String(kl));
+
+      await page.getByTestId('compare-teacher').fill('models/no-such-teacher.gguf');
+      await page.getByTestId('compare-teacher').dispatchEvent('change');
+      await page.getByTestId('compare-run').click();
+      await page.waitForFunction(() => document.querySelector('.compare [role=alert]'), null, { timeout: 30_000, polling: 100 });
+      const error = await page.locator('.compare [role=alert]').textContent();
+      c.ok(/404|not found/i.test(error), 'a teacher that is not there is named as such', error);
+      c.must(await page.getByTestId('compare-run').isEnabled(), 'the student stays loaded and ready');
+      await page.getByTestId('compare-side-0').selectOption('base');
     });
 
     s.step('a checkpoint survives a reload and resumes from the list', async (c) => {

@@ -95,12 +95,20 @@ pub fn compare(bridge: Bridge, compare: CompareState) {
         compare.error.set(Some("write at least one instruction, one per line".into()));
         return;
     }
+    // The worker fetches from its own script's address: a relative one is resolved against the page's here.
+    let teacher = compare.teacher.get_untracked().map(|url| url.trim().to_string());
+    let teacher = teacher.map(|url| if url.is_empty() { url } else { aviary_app::js::absolute_url(&url) });
+    if teacher.as_deref() == Some("") {
+        compare.error.set(Some("name the teacher model: its address, or pick one kept in this browser".into()));
+        return;
+    }
     let id = fresh_id();
     let [a, b] = compare.sides.get_untracked();
     compare.rows.set(Vec::new());
     compare.error.set(None);
+    compare.loading.set(None);
     compare.running.set(Some(id));
-    bridge.send(Request::Compare { id, instructions, a, b, max_tokens: compare.max_tokens.get_untracked() });
+    bridge.send(Request::Compare { id, instructions, a, b, max_tokens: compare.max_tokens.get_untracked(), teacher });
 }
 
 pub fn on_event(event: &Event, bridge: Bridge, train: TrainState, compare: CompareState) {
@@ -162,6 +170,7 @@ pub fn on_event(event: &Event, bridge: Bridge, train: TrainState, compare: Compa
             }
         }
         Event::Compared { id, index, side, answer, pieces, texts, comparison } if compare.running.get_untracked() == Some(*id) => {
+            compare.loading.set(None);
             compare.rows.update(|rows| {
                 rows.push(CompareRow {
                     index: *index,
@@ -173,13 +182,20 @@ pub fn on_event(event: &Event, bridge: Bridge, train: TrainState, compare: Compa
                 })
             });
         }
-        Event::CompareDone { id, .. } if compare.running.get_untracked() == Some(*id) => compare.running.set(None),
+        Event::CompareLoading { id, stage, done, total } if compare.running.get_untracked() == Some(*id) => {
+            compare.loading.set(Some((*stage, *done, *total)))
+        }
+        Event::CompareDone { id, .. } if compare.running.get_untracked() == Some(*id) => {
+            compare.loading.set(None);
+            compare.running.set(None)
+        }
         Event::Error { id: Some(id), message, .. } => {
             if current == Some(*id) {
                 train.status.set(TrainStatus::Failed(message.clone()));
                 bridge.send(Request::ListCheckpoints);
             }
             if compare.running.get_untracked() == Some(*id) {
+                compare.loading.set(None);
                 compare.running.set(None);
                 compare.error.set(Some(message.clone()));
             }

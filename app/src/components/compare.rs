@@ -2,10 +2,12 @@
 //! their scales — answer the same instructions greedily, side by side. Each token is shaded by the KL divergence
 //! between the two configurations' next-token distributions at that point (both read the same answer); a click
 //! shows both sides' likeliest tokens. Each answer has its mean KL, and the whole comparison one in `compare-kl`.
+//! Side A may instead be another model of the same vocabulary: a teacher beside the loaded student, as in Gemma 2's
+//! distillation.
 
 use crate::bridge::{train, Bridge};
-use crate::state::{CompareRow, CompareState, DatasetState, LoraState, LoraStatus, ModelState, Status};
-use engine::protocol::CompareSide;
+use crate::state::{CompareRow, CompareState, DatasetState, LoraState, LoraStatus, ModelState, Status, Storage};
+use engine::protocol::{CompareSide, Request, Stage};
 use engine::session::LoraChoice;
 use leptos::prelude::*;
 
@@ -26,17 +28,27 @@ fn side_label(lora: LoraState, choices: &[LoraChoice]) -> String {
     })
 }
 
-/// A select of "base" and every ready adapter (at its panel scale) for side `s`.
+/// A select of "base" and every ready adapter (at its panel scale) for side `s`; side A may also be another model,
+/// a teacher beside the loaded student.
 #[component]
 fn SidePicker(s: usize, label: &'static str) -> impl IntoView {
     let cmp = expect_context::<CompareState>();
     let lora = expect_context::<LoraState>();
-    let value = move || cmp.sides.with(|sides| sides[s].first().map_or("base".to_string(), |c| c.id.to_string()));
+    let value = move || {
+        if s == 0 && cmp.teacher.with(Option::is_some) {
+            return "teacher".to_string();
+        }
+        cmp.sides.with(|sides| sides[s].first().map_or("base".to_string(), |c| c.id.to_string()))
+    };
     view! {
         <label for=format!("compare-side-{s}")>{label}</label>
         <select id=format!("compare-side-{s}") data-testid=format!("compare-side-{s}") prop:value=value
             on:change=move |ev| {
                 let v = event_target_value(&ev);
+                if s == 0 {
+                    let teacher = (v == "teacher").then(|| cmp.teacher.get_untracked().unwrap_or_default());
+                    cmp.teacher.set(teacher);
+                }
                 let choice = v.parse::<u64>().ok().and_then(|id| {
                     lora.adapters.with_untracked(|l| l.iter().find(|a| a.id == id).map(|a| LoraChoice { id, scale: a.scale }))
                 });
@@ -46,7 +58,50 @@ fn SidePicker(s: usize, label: &'static str) -> impl IntoView {
             {move || lora.adapters.get().into_iter().filter(|a| a.status == LoraStatus::Ready).map(|a| {
                 view! { <option value=a.id.to_string()>{format!("{} ×{:.2}", a.name, a.scale)}</option> }
             }).collect_view()}
+            {(s == 0).then(|| view! { <option value="teacher">"Another model (a teacher)…"</option> })}
         </select>
+    }
+}
+
+/// The teacher's address (with the models kept in this browser offered), when side A is another model.
+#[component]
+fn TeacherPicker() -> impl IntoView {
+    let cmp = expect_context::<CompareState>();
+    let storage = expect_context::<Storage>();
+    let stored = move || {
+        storage.entries.with(|e| {
+            e.iter()
+                .filter(|e| e.complete && !e.adapter)
+                .map(|e| view! { <option value=e.url.clone()>{e.name.clone()}</option> })
+                .collect_view()
+        })
+    };
+    move || {
+        cmp.teacher.get().map(|url| {
+            view! {
+                <label for="compare-teacher">"Teacher model"</label>
+                <div>
+                    <input id="compare-teacher" data-testid="compare-teacher" list="compare-teacher-stored" type="url"
+                        placeholder="models/….gguf or https://….gguf" prop:value=url
+                        on:change=move |ev| cmp.teacher.set(Some(event_target_value(&ev)))/>
+                    <datalist id="compare-teacher-stored">{stored}</datalist>
+                    <p class="muted">"Loaded beside the loaded model for this comparison, on its device. It must share \
+                        its vocabulary, as two sizes of one family do (SmolLM2-360M beside SmolLM2-135M)."</p>
+                </div>
+            }
+        })
+    }
+}
+
+/// How far the teacher's download or upload has come.
+fn loading_text(stage: Stage, done: u64, total: u64) -> String {
+    let what = match stage {
+        Stage::Download => "downloading the teacher",
+        _ => "loading the teacher",
+    };
+    match total {
+        0 => format!("{what}: {:.1} MB", done as f64 / 1e6),
+        t => format!("{what}: {:.0}%", 100.0 * done as f64 / t as f64),
     }
 }
 
@@ -69,6 +124,7 @@ fn Answer(row: CompareRow) -> impl IntoView {
         .map(|(i, (piece, t))| {
             view! {
                 <button class="token" style=shade(t.kl) data-testid="compare-token" data-kl=t.kl.to_string()
+                    data-token=t.token.to_string()
                     title=format!("KL {:.3} nats · p {:.3} vs q {:.3}", t.kl, t.p, t.q)
                     on:click=move |_| selected.update(|s| *s = if *s == Some(i) { None } else { Some(i) })>
                     {piece.clone()}
@@ -131,10 +187,12 @@ pub fn CompareView() -> impl IntoView {
     view! {
         <section class="panel compare" aria-label="Compare two configurations">
             <h2>"Compare"</h2>
-            <p class="muted">"Two configurations of the loaded model answer the same instructions; each token is shaded \
-                by how far their next-token distributions part there (KL divergence, as in Gemma 2's distillation)."</p>
+            <p class="muted">"Two configurations of the loaded model — or a teacher model beside it — answer the same \
+                instructions; each token is shaded by how far their next-token distributions part there (KL \
+                divergence, as in Gemma 2's distillation)."</p>
             <div class="settings-grid">
                 <SidePicker s=0 label="A"/>
+                <TeacherPicker/>
                 <SidePicker s=1 label="B"/>
                 <label for="compare-max">"Max tokens"</label>
                 <input id="compare-max" type="number" min="1" max="512" data-testid="compare-max-tokens"
@@ -152,8 +210,23 @@ pub fn CompareView() -> impl IntoView {
             <div class="row">
                 <button data-testid="compare-run" on:click=move |_| train::compare(bridge, cmp)
                     disabled=move || cmp.running.get().is_some() || model.status.get() != Status::Ready>"Compare"</button>
-                <span class="muted">{move || format!("A: {} · B: {}", side_label(lora, &cmp.sides.get()[0]), side_label(lora, &cmp.sides.get()[1]))}</span>
+                {move || cmp.running.get().map(|_| view! {
+                    <button data-testid="compare-stop" on:click=move |_| bridge.send(Request::Cancel)>"Stop"</button>
+                })}
+                <span class="muted">{move || {
+                    let a = match cmp.teacher.get() {
+                        Some(url) => format!("teacher {}", url.rsplit('/').next().unwrap_or_default()),
+                        None => side_label(lora, &cmp.sides.get()[0]),
+                    };
+                    format!("A: {a} · B: {}", side_label(lora, &cmp.sides.get()[1]))
+                }}</span>
             </div>
+            {move || cmp.loading.get().map(|(stage, done, total)| view! {
+                <p data-testid="compare-loading" role="status">
+                    {loading_text(stage, done, total)}
+                    <progress max=total.max(1).to_string() value=done.to_string()></progress>
+                </p>
+            })}
             {move || cmp.error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <p data-testid="compare-kl" data-value=move || mean().map(|m| m.to_string()).unwrap_or_default()>
                 {move || match (mean(), cmp.running.get()) {

@@ -492,9 +492,10 @@ async fn serve<B: TrainBackend>(shared: &Rc<Shared>, m: &Loaded<B>, queue: &mut 
                 train::run(shared, m, &mut adapters, epoch, id, job, resume).await;
                 shared.batch_ended(epoch);
             }
-            Request::Compare { id, instructions, a, b, max_tokens } => {
+            Request::Compare { id, instructions, a, b, max_tokens, teacher } => {
                 if epoch == shared.epoch.get() {
-                    compare::run(shared, m, &mut session, &adapters, id, &instructions, [&a, &b], max_tokens).await;
+                    let ask = compare::Ask { id, instructions: &instructions, sides: [&a, &b], max_tokens, teacher: teacher.as_deref() };
+                    compare::run(shared, m, &mut session, &adapters, ask).await;
                 } else {
                     shared.post(&Event::CompareDone { id, cancelled: true });
                 }
