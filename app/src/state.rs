@@ -613,6 +613,8 @@ pub struct TrainState {
     pub imported: RwSignal<Option<(String, Vec<engine::train::data::Record>)>>,
     /// Whether the next run trains on the imported rows rather than the Magpie dataset.
     pub use_imported: RwSignal<bool>,
+    /// A file with bad lines, waiting for the user to skip them or drop the file.
+    pub pending_import: RwSignal<Option<PendingImport>>,
     pub run: RwSignal<Option<TrainRunInfo>>,
     /// (step, train loss) and (step, validation loss).
     pub losses: RwSignal<Vec<(u64, f32)>>,
@@ -624,6 +626,16 @@ pub struct TrainState {
     /// Adapters trained in this page (worker ids and names), for export.
     pub trained: RwSignal<Vec<(u64, String)>>,
     pub notice: RwSignal<Option<String>>,
+}
+
+/// An imported dataset with lines that could not be read: its good records, and what was wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingImport {
+    pub file: String,
+    pub records: Vec<engine::train::data::Record>,
+    /// The bad lines' count and the first few, named.
+    pub bad_lines: usize,
+    pub first_bad: Vec<String>,
 }
 
 /// One answer the Compare view shows.
@@ -670,6 +682,7 @@ fn provide_train_state() {
         }),
         imported: RwSignal::new(None),
         use_imported: RwSignal::new(false),
+        pending_import: RwSignal::new(None),
         run: RwSignal::new(None),
         losses: RwSignal::new(Vec::new()),
         val_losses: RwSignal::new(Vec::new()),

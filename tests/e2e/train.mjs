@@ -59,6 +59,26 @@ export function register({ webgpu }) {
       c.must(await page.getByTestId('magpie-row').count() === 8, 'the Magpie run makes 8 rows');
     });
 
+    s.step('an imported file with bad lines: they are named, and the user skips them or drops the file', async (c) => {
+      const { page } = s;
+      await page.getByTestId('nav-train').click();
+      const good = (i) => JSON.stringify({ instruction: `Say hello number ${i}.`, input: '', output: `Hello ${i}.` });
+      const file = { name: 'mixed.jsonl', mimeType: 'application/json',
+        buffer: Buffer.from([good(1), '{"instruction": "cut off', good(2), 'not json at all'].join('\n')) };
+      await page.getByTestId('train-import').setInputFiles(file);
+      await page.getByTestId('train-import-bad').waitFor({ timeout: 10_000 });
+      const said = await page.getByTestId('train-import-bad').textContent();
+      c.ok(/2 line\(s\)/.test(said) && /line 2/.test(said) && /line 4/.test(said), 'the bad lines are counted and named', said);
+      await page.getByTestId('train-import-stop').click();
+      c.must(await page.getByTestId('train-dataset').inputValue() === 'magpie', 'dropped: the Magpie dataset stays chosen');
+      await page.getByTestId('train-import').setInputFiles(file);
+      await page.getByTestId('train-import-skip').click();
+      c.must(await page.getByTestId('train-dataset').inputValue() === 'imported', 'skipped: the good rows are chosen');
+      const label = await page.locator('[data-testid=train-dataset] option[value=imported]').textContent();
+      c.ok(/mixed\.jsonl \(2 rows\)/.test(label), 'the two good rows are kept', label);
+      await page.getByTestId('train-dataset').selectOption('magpie');
+    });
+
     s.step('training on it: the loss series appears and falls; the adapter joins the Adapters panel', async (c) => {
       const { page } = s;
       await page.getByTestId('nav-train').click();

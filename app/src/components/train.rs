@@ -9,12 +9,15 @@ use crate::components::loss_plot::LossPlot;
 use crate::components::number_field::NumberField;
 use crate::files::{read_text, take_input_files};
 use crate::format;
-use crate::state::{DatasetState, ModelState, Status, TrainState, TrainStatus};
+use crate::state::{DatasetState, ModelState, PendingImport, Status, TrainState, TrainStatus};
 use engine::lora::Target;
 use engine::protocol::AdapterFormat;
 use engine::train::data::{records_from_rows, PromptStyle, Record};
 use engine::train::job::TrainJob;
 use leptos::prelude::*;
+
+/// The largest JSONL file the view imports (it is read whole into memory).
+const MAX_IMPORT_BYTES: u64 = 64 << 20;
 
 /// The Magpie dataset's rows as training records (rows without both halves are left out).
 fn dataset_records(ds: DatasetState) -> Vec<Record> {
@@ -36,22 +39,70 @@ fn TrainForm() -> impl IntoView {
     let source = move || if t.use_imported.get() { "imported" } else { "magpie" };
     let import = move |ev: leptos::ev::Event| {
         let Some(file) = take_input_files(&ev).into_iter().next() else { return };
+        t.pending_import.set(None);
+        if file.size() > MAX_IMPORT_BYTES as f64 {
+            t.notice.set(Some(format!(
+                "{} is {}; a training set is read whole, so files above {} are refused",
+                file.name(),
+                format::bytes(file.size() as u64),
+                format::bytes(MAX_IMPORT_BYTES)
+            )));
+            return;
+        }
         leptos::task::spawn_local(async move {
             match read_text(&file).await {
                 Ok(text) => {
                     let imported = dataset::formats::import(&text);
                     let records = records_from_rows(&imported.rows);
-                    let bad: Vec<String> =
+                    if records.is_empty() {
+                        let why = imported.errors.first().map(|e| format!(" (line {}: {})", e.line, e.message));
+                        t.notice.set(Some(format!(
+                            "{} has no instruction with a reply to train on{}",
+                            file.name(),
+                            why.unwrap_or_default()
+                        )));
+                        return;
+                    }
+                    if imported.errors.is_empty() {
+                        t.notice.set(None);
+                        t.imported.set(Some((file.name(), records)));
+                        t.use_imported.set(true);
+                        return;
+                    }
+                    // Some lines are bad: the user says whether to train on the rest.
+                    let first_bad =
                         imported.errors.iter().take(5).map(|e| format!("line {}: {}", e.line, e.message)).collect();
-                    t.notice.set((!bad.is_empty()).then(|| {
-                        format!("{} line(s) of {} were skipped: {}", imported.errors.len(), file.name(), bad.join("; "))
+                    t.pending_import.set(Some(PendingImport {
+                        file: file.name(),
+                        records,
+                        bad_lines: imported.errors.len(),
+                        first_bad,
                     }));
-                    t.imported.set(Some((file.name(), records)));
-                    t.use_imported.set(true);
                 }
                 Err(e) => t.notice.set(Some(e)),
             }
         });
+    };
+    let skip_bad = move |_| {
+        if let Some(p) = t.pending_import.get_untracked() {
+            t.notice.set(Some(format!("{}: {} bad line(s) skipped", p.file, p.bad_lines)));
+            t.imported.set(Some((p.file, p.records)));
+            t.use_imported.set(true);
+        }
+        t.pending_import.set(None);
+    };
+    let drop_file = move |_| t.pending_import.set(None);
+    let pending = move || {
+        t.pending_import.get().map(|p| {
+            view! {
+                <div class="notice" role="alert" data-testid="train-import-bad">
+                    <p>{format!("{} line(s) of {} cannot be read ({} good rows):", p.bad_lines, p.file, p.records.len())}</p>
+                    <ul>{p.first_bad.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
+                    <button data-testid="train-import-skip" on:click=skip_bad>"Skip them and use the rest"</button>
+                    <button data-testid="train-import-stop" on:click=drop_file>"Don't use this file"</button>
+                </div>
+            }
+        })
     };
     let magpie_rows = move || ds.rows.with(|r| r.len());
     let target_box = move |target: Target| {
@@ -90,6 +141,7 @@ fn TrainForm() -> impl IntoView {
             <label class="file-button">"Import JSONL…"
                 <input type="file" accept=".jsonl,.json,application/json" data-testid="train-import" on:change=import/>
             </label>
+            {pending}
             <label for="train-name">"Adapter name"</label>
             <input id="train-name" type="text" data-testid="train-name" prop:value=move || t.form.with(|f| f.name.clone())
                 on:change=move |ev| {
