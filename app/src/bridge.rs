@@ -158,6 +158,7 @@ impl Bridge {
             | Event::AdapterFile { .. }
             | Event::Compared { .. }
             | Event::CompareLoading { .. }
+            | Event::CompareScored { .. }
             | Event::CompareDone { .. } => {}
             Event::Error { id, message, model_lost, detail } => {
                 if let Some(id) = id {

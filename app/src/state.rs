@@ -647,6 +647,8 @@ pub struct CompareRow {
     pub pieces: Vec<String>,
     pub texts: std::collections::BTreeMap<u32, String>,
     pub comparison: engine::compare::Comparison,
+    /// The judge's score and words, once it has answered (None in the pair: no number in its answer).
+    pub score: Option<(Option<u8>, String)>,
 }
 
 /// The Compare view's state.
@@ -660,6 +662,8 @@ pub struct CompareState {
     pub max_tokens: RwSignal<usize>,
     /// Side A as another model (its URL), a teacher beside the loaded student; None: side A is `sides[0]`.
     pub teacher: RwSignal<Option<String>>,
+    /// Who scores the answers with ch. 7's judge prompt (None: nobody).
+    pub judge: RwSignal<Option<engine::protocol::Judge>>,
     /// The teacher's loading progress during a run: (stage, done, total).
     pub loading: RwSignal<Option<(engine::protocol::Stage, u64, u64)>>,
     pub rows: RwSignal<Vec<CompareRow>>,
@@ -698,6 +702,7 @@ fn provide_train_state() {
         sides: RwSignal::new([Vec::new(), Vec::new()]),
         max_tokens: RwSignal::new(48),
         teacher: RwSignal::new(None),
+        judge: RwSignal::new(None),
         loading: RwSignal::new(None),
         rows: RwSignal::new(Vec::new()),
         error: RwSignal::new(None),

@@ -121,7 +121,23 @@ pub enum Request {
         max_tokens: usize,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         teacher: Option<String>,
+        /// Score every answer from 0 to 100 with ch. 7's judge prompt, by this model (`CompareScored` per answer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        judge: Option<Judge>,
+        /// Each instruction's reference answer for the judge (empty or missing: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        references: Vec<String>,
     },
+}
+
+/// Which model judges a comparison's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Judge {
+    /// The loaded model without adapters.
+    Base,
+    /// The comparison's teacher model.
+    Teacher,
 }
 
 /// How a trained adapter is exported.
@@ -273,6 +289,9 @@ pub enum Event {
         texts: Vec<(u32, String)>,
         comparison: crate::compare::Comparison,
     },
+    /// The judge's score (None: its answer held no number from 0 to 100) of side `side`'s answer to instruction
+    /// `index`, and the judge's own words.
+    CompareScored { id: u64, index: usize, side: CompareSide, score: Option<u8>, reply: String },
     /// The teacher of comparison `id` loading: bytes or tensors done of `total` at `stage`.
     CompareLoading { id: u64, stage: Stage, done: u64, total: u64 },
     CompareDone { id: u64, cancelled: bool },

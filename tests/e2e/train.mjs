@@ -181,15 +181,19 @@ export function register({ webgpu }) {
       c.ok(/KL/.test(await page.getByTestId('compare-detail').textContent()), 'a token opens both sides\' candidates');
     });
 
-    s.step('a teacher model beside the student: it answers as the CLI does, KL per token; a missing one is named', async (c) => {
+    s.step('a teacher model beside the student: it answers as the CLI does, KL per token, it judges; a missing one is named', async (c) => {
       const { page } = s;
       await page.getByTestId('compare-side-0').selectOption('teacher');
       await page.getByTestId('compare-teacher').fill(env('TINY_TEACHER_URL'));
       await page.getByTestId('compare-teacher').dispatchEvent('change');
       await page.getByTestId('compare-side-1').selectOption('base');
+      await page.getByTestId('compare-judge').selectOption('teacher');
       await page.getByTestId('compare-run').click();
       await page.waitForFunction(() => document.querySelectorAll('[data-testid=compare-answer]').length === 2
+        && document.querySelectorAll('[data-testid=compare-score]').length === 2
         && document.querySelector('[data-testid=compare-kl]')?.dataset.value, null, { timeout: 60_000, polling: 100 });
+      const judged = await page.getByTestId('compare-scores').textContent();
+      c.ok(/2 answers judged/.test(judged), 'the teacher judged both answers (ch. 7\'s 0–100 prompt)', judged);
       const teacherTokens = await page.locator('[data-testid=compare-answer][data-side=A] [data-testid=compare-token]')
         .evaluateAll((els) => els.map((e) => Number(e.dataset.token)));
       const args = ['generate', '--backend', 'cpu', '--model', env('TINY_TEACHER_FILE'), '--prompt', QUESTION,
@@ -207,6 +211,7 @@ export function register({ webgpu }) {
       const error = await page.locator('.compare [role=alert]').textContent();
       c.ok(/404|not found/i.test(error), 'a teacher that is not there is named as such', error);
       c.must(await page.getByTestId('compare-run').isEnabled(), 'the student stays loaded and ready');
+      await page.getByTestId('compare-judge').selectOption('none');
       await page.getByTestId('compare-side-0').selectOption('base');
     });
 

@@ -79,7 +79,8 @@ pub fn export(bridge: Bridge, id: u64, format: AdapterFormat) {
     bridge.send(Request::ExportAdapter { id, format });
 }
 
-pub fn compare(bridge: Bridge, compare: CompareState) {
+/// Starts a comparison; `known` holds (instruction, answer) pairs whose answers serve the judge as references.
+pub fn compare(bridge: Bridge, compare: CompareState, known: &[(String, String)]) {
     if compare.running.get_untracked().is_some() {
         return;
     }
@@ -102,13 +103,26 @@ pub fn compare(bridge: Bridge, compare: CompareState) {
         compare.error.set(Some("name the teacher model: its address, or pick one kept in this browser".into()));
         return;
     }
+    let judge = compare.judge.get_untracked();
+    if judge == Some(engine::protocol::Judge::Teacher) && teacher.is_none() {
+        compare.error.set(Some("the teacher judges only when side A is a teacher model".into()));
+        return;
+    }
+    let references = match judge {
+        Some(_) => instructions
+            .iter()
+            .map(|i| known.iter().find(|(k, _)| k.trim() == i).map(|(_, a)| a.clone()).unwrap_or_default())
+            .collect(),
+        None => Vec::new(),
+    };
     let id = fresh_id();
     let [a, b] = compare.sides.get_untracked();
     compare.rows.set(Vec::new());
     compare.error.set(None);
     compare.loading.set(None);
     compare.running.set(Some(id));
-    bridge.send(Request::Compare { id, instructions, a, b, max_tokens: compare.max_tokens.get_untracked(), teacher });
+    let max_tokens = compare.max_tokens.get_untracked();
+    bridge.send(Request::Compare { id, instructions, a, b, max_tokens, teacher, judge, references });
 }
 
 pub fn on_event(event: &Event, bridge: Bridge, train: TrainState, compare: CompareState) {
@@ -179,7 +193,15 @@ pub fn on_event(event: &Event, bridge: Bridge, train: TrainState, compare: Compa
                     pieces: pieces.clone(),
                     texts: texts.iter().cloned().collect(),
                     comparison: comparison.clone(),
+                    score: None,
                 })
+            });
+        }
+        Event::CompareScored { id, index, side, score, reply } if compare.running.get_untracked() == Some(*id) => {
+            compare.rows.update(|rows| {
+                if let Some(row) = rows.iter_mut().find(|r| r.index == *index && r.side == *side) {
+                    row.score = Some((*score, reply.clone()));
+                }
             });
         }
         Event::CompareLoading { id, stage, done, total } if compare.running.get_untracked() == Some(*id) => {

@@ -3,11 +3,13 @@
 //! between the two configurations' next-token distributions at that point (both read the same answer); a click
 //! shows both sides' likeliest tokens. Each answer has its mean KL, and the whole comparison one in `compare-kl`.
 //! Side A may instead be another model of the same vocabulary: a teacher beside the loaded student, as in Gemma 2's
-//! distillation.
+//! distillation. A judge (the base model or the teacher) may score every answer 0–100 with ch. 7's prompt.
 
 use crate::bridge::{train, Bridge};
-use crate::state::{CompareRow, CompareState, DatasetState, LoraState, LoraStatus, ModelState, Status, Storage};
-use engine::protocol::{CompareSide, Request, Stage};
+use crate::state::{
+    CompareRow, CompareState, DatasetState, LoraState, LoraStatus, ModelState, Status, Storage, TrainState,
+};
+use engine::protocol::{CompareSide, Judge, Request, Stage};
 use engine::session::LoraChoice;
 use leptos::prelude::*;
 
@@ -93,6 +95,46 @@ fn TeacherPicker() -> impl IntoView {
     }
 }
 
+/// Who scores the answers (ch. 7's 0–100 judge prompt): nobody, the base model, or the teacher.
+#[component]
+fn JudgePicker() -> impl IntoView {
+    let cmp = expect_context::<CompareState>();
+    let value = move || match cmp.judge.get() {
+        None => "none",
+        Some(Judge::Base) => "base",
+        Some(Judge::Teacher) => "teacher",
+    };
+    view! {
+        <label for="compare-judge">"Judge"</label>
+        <select id="compare-judge" data-testid="compare-judge" prop:value=value
+            title="Scores each answer from 0 to 100 against the dataset's answer to the instruction, when it has one \
+                (ch. 7's judge prompt)"
+            on:change=move |ev| cmp.judge.set(match event_target_value(&ev).as_str() {
+                "base" => Some(Judge::Base),
+                "teacher" => Some(Judge::Teacher),
+                _ => None,
+            })>
+            <option value="none">"No scores"</option>
+            <option value="base">"The base model scores 0–100"</option>
+            <option value="teacher" disabled=move || cmp.teacher.with(Option::is_none)>"The teacher scores 0–100"</option>
+        </select>
+    }
+}
+
+/// Each side's mean judge score over the answers scored so far.
+fn mean_scores(rows: &[CompareRow]) -> Option<String> {
+    let mean = |side: CompareSide| {
+        let scores: Vec<f64> =
+            rows.iter().filter(|r| r.side == side).filter_map(|r| r.score.as_ref()?.0).map(f64::from).collect();
+        (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
+    };
+    let scored = rows.iter().filter(|r| r.score.is_some()).count();
+    (scored > 0).then(|| {
+        let show = |m: Option<f64>| m.map_or("no number".to_string(), |m| format!("{m:.1}"));
+        format!("Mean judge score — A: {} · B: {} ({scored} answers judged)", show(mean(CompareSide::A)), show(mean(CompareSide::B)))
+    })
+}
+
 /// How far the teacher's download or upload has come.
 fn loading_text(stage: Stage, done: u64, total: u64) -> String {
     let what = match stage {
@@ -149,11 +191,22 @@ fn Answer(row: CompareRow) -> impl IntoView {
             </div>
         })
     };
+    let score = row.score.clone().map(|(score, reply)| {
+        let text = match score {
+            Some(s) => format!("judge: {s}/100"),
+            None if reply.starts_with("the judge could not") => reply.clone(),
+            None => format!("judge: no score in its answer ({:?})", reply.trim()),
+        };
+        view! {
+            <span class="score" data-testid="compare-score" data-value=score.map(|s| s.to_string()).unwrap_or_default()
+                title=reply>{text}</span>
+        }
+    });
     view! {
         <div class="compare-answer" data-testid="compare-answer" data-side=format!("{:?}", row.side)
             data-mean-kl=row.comparison.mean_kl.to_string()>
             <p class="muted">{format!("{} answered · mean KL {:.4} nats", match row.side { CompareSide::A => "A", CompareSide::B => "B" },
-                row.comparison.mean_kl)}</p>
+                row.comparison.mean_kl)} " " {score}</p>
             <div class="tokens">{chips}</div>
             {detail}
         </div>
@@ -174,6 +227,18 @@ pub fn CompareView() -> impl IntoView {
             cmp.instructions.set(last.join("\n"));
         }
     });
+    let train_state = expect_context::<TrainState>();
+    // Instructions whose answers are known (the Magpie dataset, the Train view's imported rows): the judge's references.
+    let known = move || {
+        let mut pairs: Vec<(String, String)> =
+            ds.rows.with_untracked(|r| r.iter().map(|r| (r.instruction.replace('\n', " "), r.response.clone())).collect());
+        train_state.imported.with_untracked(|i| {
+            if let Some((_, records)) = i {
+                pairs.extend(records.iter().map(|r| (r.instruction.replace('\n', " "), r.output.clone())));
+            }
+        });
+        pairs
+    };
     let mean = move || {
         cmp.rows.with(|rows| {
             let kls: Vec<f32> = rows.iter().flat_map(|r| r.comparison.tokens.iter().map(|t| t.kl)).collect();
@@ -194,6 +259,7 @@ pub fn CompareView() -> impl IntoView {
                 <SidePicker s=0 label="A"/>
                 <TeacherPicker/>
                 <SidePicker s=1 label="B"/>
+                <JudgePicker/>
                 <label for="compare-max">"Max tokens"</label>
                 <input id="compare-max" type="number" min="1" max="512" data-testid="compare-max-tokens"
                     prop:value=move || cmp.max_tokens.get().to_string()
@@ -208,7 +274,7 @@ pub fn CompareView() -> impl IntoView {
             <label for="compare-instructions">"Instructions, one per line"</label>
             <textarea id="compare-instructions" rows="3" data-testid="compare-instructions" bind:value=cmp.instructions></textarea>
             <div class="row">
-                <button data-testid="compare-run" on:click=move |_| train::compare(bridge, cmp)
+                <button data-testid="compare-run" on:click=move |_| train::compare(bridge, cmp, &known())
                     disabled=move || cmp.running.get().is_some() || model.status.get() != Status::Ready>"Compare"</button>
                 {move || cmp.running.get().map(|_| view! {
                     <button data-testid="compare-stop" on:click=move |_| bridge.send(Request::Cancel)>"Stop"</button>
@@ -235,6 +301,7 @@ pub fn CompareView() -> impl IntoView {
                     (None, None) => String::new(),
                 }}
             </p>
+            <p data-testid="compare-scores">{move || cmp.rows.with(|rows| mean_scores(rows))}</p>
             {move || instructions().into_iter().enumerate().map(|(i, text)| {
                 let rows = move || cmp.rows.with(|r| r.iter().filter(|r| r.index == i).cloned().collect::<Vec<_>>());
                 view! {

@@ -54,21 +54,23 @@ impl std::str::FromStr for PromptStyle {
     }
 }
 
+/// Ch. 7's `format_input`: the Alpaca preamble, the instruction and the input (when there is one).
+pub fn alpaca_input(r: &Record) -> String {
+    let mut text = format!(
+        "Below is an instruction that describes a task. Write a response that appropriately completes the \
+         request.\n\n### Instruction:\n{}",
+        r.instruction
+    );
+    if !r.input.is_empty() {
+        text.push_str(&format!("\n\n### Input:\n{}", r.input));
+    }
+    text
+}
+
 /// The prompt's text before the response, and the response's text, in `style`.
 pub fn format(style: PromptStyle, template: &ChatTemplate, r: &Record) -> Result<(String, String)> {
     Ok(match style {
-        PromptStyle::Alpaca => {
-            let mut prompt = format!(
-                "Below is an instruction that describes a task. Write a response that appropriately completes the \
-                 request.\n\n### Instruction:\n{}",
-                r.instruction
-            );
-            if !r.input.is_empty() {
-                prompt.push_str(&format!("\n\n### Input:\n{}", r.input));
-            }
-            prompt.push_str("\n\n### Response:\n");
-            (prompt, r.output.clone())
-        }
+        PromptStyle::Alpaca => (format!("{}\n\n### Response:\n", alpaca_input(r)), r.output.clone()),
         PromptStyle::Phi3 => {
             let mut prompt = format!("<|user|>\n{}", r.instruction);
             if !r.input.is_empty() {

@@ -11,6 +11,7 @@ pub mod job;
 pub mod lora;
 pub mod optim;
 pub mod pass;
+pub mod score;
 pub mod trainer;
 
 pub use backend::TrainBackend;

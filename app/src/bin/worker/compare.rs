@@ -2,7 +2,9 @@
 //! adapters at scales on the loaded model (none is the base), or, on side A, a teacher model loaded beside the
 //! loaded student for this comparison alone (Gemma 2's distillation pairs). Each answer is then read by both
 //! (teacher forcing, on the loaded model's chat template) and compared token by token (`engine::compare`).
-//! `Compared` per answer, `CompareDone` at the end; `Cancel` stops the teacher's download and between answers.
+//! With a judge (the base model or the teacher), each answer is then scored 0–100 with ch. 7's prompt
+//! (`CompareScored`). `Compared` per answer, `CompareDone` at the end; `Cancel` stops the teacher's download and
+//! between answers.
 
 use super::lora::Adapters;
 use super::{Loaded, Registered, Shared};
@@ -12,10 +14,12 @@ use engine::chat::Message;
 use engine::compare::{check_same_vocabulary, compare_answer};
 use engine::lora::LoraStack;
 use engine::model::Transformer;
-use engine::protocol::{CompareSide, Event, Stage};
+use engine::protocol::{CompareSide, Event, Judge, Stage};
 use engine::sampling::SamplingParams;
 use engine::session::{GenerateOptions, Generation, LoraChoice, Session};
 use engine::tokenizer::Tokenizer;
+use engine::train::data::Record;
+use engine::train::score::{parse_score, score_prompt, SCORE_MAX_TOKENS};
 use engine::Result;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +35,9 @@ pub struct Ask<'a> {
     pub sides: [&'a [LoraChoice]; 2],
     pub max_tokens: usize,
     pub teacher: Option<&'a str>,
+    pub judge: Option<Judge>,
+    /// Reference answers by instruction (missing or empty: none).
+    pub references: &'a [String],
 }
 
 /// Who answers and reads on one side.
@@ -78,7 +85,15 @@ pub async fn run<B: Backend>(
             Some(_) => [Reader::Teacher, Reader::Loaded(adapters.stack(ask.sides[1])?)],
             None => [Reader::Loaded(adapters.stack(ask.sides[0])?), Reader::Loaded(adapters.stack(ask.sides[1])?)],
         };
-        compare_all(shared, m, session, teacher_session.as_mut(), &readers, &ask, &registered).await
+        let judge = match ask.judge {
+            Some(Judge::Teacher) if teacher_session.is_none() => {
+                return Err(engine::Error::InvalidArgument("the teacher cannot judge: no teacher model is chosen".into()))
+            }
+            Some(Judge::Teacher) => Some(Reader::Teacher),
+            Some(Judge::Base) => Some(Reader::Loaded(adapters.stack(&[])?)),
+            None => None,
+        };
+        compare_all(shared, m, session, teacher_session.as_mut(), &readers, judge.as_ref(), &ask, &registered).await
     }
     .await;
     drop(registered);
@@ -157,12 +172,14 @@ fn no_teacher<T>(teacher: Option<T>) -> Result<T> {
     teacher.ok_or_else(|| engine::Error::InvalidArgument("no teacher model is loaded".into()))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn compare_all<B: Backend>(
     shared: &Shared,
     m: &Loaded<B>,
     session: &mut Session<'_, B>,
     mut teacher: Option<&mut Session<'_, B>>,
     readers: &[Reader<B>; 2],
+    judge: Option<&Reader<B>>,
     ask: &Ask<'_>,
     run: &Registered<'_>,
 ) -> Result<bool> {
@@ -199,7 +216,29 @@ async fn compare_all<B: Backend>(
                 }
             }
             let texts = texts.into_iter().collect();
+            let text = answer.text.clone();
             shared.post(&Event::Compared { id: ask.id, index, side, answer: answer.text, pieces, texts, comparison });
+            if let Some(judge) = judge {
+                if run.cancelled() {
+                    return Ok(true);
+                }
+                let record = Record {
+                    instruction: instruction.clone(),
+                    input: String::new(),
+                    output: ask.references.get(index).cloned().unwrap_or_default(),
+                };
+                let question = score_prompt(&record, &text);
+                let prompt = engine::prompt::encode_chat(&m.template, &m.tokenizer, &[Message::new("user", question)])?;
+                let scoring = GenerateOptions { max_tokens: SCORE_MAX_TOKENS, ..options.clone() };
+                // A judge that cannot answer (its prompt longer than its context) leaves this answer unscored, not
+                // the comparison undone.
+                let (score, reply) = match self::answer(judge, session, teacher.as_deref_mut(), &prompt, &scoring).await {
+                    Ok(g) => (parse_score(&g.text), g.text),
+                    Err(engine::Error::Cancelled) => return Ok(true),
+                    Err(e) => (None, format!("the judge could not answer: {e}")),
+                };
+                shared.post(&Event::CompareScored { id: ask.id, index, side, score, reply });
+            }
         }
     }
     Ok(false)

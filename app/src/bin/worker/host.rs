@@ -492,9 +492,17 @@ async fn serve<B: TrainBackend>(shared: &Rc<Shared>, m: &Loaded<B>, queue: &mut 
                 train::run(shared, m, &mut adapters, epoch, id, job, resume).await;
                 shared.batch_ended(epoch);
             }
-            Request::Compare { id, instructions, a, b, max_tokens, teacher } => {
+            Request::Compare { id, instructions, a, b, max_tokens, teacher, judge, references } => {
                 if epoch == shared.epoch.get() {
-                    let ask = compare::Ask { id, instructions: &instructions, sides: [&a, &b], max_tokens, teacher: teacher.as_deref() };
+                    let ask = compare::Ask {
+                        id,
+                        instructions: &instructions,
+                        sides: [&a, &b],
+                        max_tokens,
+                        teacher: teacher.as_deref(),
+                        judge,
+                        references: &references,
+                    };
                     compare::run(shared, m, &mut session, &adapters, ask).await;
                 } else {
                     shared.post(&Event::CompareDone { id, cancelled: true });
