@@ -4,6 +4,8 @@
 //! tests can reach them too.
 
 // Pure Rust, so its unit tests run natively.
+#[path = "bin/worker/gpu_probe.rs"]
+pub mod gpu_probe;
 pub mod markdown;
 pub mod run_rules;
 

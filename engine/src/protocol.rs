@@ -369,7 +369,8 @@ pub enum BackendInfo {
         adapter: AdapterSummary,
         f16: bool,
     },
-    /// `reason` says why the GPU is not used, when it was not asked for explicitly.
+    /// `reason` says why the GPU is not used, when it was not asked for explicitly (a sentence: "WebGPU
+    /// unavailable: …", or why Auto preferred the CPU).
     Cpu {
         reason: Option<String>,
     },
@@ -382,9 +383,7 @@ impl BackendInfo {
             // Browsers often report no adapter name (SwiftShader's is empty).
             BackendInfo::Gpu { adapter, .. } if adapter.name.is_empty() => "WebGPU".to_string(),
             BackendInfo::Gpu { adapter, .. } => format!("WebGPU ({})", adapter.name),
-            BackendInfo::Cpu { reason: Some(why) } => {
-                format!("CPU (wasm) — WebGPU unavailable: {why}")
-            }
+            BackendInfo::Cpu { reason: Some(why) } => format!("CPU (wasm) — {why}"),
             BackendInfo::Cpu { reason: None } => "CPU (wasm)".to_string(),
         }
     }

@@ -50,7 +50,8 @@ export function register({ webgpu, cpu }) {
       const { page } = s;
       const before = modelRequestsInServerLog().length;
       const t0 = Date.now();
-      await page.goto(pageUrl());
+      // WebGPU by name: on a software adapter (SwiftShader here) Auto runs the CPU (device.mjs checks that).
+      await page.goto(pageUrl({ backend: 'gpu' }));
       const status = await waitForModel(page);
       c.note(`loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       c.must(/ready/.test(status), 'the default model loads (served by the app\'s own server)', status);

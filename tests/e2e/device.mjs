@@ -1,20 +1,36 @@
-// The Device panel, on the tiny model in a browser with WebGPU: it describes the adapter as the browser sees it, and
-// the backend it chooses (or `?backend=cpu` in the page's URL) applies to the next load. (Without WebGPU, the panel
+// The Device panel, on the tiny model in a browser with WebGPU: Auto runs the CPU on a software adapter (SwiftShader
+// here) and says why, WebGPU chosen in the panel still loads; the panel describes the adapter as the browser sees it,
+// and the backend it chooses (or `?backend=cpu` in the page's URL) applies to the next load. (Without WebGPU, the panel
 // saying why the model runs on the CPU is checked in default-model.mjs.)
 
 import {
-  ask, cliAnswer, env, expectedFor, loadAnew, setGreedy, suite, tinyPageUrl, versus, waitForModel, waitForText,
+  ask, cliAnswer, env, expectedFor, loadAnew, setGreedy, softwareAdapter, suite, tinyPageUrl, versus, waitForModel,
+  waitForText,
 } from './lib.mjs';
 
 const prompt = env('PROMPT');
 
 export function register({ webgpu }) {
   suite('device panel on the tiny model', { slug: 'device', browser: webgpu }, (s) => {
-    s.step('with WebGPU the model loads on WebGPU; the panel lists the adapter\'s features and limits', async (c) => {
+    s.step('Auto runs the CPU on a software adapter and says why; WebGPU chosen in the panel still loads', async (c) => {
       const { page } = s;
       await page.goto(tinyPageUrl());
-      const status = await waitForModel(page);
-      c.must(/ready/.test(status) && /WebGPU/.test(status), 'with WebGPU the model loads on WebGPU', status);
+      let status = await waitForModel(page);
+      if (await softwareAdapter(page)) {
+        c.must(/ready/.test(status) && /CPU \(wasm\)/.test(status), 'on a software adapter Auto runs the CPU', status);
+        const why = await page.getByTestId('adapter-cpu-reason').textContent();
+        c.ok(/Auto chose the CPU/.test(why) && /software/.test(why) && /choose WebGPU/.test(why),
+          'the Device panel says why, and how to use WebGPU anyway', why);
+      } else {
+        c.must(/ready/.test(status) && /WebGPU/.test(status), 'on a hardware adapter Auto runs WebGPU', status);
+      }
+      await page.getByTestId('backend-choice').selectOption('gpu');
+      status = await loadAnew(page, () => page.getByTestId('model-load').click());
+      c.must(/ready/.test(status) && /WebGPU/.test(status), 'WebGPU chosen in the panel loads on WebGPU', status);
+    });
+
+    s.step('on WebGPU the panel lists the adapter\'s features and limits', async (c) => {
+      const { page } = s;
       const panel = page.getByTestId('adapter-panel');
       const panelText = (await panel.textContent()).replace(/\s+/g, ' ');
       c.ok(/max storage buffer binding size/.test(panelText) && /Features/.test(panelText),

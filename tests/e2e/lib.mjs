@@ -173,6 +173,20 @@ export async function expectedFor(page, family) {
   return { answer: cliAnswer(`${family}${suffix}_JSON`), cli: `\`aviary generate ${cli}\``, device };
 }
 
+/**
+ * Whether the page's WebGPU adapter is a software rasteriser (SwiftShader here, llvmpipe, WARP), on which Auto runs
+ * the CPU backend; false without an adapter too.
+ */
+export async function softwareAdapter(page) {
+  return page.evaluate(async () => {
+    const a = await navigator.gpu?.requestAdapter();
+    if (!a) return false;
+    const i = a.info ?? {};
+    return i.isFallbackAdapter === true
+      || /swiftshader|llvmpipe|lavapipe|basic render driver/i.test([i.vendor, i.architecture, i.device, i.description].join(' '));
+  });
+}
+
 /** "browser: … / cli: …", for a check's detail. */
 export const versus = (browser, cli) => `browser: ${JSON.stringify(browser)}\n     cli:     ${JSON.stringify(cli)}`;
 

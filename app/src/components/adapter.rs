@@ -111,7 +111,7 @@ pub fn AdapterPanel() -> impl IntoView {
         Some(BackendInfo::Gpu { adapter, f16 }) => view! { <GpuDetails adapter=adapter f16=f16 page_gpu=page_gpu/> }.into_any(),
         Some(BackendInfo::Cpu { reason }) => {
             let why = match reason {
-                Some(r) => format!("WebGPU unavailable: {r}"),
+                Some(r) => r,
                 None => "chosen in the backend choice above, although WebGPU may be available".to_string(),
             };
             view! {

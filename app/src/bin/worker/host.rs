@@ -326,9 +326,26 @@ fn lora_files(shared: &Shared) -> Vec<web_sys::File> {
 
 /// Why the GPU is not used, for the model card: the backend's own words, without the error kind's prefix.
 fn fallback_reason(e: Error) -> String {
-    match e {
+    let why = match e {
         Error::Backend(why) => why,
         other => other.to_string(),
+    };
+    format!("WebGPU unavailable: {why}")
+}
+
+/// Auto's choice: WebGPU, unless the browser's adapter is a software rasteriser (SwiftShader, llvmpipe, WARP), where
+/// the CPU path runs the same model several times faster (BENCHMARKS.md); the reason says so and how to force WebGPU.
+async fn auto_device() -> Device {
+    if let Some(name) = aviary_app::gpu_probe::software_adapter().await {
+        let why = format!(
+            "Auto chose the CPU: the browser's WebGPU adapter is a software one ({name}), slower than the CPU path; \
+             choose WebGPU in the Device panel to use it anyway"
+        );
+        return Device::Cpu(CpuBackend::new(), Some(why));
+    }
+    match GpuBackend::new(&GpuOptions::default()).await {
+        Ok(gpu) => Device::Gpu(Box::new(gpu)),
+        Err(e) => Device::Cpu(CpuBackend::new(), Some(fallback_reason(e))),
     }
 }
 
@@ -391,10 +408,7 @@ async fn open(shared: &Rc<Shared>, epoch: u64, request: Request) -> Result<Opene
     let device = match choice {
         BackendChoice::Cpu => Device::Cpu(CpuBackend::new(), None),
         BackendChoice::Gpu => Device::Gpu(Box::new(GpuBackend::new(&GpuOptions::default()).await?)),
-        BackendChoice::Auto => match GpuBackend::new(&GpuOptions::default()).await {
-            Ok(gpu) => Device::Gpu(Box::new(gpu)),
-            Err(e) => Device::Cpu(CpuBackend::new(), Some(fallback_reason(e))),
-        },
+        BackendChoice::Auto => auto_device().await,
     };
     shared.post(&Event::Progress { stage: Stage::Header, done: 0, total: 1 });
     let download_progress = |done, total| shared.post(&Event::Progress { stage: Stage::Download, done, total });
