@@ -120,7 +120,8 @@ async function aviarySession(page, label, { query = '', expect } = {}) {
 
 const engines = [
   { name: 'wllama', path: 'CPU wasm', webgpu: false, run: wllamaSession },
-  { name: 'aviary', path: 'WebGPU', webgpu: true, run: (page, l) => aviarySession(page, l, { expect: /WebGPU/ }) },
+  // WebGPU by name: on a software adapter (SwiftShader) Auto would run the CPU backend.
+  { name: 'aviary', path: 'WebGPU', webgpu: true, run: (page, l) => aviarySession(page, l, { query: '?backend=gpu', expect: /WebGPU/ }) },
   // Without the WebGPU flags the page has no adapter and runs the engine's CPU backend in the worker; `?backend=cpu`
   // asks for it explicitly where the app reads that parameter.
   {
