@@ -70,6 +70,10 @@ pub struct Args {
     /// Steps between checkpoints (and validation losses).
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: u64,
+    /// Memory for a batch's activations, in MiB: above it each layer's forward runs again in the backward pass
+    /// (about a third more arithmetic, the same numbers).
+    #[arg(long, default_value_t = engine::train::DEFAULT_TAPE_BUDGET >> 20)]
+    pub tape_mib: usize,
     /// Run at most this many steps now, then write a checkpoint and stop (continue with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -181,6 +185,7 @@ fn run_on<B: TrainBackend>(a: &Args, m: &Loaded<B>, style: PromptStyle, settings
         }
     };
     let mut trainer = Trainer::new(&m.backend, &m.model, settings, examples, state)?;
+    trainer.tape_budget = a.tape_mib.saturating_mul(1 << 20);
     let base = a.model.model.display().to_string();
     eprintln!(
         "aviary: {} training and {} validation examples, {} steps ({} per epoch)",

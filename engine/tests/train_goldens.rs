@@ -4,7 +4,8 @@
 //! gradient of every LoRA tensor, and every tensor after 3 AdamW steps, plain and with clipping and appendix D's
 //! schedule. The Q8_0 GGUF twins against the same computation on their dequantised weights (q8_0/): training
 //! multiplies f32 activations by weights dequantised inside the product, with no activation rounding, so the twin's
-//! numbers carry no quantization error of the engine's own and are held to the same bounds.
+//! numbers carry no quantization error of the engine's own and are held to the same bounds. Rebuilding each layer's
+//! tape in the backward pass gives the same bits; stacking the sequences one at a time, the same numbers.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod common;
@@ -12,7 +13,7 @@ use common::*;
 use engine::config::RopeLayout;
 use engine::lora::{LoraFile, Target};
 use engine::train::optim::{clip_grad_norm, AdamW, Moments, Schedule};
-use engine::train::{loss_and_grads, DeviceLora, Example, TrainBackend};
+use engine::train::{loss_and_grads, loss_and_grads_within, DeviceLora, Example, TrainBackend};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -140,6 +141,20 @@ fn check<B: TrainBackend>(name: &str, base: &str, m: &Loaded<B>, dir: &str) {
     assert!(rel <= LOSS_REL, "{what}: loss {loss} vs PyTorch's {want} ({rel:.2e} apart)");
     let worst = compare(&format!("{what} gradients"), &grads, &refs, "grad");
     eprintln!("{what}: loss {rel:.1e} apart, gradients worst {worst:.2e}");
+
+    // Each layer's tape rebuilt in the backward pass (a stack above the memory budget): the same bits. One sequence
+    // per stack: the same numbers within the bounds (only the sums' order differs).
+    let device = DeviceLora::upload(&m.backend, &init).expect("upload");
+    let pass = |together, budget| {
+        futures::executor::block_on(loss_and_grads_within(&m.backend, &m.model, &device, &batch, together, budget))
+            .expect("pass")
+    };
+    let (kept, rebuilt) = (pass(batch.len(), usize::MAX), pass(batch.len(), 0));
+    assert_eq!(kept.loss.to_bits(), rebuilt.loss.to_bits(), "{what}: the loss with the tape rebuilt");
+    assert!(kept.grads == rebuilt.grads, "{what}: the gradients with the tape rebuilt");
+    let apart = pass(1, usize::MAX);
+    assert!(((apart.loss as f64 - want) / want).abs() <= LOSS_REL, "{what}: loss, one sequence per stack");
+    compare(&format!("{what} one sequence per stack"), &to_hf(m, &apart.grads.as_file(&init)), &refs, "grad");
 
     let o = &spec["optimizer"];
     let opt = AdamW {

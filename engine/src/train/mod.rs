@@ -16,5 +16,5 @@ pub mod trainer;
 
 pub use backend::TrainBackend;
 pub use lora::{DeviceLora, Grads};
-pub use pass::{logits, loss, loss_and_grads, Example, Outcome};
-pub use trainer::{StepReport, TrainSettings, TrainState, Trainer};
+pub use pass::{logits, loss, loss_and_grads, loss_and_grads_within, Example, Outcome};
+pub use trainer::{StepReport, TrainSettings, TrainState, Trainer, DEFAULT_TAPE_BUDGET};

@@ -120,7 +120,8 @@ impl Stack {
 const LOGITS_BYTES: usize = 64 << 20;
 
 /// The loss of `batch` and the gradients of `lora`'s matrices: the mean over every scored target of every sequence.
-/// `together` sequences are stacked at a time (memory grows with it; the result does not, beyond rounding).
+/// `together` sequences are stacked at a time (memory grows with it; the result does not, beyond rounding), and
+/// every layer's tape is kept.
 pub async fn loss_and_grads<B: TrainBackend>(
     b: &B,
     model: &Transformer<B>,
@@ -128,12 +129,25 @@ pub async fn loss_and_grads<B: TrainBackend>(
     batch: &[Example],
     together: usize,
 ) -> Result<Outcome> {
+    loss_and_grads_within(b, model, lora, batch, together, usize::MAX).await
+}
+
+/// [`loss_and_grads`] keeping a stack's whole tape only while it fits in `tape_budget` bytes; above that each layer's
+/// forward runs again in the backward pass (the same numbers, bit for bit).
+pub async fn loss_and_grads_within<B: TrainBackend>(
+    b: &B,
+    model: &Transformer<B>,
+    lora: &DeviceLora<B>,
+    batch: &[Example],
+    together: usize,
+    tape_budget: usize,
+) -> Result<Outcome> {
     let tokens = scored(batch, "learn")?;
     let weight = 1.0 / tokens as f32;
     let mut sums = GradSums::default();
     let mut loss = None;
     for chunk in batch.chunks(together.max(1)) {
-        let part = stack_pass(b, model, lora, chunk, weight, Some(&mut sums))?;
+        let part = stack_pass(b, model, lora, chunk, weight, Some(&mut sums), tape_budget)?;
         loss = Some(match loss {
             Some(l) => b.add(&l, &part)?,
             None => part,
@@ -155,7 +169,7 @@ pub async fn loss<B: TrainBackend>(
     let weight = 1.0 / scored(batch, "score")? as f32;
     let mut loss = None;
     for chunk in batch.chunks(together.max(1)) {
-        let part = stack_pass(b, model, lora, chunk, weight, None)?;
+        let part = stack_pass(b, model, lora, chunk, weight, None, 0)?;
         loss = Some(match loss {
             Some(l) => b.add(&l, &part)?,
             None => part,
@@ -212,19 +226,45 @@ impl<T: Clone> GradSums<T> {
     }
 }
 
-/// What the forward pass of a stack kept: each layer's tape and the last block's output.
+/// What the forward pass keeps of each layer for the backward pass.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Every layer's whole tape.
+    All,
+    /// Only each layer's input; the backward pass runs the layer's forward again (same ops, same bits) to rebuild
+    /// its tape, which bounds memory to one layer's tape at about a third more arithmetic.
+    Inputs,
+    /// Nothing (a loss without gradients).
+    Nothing,
+}
+
+/// One layer's part of the tape: whole, or its input alone.
+enum Kept<T> {
+    Whole(LayerTape<T>),
+    Input(T),
+}
+
+/// What the forward pass of a stack kept, and the last block's output.
 struct Forward<T> {
-    tape: Vec<LayerTape<T>>,
+    tape: Vec<Kept<T>>,
     x_final: T,
 }
 
-/// Embedding and every block (kept on the tape).
+/// Bytes one row of one layer's whole tape holds: the block's hidden-wide tensors, q/k/v and attention (and q, k
+/// before QK-norm), the MLP's three wide tensors.
+fn tape_row_bytes(cfg: &crate::config::Config) -> usize {
+    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    4 * (7 * cfg.hidden_size + 3 * q + 3 * kv + 3 * cfg.intermediate_size + cfg.num_attention_heads)
+}
+
+/// Embedding and every block, keeping what `keep` says.
 fn forward<B: TrainBackend>(
     b: &B,
     model: &Transformer<B>,
     lora: &DeviceLora<B>,
     stack: &Stack,
     inputs: &[u32],
+    keep: Keep,
 ) -> Result<Forward<B::Tensor>> {
     let cfg = &model.config;
     let eps = cfg.rms_norm_eps as f32;
@@ -233,7 +273,11 @@ fn forward<B: TrainBackend>(
     for (i, layer) in model.layers.iter().enumerate() {
         let t = layer_forward(b, model, layer, i, lora, stack, x)?;
         x = b.add(&t.x_mid, &post_norm(b, layer.post_ffn_norm.as_ref(), &t.m, eps)?)?;
-        tape.push(t);
+        match keep {
+            Keep::All => tape.push(Kept::Whole(t)),
+            Keep::Inputs => tape.push(Kept::Input(t.x_in)),
+            Keep::Nothing => {}
+        }
     }
     Ok(Forward { tape, x_final: x })
 }
@@ -259,7 +303,7 @@ pub async fn logits<B: TrainBackend>(
         return Err(Error::InvalidArgument("no tokens to run".into()));
     }
     let stack = Stack { lens: vec![inputs.len()] };
-    let Forward { x_final, .. } = forward(b, model, lora, &stack, inputs)?;
+    let Forward { x_final, .. } = forward(b, model, lora, &stack, inputs, Keep::Nothing)?;
     let xf = b.rms_norm(&x_final, &model.final_norm, model.config.rms_norm_eps as f32)?;
     b.read(&head_logits(b, model, &xf)?).await
 }
@@ -273,13 +317,19 @@ fn stack_pass<B: TrainBackend>(
     batch: &[Example],
     weight: f32,
     grads: Option<&mut GradSums<B::Tensor>>,
+    tape_budget: usize,
 ) -> Result<B::Tensor> {
     let stack = Stack::new(batch)?;
     let inputs: Vec<u32> = batch.iter().flat_map(|e| e.inputs.iter().copied()).collect();
     let targets: Vec<Option<u32>> = batch.iter().flat_map(|e| e.targets.iter().copied()).collect();
     let cfg = &model.config;
     let eps = cfg.rms_norm_eps as f32;
-    let Forward { tape, x_final } = forward(b, model, lora, &stack, &inputs)?;
+    let keep = match &grads {
+        None => Keep::Nothing,
+        Some(_) if inputs.len() * model.layers.len() * tape_row_bytes(cfg) <= tape_budget => Keep::All,
+        Some(_) => Keep::Inputs,
+    };
+    let Forward { tape, x_final } = forward(b, model, lora, &stack, &inputs, keep)?;
     let xf = b.rms_norm(&x_final, &model.final_norm, eps)?;
 
     // The head, the loss and their backward, a group of sequences at a time (the logits are the widest tensor).
@@ -309,7 +359,15 @@ fn stack_pass<B: TrainBackend>(
     // Backward, top to bottom.
     let dxf = if dxf_parts.len() == 1 { dxf_parts.pop().expect("one part") } else { b.concat_rows(&dxf_parts)? };
     let mut dx = b.rms_norm_backward(&x_final, &model.final_norm, &dxf, eps)?;
-    for (i, (layer, t)) in model.layers.iter().zip(&tape).enumerate().rev() {
+    for (i, (layer, kept)) in model.layers.iter().zip(&tape).enumerate().rev() {
+        let rebuilt;
+        let t = match kept {
+            Kept::Whole(t) => t,
+            Kept::Input(x_in) => {
+                rebuilt = layer_forward(b, model, layer, i, lora, &stack, x_in.clone())?;
+                &rebuilt
+            }
+        };
         dx = layer_backward(b, model, layer, i, lora, &stack, t, dx, grads)?;
     }
     Ok(loss)

@@ -7,7 +7,7 @@ use super::backend::TrainBackend;
 use super::data::{shuffle, split};
 use super::lora::DeviceLora;
 use super::optim::{clip_grad_norm, AdamW, Moments, Schedule};
-use super::pass::{loss, loss_and_grads, Example};
+use super::pass::{loss, loss_and_grads_within, Example};
 use crate::lora::{LoraFile, Target};
 use crate::model::Transformer;
 use crate::{Error, Result};
@@ -107,10 +107,17 @@ pub struct StepReport {
     pub grad_norm: f32,
 }
 
+/// The most bytes a stack's whole tape may take before the backward pass recomputes each layer's forward instead
+/// (the default of [`Trainer::tape_budget`]: about twice SmolLM2-135M's inference footprint in all).
+pub const DEFAULT_TAPE_BUDGET: usize = 256 << 20;
+
 pub struct Trainer<'m, B: TrainBackend> {
     backend: &'m B,
     model: &'m Transformer<B>,
     pub settings: TrainSettings,
+    /// Memory against arithmetic: a stack's tape above this many bytes is rebuilt layer by layer in the backward
+    /// pass (the numbers do not change).
+    pub tape_budget: usize,
     train: Vec<Example>,
     val: Vec<Example>,
     pub state: TrainState,
@@ -133,7 +140,7 @@ impl<'m, B: TrainBackend> Trainer<'m, B> {
         let (train_idx, val_idx) = split(examples.len(), settings.val_fraction, settings.seed);
         let pick = |idx: &[usize]| idx.iter().map(|&i| examples[i].clone()).collect::<Vec<_>>();
         let (train, val) = (pick(&train_idx), pick(&val_idx));
-        Ok(Self { backend, model, settings, train, val, state })
+        Ok(Self { backend, model, settings, tape_budget: DEFAULT_TAPE_BUDGET, train, val, state })
     }
 
     /// A fresh state: small random A and B (seeded; B is not zero, so every matrix learns from the first step).
@@ -188,7 +195,8 @@ impl<'m, B: TrainBackend> Trainer<'m, B> {
         let (epoch, examples) = self.step_examples(step);
         let batch: Vec<Example> = examples.into_iter().cloned().collect();
         let device = DeviceLora::upload(self.backend, &self.state.params)?;
-        let out = loss_and_grads(self.backend, self.model, &device, &batch, self.settings.batch).await?;
+        let together = self.settings.batch;
+        let out = loss_and_grads_within(self.backend, self.model, &device, &batch, together, self.tape_budget).await?;
         if !out.loss.is_finite() {
             return Err(Error::Training(format!(
                 "the loss became {} at step {}; the last checkpoint is kept: lower the learning rate and resume",
