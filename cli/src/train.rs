@@ -230,6 +230,10 @@ fn run_on<B: TrainBackend>(a: &Args, m: &Loaded<B>, style: PromptStyle, settings
         let rate = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(r.step);
         bar.set_message(format!("loss {:.4} · {rate:.0} tokens/s", r.loss));
+        if bar.is_hidden() {
+            // Piped or logged: a plain line per step where the bar would draw.
+            eprintln!("step {}/{} · loss {:.4} · {rate:.0} tokens/s", r.step, trainer.total_steps(), r.loss);
+        }
         let mut line = serde_json::json!({
             "step": r.step, "epoch": r.epoch, "train_loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
             "tokens": r.tokens, "seconds": t0.elapsed().as_secs_f64(),
@@ -237,7 +241,12 @@ fn run_on<B: TrainBackend>(a: &Args, m: &Loaded<B>, style: PromptStyle, settings
         if r.step % a.checkpoint_every.max(1) == 0 || trainer.done() {
             if let Some(v) = block_on(trainer.validation_loss())? {
                 line["val_loss"] = v.into();
-                bar.println(format!("step {}: train loss {:.4}, validation loss {v:.4}", r.step, r.loss));
+                let said = format!("step {}: train loss {:.4}, validation loss {v:.4}", r.step, r.loss);
+                if bar.is_hidden() {
+                    eprintln!("{said}");
+                } else {
+                    bar.println(said);
+                }
             }
             checkpoint(&trainer)?;
         }
