@@ -6,8 +6,10 @@
 # --debug is given (cargo's dev profile, no wasm-opt).
 #
 # The page's files are named by their content (cache busting); the worker's keep fixed names because the page starts
-# it by name. wasm-opt's output is kept in the target directory by the hash of its input, version and flags, so an
-# unchanged bundle is not optimised twice. public/ (the web manifest, icons, the service worker) is copied beside them
+# it by name. The worker is built twice: portable (worker*.js, worker_bg.wasm) and with wasm SIMD128
+# (worker-simd*); the page probes the browser and starts one of them, so only that one is downloaded. wasm-opt's
+# output is kept in the target directory by the hash of its input, version and flags, so an unchanged bundle is not
+# optimised twice. public/ (the web manifest, icons, the service worker) is copied beside them
 # and the service worker stamped by scripts/stamp-sw.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,13 @@ command -v wasm-opt >/dev/null || die "wasm-opt is missing: run scripts/web-setu
 cargo build "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin app --bin worker
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
 wasm_dir="$target_dir/wasm32-unknown-unknown/$profile"
+# The worker a second time with wasm SIMD128 (the engine's CPU kernels in core::arch::wasm32, and LLVM's own
+# vectorising): the page starts this one where the browser validates a SIMD module, else the portable one above.
+# Its own target directory, so the two RUSTFLAGS do not rebuild each other's dependencies.
+simd_target_dir="$target_dir/wasm-simd"
+CARGO_TARGET_DIR="$simd_target_dir" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128" \
+  cargo build "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin worker
+simd_wasm_dir="$simd_target_dir/wasm32-unknown-unknown/$profile"
 opt_cache="$target_dir/wasm-opt"
 mkdir -p "$opt_cache"
 # wasm-bindgen writes into a directory of this build's own (the target directory may be shared with other clones), and
@@ -42,6 +51,7 @@ trap 'rm -rf "$stage" "$bindgen_dir"' EXIT
 
 wasm-bindgen --target web --no-typescript --out-dir "$bindgen_dir" --out-name app "$wasm_dir/app.wasm"
 wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker "$wasm_dir/worker.wasm"
+wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker-simd "$simd_wasm_dir/worker.wasm"
 
 optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last run on the same input
   if [ "$profile" = debug ]; then cp "$1" "$2"; return; fi
@@ -55,7 +65,7 @@ optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last
   cp "$opt_cache/$key.wasm" "$2"
 }
 prune_opt_cache() { # the last few outputs are enough to skip wasm-opt for an unchanged bundle
-  ls -t "$opt_cache"/*.wasm 2>/dev/null | tail -n +7 | xargs -r rm -f
+  ls -t "$opt_cache"/*.wasm 2>/dev/null | tail -n +10 | xargs -r rm -f
 }
 hash_of() { sha256sum "$1" | cut -c1-16; }
 
@@ -69,6 +79,9 @@ cp "$bindgen_dir/app.js" "$stage/$app_js"
 optimised "$bindgen_dir/worker_bg.wasm" "$stage/worker_bg.wasm"
 cp "$bindgen_dir/worker.js" "$stage/worker.js"
 printf '%s' 'importScripts("./worker.js");wasm_bindgen({ module_or_path: "./worker_bg.wasm" });' >"$stage/worker_loader.js"
+optimised "$bindgen_dir/worker-simd_bg.wasm" "$stage/worker-simd_bg.wasm"
+cp "$bindgen_dir/worker-simd.js" "$stage/worker-simd.js"
+printf '%s' 'importScripts("./worker-simd.js");wasm_bindgen({ module_or_path: "./worker-simd_bg.wasm" });' >"$stage/worker-simd_loader.js"
 
 prune_opt_cache
 [ -d "$bindgen_dir/snippets" ] && cp -r "$bindgen_dir/snippets" "$stage/"

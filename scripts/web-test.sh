@@ -22,8 +22,18 @@ chromedriver=$(command -v chromedriver || true)
 
 # The tests run in the release profile the app is built with (scripts/build-web.sh): they then link the same
 # compiled dependencies instead of a second, debug build of all of them.
+# The engine's CPU tests run a second time in the worker's SIMD128 build (scripts/build-web.sh builds it in its own
+# target directory with these flags, which these tests share): its core::arch::wasm32 kernels against the portable
+# ones bit for bit (tests/web_cpu_simd.rs), and the CPU backend against the tiny goldens.
+target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
+simd() {
+  CARGO_TARGET_DIR="$target_dir/wasm-simd" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128" \
+    cargo test --release -p engine --target wasm32-unknown-unknown --test web_cpu_simd --test web_goldens "$@"
+}
 if [ "${1:-}" = --no-run ]; then
-  exec cargo test --release -p engine -p app --target wasm32-unknown-unknown --test 'web_*' --no-run
+  cargo test --release -p engine -p app --target wasm32-unknown-unknown --test 'web_*' --no-run
+  simd --no-run
+  exit 0
 fi
 
 # A fresh profile per run, so nothing cached from an earlier run (or another browser) changes what WebGPU sees. The
@@ -50,4 +60,9 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
 # One cargo invocation for the engine's goldens and the app's own wasm-only logic (app/tests/web_*.rs: storage,
 # markdown, …) in the same browser. .cargo/config.toml makes wasm-bindgen-test-runner the runner; --nocapture shows
 # each model's worst error.
-cargo test --release -p engine -p app --target wasm32-unknown-unknown --test 'web_*' --no-fail-fast -- --nocapture "$@"
+status=0
+cargo test --release -p engine -p app --target wasm32-unknown-unknown --test 'web_*' --no-fail-fast -- --nocapture "$@" || status=$?
+# In the SIMD128 build only the CPU tests (their names say cpu), unless arguments choose others.
+if [ $# -eq 0 ]; then set -- cpu; fi
+simd --no-fail-fast -- --nocapture "$@" || status=$?
+exit $status

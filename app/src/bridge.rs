@@ -37,7 +37,8 @@ impl Bridge {
         let adapters = expect_context::<LoraState>();
         let training = expect_context::<crate::state::TrainState>();
         let comparing = expect_context::<crate::state::CompareState>();
-        match Worker::new("./worker_loader.js") {
+        let simd = wasm_simd128() && crate::app::query_param("simd").as_deref() != Some("0");
+        match Worker::new(if simd { "./worker-simd_loader.js" } else { "./worker_loader.js" }) {
             Ok(worker) => {
                 let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
                     let Some(text) = ev.data().as_string() else { return };
@@ -235,6 +236,22 @@ fn finish_generation(id: u64, model: ModelState, chat: Chat) {
             model.status.set(Status::Ready);
         }
     }
+}
+
+/// Whether this browser runs wasm SIMD128: it validates the smallest module that uses a v128 instruction. The page
+/// then starts the worker built with SIMD128 (dist/worker-simd*), else the portable one; only that one is fetched.
+fn wasm_simd128() -> bool {
+    #[rustfmt::skip]
+    const PROBE: [u8; 29] = [
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,       // type section: one type, func () -> v128 (0x7b)
+        0x03, 0x02, 0x01, 0x00,                         // function section: one function of type 0
+        0x0a, 0x08, 0x01, 0x06, 0x00,                   // code section: one body of 6 bytes, no locals:
+        0x41, 0x00,                                     //   i32.const 0
+        0xfd, 0x0f,                                     //   i8x16.splat (SIMD prefix 0xfd, opcode 15)
+        0x0b,                                           //   end
+    ];
+    js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(&PROBE[..])).unwrap_or(false)
 }
 
 fn post(worker: &Worker, request: &Request) {

@@ -373,18 +373,26 @@ pub enum BackendInfo {
     /// unavailable: …", or why Auto preferred the CPU).
     Cpu {
         reason: Option<String>,
+        /// Whether the worker is the build with wasm SIMD128 (the page starts it where the browser runs SIMD128).
+        #[serde(default)]
+        simd128: bool,
     },
 }
 
 impl BackendInfo {
-    /// A short label for a status line; on the CPU it says why WebGPU is not used, when it was not a choice.
+    /// A short label for a status line; on the CPU it says which wasm build runs (" · SIMD128" for the SIMD one) and
+    /// why WebGPU is not used, when it was not a choice.
     pub fn label(&self) -> String {
+        let cpu = match self {
+            BackendInfo::Cpu { simd128: true, .. } => "CPU (wasm) · SIMD128",
+            _ => "CPU (wasm)",
+        };
         match self {
             // Browsers often report no adapter name (SwiftShader's is empty).
             BackendInfo::Gpu { adapter, .. } if adapter.name.is_empty() => "WebGPU".to_string(),
             BackendInfo::Gpu { adapter, .. } => format!("WebGPU ({})", adapter.name),
-            BackendInfo::Cpu { reason: Some(why) } => format!("CPU (wasm) — {why}"),
-            BackendInfo::Cpu { reason: None } => "CPU (wasm)".to_string(),
+            BackendInfo::Cpu { reason: Some(why), .. } => format!("{cpu} — {why}"),
+            BackendInfo::Cpu { reason: None, .. } => cpu.to_string(),
         }
     }
 }
@@ -666,7 +674,7 @@ mod tests {
             chat_template_builtin: true,
             sampling: None,
         };
-        let backend = BackendInfo::Cpu { reason: None };
+        let backend = BackendInfo::Cpu { reason: None, simd128: false };
         for origin in [
             Some(Origin::Network { store: Store::Opfs }),
             Some(Origin::Cache {

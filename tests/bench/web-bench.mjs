@@ -11,7 +11,8 @@
 //
 // Environment: AVIARY_URL (the served app, with the wllama page at wllama-bench/), MODEL_PATH (the model's path
 // under the server, e.g. models/X.gguf), QUESTION, MAX_TOKENS, OUT (the JSON report), ARTIFACTS (screenshots);
-// BENCH_ONLY, a comma-separated subset of wllama-cpu, aviary-webgpu, aviary-cpu, runs only those.
+// BENCH_ONLY, a comma-separated subset of wllama-cpu, aviary-webgpu, aviary-cpu (SIMD128), aviary-cpu-portable,
+// runs only those.
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -124,9 +125,14 @@ const engines = [
   { name: 'aviary', path: 'WebGPU', webgpu: true, run: (page, l) => aviarySession(page, l, { query: '?backend=gpu', expect: /WebGPU/ }) },
   // Without the WebGPU flags the page has no adapter and runs the engine's CPU backend in the worker; `?backend=cpu`
   // asks for it explicitly where the app reads that parameter.
+  // The page starts the worker built with wasm SIMD128 where the browser has it; `?simd=0` the portable build.
   {
-    name: 'aviary', path: 'CPU wasm', webgpu: false,
-    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu', expect: /CPU/ }),
+    name: 'aviary', path: 'CPU wasm SIMD128', key: 'cpu', webgpu: false,
+    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu', expect: /CPU \(wasm\) · SIMD128/ }),
+  },
+  {
+    name: 'aviary', path: 'CPU wasm portable', key: 'cpu-portable', webgpu: false,
+    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu&simd=0', expect: /CPU \(wasm\)(?! · SIMD128)/ }),
   },
 ];
 
@@ -148,7 +154,7 @@ const report = {
 };
 let failed = 0;
 const only = process.env.BENCH_ONLY?.split(',').filter(Boolean);
-const label = (e) => `${e.name}-${e.path === 'WebGPU' ? 'webgpu' : 'cpu'}`;
+const label = (e) => `${e.name}-${e.path === 'WebGPU' ? 'webgpu' : (e.key ?? 'cpu')}`;
 const chosen = engines
   .filter((e) => !only || only.includes(label(e)))
   .map((e) => ({ ...e, label: label(e), profile: mkdtempSync(join(tmpdir(), `bench-web-${label(e)}-`)), r: { engine: e.name, path: e.path, runs: {} } }));

@@ -10,6 +10,8 @@ mod attention;
 mod dot;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod dot_simd128;
 mod libm;
 mod lora;
 pub mod ops;

@@ -157,7 +157,13 @@ fn simd_available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+/// The worker built with wasm SIMD128 has the kernels of `dot_simd128` (the portable ones stay for comparison).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn simd_available() -> bool {
+    true
+}
+
+#[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
 fn simd_available() -> bool {
     false
 }
@@ -250,6 +256,12 @@ fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, simd: bool, out: &mut [A]) {
 trait Kernel {
     type Act: ActBlock;
     fn dot(w: &[u8], a: &[Self::Act]) -> f32;
+    /// The wasm SIMD128 kernel, bit for bit [`Kernel::dot`]; the portable code where there is none.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[inline(always)]
+    fn dot_simd128(w: &[u8], a: &[Self::Act]) -> f32 {
+        Self::dot(w, a)
+    }
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
@@ -285,6 +297,8 @@ const ACTS: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
 use super::dot_avx2 as avx2;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use super::dot_simd128 as simd128;
 use dot::KPath;
 
 /// A 32-value block format: portable dot, and the interleaved AVX2 kernel for one or two rows.
@@ -296,6 +310,11 @@ macro_rules! kernel32 {
             #[inline(always)]
             fn dot($w: &[u8], $a: &[$act]) -> f32 {
                 $portable
+            }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            #[inline(always)]
+            fn dot_simd128(w: &[u8], a: &[$act]) -> f32 {
+                simd128::dot32::<{ simd128::$kind }, $act>(w, a, $repacked)
             }
             #[cfg(target_arch = "x86_64")]
             #[inline(always)]
@@ -388,6 +407,11 @@ fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
                 unsafe { rows_avx2::<K>(rows_data, row_bytes, acts, nb, pieces) };
                 return;
             }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            if simd {
+                rows_simd128::<K>(rows_data, row_bytes, acts, nb, pieces);
+                return;
+            }
             let _ = simd;
             rows::<K>(rows_data, row_bytes, acts, nb, pieces);
         });
@@ -470,6 +494,22 @@ fn rows<K: Kernel>(
     for (jj, wrow) in w.chunks_exact(row_bytes).enumerate() {
         for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
             piece[jj] = K::dot(wrow, act);
+        }
+    }
+}
+
+/// [`rows`] with the wasm SIMD128 kernels.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn rows_simd128<K: Kernel>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[K::Act],
+    nb: usize,
+    pieces: &mut [&mut [f32]],
+) {
+    for (jj, wrow) in w.chunks_exact(row_bytes).enumerate() {
+        for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
+            piece[jj] = K::dot_simd128(wrow, act);
         }
     }
 }

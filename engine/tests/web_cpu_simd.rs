@@ -1,0 +1,115 @@
+//! The CPU backend's quantized products in the browser: `QMatrix::matmul` (the wasm SIMD128 kernels in the build
+//! with `-C target-feature=+simd128`, which scripts/web-test.sh runs as well as the portable build) against
+//! `matmul_portable`, bit for bit, on random blocks of every weight format, for a lone row (decode), a few rows and
+//! a prefill's many, with row counts that do and do not take llama.cpp's repacked kernels. In the portable build the
+//! two are the same code and the test only says which build ran.
+#![cfg(target_arch = "wasm32")]
+
+use engine::backend::cpu::qmatmul::QMatrix;
+use engine::quant::GgmlType;
+use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// xorshift64*: reproducible random bytes without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+    }
+    /// A finite f16 scale of either sign, from tiny (subnormal products) to large, as little-endian bytes.
+    fn f16_bytes(&mut self) -> [u8; 2] {
+        let exp = 1 + (self.next() % 20) as u16; // 2^-14 .. 2^5
+        let bits = ((self.byte() as u16 & 1) << 15) | (exp << 10) | (self.next() as u16 & 0x3ff);
+        bits.to_le_bytes()
+    }
+}
+
+/// Block bytes and values per block, and the offsets of f16 fields (the rest is random quant bytes).
+fn layout(ty: GgmlType) -> (usize, usize, &'static [usize]) {
+    match ty {
+        GgmlType::Q4_0 => (18, 32, &[0]),
+        GgmlType::Q4_1 => (20, 32, &[0, 2]),
+        GgmlType::Q5_0 => (22, 32, &[0]),
+        GgmlType::Q5_1 => (24, 32, &[0, 2]),
+        GgmlType::Q8_0 => (34, 32, &[0]),
+        GgmlType::Q4K => (144, 256, &[0, 2]),
+        GgmlType::Q5K => (176, 256, &[0, 2]),
+        GgmlType::Q6K => (210, 256, &[208]),
+        _ => unreachable!(),
+    }
+}
+
+fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> QMatrix {
+    let (bytes, values, f16s) = layout(ty);
+    let blocks = rows * cols / values;
+    let mut data = vec![0u8; blocks * bytes];
+    for b in data.chunks_exact_mut(bytes) {
+        for v in b.iter_mut() {
+            *v = rng.byte();
+        }
+        for &at in f16s {
+            b[at..at + 2].copy_from_slice(&rng.f16_bytes());
+        }
+    }
+    QMatrix::new(ty, rows, cols, data).unwrap()
+}
+
+fn same_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(g.to_bits() == w.to_bits(), "{what}: value {i} is {g:e} with SIMD128, {w:e} portable");
+    }
+}
+
+#[wasm_bindgen_test]
+fn cpu_simd128_quantized_products_equal_the_portable_ones_bit_for_bit() {
+    console_log!(
+        "wasm build: {}",
+        if cfg!(target_feature = "simd128") { "SIMD128 (core::arch::wasm32 kernels)" } else { "portable" }
+    );
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ];
+    let mut checked = 0;
+    for ty in types {
+        // 16 rows: llama.cpp's repacked kernels (Q4_0, Q4_K); 13: the plain ones.
+        for (rows, cols) in [(16, 512), (13, 768)] {
+            for trial in 0..3 {
+                let w = random_matrix(&mut rng, ty, rows, cols);
+                for m in [1, 3, 9] {
+                    // Activations of very different sizes per row, so the Q8 scales vary too.
+                    let x: Vec<f32> = (0..m * cols).map(|i| rng.unit() * (1 << (i / cols % 7 * 3)) as f32).collect();
+                    let what = format!("{} {rows}x{cols} trial {trial} m={m}", ty.name());
+                    same_bits(&what, &w.matmul(&x, m).unwrap(), &w.matmul_portable(&x, m).unwrap());
+                    same_bits(
+                        &format!("{what} independent"),
+                        &w.matmul_independent(&x, m).unwrap(),
+                        &w.matmul_independent_portable(&x, m).unwrap(),
+                    );
+                    checked += 2 * m * rows;
+                }
+            }
+        }
+    }
+    console_log!("{checked} dot products equal bit for bit");
+}
