@@ -86,12 +86,18 @@ pub fn format(style: PromptStyle, template: &ChatTemplate, r: &Record) -> Result
     })
 }
 
-/// The token a response ends with: the chat format's end of turn in the chat style (the last of the tokenizer's end
-/// ids, which lists eos first and the turn ends after it), the end-of-text token otherwise (ch. 7's <|endoftext|>).
+/// The end-of-turn markers of the chat formats (Llama 3, ChatML, Phi-3, Gemma), in the order they are looked for.
+const TURN_ENDS: [&str; 5] = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|eom_id|>"];
+
+/// The token a response ends with: the chat format's end of turn in the chat style (when the tokenizer has one
+/// among its end ids; else its first end id), the end-of-text token otherwise (ch. 7's <|endoftext|>).
 pub fn end_token(tokenizer: &Tokenizer, style: PromptStyle) -> Result<u32> {
     let ends = tokenizer.eos_ids();
+    // A chat reply ends with the turn's end marker, as the template writes it after an assistant message
+    // (SmolLM2's <|im_end|>, not its <|endoftext|>); the other styles with the model's own end of text.
+    let turn_end = TURN_ENDS.iter().filter_map(|t| tokenizer.token_to_id(t)).find(|id| ends.contains(id));
     let id = match style {
-        PromptStyle::Chat => ends.last(),
+        PromptStyle::Chat => turn_end.as_ref().or(ends.first()),
         PromptStyle::Alpaca | PromptStyle::Phi3 => ends.first(),
     };
     id.copied().ok_or_else(|| Error::Tokenizer("the tokenizer names no end token to end a response with".into()))
