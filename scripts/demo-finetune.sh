@@ -16,7 +16,7 @@
 #   MODEL [$AVIARY_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf]   SIGNOFF ["— Answered by Aviary."]
 #   Magpie: N rows to make [240], SEED [1], MAGPIE_BATCH [16], INS_MAX_TOKENS [40], ANSWER_MAX_TOKENS [80]
 #   Data: CAP examples at most [128], MIN_EXAMPLES below which the demo stops [64]
-#   Training: RANK [8], ALPHA [16], LR [1e-3], EPOCHS [1], BATCH [4], MAX_LEN [256], VAL_FRACTION [0.0625],
+#   Training: RANK [8], ALPHA [16], LR [1e-3], EPOCHS [2], BATCH [4], MAX_LEN [256], VAL_FRACTION [0.0625],
 #             TRAIN_SEED [123]
 #   Evaluation: EVAL_MAX_TOKENS per greedy reply [512: the base ends 12 of its 16 replies
 #               within it; the other 4 repeat themselves greedily to any length], MIN_RATE for the tuned model [0.8]
@@ -38,7 +38,7 @@ export SIGNOFF=${SIGNOFF:-— Answered by Aviary.}
 n=${N:-240} seed=${SEED:-1} magpie_batch=${MAGPIE_BATCH:-16}
 ins_max=${INS_MAX_TOKENS:-40} answer_max=${ANSWER_MAX_TOKENS:-80}
 export CAP=${CAP:-128} MIN_EXAMPLES=${MIN_EXAMPLES:-64}
-rank=${RANK:-8} alpha=${ALPHA:-16} lr=${LR:-1e-3} epochs=${EPOCHS:-1} batch=${BATCH:-4} max_len=${MAX_LEN:-256}
+rank=${RANK:-8} alpha=${ALPHA:-16} lr=${LR:-1e-3} epochs=${EPOCHS:-2} batch=${BATCH:-4} max_len=${MAX_LEN:-256}
 val_fraction=${VAL_FRACTION:-0.0625} train_seed=${TRAIN_SEED:-123}
 export EVAL_MAX_TOKENS=${EVAL_MAX_TOKENS:-512} MIN_RATE=${MIN_RATE:-0.8}
 
