@@ -74,7 +74,7 @@ bench-magpie: setup models
 
 # Issue 15's demonstration: SmolLM2-135M-Instruct learns to end every reply with a sign-off line from ≤ 128 examples
 # it made with `aviary magpie`, trained on the CPU; greedy replies to 16 held-out prompts, base vs tuned (≥ 80% vs 0%).
-# About 6 minutes on 2 cores; writes target/demo-finetune.json (scripts/demo-finetune.sh lists its knobs).
+# About 8 minutes on 2 cores; writes target/demo-finetune.json (scripts/demo-finetune.sh lists its knobs).
 demo-finetune: setup models
 	@scripts/demo-finetune.sh
 
