@@ -148,10 +148,7 @@ pub async fn loss_and_grads_within<B: TrainBackend>(
     let mut loss = None;
     for chunk in batch.chunks(together.max(1)) {
         let part = stack_pass(b, model, lora, chunk, weight, Some(&mut sums), tape_budget)?;
-        loss = Some(match loss {
-            Some(l) => b.add(&l, &part)?,
-            None => part,
-        });
+        loss = Some(sum_losses(b, loss, part)?);
     }
     let loss = read_loss(b, loss).await?;
     let grads = sums.read(b, lora).await?;
@@ -170,12 +167,17 @@ pub async fn loss<B: TrainBackend>(
     let mut loss = None;
     for chunk in batch.chunks(together.max(1)) {
         let part = stack_pass(b, model, lora, chunk, weight, None, 0)?;
-        loss = Some(match loss {
-            Some(l) => b.add(&l, &part)?,
-            None => part,
-        });
+        loss = Some(sum_losses(b, loss, part)?);
     }
     read_loss(b, loss).await
+}
+
+/// `so_far + part` (the loss tensors `[1, 1]` of a batch's stacks or groups, summed on the device).
+fn sum_losses<B: TrainBackend>(b: &B, so_far: Option<B::Tensor>, part: B::Tensor) -> Result<B::Tensor> {
+    match so_far {
+        Some(l) => b.add(&l, &part),
+        None => Ok(part),
+    }
 }
 
 fn scored(batch: &[Example], what: &str) -> Result<usize> {
@@ -342,10 +344,7 @@ fn stack_pass<B: TrainBackend>(
         let xg = if groups.len() == 1 { xf.clone() } else { b.rows(&xf, start, rows)? };
         let logits = head_logits(b, model, &xg)?;
         let (part, mut dlogits) = b.cross_entropy(&logits, &targets[start..start + rows], weight)?;
-        loss = Some(match loss {
-            Some(l) => b.add(&l, &part)?,
-            None => part,
-        });
+        loss = Some(sum_losses(b, loss, part)?);
         if grads.is_some() {
             if let Some(cap) = cfg.final_logit_softcapping {
                 dlogits = b.softcap_backward(&logits, &dlogits, cap as f32)?;
