@@ -409,11 +409,11 @@ fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
             }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             if simd {
-                rows_simd128::<K>(rows_data, row_bytes, acts, nb, pieces);
+                rows(rows_data, row_bytes, acts, nb, pieces, K::dot_simd128);
                 return;
             }
             let _ = simd;
-            rows::<K>(rows_data, row_bytes, acts, nb, pieces);
+            rows(rows_data, row_bytes, acts, nb, pieces, K::dot);
         });
     });
     out
@@ -484,32 +484,18 @@ fn for_each_chunk(
 }
 
 /// `pieces[i][jj] = dot(weight row jj, activation row i)`; the weight row stays in L1 across activation rows.
-fn rows<K: Kernel>(
+/// `dot` is the kernel's portable dot product, or its wasm SIMD128 one.
+fn rows<A>(
     w: &[u8],
     row_bytes: usize,
-    acts: &[K::Act],
+    acts: &[A],
     nb: usize,
     pieces: &mut [&mut [f32]],
+    dot: impl Fn(&[u8], &[A]) -> f32,
 ) {
     for (jj, wrow) in w.chunks_exact(row_bytes).enumerate() {
         for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
-            piece[jj] = K::dot(wrow, act);
-        }
-    }
-}
-
-/// [`rows`] with the wasm SIMD128 kernels.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn rows_simd128<K: Kernel>(
-    w: &[u8],
-    row_bytes: usize,
-    acts: &[K::Act],
-    nb: usize,
-    pieces: &mut [&mut [f32]],
-) {
-    for (jj, wrow) in w.chunks_exact(row_bytes).enumerate() {
-        for (piece, act) in pieces.iter_mut().zip(acts.chunks_exact(nb)) {
-            piece[jj] = K::dot_simd128(wrow, act);
+            piece[jj] = dot(wrow, act);
         }
     }
 }
