@@ -178,7 +178,7 @@ pub fn k_min_sum(bsums: &[i16; 16], mins: &[u8; 8]) -> i32 {
 
 /// The four lanes of ggml's AVX2 min term: mins[2t]·(bsums[4t] + bsums[4t+1]) + mins[2t+1]·(bsums[4t+2] + …).
 #[inline(always)]
-fn k_min_lanes(bsums: &[i16; 16], mins: &[u8; 8]) -> [i32; 4] {
+pub fn k_min_lanes(bsums: &[i16; 16], mins: &[u8; 8]) -> [i32; 4] {
     std::array::from_fn(|t| {
         mins[2 * t] as i32 * (bsums[4 * t] as i32 + bsums[4 * t + 1] as i32)
             + mins[2 * t + 1] as i32 * (bsums[4 * t + 2] as i32 + bsums[4 * t + 3] as i32)

@@ -1,15 +1,19 @@
-//! wasm SIMD128 versions of the 32-value block dot products in [`super::dot`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), for
-//! the worker built with `-C target-feature=+simd128`. They give the portable code's bits exactly: the integer lanes
-//! are exact sums (lane k: values 4k..4k+3 of the block, as `dot::lanes32`), and the float accumulation keeps the
-//! portable per-lane order — `acc[k] = fma(d, lane_k, acc[k])` per block, then `dot::hsum_lanes`' order.
+//! wasm SIMD128 versions of the dot products in [`super::dot`], for the worker built with
+//! `-C target-feature=+simd128`: the 32-value block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and the K-quants (Q4_K,
+//! Q5_K, Q6_K). They give the portable code's bits exactly: the integer lanes are exact sums (lane k: values 4k..4k+3
+//! of a 32-value block or of every 32-byte run of a K-quant block, as `dot::lanes32` / `dot::k4_lanes` /
+//! `dot::q6k_lanes`), and the float accumulation keeps the portable per-lane order — `acc[k] = fma(d, lane_k,
+//! acc[k])` per block, then `dot::hsum_lanes`' order. The K-quant formulas whose float work is per block rather than
+//! per lane (every `KPath` but `Vec`) take the SIMD lanes through `dot::k4_combine` / `dot::q6k_combine` themselves.
 //!
 //! wasm has no fused multiply-add, so the portable `fma` (super::libm) goes through f64: the f32 product is exact in
 //! f64, the f64 sum rounds once, and narrowing it is right unless the sum sits exactly halfway between two f32s, is
 //! not finite, or is subnormal in f32. Here that runs on two lanes at a time in f64x2; a pair of lanes that meets
 //! one of the rare cases is redone by the scalar `fma`, so the result is the scalar's bit for bit.
 
+use super::dot::{self, KPath};
 use super::libm::fma;
-use super::q8::{BlockQ8_0, BlockQ8_1};
+use super::q8::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use core::arch::wasm32::*;
 
 /// Which 32-value block format a kernel reads (the block's bytes: f16 d, [f16 m], [u32 qh], 16 nibble bytes or 32
@@ -70,6 +74,20 @@ fn load16(b: &[u8]) -> v128 {
     unsafe { v128_load(b.as_ptr() as *const v128) }
 }
 
+#[inline(always)]
+fn load16_i8(b: &[i8]) -> v128 {
+    assert!(b.len() >= 16);
+    // SAFETY: 16 readable bytes (checked); v128_load has no alignment requirement.
+    unsafe { v128_load(b.as_ptr() as *const v128) }
+}
+
+#[inline(always)]
+fn load_i16x8(v: &[i16]) -> v128 {
+    assert!(v.len() >= 8);
+    // SAFETY: 8 readable i16s (checked), 16 bytes; v128_load has no alignment requirement.
+    unsafe { v128_load(v.as_ptr() as *const v128) }
+}
+
 /// Byte j = 0x10 where bit j of `bits` (16 bits) is set, else 0: the fifth bit of the 5-bit formats' values.
 #[inline(always)]
 fn high_bits(bits: u32) -> v128 {
@@ -105,14 +123,31 @@ fn values<const KIND: u8>(b: &[u8]) -> (v128, v128) {
     (lo, hi)
 }
 
+/// Sums of byte pairs (`a`: bytes 0..7, `b`: 8..15 of 16) into sums of each group of 4 bytes.
+#[inline(always)]
+fn quads(a: v128, b: v128) -> v128 {
+    i32x4_add(
+        i32x4_shuffle::<0, 2, 4, 6>(a, b),
+        i32x4_shuffle::<1, 3, 5, 7>(a, b),
+    )
+}
+
 /// Σ x·y over each group of 4 bytes of 16 signed bytes: 4 exact i32 lanes.
 #[inline(always)]
 fn dot4(x: v128, y: v128) -> v128 {
-    let lo = i32x4_extadd_pairwise_i16x8(i16x8_extmul_low_i8x16(x, y));
-    let hi = i32x4_extadd_pairwise_i16x8(i16x8_extmul_high_i8x16(x, y));
-    i32x4_add(
-        i32x4_shuffle::<0, 2, 4, 6>(lo, hi),
-        i32x4_shuffle::<1, 3, 5, 7>(lo, hi),
+    quads(
+        i32x4_extadd_pairwise_i16x8(i16x8_extmul_low_i8x16(x, y)),
+        i32x4_extadd_pairwise_i16x8(i16x8_extmul_high_i8x16(x, y)),
+    )
+}
+
+/// Σ s·x·y over each pair of 16 signed bytes, for bytes 0..7 and 8..15 (`s` an i16x8 splat of the scale). x·y is
+/// exact in i16, and the pair sums fit i32 for the K-quants' values (at most 6 bits) and scales (at most 8).
+#[inline(always)]
+fn scaled_pairs(x: v128, y: v128, s: v128) -> (v128, v128) {
+    (
+        i32x4_dot_i16x8(i16x8_extmul_low_i8x16(x, y), s),
+        i32x4_dot_i16x8(i16x8_extmul_high_i8x16(x, y), s),
     )
 }
 
@@ -120,10 +155,7 @@ fn dot4(x: v128, y: v128) -> v128 {
 #[inline(always)]
 fn lanes<const KIND: u8>(b: &[u8], y: &[i8; 32]) -> (v128, v128) {
     let (x0, x1) = values::<KIND>(b);
-    let y = y.as_slice();
-    // SAFETY of the casts: i8 and u8 have the same layout.
-    let y = unsafe { core::slice::from_raw_parts(y.as_ptr() as *const u8, 32) };
-    (dot4(x0, load16(&y[..16])), dot4(x1, load16(&y[16..])))
+    (dot4(x0, load16_i8(&y[..16])), dot4(x1, load16_i8(&y[16..])))
 }
 
 /// fma(d, l, acc) on two f32 lanes held (promoted) as f64x2, rounded as the scalar `fma`; None when a lane needs
@@ -172,7 +204,12 @@ fn acc_lanes4(d: f32, lanes: v128, acc: v128) -> v128 {
 /// `dot::hsum_lanes` of the eight accumulators (0..3 in `a`, 4..7 in `b`), in its order.
 #[inline(always)]
 fn hsum(a: v128, b: v128) -> f32 {
-    let t = f32x4_add(a, b);
+    hsum4(f32x4_add(a, b))
+}
+
+/// (t0 + t2) + (t1 + t3), the last step of `dot::hsum_lanes`.
+#[inline(always)]
+fn hsum4(t: v128) -> f32 {
     (f32x4_extract_lane::<0>(t) + f32x4_extract_lane::<2>(t))
         + (f32x4_extract_lane::<1>(t) + f32x4_extract_lane::<3>(t))
 }
@@ -215,4 +252,166 @@ pub fn dot32<const KIND: u8, A: Act32>(w: &[u8], a: &[A], repacked: bool) -> f32
     } else {
         hsum(acc0, acc1)
     }
+}
+
+/// Eight i32 lanes held as lanes 0..3 in `lo` and 4..7 in `hi`, as the portable code holds them.
+#[inline(always)]
+fn lanes_array(lo: v128, hi: v128) -> [i32; 8] {
+    [
+        i32x4_extract_lane::<0>(lo),
+        i32x4_extract_lane::<1>(lo),
+        i32x4_extract_lane::<2>(lo),
+        i32x4_extract_lane::<3>(lo),
+        i32x4_extract_lane::<0>(hi),
+        i32x4_extract_lane::<1>(hi),
+        i32x4_extract_lane::<2>(hi),
+        i32x4_extract_lane::<3>(hi),
+    ]
+}
+
+/// `dot::k4_lanes` for Q4_K (`qh` None) and Q5_K, per 64 values as (lanes 0..3, lanes 4..7). A 32-byte run of
+/// nibbles holds the 64 values: its low nibbles go with the first 32 activations, its high nibbles with the next 32,
+/// and bytes 0..15 of the run make lanes 0..3.
+#[inline(always)]
+fn k4_lanes(qs: &[u8], qh: Option<&[u8]>, sc: &[u8; 8], y: &[i8; 256]) -> [(v128, v128); 4] {
+    let qh = qh.map(|qh| [load16(qh), load16(&qh[16..])]);
+    std::array::from_fn(|c| {
+        let (slo, shi) = (i16x8_splat(sc[2 * c] as i16), i16x8_splat(sc[2 * c + 1] as i16));
+        let half = |h: usize| {
+            let t = load16(&qs[32 * c + 16 * h..]);
+            let (mut lo, mut hi) = (v128_and(t, u8x16_splat(15)), u8x16_shr(t, 4));
+            if let Some(qh) = qh {
+                // Bits 2c and 2c+1 of each qh byte are bit 4 of the low and of the high value.
+                let bits = u8x16_shr(qh[h], 2 * c as u32);
+                lo = v128_or(lo, v128_and(i8x16_shl(bits, 4), u8x16_splat(0x10)));
+                hi = v128_or(hi, v128_and(i8x16_shl(bits, 3), u8x16_splat(0x10)));
+            }
+            let (a0, b0) = scaled_pairs(lo, load16_i8(&y[64 * c + 16 * h..]), slo);
+            let (a1, b1) = scaled_pairs(hi, load16_i8(&y[64 * c + 32 + 16 * h..]), shi);
+            quads(i32x4_add(a0, a1), i32x4_add(b0, b1))
+        };
+        (half(0), half(1))
+    })
+}
+
+/// `dot::k_min_lanes` as one vector.
+#[inline(always)]
+fn k_min_lanes(bsums: &[i16; 16], mins: &[u8; 8]) -> v128 {
+    let [l0, l1, l2, l3] = dot::k_min_lanes(bsums, mins);
+    i32x4(l0, l1, l2, l3)
+}
+
+/// A Q4_K / Q5_K row: the `Vec` formula of `dot::k4_combine` with its per-lane fmas four lanes at a time
+/// (`acc_lanes4`), the other formulas, whose float work is per block, through `dot::k4_combine` itself.
+#[inline(always)]
+fn k4_dot(
+    w: &[u8],
+    a: &[BlockQ8K],
+    block_bytes: usize,
+    path: KPath,
+    five: bool,
+    lanes: impl Fn(&[u8], &[u8; 8], &BlockQ8K) -> [(v128, v128); 4],
+) -> f32 {
+    if path != KPath::Vec {
+        return dot::k4_combine(w, a, block_bytes, path, five, |b, sc, y| {
+            lanes(b, sc, y).map(|(lo, hi)| lanes_array(lo, hi))
+        });
+    }
+    let (mut acc0, mut acc1, mut accm) = (f32x4_splat(0.0), f32x4_splat(0.0), f32x4_splat(0.0));
+    let mut saccm = 0f32;
+    for (b, y) in w.chunks_exact(block_bytes).zip(a) {
+        let (sc, mn) = dot::k_scales_mins(&b[4..16]);
+        let (l0, l1) = lanes(b, &sc, y)
+            .into_iter()
+            .fold((i32x4_splat(0), i32x4_splat(0)), |(s0, s1), (lo, hi)| {
+                (i32x4_add(s0, lo), i32x4_add(s1, hi))
+            });
+        let d = y.d * f16_at(b, 0);
+        let dmin = -y.d * f16_at(b, 2);
+        acc0 = acc_lanes4(d, l0, acc0);
+        acc1 = acc_lanes4(d, l1, acc1);
+        if five {
+            saccm = fma(dmin, dot::k_min_sum(&y.bsums, &mn) as f32, saccm);
+        } else {
+            accm = acc_lanes4(dmin, k_min_lanes(&y.bsums, &mn), accm);
+        }
+    }
+    if five {
+        hsum(acc0, acc1) + saccm
+    } else {
+        hsum(acc0, acc1) + hsum4(accm)
+    }
+}
+
+/// `dot::dot_q4_k` bit for bit.
+#[inline(always)]
+pub fn dot_q4_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
+    k4_dot(w, a, 144, path, false, |b, sc, y| {
+        k4_lanes(&b[16..144], None, sc, &y.qs)
+    })
+}
+
+/// `dot::dot_q5_k` bit for bit.
+#[inline(always)]
+pub fn dot_q5_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
+    k4_dot(w, a, 176, path, true, |b, sc, y| {
+        k4_lanes(&b[48..176], Some(&b[16..48]), sc, &y.qs)
+    })
+}
+
+/// `dot::q6k_lanes` as (lanes 0..3, lanes 4..7). Each half of the block has four 32-value runs sharing its 64 low-
+/// nibble bytes and 32 high-bit bytes, with a scale per 16 values, so each 16-byte half of a run has one scale.
+#[inline(always)]
+fn q6k_lanes(b: &[u8], y: &BlockQ8K) -> (v128, v128) {
+    let scales = &b[192..208];
+    let (low, two) = (u8x16_splat(15), u8x16_splat(0x30));
+    // Pair sums of bytes 0..7 and 8..15 of the runs' first 16 bytes (lanes 0..3), then of their second (4..7);
+    // all runs' are summed before the pairs become lanes.
+    let mut pairs = [i32x4_splat(0); 4];
+    for n in 0..2 {
+        for h in 0..2 {
+            let ql0 = load16(&b[64 * n + 16 * h..]);
+            let ql1 = load16(&b[64 * n + 32 + 16 * h..]);
+            let qh = load16(&b[128 + 32 * n + 16 * h..]);
+            // Bits 2r and 2r+1 of qh are bits 4 and 5 of run r's values.
+            let q = [
+                v128_or(v128_and(ql0, low), v128_and(i8x16_shl(qh, 4), two)),
+                v128_or(v128_and(ql1, low), v128_and(i8x16_shl(qh, 2), two)),
+                v128_or(u8x16_shr(ql0, 4), v128_and(qh, two)),
+                v128_or(u8x16_shr(ql1, 4), v128_and(u8x16_shr(qh, 2), two)),
+            ];
+            for (r, &qr) in q.iter().enumerate() {
+                let s = i16x8_splat(scales[8 * n + 2 * r + h] as i8 as i16);
+                let (pa, pb) = scaled_pairs(qr, load16_i8(&y.qs[128 * n + 32 * r + 16 * h..]), s);
+                pairs[2 * h] = i32x4_add(pairs[2 * h], pa);
+                pairs[2 * h + 1] = i32x4_add(pairs[2 * h + 1], pb);
+            }
+        }
+    }
+    // The +32 offset of the values comes off as 32·(bsums[2k]·sc[2k] + bsums[2k+1]·sc[2k+1]) in lane k.
+    let sc = load16(scales);
+    let off = |bsums: &[i16], sc16: v128| i32x4_shl(i32x4_dot_i16x8(load_i16x8(bsums), sc16), 5);
+    (
+        i32x4_sub(quads(pairs[0], pairs[1]), off(&y.bsums[..8], i16x8_extend_low_i8x16(sc))),
+        i32x4_sub(quads(pairs[2], pairs[3]), off(&y.bsums[8..], i16x8_extend_high_i8x16(sc))),
+    )
+}
+
+/// `dot::dot_q6_k` bit for bit: the `Vec` formula four lanes at a time, `Tiled` through `dot::q6k_combine`.
+#[inline(always)]
+pub fn dot_q6_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
+    if path != KPath::Vec {
+        return dot::q6k_combine(w, a, path, |b, y| {
+            let (lo, hi) = q6k_lanes(b, y);
+            lanes_array(lo, hi)
+        });
+    }
+    let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+    for (b, y) in w.chunks_exact(210).zip(a) {
+        let (l0, l1) = q6k_lanes(b, y);
+        let d = y.d * f16_at(b, 208);
+        acc0 = acc_lanes4(d, l0, acc0);
+        acc1 = acc_lanes4(d, l1, acc1);
+    }
+    hsum(acc0, acc1)
 }

@@ -335,8 +335,10 @@ macro_rules! kernel32 {
     };
 }
 
+/// A format with its own float arithmetic: the portable dot, and the hand-written AVX2 and wasm SIMD128 kernels
+/// where it has them.
 macro_rules! kernel {
-    ($name:ident, $act:ty, |$w:ident, $a:ident| $portable:expr, avx2: $avx2:expr) => {
+    ($name:ident, $act:ty, |$w:ident, $a:ident| $portable:expr $(, avx2: $avx2:expr)? $(, simd128: $simd128:expr)?) => {
         struct $name;
         impl Kernel for $name {
             type Act = $act;
@@ -344,28 +346,26 @@ macro_rules! kernel {
             fn dot($w: &[u8], $a: &[$act]) -> f32 {
                 $portable
             }
+            $(
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                #[inline(always)]
+                fn dot_simd128($w: &[u8], $a: &[$act]) -> f32 {
+                    $simd128
+                }
+            )?
             #[cfg(target_arch = "x86_64")]
             #[inline(always)]
             unsafe fn dot_avx2($w: &[u8], $a: &[$act]) -> f32 {
-                unsafe { $avx2 }
+                kernel!(@avx2 $portable $(, $avx2)?)
             }
         }
     };
-    // No hand-written SIMD: the portable code, compiled inside the AVX2 function, is what runs there.
-    ($name:ident, $act:ty, |$w:ident, $a:ident| $portable:expr) => {
-        struct $name;
-        impl Kernel for $name {
-            type Act = $act;
-            #[inline(always)]
-            fn dot($w: &[u8], $a: &[$act]) -> f32 {
-                $portable
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[inline(always)]
-            unsafe fn dot_avx2($w: &[u8], $a: &[$act]) -> f32 {
-                $portable
-            }
-        }
+    (@avx2 $portable:expr, $avx2:expr) => {
+        unsafe { $avx2 }
+    };
+    // No hand-written AVX2: the portable code, compiled inside the AVX2 function, is what runs there.
+    (@avx2 $portable:expr) => {
+        $portable
     };
 }
 
@@ -379,14 +379,20 @@ kernel32!(Q4_1, BlockQ8_1, Q4_1, false, |w, a| dot::dot_q4_1(w, a));
 kernel32!(Q5_0, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a));
 kernel32!(Q5_1, BlockQ8_1, Q5_1, false, |w, a| dot::dot_q5_1(w, a));
 kernel32!(Q8_0, BlockQ8_0, Q8_0, false, |w, a| dot::dot_q8_0(w, a));
-kernel!(Q4KV, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Vec), avx2: avx2::dot_q4_k(w, a, KPath::Vec));
-kernel!(Q4KT, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Tiled), avx2: avx2::dot_q4_k(w, a, KPath::Tiled));
-kernel!(Q4KR, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Repacked), avx2: avx2::dot_q4_k(w, a, KPath::Repacked));
-kernel!(Q4KRG, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::RepackedGemm), avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm));
-kernel!(Q5KV, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Vec));
-kernel!(Q5KT, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Tiled));
-kernel!(Q6KV, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Vec), avx2: avx2::dot_q6_k(w, a, KPath::Vec));
-kernel!(Q6KT, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled), avx2: avx2::dot_q6_k(w, a, KPath::Tiled));
+kernel!(Q4KV, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Vec),
+    avx2: avx2::dot_q4_k(w, a, KPath::Vec), simd128: simd128::dot_q4_k(w, a, KPath::Vec));
+kernel!(Q4KT, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Tiled),
+    avx2: avx2::dot_q4_k(w, a, KPath::Tiled), simd128: simd128::dot_q4_k(w, a, KPath::Tiled));
+kernel!(Q4KR, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Repacked),
+    avx2: avx2::dot_q4_k(w, a, KPath::Repacked), simd128: simd128::dot_q4_k(w, a, KPath::Repacked));
+kernel!(Q4KRG, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::RepackedGemm),
+    avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm), simd128: simd128::dot_q4_k(w, a, KPath::RepackedGemm));
+kernel!(Q5KV, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Vec), simd128: simd128::dot_q5_k(w, a, KPath::Vec));
+kernel!(Q5KT, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Tiled), simd128: simd128::dot_q5_k(w, a, KPath::Tiled));
+kernel!(Q6KV, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Vec),
+    avx2: avx2::dot_q6_k(w, a, KPath::Vec), simd128: simd128::dot_q6_k(w, a, KPath::Vec));
+kernel!(Q6KT, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled),
+    avx2: avx2::dot_q6_k(w, a, KPath::Tiled), simd128: simd128::dot_q6_k(w, a, KPath::Tiled));
 
 fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
     let n = w.rows;
