@@ -43,7 +43,12 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    engine::backend::cpu::on_worker_thread(|| run(command))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Generate(a) => generate::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Chat(a) => chat::run(a),

@@ -28,6 +28,18 @@ pub use attention::CpuKvCache;
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use qmatmul::QMatrix;
 
+/// Runs `f` on one of the CPU kernels' worker threads (natively; in wasm, where there are none, right here). The
+/// kernels split every product over rayon's pool: called from outside it, each of the ~200 products of a decoded
+/// token wakes the pool's threads and puts the caller to sleep until they are done, and those round trips cost as
+/// much as the arithmetic on a small model. Called from inside, the caller is one of the workers and the others stay
+/// awake between products. Commands that run a model natively wrap their work in this.
+pub fn on_worker_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::scope(|_| f());
+    #[cfg(target_arch = "wasm32")]
+    f()
+}
+
 pub struct CpuBackend {
     device: Device,
     /// Run the AVX2 + FMA kernels where the CPU has them (the results are the same either way).
