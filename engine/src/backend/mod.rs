@@ -46,6 +46,39 @@ impl<W> Projections<W> {
 /// One weight as `upload_weight` takes it: name, type, shape [rows, cols] and file bytes.
 pub type WeightBytes<'a> = (&'a str, GgmlType, [usize; 2], &'a [u8]);
 
+/// Parts of one type and width as one weight: (name, type, shape, bytes, each part's rows); None when they differ
+/// or there is only one.
+pub(crate) struct PackedBytes {
+    pub name: String,
+    pub dtype: GgmlType,
+    pub shape: [usize; 2],
+    pub bytes: Vec<u8>,
+    pub widths: Vec<usize>,
+}
+
+pub(crate) fn pack_bytes(parts: &[WeightBytes]) -> Option<PackedBytes> {
+    let &(_, dtype, [_, cols], _) = parts.first()?;
+    if parts.len() == 1 || parts.iter().any(|&(_, d, [_, c], _)| d != dtype || c != cols) {
+        return None;
+    }
+    let widths: Vec<usize> = parts.iter().map(|p| p.2[0]).collect();
+    Some(PackedBytes {
+        name: parts.iter().map(|p| p.0).collect::<Vec<_>>().join(" + "),
+        dtype,
+        shape: [widths.iter().sum(), cols],
+        bytes: parts.iter().flat_map(|p| p.3.iter().copied()).collect(),
+        widths,
+    })
+}
+
+/// Each part uploaded as its own weight.
+pub(crate) fn upload_apart<B: Backend + ?Sized>(b: &B, parts: &[WeightBytes]) -> Result<Projections<B::Weight>> {
+    let weights = parts
+        .iter()
+        .map(|&(name, dtype, shape, bytes)| b.upload_weight(name, dtype, shape, bytes));
+    Ok(Projections::Apart(weights.collect::<Result<_>>()?))
+}
+
 /// What one layer's KV cache must hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvSpec {
@@ -81,10 +114,7 @@ pub trait Backend {
     /// Weights that multiply the same activations (at least one). A backend that gains from one product over several
     /// packs those of one type and width; the default keeps them apart.
     fn upload_projections(&self, parts: &[WeightBytes]) -> Result<Projections<Self::Weight>> {
-        let weights = parts
-            .iter()
-            .map(|&(name, dtype, shape, bytes)| self.upload_weight(name, dtype, shape, bytes));
-        Ok(Projections::Apart(weights.collect::<Result<_>>()?))
+        upload_apart(self, parts)
     }
 
     /// Fails with a clear message when weights of these types and shapes (`total` bytes) cannot live on the device.

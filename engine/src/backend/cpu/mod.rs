@@ -20,7 +20,7 @@ pub mod qmatmul;
 mod train;
 mod train_attention;
 
-use super::{AttentionParams, Backend, KvSpec};
+use super::{AttentionParams, Backend, KvSpec, Projections, WeightBytes};
 use crate::config::{Activation, RopeLayout};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -133,6 +133,24 @@ impl Backend for CpuBackend {
             weight: Tensor::from_vec(values, (shape[0], shape[1]), &self.device)?,
             act_dtype,
         })
+    }
+
+    fn upload_projections(&self, parts: &[WeightBytes]) -> Result<Projections<CpuWeight>> {
+        // One product over q, k and v (gate and up) instead of one each: a decoded token hands the thread pool four
+        // products per layer instead of seven. Only quantized weights (candle's float gemm may block rows
+        // differently by count), and only where each part would run the same ggml kernel on its own.
+        match super::pack_bytes(parts) {
+            Some(p)
+                if p.dtype.is_quantized()
+                    && parts.iter().all(|part| qmatmul::same_kernel(p.dtype, part.2[0], p.shape[0])) =>
+            {
+                Ok(Projections::Packed {
+                    weight: self.upload_weight(&p.name, p.dtype, p.shape, &p.bytes)?,
+                    widths: p.widths,
+                })
+            }
+            _ => super::upload_apart(self, parts),
+        }
     }
 
     fn upload_vector(&self, values: &[f32]) -> Result<Tensor> {

@@ -150,6 +150,12 @@ impl QMatrix {
     }
 }
 
+/// Whether a `ty` matrix of `rows` rows and one of `other_rows` run the same ggml kernel (so give each row the same
+/// bits): llama.cpp repacks Q4_0 and Q4_K weights whose row count is a multiple of 8.
+pub fn same_kernel(ty: GgmlType, rows: usize, other_rows: usize) -> bool {
+    !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K) || rows.is_multiple_of(8) == other_rows.is_multiple_of(8)
+}
+
 #[cfg(target_arch = "x86_64")]
 fn simd_available() -> bool {
     is_x86_feature_detected!("avx2")
@@ -425,12 +431,16 @@ fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
     out
 }
 
-/// Output rows per task: enough tasks to balance the threads, each with enough work to outweigh scheduling.
+/// Output rows per task: up to four tasks per thread, none much under `MIN_TASK_BYTES` of weights, and as many tasks
+/// as a multiple of the thread count, so that tasks of equal size keep every thread busy to the end (a decoded
+/// token's small products — 200 KB for SmolLM2's q — would otherwise leave one thread idle half the time).
 fn chunk_rows(n: usize, m: usize, row_bytes: usize) -> usize {
-    const MIN_TASK_BYTES: usize = 48 * 1024;
-    let by_threads = n.div_ceil(4 * threads());
-    let by_work = MIN_TASK_BYTES / (row_bytes * m).max(1);
-    by_threads.max(by_work).clamp(1, n)
+    const MIN_TASK_BYTES: usize = 24 * 1024;
+    let t = threads();
+    let tasks = (n * row_bytes * m / MIN_TASK_BYTES).clamp(1, 4 * t);
+    let tasks = if tasks > 1 { tasks.div_ceil(t) * t } else { 1 };
+    // Even chunks: the AVX2 loop takes weight rows two at a time.
+    (n.div_ceil(tasks).next_multiple_of(2)).clamp(1, n)
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -330,27 +330,13 @@ impl Backend for GpuBackend {
     fn upload_projections(&self, parts: &[WeightBytes]) -> Result<Projections<GpuWeight>> {
         // One product over rows of one type and width (q, k, v; gate, up) instead of one per weight: fewer
         // dispatches, the activations read once. Each row keeps its file layout.
-        let Some(&(_, dtype, [_, cols], _)) = parts.first() else {
-            return Ok(Projections::Apart(Vec::new()));
-        };
-        if parts.len() == 1
-            || parts
-                .iter()
-                .any(|&(_, d, [_, c], _)| d != dtype || c != cols)
-        {
-            let weights = parts
-                .iter()
-                .map(|&(name, dtype, shape, bytes)| self.upload_weight(name, dtype, shape, bytes));
-            return Ok(Projections::Apart(weights.collect::<Result<_>>()?));
+        match super::pack_bytes(parts) {
+            Some(p) => Ok(Projections::Packed {
+                weight: self.upload_weight(&p.name, p.dtype, p.shape, &p.bytes)?,
+                widths: p.widths,
+            }),
+            None => super::upload_apart(self, parts),
         }
-        let name = parts.iter().map(|p| p.0).collect::<Vec<_>>().join(" + ");
-        let widths: Vec<usize> = parts.iter().map(|p| p.2[0]).collect();
-        let bytes = parts
-            .iter()
-            .flat_map(|p| p.3.iter().copied())
-            .collect::<Vec<u8>>();
-        let weight = self.upload_weight(&name, dtype, [widths.iter().sum(), cols], &bytes)?;
-        Ok(Projections::Packed { weight, widths })
     }
 
     fn check_capacity(&self, matrices: &[(&str, GgmlType, [usize; 2])], total: u64) -> Result<()> {
