@@ -10,11 +10,14 @@ use super::ops::{expf_v, fma, hsum8, reduce_f32x32, vec_dot_f32};
 use crate::backend::{AttentionParams, KvSpec};
 use crate::{Error, Result};
 
-/// One layer's keys and values, `[position][kv head][head_dim]`, for positions first_pos..first_pos + len.
+/// One layer's keys and values for positions first_pos..first_pos + len, each kv head's `[position][head_dim]` on its
+/// own: a query head then reads its keys and values as one contiguous run, which the memory prefetchers follow (a
+/// decoded token's attention reads every cached position, and at a few hundred positions that is as many bytes as
+/// the weights).
 pub struct CpuKvCache {
     spec: KvSpec,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     first_pos: usize,
 }
 
@@ -22,24 +25,38 @@ impl CpuKvCache {
     pub fn new(spec: KvSpec) -> Self {
         Self {
             spec,
-            k: Vec::new(),
-            v: Vec::new(),
+            k: vec![Vec::new(); spec.n_kv_heads],
+            v: vec![Vec::new(); spec.n_kv_heads],
             first_pos: 0,
         }
     }
 
     pub fn reset(&mut self) {
-        self.k.clear();
-        self.v.clear();
+        self.k.iter_mut().chain(&mut self.v).for_each(Vec::clear);
         self.first_pos = 0;
     }
 
-    fn row(&self) -> usize {
-        self.spec.n_kv_heads * self.spec.head_dim
+    fn len(&self) -> usize {
+        self.k.first().map_or(0, |k| k.len() / self.spec.head_dim.max(1))
     }
 
-    fn len(&self) -> usize {
-        self.k.len() / self.row().max(1)
+    /// Appends `rows` positions of keys and values, each `[kv head][head_dim]`.
+    fn append(&mut self, k: &[f32], v: &[f32]) {
+        let d = self.spec.head_dim.max(1);
+        for (g, (kr, vr)) in k.chunks_exact(d).zip(v.chunks_exact(d)).enumerate() {
+            let g = g % self.spec.n_kv_heads;
+            self.k[g].extend_from_slice(kr);
+            self.v[g].extend_from_slice(vr);
+        }
+    }
+
+    /// Forgets the first `n` cached positions.
+    fn drop_front(&mut self, n: usize) {
+        let d = self.spec.head_dim;
+        for buf in self.k.iter_mut().chain(&mut self.v) {
+            buf.drain(..n * d);
+        }
+        self.first_pos += n;
     }
 }
 
@@ -82,8 +99,7 @@ pub fn attend(
             cache.spec.max_positions
         )));
     }
-    cache.k.extend_from_slice(k);
-    cache.v.extend_from_slice(v);
+    cache.append(k, v);
 
     let group = hq / hkv;
     // llama.cpp's kqv goes through tinyBLAS when there are several queries and the head size suits its 4-row tiles.
@@ -117,9 +133,7 @@ pub fn attend(
         let drop = keep_from - cache.first_pos;
         // Compacting only once the dead prefix is as long as the window keeps appends amortised O(1).
         if drop >= w.max(64) {
-            cache.k.drain(..drop * kv_row);
-            cache.v.drain(..drop * kv_row);
-            cache.first_pos = keep_from;
+            cache.drop_front(drop);
         }
     }
     Ok(out)
@@ -248,15 +262,15 @@ fn head_impl<H: HeadOps>(
     out: &mut [f32],
 ) {
     let d = p.head_dim;
-    let kv_row = cache.row();
-    let base = |pos: usize| (pos - cache.first_pos) * kv_row + g * d;
+    let (keys, values) = (&cache.k[g], &cache.v[g]);
+    let base = |pos: usize| (pos - cache.first_pos) * d;
 
     // Scores of the visible positions, scaled (and soft-capped) as ggml does: kq · scale, then cap · tanh(kq / cap)
     // computed as a multiplication by 1 / cap. (Plain loops, not iterator closures: closures are not compiled with
     // the caller's AVX2 + FMA features.)
     let mut w = vec![0f32; qpos + 1 - lo];
     for (i, pos) in (lo..=qpos).enumerate() {
-        let s = H::dot(&cache.k[base(pos)..][..d], q) * p.scale;
+        let s = H::dot(&keys[base(pos)..][..d], q) * p.scale;
         w[i] = match p.softcap {
             Some(cap) => (s * (1.0 / cap)).tanh() * cap,
             None => s,
@@ -294,7 +308,7 @@ fn head_impl<H: HeadOps>(
         for (i, &pw) in w.iter().enumerate() {
             let pos = lo + i;
             let a = &mut acc[(pos % 8) * d..][..d];
-            let v = &cache.v[base(pos)..][..d];
+            let v = &values[base(pos)..][..d];
             for j in 0..d {
                 a[j] = fma(pw, v[j], a[j]);
             }
@@ -309,7 +323,7 @@ fn head_impl<H: HeadOps>(
         for (i, &pw) in w.iter().enumerate() {
             let pos = lo + i;
             let a = &mut acc[(pos % 32) * d..][..d];
-            let v = &cache.v[base(pos)..][..d];
+            let v = &values[base(pos)..][..d];
             for j in 0..d {
                 a[j] = fma(pw, v[j], a[j]);
             }
