@@ -15,6 +15,7 @@ mod dot_simd128;
 mod libm;
 mod lora;
 pub mod ops;
+mod pages;
 pub mod q8;
 pub mod qmatmul;
 mod train;
@@ -120,7 +121,7 @@ impl Backend for CpuBackend {
                 dtype,
                 shape[0],
                 shape[1],
-                bytes.to_vec(),
+                pages::weight_buffer(bytes),
             )?));
         }
         let values = crate::quant::dequantize_to_vec(dtype, bytes, shape[0] * shape[1])?;
