@@ -57,9 +57,8 @@ fuzz:
 	cd fuzz && env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 cargo fuzz run share_link -- -max_total_time=60
 
 bench: setup models
-	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend cpu
+	@scripts/bench-native.sh
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf" --backend gpu
-	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/gemma-3-270m-q4_k_m.gguf" --backend cpu
 	cargo run --release -p aviary -- bench --model "$(AVIARY_CACHE)/models/gemma-3-270m-q4_k_m.gguf" --backend gpu
 
 # The browser app in headless Chromium (WebGPU on SwiftShader, and the CPU path) beside wllama, same model and
