@@ -7,6 +7,16 @@
 use super::ops::fma;
 use super::q8::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 
+/// The 32-value weight formats, as const parameters of the SIMD kernels (each instantiation keeps only its own arm).
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
+pub mod format {
+    pub const Q4_0: u8 = 0;
+    pub const Q4_1: u8 = 1;
+    pub const Q5_0: u8 = 2;
+    pub const Q5_1: u8 = 3;
+    pub const Q8_0: u8 = 4;
+}
+
 #[inline(always)]
 pub fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()

@@ -6,7 +6,7 @@
 
 use super::dot::{k_min_sum, k_scales_mins, KPath};
 use super::ops::fma;
-use super::q8::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+use super::q8::{Act32, BlockQ8K};
 use std::arch::x86_64::*;
 
 #[inline]
@@ -70,50 +70,7 @@ unsafe fn q8_ptr(qs: &[i8; 32]) -> *const u8 {
     qs.as_ptr() as *const u8
 }
 
-/// Read access to the two Q8 activation block kinds of 32 values.
-pub trait Q8Act {
-    fn d(&self) -> f32;
-    /// Q8_1's f16(d·Σq); unused for Q8_0.
-    fn s(&self) -> f32;
-    fn qs(&self) -> &[i8; 32];
-}
-
-impl Q8Act for BlockQ8_0 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d
-    }
-    #[inline(always)]
-    fn s(&self) -> f32 {
-        0.0
-    }
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-}
-
-impl Q8Act for BlockQ8_1 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d
-    }
-    #[inline(always)]
-    fn s(&self) -> f32 {
-        self.s
-    }
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-}
-
-/// The 32-value weight formats, as const parameters (each instantiation keeps only its own arm).
-pub const Q4_0: u8 = 0;
-pub const Q4_1: u8 = 1;
-pub const Q5_0: u8 = 2;
-pub const Q5_1: u8 = 3;
-pub const Q8_0: u8 = 4;
+pub use super::dot::format::*;
 
 const fn block_bytes(kind: u8) -> usize {
     match kind {
@@ -156,7 +113,7 @@ unsafe fn lanes<const KIND: u8>((x, sign): (__m256i, __m256i), y: __m256i) -> __
 /// hsum, plus Σ m·s for the offset formats (or, `repacked` Q4_0, acc = fma(Σ, d_w·d_a, acc) per block).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Q8Act>(
+pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Act32>(
     w: [&[u8]; R],
     a: &[A],
     repacked: bool,
@@ -168,7 +125,7 @@ pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Q8Act>(
 /// and every (weight row, activation row) pair gets exactly the arithmetic [`dot32_rows`] gives it alone.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Q8Act>(
+pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Act32>(
     w: [&[u8]; R],
     a: [&[A]; C],
     repacked: bool,

@@ -11,56 +11,11 @@
 //! not finite, or is subnormal in f32. Here that runs on two lanes at a time in f64x2; a pair of lanes that meets
 //! one of the rare cases is redone by the scalar `fma`, so the result is the scalar's bit for bit.
 
+pub use super::dot::format::*;
 use super::dot::{self, KPath};
 use super::libm::fma;
-use super::q8::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+use super::q8::{Act32, BlockQ8K};
 use core::arch::wasm32::*;
-
-/// Which 32-value block format a kernel reads (the block's bytes: f16 d, [f16 m], [u32 qh], 16 nibble bytes or 32
-/// int8s).
-pub const Q4_0: u8 = 0;
-pub const Q4_1: u8 = 1;
-pub const Q5_0: u8 = 2;
-pub const Q5_1: u8 = 3;
-pub const Q8_0: u8 = 4;
-
-/// The activation blocks of 32 values (Q8_0 for Q4_0 / Q5_0 / Q8_0 weights, Q8_1 for Q4_1 / Q5_1).
-pub trait Act32 {
-    fn d(&self) -> f32;
-    /// Q8_1's f16(d·Σq); unused for Q8_0.
-    fn s(&self) -> f32;
-    fn qs(&self) -> &[i8; 32];
-}
-
-impl Act32 for BlockQ8_0 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d
-    }
-    #[inline(always)]
-    fn s(&self) -> f32 {
-        0.0
-    }
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-}
-
-impl Act32 for BlockQ8_1 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d
-    }
-    #[inline(always)]
-    fn s(&self) -> f32 {
-        self.s
-    }
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-}
 
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {

@@ -33,6 +33,44 @@ pub struct BlockQ8_1 {
     pub qs: [i8; 32],
 }
 
+/// The activation blocks of 32 values (Q8_0 for Q4_0 / Q5_0 / Q8_0 weights, Q8_1 for Q4_1 / Q5_1).
+pub trait Act32 {
+    fn d(&self) -> f32;
+    /// Q8_1's f16(d·Σq); unused for Q8_0.
+    fn s(&self) -> f32;
+    fn qs(&self) -> &[i8; 32];
+}
+
+impl Act32 for BlockQ8_0 {
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+impl Act32 for BlockQ8_1 {
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> f32 {
+        self.s
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
 /// 256 activations quantized for K-quant weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
