@@ -407,7 +407,7 @@ fn attention_matches_ggml() {
             let spec = KvSpec {
                 n_kv_heads: hkv,
                 head_dim: d,
-                max_positions: 64,
+                max_positions: total.max(64),
                 window,
             };
             let mut cache = b.new_kv_cache(spec).unwrap();

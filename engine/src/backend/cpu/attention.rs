@@ -102,28 +102,34 @@ pub fn attend(
     cache.append(k, v);
 
     let group = hq / hkv;
-    // llama.cpp's kqv goes through tinyBLAS when there are several queries and the head size suits its 4-row tiles.
-    let batch = rows > 1 && d % 4 == 0;
-    let mut out = vec![0f32; rows * hq * d];
-    let job = |t: usize, h: usize, o: &mut [f32]| {
-        let qpos = start_pos + t;
-        let lo = p
-            .window
+    let visible_from = |qpos: usize| {
+        p.window
             .map_or(0, |w| (qpos + 1).saturating_sub(w))
-            .max(cache.first_pos);
-        head(
-            simd,
-            &q[(t * hq + h) * d..][..d],
-            cache,
-            h / group,
-            lo,
-            qpos,
-            p,
-            batch,
-            o,
-        );
+            .max(cache.first_pos)
     };
-    for_each_head(&mut out, rows, hq, d, job);
+    let mut out = vec![0f32; rows * hq * d];
+    if rows == 1 {
+        decode(simd, q, cache, p, visible_from(start_pos), start_pos, &mut out);
+    } else {
+        // llama.cpp's kqv goes through tinyBLAS when there are several queries and the head size suits its 4-row
+        // tiles.
+        let batch = d % 4 == 0;
+        let job = |t: usize, h: usize, o: &mut [f32]| {
+            let qpos = start_pos + t;
+            head(
+                simd,
+                &q[(t * hq + h) * d..][..d],
+                cache,
+                h / group,
+                visible_from(qpos),
+                qpos,
+                p,
+                batch,
+                o,
+            );
+        };
+        for_each_head(&mut out, rows, hq, d, job);
+    }
 
     // Keep only what a later query can still see.
     if let Some(w) = cache.spec.window {
@@ -265,43 +271,13 @@ fn head_impl<H: HeadOps>(
     let (keys, values) = (&cache.k[g], &cache.v[g]);
     let base = |pos: usize| (pos - cache.first_pos) * d;
 
-    // Scores of the visible positions, scaled (and soft-capped) as ggml does: kq · scale, then cap · tanh(kq / cap)
-    // computed as a multiplication by 1 / cap. (Plain loops, not iterator closures: closures are not compiled with
-    // the caller's AVX2 + FMA features.)
+    // (Plain loops, not iterator closures: closures are not compiled with the caller's AVX2 + FMA features.)
     let mut w = vec![0f32; qpos + 1 - lo];
     for (i, pos) in (lo..=qpos).enumerate() {
-        let s = H::dot(&keys[base(pos)..][..d], q) * p.scale;
-        w[i] = match p.softcap {
-            Some(cap) => (s * (1.0 / cap)).tanh() * cap,
-            None => s,
-        };
+        w[i] = score::<H>(&keys[base(pos)..][..d], q, p);
     }
-    let max = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    softmax::<H>(&mut w, lo, qpos);
 
-    // exp in lanes of 8 cells, each chunk's lanes reduced and added to an f64 sum (ggml_vec_soft_max_f32).
-    // Masked cells enter as -inf - max, which ggml_v_expf turns into exactly 0.
-    let mut sum = 0f64;
-    let mut chunk_start = lo - lo % 8;
-    while chunk_start <= qpos {
-        let mut lanes = [f32::NEG_INFINITY; 8];
-        for (lane, pos) in (chunk_start..chunk_start + 8).enumerate() {
-            if pos >= lo && pos <= qpos {
-                lanes[lane] = w[pos - lo] - max;
-            }
-        }
-        H::exp8(&mut lanes);
-        for (lane, pos) in (chunk_start..chunk_start + 8).enumerate() {
-            if pos >= lo && pos <= qpos {
-                w[pos - lo] = lanes[lane];
-            }
-        }
-        sum += hsum8(&lanes) as f64;
-        chunk_start += 8;
-    }
-    let inv = (1.0 / sum) as f32;
-    w.iter_mut().for_each(|x| *x *= inv);
-
-    out.fill(0.0);
     if batch {
         // tinyBLAS: per output value, 8 lane accumulators over the cells, fused multiply-adds, then hsum.
         let mut acc = vec![0f32; 8 * d];
@@ -322,17 +298,261 @@ fn head_impl<H: HeadOps>(
         let mut acc = vec![0f32; 32 * d];
         for (i, &pw) in w.iter().enumerate() {
             let pos = lo + i;
-            let a = &mut acc[(pos % 32) * d..][..d];
             let v = &values[base(pos)..][..d];
-            for j in 0..d {
-                a[j] = fma(pw, v[j], a[j]);
-            }
+            axpy(pw, v, &mut acc[(pos % 32) * d..][..d]);
         }
         for (dd, o) in out.iter_mut().enumerate() {
             let lanes: [f32; 32] = std::array::from_fn(|l| acc[l * d + dd]);
             *o = reduce_f32x32(&lanes);
         }
     }
+}
+
+/// One cell's score, scaled (and soft-capped) as ggml does: kq · scale, then cap · tanh(kq / cap) computed as a
+/// multiplication by 1 / cap.
+#[inline(always)]
+fn score<H: HeadOps>(key: &[f32], q: &[f32], p: &AttentionParams) -> f32 {
+    let s = H::dot(key, q) * p.scale;
+    match p.softcap {
+        Some(cap) => (s * (1.0 / cap)).tanh() * cap,
+        None => s,
+    }
+}
+
+/// `ggml_vec_soft_max_f32` over the scores of cells lo..=qpos: exp in lanes of 8 cells aligned to absolute
+/// positions, each chunk's lanes reduced and added to an f64 sum. Masked cells enter as -inf - max, which
+/// ggml_v_expf turns into exactly 0.
+#[inline(always)]
+fn softmax<H: HeadOps>(w: &mut [f32], lo: usize, qpos: usize) {
+    let max = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sum = 0f64;
+    let mut chunk_start = lo - lo % 8;
+    while chunk_start <= qpos {
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        for (lane, pos) in (chunk_start..chunk_start + 8).enumerate() {
+            if pos >= lo && pos <= qpos {
+                lanes[lane] = w[pos - lo] - max;
+            }
+        }
+        H::exp8(&mut lanes);
+        for (lane, pos) in (chunk_start..chunk_start + 8).enumerate() {
+            if pos >= lo && pos <= qpos {
+                w[pos - lo] = lanes[lane];
+            }
+        }
+        sum += hsum8(&lanes) as f64;
+        chunk_start += 8;
+    }
+    let inv = (1.0 / sum) as f32;
+    for x in w.iter_mut() {
+        *x *= inv;
+    }
+}
+
+/// acc += pw · v, each element one fused multiply-add.
+#[inline(always)]
+fn axpy(pw: f32, v: &[f32], acc: &mut [f32]) {
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a = fma(pw, x, *a);
+    }
+}
+
+/// A decoded token's attention (one query), with the bits of the per-head path (`ggml_vec_dot_f32` over the
+/// cells for both products) but less memory traffic and even work: the query heads that share a kv head read each
+/// cached key and value once between them, the scores are split over ranges of positions and the values over
+/// ggml's 32 accumulator lanes (each lane still sums its cells in position order), so Gemma 3's single kv head keeps
+/// every thread busy too.
+fn decode(
+    simd: bool,
+    q: &[f32],
+    cache: &CpuKvCache,
+    p: &AttentionParams,
+    lo: usize,
+    qpos: usize,
+    out: &mut [f32],
+) {
+    let (hq, hkv, d) = (p.n_heads, p.n_kv_heads, p.head_dim);
+    let group = hq / hkv;
+    let n = qpos + 1 - lo;
+    let threads = worker_threads();
+    // Waking the pool costs more than a short context's whole attention.
+    let parallel = threads > 1 && n >= 64;
+    let ctx = DecodeCtx {
+        p,
+        group,
+        first_pos: cache.first_pos,
+        lo,
+        qpos,
+    };
+
+    // Scores, `[kv head][cell][query head of its group]`, in ranges of at least 64 cells.
+    let ranges = if parallel {
+        (2 * threads).div_ceil(hkv).min(n / 64).max(1)
+    } else {
+        1
+    };
+    let span = n.div_ceil(ranges);
+    let mut scores = vec![0f32; hkv * n * group];
+    let mut jobs = Vec::new();
+    for (g, s) in scores.chunks_mut(n * group).enumerate() {
+        for (r, s) in s.chunks_mut(span * group).enumerate() {
+            jobs.push(Part::Scores {
+                q: &q[g * group * d..][..group * d],
+                keys: &cache.k[g],
+                from: lo + r * span,
+                out: s,
+            });
+        }
+    }
+    run_parts(simd, parallel, jobs, &ctx);
+
+    // Softmax per query head, `[query head][cell]`.
+    let mut w = vec![0f32; hq * n];
+    for (h, wh) in w.chunks_exact_mut(n).enumerate() {
+        let (g, hg) = (h / group, h % group);
+        for (i, x) in wh.iter_mut().enumerate() {
+            *x = scores[(g * n + i) * group + hg];
+        }
+    }
+    let jobs = w.chunks_exact_mut(n).map(|w| Part::Softmax { w }).collect();
+    run_parts(simd, parallel, jobs, &ctx);
+
+    // Values: accumulator lanes `[kv head][lane split][query head of its group][lane][head_dim]`.
+    let splits = if parallel {
+        (2 * threads).div_ceil(hkv).next_power_of_two().min(32)
+    } else {
+        1
+    };
+    let lanes = 32 / splits;
+    let mut acc = vec![0f32; hq * 32 * d];
+    let mut jobs = Vec::new();
+    for (i, a) in acc.chunks_exact_mut(group * lanes * d).enumerate() {
+        let (g, s) = (i / splits, i % splits);
+        jobs.push(Part::Values {
+            w: &w[g * group * n..][..group * n],
+            values: &cache.v[g],
+            lanes: s * lanes..(s + 1) * lanes,
+            acc: a,
+        });
+    }
+    run_parts(simd, parallel, jobs, &ctx);
+
+    for (h, o) in out.chunks_exact_mut(d).enumerate() {
+        let (g, hg) = (h / group, h % group);
+        for (dd, o) in o.iter_mut().enumerate() {
+            let lanes: [f32; 32] = std::array::from_fn(|l| {
+                let (s, li) = (l / lanes, l % lanes);
+                acc[(((g * splits + s) * group + hg) * lanes + li) * d + dd]
+            });
+            *o = reduce_f32x32(&lanes);
+        }
+    }
+}
+
+/// What every part of a decode step shares.
+struct DecodeCtx<'a> {
+    p: &'a AttentionParams,
+    group: usize,
+    first_pos: usize,
+    lo: usize,
+    qpos: usize,
+}
+
+/// One piece of a decode step's work, run on its own thread.
+enum Part<'a> {
+    /// Scores of cells from..from + out.len() / group for the group's queries `q` (`[group][head_dim]`).
+    Scores {
+        q: &'a [f32],
+        keys: &'a [f32],
+        from: usize,
+        out: &'a mut [f32],
+    },
+    /// One query head's softmax, in place.
+    Softmax { w: &'a mut [f32] },
+    /// The group's weights `w` (`[group][cell]`) times the values, for the cells whose accumulator lane
+    /// (position % 32) is in `lanes`, into `acc` (`[group][lane][head_dim]`).
+    Values {
+        w: &'a [f32],
+        values: &'a [f32],
+        lanes: std::ops::Range<usize>,
+        acc: &'a mut [f32],
+    },
+}
+
+fn run_parts(simd: bool, parallel: bool, parts: Vec<Part>, ctx: &DecodeCtx) {
+    let run = |part: Part| {
+        #[cfg(target_arch = "x86_64")]
+        if simd && super::ops::fma_available() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            unsafe { part_avx2(part, ctx) };
+            return;
+        }
+        let _ = simd;
+        part_impl::<Portable>(part, ctx);
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    if parallel && parts.len() > 1 {
+        use rayon::prelude::*;
+        parts.into_par_iter().for_each(run);
+        return;
+    }
+    let _ = parallel;
+    parts.into_iter().for_each(run);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn part_avx2(part: Part, ctx: &DecodeCtx) {
+    part_impl::<Avx2>(part, ctx);
+}
+
+#[inline(always)]
+fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
+    let d = ctx.p.head_dim;
+    let base = |pos: usize| (pos - ctx.first_pos) * d;
+    match part {
+        Part::Scores { q, keys, from, out } => {
+            for (i, row) in out.chunks_exact_mut(ctx.group).enumerate() {
+                let key = &keys[base(from + i)..][..d];
+                for (hg, s) in row.iter_mut().enumerate() {
+                    *s = score::<H>(key, &q[hg * d..][..d], ctx.p);
+                }
+            }
+        }
+        Part::Softmax { w } => softmax::<H>(w, ctx.lo, ctx.qpos),
+        Part::Values {
+            w,
+            values,
+            lanes,
+            acc,
+        } => {
+            let (n, width) = (ctx.qpos + 1 - ctx.lo, lanes.len());
+            let mut block = ctx.lo - ctx.lo % 32;
+            while block <= ctx.qpos {
+                for (li, pos) in (block + lanes.start..block + lanes.end).enumerate() {
+                    if pos < ctx.lo || pos > ctx.qpos {
+                        continue;
+                    }
+                    let v = &values[base(pos)..][..d];
+                    for hg in 0..ctx.group {
+                        let pw = w[hg * n + pos - ctx.lo];
+                        axpy(pw, v, &mut acc[(hg * width + li) * d..][..d]);
+                    }
+                }
+                block += 32;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn worker_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn worker_threads() -> usize {
+    1
 }
 
 #[cfg(target_arch = "x86_64")]
