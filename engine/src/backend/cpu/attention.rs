@@ -6,7 +6,7 @@
 //! exact zeros. Its SIMD sums assign cell p to lane p % 8 (and accumulator (p % 32) / 8), so the sums here walk
 //! absolute positions with the same lanes and reduce them in the same order.
 
-use super::ops::{expf_v, fma, hsum8, reduce_f32x32, vec_dot_f32};
+use super::ops::{expf_v, fma, hsum8, prefetch, reduce_f32x32, vec_dot_f32};
 use crate::backend::{AttentionParams, KvSpec};
 use crate::{Error, Result};
 
@@ -449,6 +449,9 @@ fn decode(
     }
 }
 
+/// How many cached positions ahead of the one being read the decode loops ask for keys.
+const AHEAD: usize = 8;
+
 /// What every part of a decode step shares.
 struct DecodeCtx<'a> {
     p: &'a AttentionParams,
@@ -512,7 +515,9 @@ fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
     let base = |pos: usize| (pos - ctx.first_pos) * d;
     match part {
         Part::Scores { q, keys, from, out } => {
+            let last = (from + out.len() / ctx.group).saturating_sub(1);
             for (i, row) in out.chunks_exact_mut(ctx.group).enumerate() {
+                prefetch(keys, base((from + i + AHEAD).min(last)), d);
                 let key = &keys[base(from + i)..][..d];
                 for (hg, s) in row.iter_mut().enumerate() {
                     *s = score::<H>(key, &q[hg * d..][..d], ctx.p);
@@ -533,6 +538,7 @@ fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
                     if pos < ctx.lo || pos > ctx.qpos {
                         continue;
                     }
+                    prefetch(values, base((pos + 32).min(ctx.qpos)), d);
                     let v = &values[base(pos)..][..d];
                     for hg in 0..ctx.group {
                         let pw = w[hg * n + pos - ctx.lo];

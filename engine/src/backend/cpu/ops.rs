@@ -43,6 +43,24 @@ macro_rules! fma_dispatch {
 }
 pub(crate) use fma_dispatch;
 
+/// Asks for the cache lines of `data[from..from + len]` (what lies inside `data`) ahead of a loop that streams it:
+/// on this project's machines the hardware prefetchers alone leave such loops waiting on memory.
+#[inline(always)]
+pub(crate) fn prefetch<T>(data: &[T], from: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let size = std::mem::size_of::<T>().max(1);
+        let end = from.saturating_add(len).min(data.len());
+        for at in (from..end).step_by((64 / size).max(1)) {
+            // SAFETY: `at` is inside `data`; a prefetch reads nothing architecturally.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(at).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, from, len);
+}
+
 /// RMSNorm of each `w.len()`-value group of `x`, times `w` (`ggml_compute_forward_rms_norm_f32` + `ggml_mul`):
 /// the squares summed in f64, mean rounded to f32, scale = 1 / sqrtf(mean + eps), y = (x * scale) * w.
 pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {

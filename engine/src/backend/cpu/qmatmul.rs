@@ -526,18 +526,6 @@ fn rows<A>(
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 4096;
 
-/// Asks for the cache lines of `bytes[from..from + len]` (what lies inside `bytes`).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch(bytes: &[u8], from: usize, len: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    let end = from.saturating_add(len).min(bytes.len());
-    for at in (from..end).step_by(64) {
-        // SAFETY: `at` is inside `bytes`; a prefetch reads nothing architecturally.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast()) };
-    }
-}
-
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
@@ -552,7 +540,7 @@ unsafe fn rows_avx2<K: Kernel>(
     let mut pairs = w.chunks_exact(2 * row_bytes);
     let mut jj = 0;
     for pair in &mut pairs {
-        prefetch(w, jj * row_bytes + PREFETCH_AHEAD, 2 * row_bytes);
+        super::ops::prefetch(w, jj * row_bytes + PREFETCH_AHEAD, 2 * row_bytes);
         let (w0, w1) = pair.split_at(row_bytes);
         let mut rows = pieces.iter_mut().zip(acts.chunks_exact(nb));
         // Whole groups of activation rows (a batch's sequences) share each unpacked weight block.
