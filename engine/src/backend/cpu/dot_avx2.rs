@@ -138,21 +138,23 @@ pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Act3
     let mut sacc = [[0f32; C]; R];
     #[allow(clippy::needless_range_loop)] // block i of every row at once
     for i in 0..blocks {
-        let qy: [__m256i; C] = std::array::from_fn(|c| load32(q8_ptr(a[c][i].qs())));
-        for r in 0..R {
-            let b = w[r].as_ptr().add(bytes * i);
-            let wb = weight_bytes::<KIND>(b);
-            let d = f16_at(b);
-            for c in 0..C {
-                let y = &a[c][i];
+        // Each weight block unpacked once; each activation block loaded where it is used, so that the R·C
+        // accumulators stay in registers.
+        let b: [*const u8; R] = std::array::from_fn(|r| w[r].as_ptr().add(bytes * i));
+        let wb: [_; R] = std::array::from_fn(|r| weight_bytes::<KIND>(b[r]));
+        let d: [f32; R] = std::array::from_fn(|r| f16_at(b[r]));
+        for c in 0..C {
+            let y = &a[c][i];
+            let qy = load32(q8_ptr(y.qs()));
+            for r in 0..R {
                 if KIND == Q4_1 || KIND == Q5_1 {
-                    sacc[r][c] += f16_at(b.add(2)) * y.s();
+                    sacc[r][c] += f16_at(b[r].add(2)) * y.s();
                 }
-                let l = lanes::<KIND>(wb, qy[c]);
+                let l = lanes::<KIND>(wb[r], qy);
                 if KIND == Q4_0 && repacked {
-                    sacc[r][c] = fma(store_lanes(l).iter().sum::<i32>() as f32, d * y.d(), sacc[r][c]);
+                    sacc[r][c] = fma(store_lanes(l).iter().sum::<i32>() as f32, d[r] * y.d(), sacc[r][c]);
                 } else {
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d()), _mm256_cvtepi32_ps(l), acc[r][c]);
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * y.d()), _mm256_cvtepi32_ps(l), acc[r][c]);
                 }
             }
         }
