@@ -113,47 +113,74 @@ fn lanes<const KIND: u8>(b: &[u8], y: &[i8; 32]) -> (v128, v128) {
     (dot4(x0, load16_i8(&y[..16])), dot4(x1, load16_i8(&y[16..])))
 }
 
-/// fma(d, l, acc) on two f32 lanes held (promoted) as f64x2, rounded as the scalar `fma`; None when a lane needs
-/// the scalar's rare cases.
+/// Where narrowing the f64x2 sum `s = ab + c` (`ab` an exact product, `c` an f32) to f32 could differ from one
+/// fused multiply-add's rounding: `s` was itself rounded (its TwoSum error is not zero) and landed exactly halfway
+/// between two f32s, so rounding again could go the wrong way; or 0 < |s| < f32::MIN_POSITIVE, where f32 subnormals
+/// round at another bit. Non-finite sums narrow as the scalar `fma` narrows them. (Exact halfway sums are common —
+/// a quarter of the blocks of real rows, wherever d·l has 25 significant bits — and need no scalar.)
 #[inline(always)]
-fn fma2(d: v128, l: v128, acc: v128) -> Option<v128> {
-    let s = f64x2_add(f64x2_mul(d, l), acc);
+fn needs_scalar(ab: v128, c: v128, s: v128) -> v128 {
     let halfway = i64x2_eq(
         v128_and(s, i64x2_splat(0x1fff_ffff)),
         i64x2_splat(0x1000_0000),
     );
-    let a = f64x2_abs(s);
-    let not_finite = v128_not(f64x2_lt(a, f64x2_splat(f64::INFINITY)));
-    let subnormal = v128_and(
-        f64x2_lt(a, f64x2_splat(f32::MIN_POSITIVE as f64)),
-        f64x2_ne(s, f64x2_splat(0.0)),
+    // 0 < |s| < MIN_POSITIVE as one unsigned compare of |s| - 1 (signed, with the sign bits flipped).
+    let flip = i64x2_splat(i64::MIN);
+    let magnitude = v128_and(s, i64x2_splat(i64::MAX));
+    let tiny = i64x2_lt(
+        v128_xor(i64x2_sub(magnitude, i64x2_splat(1)), flip),
+        v128_xor(i64x2_splat((f32::MIN_POSITIVE as f64).to_bits() as i64 - 1), flip),
     );
-    if v128_any_true(v128_or(halfway, v128_or(not_finite, subnormal))) {
-        None
-    } else {
-        Some(f32x4_demote_f64x2_zero(s))
+    if !v128_any_true(halfway) {
+        return tiny;
     }
+    let bb = f64x2_sub(s, ab);
+    let err = f64x2_add(f64x2_sub(ab, f64x2_sub(s, bb)), f64x2_sub(c, bb));
+    v128_or(v128_and(halfway, f64x2_ne(err, f64x2_splat(0.0))), tiny)
 }
 
-/// acc[k] = fma(d, lane_k, acc[k]) for four lanes (i32x4 lanes, f32x4 acc), bit for bit the scalar `fma`.
+/// acc[k] = fma(d, lanes[k], acc[k]) for N groups of four lanes (i32x4 lanes, f32x4 acc), bit for bit the scalar
+/// `fma`: through f64, with one check for all of them and the scalar where a lane needs it.
 #[inline(always)]
-fn acc_lanes4(d: f32, lanes: v128, acc: v128) -> v128 {
-    let l = f32x4_convert_i32x4(lanes);
+fn acc_lanes<const N: usize>(d: f32, lanes: [v128; N], acc: [v128; N]) -> [v128; N] {
     let dd = f64x2_splat(d as f64);
-    let hl = i32x4_shuffle::<2, 3, 2, 3>(l, l);
-    let ha = i32x4_shuffle::<2, 3, 2, 3>(acc, acc);
-    match (
-        fma2(dd, f64x2_promote_low_f32x4(l), f64x2_promote_low_f32x4(acc)),
-        fma2(dd, f64x2_promote_low_f32x4(hl), f64x2_promote_low_f32x4(ha)),
-    ) {
-        (Some(lo), Some(hi)) => i32x4_shuffle::<0, 1, 4, 5>(lo, hi),
-        _ => f32x4(
-            fma(d, f32x4_extract_lane::<0>(l), f32x4_extract_lane::<0>(acc)),
-            fma(d, f32x4_extract_lane::<1>(l), f32x4_extract_lane::<1>(acc)),
-            fma(d, f32x4_extract_lane::<2>(l), f32x4_extract_lane::<2>(acc)),
-            fma(d, f32x4_extract_lane::<3>(l), f32x4_extract_lane::<3>(acc)),
-        ),
+    let l: [v128; N] = std::array::from_fn(|k| f32x4_convert_i32x4(lanes[k]));
+    // Lanes 0, 1 and 2, 3 of each group as f64x2: (exact product, addend, sum).
+    let half = |l: v128, a: v128| {
+        let (ab, c) = (
+            f64x2_mul(dd, f64x2_promote_low_f32x4(l)),
+            f64x2_promote_low_f32x4(a),
+        );
+        (ab, c, f64x2_add(ab, c))
+    };
+    let lo: [_; N] = std::array::from_fn(|k| half(l[k], acc[k]));
+    let hi: [_; N] = std::array::from_fn(|k| {
+        half(
+            i32x4_shuffle::<2, 3, 2, 3>(l[k], l[k]),
+            i32x4_shuffle::<2, 3, 2, 3>(acc[k], acc[k]),
+        )
+    });
+    let bad = (0..N).fold(i64x2_splat(0), |m, k| {
+        let ((a0, c0, s0), (a1, c1, s1)) = (lo[k], hi[k]);
+        v128_or(m, v128_or(needs_scalar(a0, c0, s0), needs_scalar(a1, c1, s1)))
+    });
+    if v128_any_true(bad) {
+        return std::array::from_fn(|k| {
+            let (l, a) = (l[k], acc[k]);
+            f32x4(
+                fma(d, f32x4_extract_lane::<0>(l), f32x4_extract_lane::<0>(a)),
+                fma(d, f32x4_extract_lane::<1>(l), f32x4_extract_lane::<1>(a)),
+                fma(d, f32x4_extract_lane::<2>(l), f32x4_extract_lane::<2>(a)),
+                fma(d, f32x4_extract_lane::<3>(l), f32x4_extract_lane::<3>(a)),
+            )
+        });
     }
+    std::array::from_fn(|k| {
+        i32x4_shuffle::<0, 1, 4, 5>(
+            f32x4_demote_f64x2_zero(lo[k].2),
+            f32x4_demote_f64x2_zero(hi[k].2),
+        )
+    })
 }
 
 /// `dot::hsum_lanes` of the eight accumulators (0..3 in `a`, 4..7 in `b`), in its order.
@@ -196,8 +223,7 @@ pub fn dot32<const KIND: u8, A: Act32>(w: &[u8], a: &[A], repacked: bool) -> f32
                 + i32x4_extract_lane::<3>(t);
             sacc = fma(total as f32, d, sacc);
         } else {
-            acc0 = acc_lanes4(d, l0, acc0);
-            acc1 = acc_lanes4(d, l1, acc1);
+            [acc0, acc1] = acc_lanes(d, [l0, l1], [acc0, acc1]);
         }
     }
     if KIND == Q4_0 && repacked {
@@ -257,7 +283,7 @@ fn k_min_lanes(bsums: &[i16; 16], mins: &[u8; 8]) -> v128 {
 }
 
 /// A Q4_K / Q5_K row: the `Vec` formula of `dot::k4_combine` with its per-lane fmas four lanes at a time
-/// (`acc_lanes4`), the other formulas, whose float work is per block, through `dot::k4_combine` itself.
+/// (`acc_lanes`), the other formulas, whose float work is per block, through `dot::k4_combine` itself.
 #[inline(always)]
 fn k4_dot(
     w: &[u8],
@@ -283,12 +309,11 @@ fn k4_dot(
             });
         let d = y.d * f16_at(b, 0);
         let dmin = -y.d * f16_at(b, 2);
-        acc0 = acc_lanes4(d, l0, acc0);
-        acc1 = acc_lanes4(d, l1, acc1);
+        [acc0, acc1] = acc_lanes(d, [l0, l1], [acc0, acc1]);
         if five {
             saccm = fma(dmin, dot::k_min_sum(&y.bsums, &mn) as f32, saccm);
         } else {
-            accm = acc_lanes4(dmin, k_min_lanes(&y.bsums, &mn), accm);
+            [accm] = acc_lanes(dmin, [k_min_lanes(&y.bsums, &mn)], [accm]);
         }
     }
     if five {
@@ -365,8 +390,7 @@ pub fn dot_q6_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
     for (b, y) in w.chunks_exact(210).zip(a) {
         let (l0, l1) = q6k_lanes(b, y);
         let d = y.d * f16_at(b, 208);
-        acc0 = acc_lanes4(d, l0, acc0);
-        acc1 = acc_lanes4(d, l1, acc1);
+        [acc0, acc1] = acc_lanes(d, [l0, l1], [acc0, acc1]);
     }
     hsum(acc0, acc1)
 }

@@ -516,9 +516,6 @@ fn rows<A>(
     }
 }
 
-/// [`rows`] compiled for AVX2: hand-written kernels inline here, and portable ones are vectorised with AVX2. (The
-/// loop is spelled out rather than shared through a closure, which would not get the target features.)
-///
 /// How far ahead of the weight rows being multiplied `rows_avx2` asks for the coming ones. The hardware prefetchers
 /// alone left a decoded token's products waiting on memory: Gemma 3's 178 MB output projection streamed at two
 /// thirds of llama.cpp's rate (decode 47 → 63 tok/s on the benchmark machine with this, SmolLM2 88 → 98; 1–16 KiB
@@ -526,6 +523,9 @@ fn rows<A>(
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 4096;
 
+/// [`rows`] compiled for AVX2: hand-written kernels inline here, and portable ones are vectorised with AVX2. (The
+/// loop is spelled out rather than shared through a closure, which would not get the target features.)
+///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
