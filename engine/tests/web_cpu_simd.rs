@@ -1,12 +1,15 @@
-//! The CPU backend's quantized products in the browser: `QMatrix::matmul` (the wasm SIMD128 kernels in the build
-//! with `-C target-feature=+simd128`, which scripts/web-test.sh runs as well as the portable build) against
-//! `matmul_portable`, bit for bit, on random blocks of every weight format, for a lone row (decode), a few rows and
-//! a prefill's many, with row counts that do and do not take llama.cpp's repacked kernels (so every K-quant formula:
-//! `Vec` for a lone row, `Tiled` for many, `Repacked` / `RepackedGemm` for Q4_K with 16 rows). In the portable build
-//! the two are the same code and the test only says which build ran.
+//! The CPU backend's quantized products and attention in the browser. `QMatrix::matmul` (the wasm SIMD128 kernels
+//! in the build with `-C target-feature=+simd128`, which scripts/web-test.sh runs as well as the portable build)
+//! against `matmul_portable`, bit for bit, on random blocks of every weight format, for a lone row (decode), a few
+//! rows and a prefill's many, with row counts that do and do not take llama.cpp's repacked kernels (so every K-quant
+//! formula: `Vec` for a lone row, `Tiled` for many, `Repacked` / `RepackedGemm` for Q4_K with 16 rows); attention
+//! against the portable backend's. In the portable build the two are the same code and the test only says which
+//! build ran.
 #![cfg(target_arch = "wasm32")]
 
 use engine::backend::cpu::qmatmul::QMatrix;
+use engine::backend::cpu::CpuBackend;
+use engine::backend::{AttentionParams, Backend, KvSpec};
 use engine::quant::GgmlType;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -70,7 +73,10 @@ fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> QMatr
 fn same_bits(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(g.to_bits() == w.to_bits(), "{what}: value {i} is {g:e} with SIMD128, {w:e} portable");
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what}: value {i} is {g:e} with SIMD128, {w:e} portable"
+        );
     }
 }
 
@@ -88,7 +94,11 @@ fn row_scale(r: usize) -> f32 {
 fn cpu_simd128_quantized_products_equal_the_portable_ones_bit_for_bit() {
     console_log!(
         "wasm build: {}",
-        if cfg!(target_feature = "simd128") { "SIMD128 (core::arch::wasm32 kernels)" } else { "portable" }
+        if cfg!(target_feature = "simd128") {
+            "SIMD128 (core::arch::wasm32 kernels)"
+        } else {
+            "portable"
+        }
     );
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let types = [
@@ -108,9 +118,15 @@ fn cpu_simd128_quantized_products_equal_the_portable_ones_bit_for_bit() {
             for trial in 0..3 {
                 let w = random_matrix(&mut rng, ty, rows, cols);
                 for m in [1, 3, 9] {
-                    let x: Vec<f32> = (0..m * cols).map(|i| rng.unit() * row_scale(i / cols)).collect();
+                    let x: Vec<f32> = (0..m * cols)
+                        .map(|i| rng.unit() * row_scale(i / cols))
+                        .collect();
                     let what = format!("{} {rows}x{cols} trial {trial} m={m}", ty.name());
-                    same_bits(&what, &w.matmul(&x, m).unwrap(), &w.matmul_portable(&x, m).unwrap());
+                    same_bits(
+                        &what,
+                        &w.matmul(&x, m).unwrap(),
+                        &w.matmul_portable(&x, m).unwrap(),
+                    );
                     same_bits(
                         &format!("{what} independent"),
                         &w.matmul_independent(&x, m).unwrap(),
@@ -122,4 +138,74 @@ fn cpu_simd128_quantized_products_equal_the_portable_ones_bit_for_bit() {
         }
     }
     console_log!("{checked} dot products equal bit for bit");
+}
+
+/// Attention on the CPU backend with SIMD128 (its f32 dot products and value sums, fused multiply-adds four lanes at
+/// a time) against the portable backend, bit for bit: a prefill batch, decode steps, a second batch, more decode
+/// steps (past 32 and 64 cached positions, where ggml's accumulator lanes wrap); SmolLM2's head counts, and a head
+/// size that leaves tails (40) with Gemma 2's soft-capping and a sliding window.
+#[wasm_bindgen_test]
+fn cpu_simd128_attention_equals_the_portable_one_bit_for_bit() {
+    for (hq, hkv, d, softcap, window) in [(9, 3, 64, None, None), (4, 1, 40, Some(50.0), Some(45))]
+    {
+        let p = AttentionParams {
+            n_heads: hq,
+            n_kv_heads: hkv,
+            head_dim: d,
+            scale: 0.125,
+            softcap,
+            window,
+        };
+        let run = |b: &CpuBackend| {
+            let tensor = |values: &[f32], cols: usize| {
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let rows = values.len() / cols;
+                let table = b
+                    .upload_weight("x", GgmlType::F32, [rows, cols], &bytes)
+                    .unwrap();
+                b.embed(&table, &(0..rows as u32).collect::<Vec<_>>(), None)
+                    .unwrap()
+            };
+            let spec = KvSpec {
+                n_kv_heads: hkv,
+                head_dim: d,
+                max_positions: 128,
+                window,
+            };
+            let mut cache = b.new_kv_cache(spec).unwrap();
+            let mut rng = Rng(0x5eed_0000 + hq as u64);
+            let mut random = |n: usize| (0..n).map(|_| 3.0 * rng.unit()).collect::<Vec<f32>>();
+            let (mut pos, mut out) = (0, Vec::new());
+            for rows in [37, 1, 1, 30, 1, 1] {
+                let (q, k, v) = (
+                    random(rows * hq * d),
+                    random(rows * hkv * d),
+                    random(rows * hkv * d),
+                );
+                let y = b
+                    .attention(
+                        &tensor(&q, hq * d),
+                        &tensor(&k, hkv * d),
+                        &tensor(&v, hkv * d),
+                        &mut cache,
+                        &p,
+                        pos,
+                    )
+                    .unwrap();
+                out.extend(futures::executor::block_on(b.to_host(&y)).unwrap().concat());
+                pos += rows;
+            }
+            out
+        };
+        let (simd, portable) = (run(&CpuBackend::new()), run(&CpuBackend::portable()));
+        same_bits(
+            &format!("attention {hq}/{hkv} heads of {d}"),
+            &simd,
+            &portable,
+        );
+        console_log!(
+            "attention {hq}/{hkv} heads of {d}: {} values equal bit for bit",
+            simd.len()
+        );
+    }
 }

@@ -37,7 +37,9 @@ impl CpuKvCache {
     }
 
     fn len(&self) -> usize {
-        self.k.first().map_or(0, |k| k.len() / self.spec.head_dim.max(1))
+        self.k
+            .first()
+            .map_or(0, |k| k.len() / self.spec.head_dim.max(1))
     }
 
     /// Appends `rows` positions of keys and values, each `[kv head][head_dim]`.
@@ -109,7 +111,15 @@ pub fn attend(
     };
     let mut out = vec![0f32; rows * hq * d];
     if rows == 1 {
-        decode(simd, q, cache, p, visible_from(start_pos), start_pos, &mut out);
+        decode(
+            simd,
+            q,
+            cache,
+            p,
+            visible_from(start_pos),
+            start_pos,
+            &mut out,
+        );
     } else {
         // llama.cpp's kqv goes through tinyBLAS when there are several queries and the head size suits its 4-row
         // tiles.
@@ -184,6 +194,13 @@ fn for_each_head(
 trait HeadOps {
     fn dot(x: &[f32], y: &[f32]) -> f32;
     fn exp8(x: &mut [f32; 8]);
+    /// acc += w · v, each element one fused multiply-add.
+    #[inline(always)]
+    fn axpy(w: f32, v: &[f32], acc: &mut [f32]) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = fma(w, x, *a);
+        }
+    }
 }
 
 struct Portable;
@@ -196,6 +213,26 @@ impl HeadOps for Portable {
     #[inline(always)]
     fn exp8(x: &mut [f32; 8]) {
         x.iter_mut().for_each(|v| *v = expf_v(*v));
+    }
+}
+
+/// The wasm build with SIMD128: the fused multiply-adds (emulated through f64 on wasm) four lanes at a time.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+struct Simd128;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl HeadOps for Simd128 {
+    #[inline(always)]
+    fn dot(x: &[f32], y: &[f32]) -> f32 {
+        super::dot_simd128::dot_f32(x, y)
+    }
+    #[inline(always)]
+    fn exp8(x: &mut [f32; 8]) {
+        Portable::exp8(x)
+    }
+    #[inline(always)]
+    fn axpy(w: f32, v: &[f32], acc: &mut [f32]) {
+        super::dot_simd128::axpy_f32(w, v, acc)
     }
 }
 
@@ -233,6 +270,11 @@ fn head(
     if simd && super::ops::fma_available() {
         // SAFETY: the CPU supports AVX2 and FMA.
         unsafe { head_avx2(q, cache, g, lo, qpos, p, batch, out) };
+        return;
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if simd {
+        head_impl::<Simd128>(q, cache, g, lo, qpos, p, batch, out);
         return;
     }
     let _ = simd;
@@ -283,11 +325,11 @@ fn head_impl<H: HeadOps>(
         let mut acc = vec![0f32; 8 * d];
         for (i, &pw) in w.iter().enumerate() {
             let pos = lo + i;
-            let a = &mut acc[(pos % 8) * d..][..d];
-            let v = &values[base(pos)..][..d];
-            for j in 0..d {
-                a[j] = fma(pw, v[j], a[j]);
-            }
+            H::axpy(
+                pw,
+                &values[base(pos)..][..d],
+                &mut acc[(pos % 8) * d..][..d],
+            );
         }
         for (dd, o) in out.iter_mut().enumerate() {
             let lanes: [f32; 8] = std::array::from_fn(|l| acc[l * d + dd]);
@@ -299,7 +341,7 @@ fn head_impl<H: HeadOps>(
         for (i, &pw) in w.iter().enumerate() {
             let pos = lo + i;
             let v = &values[base(pos)..][..d];
-            axpy(pw, v, &mut acc[(pos % 32) * d..][..d]);
+            H::axpy(pw, v, &mut acc[(pos % 32) * d..][..d]);
         }
         for (dd, o) in out.iter_mut().enumerate() {
             let lanes: [f32; 32] = std::array::from_fn(|l| acc[l * d + dd]);
@@ -346,14 +388,6 @@ fn softmax<H: HeadOps>(w: &mut [f32], lo: usize, qpos: usize) {
     let inv = (1.0 / sum) as f32;
     for x in w.iter_mut() {
         *x *= inv;
-    }
-}
-
-/// acc += pw · v, each element one fused multiply-add.
-#[inline(always)]
-fn axpy(pw: f32, v: &[f32], acc: &mut [f32]) {
-    for (a, &x) in acc.iter_mut().zip(v) {
-        *a = fma(pw, x, *a);
     }
 }
 
@@ -490,6 +524,11 @@ fn run_parts(simd: bool, parallel: bool, parts: Vec<Part>, ctx: &DecodeCtx) {
             unsafe { part_avx2(part, ctx) };
             return;
         }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        if simd {
+            part_impl::<Simd128>(part, ctx);
+            return;
+        }
         let _ = simd;
         part_impl::<Portable>(part, ctx);
     };
@@ -542,7 +581,7 @@ fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
                     let v = &values[base(pos)..][..d];
                     for hg in 0..ctx.group {
                         let pw = w[hg * n + pos - ctx.lo];
-                        axpy(pw, v, &mut acc[(hg * width + li) * d..][..d]);
+                        H::axpy(pw, v, &mut acc[(hg * width + li) * d..][..d]);
                     }
                 }
                 block += 32;

@@ -152,9 +152,17 @@ pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Act3
                 }
                 let l = lanes::<KIND>(wb[r], qy);
                 if KIND == Q4_0 && repacked {
-                    sacc[r][c] = fma(store_lanes(l).iter().sum::<i32>() as f32, d[r] * y.d(), sacc[r][c]);
+                    sacc[r][c] = fma(
+                        store_lanes(l).iter().sum::<i32>() as f32,
+                        d[r] * y.d(),
+                        sacc[r][c],
+                    );
                 } else {
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * y.d()), _mm256_cvtepi32_ps(l), acc[r][c]);
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d[r] * y.d()),
+                        _mm256_cvtepi32_ps(l),
+                        acc[r][c],
+                    );
                 }
             }
         }

@@ -7,9 +7,10 @@
 //! per lane (every `KPath` but `Vec`) take the SIMD lanes through `dot::k4_combine` / `dot::q6k_combine` themselves.
 //!
 //! wasm has no fused multiply-add, so the portable `fma` (super::libm) goes through f64: the f32 product is exact in
-//! f64, the f64 sum rounds once, and narrowing it is right unless the sum sits exactly halfway between two f32s, is
-//! not finite, or is subnormal in f32. Here that runs on two lanes at a time in f64x2; a pair of lanes that meets
-//! one of the rare cases is redone by the scalar `fma`, so the result is the scalar's bit for bit.
+//! f64, the f64 sum rounds once, and narrowing it is right unless that rounding left the sum exactly halfway between
+//! two f32s or the sum is subnormal in f32. Here that runs two lanes at a time in f64x2 ([`fma_f32x4`]); lanes that
+//! meet one of the rare cases are redone by the scalar `fma`, so the result is the scalar's bit for bit. The same
+//! fused multiply-adds serve attention's f32 dot products and value sums ([`dot_f32`], [`axpy_f32`]).
 
 pub use super::dot::format::*;
 use super::dot::{self, KPath};
@@ -51,7 +52,10 @@ fn high_bits(bits: u32) -> v128 {
         u8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
     );
     let mask = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
-    v128_and(u8x16_ne(v128_and(bytes, mask), u8x16_splat(0)), u8x16_splat(0x10))
+    v128_and(
+        u8x16_ne(v128_and(bytes, mask), u8x16_splat(0)),
+        u8x16_splat(0x10),
+    )
 }
 
 /// The block's 32 signed values as two i8x16 (values 0..15, 16..31).
@@ -129,7 +133,10 @@ fn needs_scalar(ab: v128, c: v128, s: v128) -> v128 {
     let magnitude = v128_and(s, i64x2_splat(i64::MAX));
     let tiny = i64x2_lt(
         v128_xor(i64x2_sub(magnitude, i64x2_splat(1)), flip),
-        v128_xor(i64x2_splat((f32::MIN_POSITIVE as f64).to_bits() as i64 - 1), flip),
+        v128_xor(
+            i64x2_splat((f32::MIN_POSITIVE as f64).to_bits() as i64 - 1),
+            flip,
+        ),
     );
     if !v128_any_true(halfway) {
         return tiny;
@@ -139,39 +146,52 @@ fn needs_scalar(ab: v128, c: v128, s: v128) -> v128 {
     v128_or(v128_and(halfway, f64x2_ne(err, f64x2_splat(0.0))), tiny)
 }
 
-/// acc[k] = fma(d, lanes[k], acc[k]) for N groups of four lanes (i32x4 lanes, f32x4 acc), bit for bit the scalar
-/// `fma`: through f64, with one check for all of them and the scalar where a lane needs it.
+/// fma(a, b, c) lane by lane for N groups of four f32 lanes, bit for bit the scalar `fma`: through f64, with one
+/// check for all of them and the scalar where a lane needs it.
 #[inline(always)]
-fn acc_lanes<const N: usize>(d: f32, lanes: [v128; N], acc: [v128; N]) -> [v128; N] {
-    let dd = f64x2_splat(d as f64);
-    let l: [v128; N] = std::array::from_fn(|k| f32x4_convert_i32x4(lanes[k]));
+pub(crate) fn fma_f32x4<const N: usize>(a: [v128; N], b: [v128; N], c: [v128; N]) -> [v128; N] {
     // Lanes 0, 1 and 2, 3 of each group as f64x2: (exact product, addend, sum).
-    let half = |l: v128, a: v128| {
+    let half = |a: v128, b: v128, c: v128| {
         let (ab, c) = (
-            f64x2_mul(dd, f64x2_promote_low_f32x4(l)),
-            f64x2_promote_low_f32x4(a),
+            f64x2_mul(f64x2_promote_low_f32x4(a), f64x2_promote_low_f32x4(b)),
+            f64x2_promote_low_f32x4(c),
         );
         (ab, c, f64x2_add(ab, c))
     };
-    let lo: [_; N] = std::array::from_fn(|k| half(l[k], acc[k]));
-    let hi: [_; N] = std::array::from_fn(|k| {
-        half(
-            i32x4_shuffle::<2, 3, 2, 3>(l[k], l[k]),
-            i32x4_shuffle::<2, 3, 2, 3>(acc[k], acc[k]),
-        )
-    });
+    let upper = |v: v128| i32x4_shuffle::<2, 3, 2, 3>(v, v);
+    let lo: [_; N] = std::array::from_fn(|k| half(a[k], b[k], c[k]));
+    let hi: [_; N] = std::array::from_fn(|k| half(upper(a[k]), upper(b[k]), upper(c[k])));
     let bad = (0..N).fold(i64x2_splat(0), |m, k| {
         let ((a0, c0, s0), (a1, c1, s1)) = (lo[k], hi[k]);
-        v128_or(m, v128_or(needs_scalar(a0, c0, s0), needs_scalar(a1, c1, s1)))
+        v128_or(
+            m,
+            v128_or(needs_scalar(a0, c0, s0), needs_scalar(a1, c1, s1)),
+        )
     });
     if v128_any_true(bad) {
         return std::array::from_fn(|k| {
-            let (l, a) = (l[k], acc[k]);
+            let (a, b, c) = (a[k], b[k], c[k]);
             f32x4(
-                fma(d, f32x4_extract_lane::<0>(l), f32x4_extract_lane::<0>(a)),
-                fma(d, f32x4_extract_lane::<1>(l), f32x4_extract_lane::<1>(a)),
-                fma(d, f32x4_extract_lane::<2>(l), f32x4_extract_lane::<2>(a)),
-                fma(d, f32x4_extract_lane::<3>(l), f32x4_extract_lane::<3>(a)),
+                fma(
+                    f32x4_extract_lane::<0>(a),
+                    f32x4_extract_lane::<0>(b),
+                    f32x4_extract_lane::<0>(c),
+                ),
+                fma(
+                    f32x4_extract_lane::<1>(a),
+                    f32x4_extract_lane::<1>(b),
+                    f32x4_extract_lane::<1>(c),
+                ),
+                fma(
+                    f32x4_extract_lane::<2>(a),
+                    f32x4_extract_lane::<2>(b),
+                    f32x4_extract_lane::<2>(c),
+                ),
+                fma(
+                    f32x4_extract_lane::<3>(a),
+                    f32x4_extract_lane::<3>(b),
+                    f32x4_extract_lane::<3>(c),
+                ),
             )
         });
     }
@@ -181,6 +201,70 @@ fn acc_lanes<const N: usize>(d: f32, lanes: [v128; N], acc: [v128; N]) -> [v128;
             f32x4_demote_f64x2_zero(hi[k].2),
         )
     })
+}
+
+/// acc[k] = fma(d, lanes[k], acc[k]) for N groups of four i32 lanes.
+#[inline(always)]
+fn acc_lanes<const N: usize>(d: f32, lanes: [v128; N], acc: [v128; N]) -> [v128; N] {
+    fma_f32x4(
+        [f32x4_splat(d); N],
+        std::array::from_fn(|k| f32x4_convert_i32x4(lanes[k])),
+        acc,
+    )
+}
+
+#[inline(always)]
+fn load_f32x4(v: &[f32]) -> v128 {
+    assert!(v.len() >= 4);
+    // SAFETY: 4 readable f32s (checked), 16 bytes; v128_load has no alignment requirement.
+    unsafe { v128_load(v.as_ptr() as *const v128) }
+}
+
+/// `ops::vec_dot_f32` (ggml_vec_dot_f32's AVX2 lanes: element i into lane i % 32, fused, then GGML_F32x8_REDUCE and
+/// an unfused tail), eight f32x4 at a time.
+#[inline(always)]
+pub(crate) fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let np = n - n % 32;
+    let mut acc = [f32x4_splat(0.0); 8];
+    for (xc, yc) in x[..np].chunks_exact(32).zip(y[..np].chunks_exact(32)) {
+        acc = fma_f32x4(
+            std::array::from_fn(|k| load_f32x4(&xc[4 * k..])),
+            std::array::from_fn(|k| load_f32x4(&yc[4 * k..])),
+            acc,
+        );
+    }
+    let mut lanes = [0f32; 32];
+    for (k, v) in acc.iter().enumerate() {
+        // SAFETY: lanes 4k..4k + 4 are inside `lanes`; v128_store has no alignment requirement.
+        unsafe { v128_store(lanes[4 * k..].as_mut_ptr() as *mut v128, *v) };
+    }
+    let mut sum = super::ops::reduce_f32x32(&lanes);
+    for i in np..n {
+        sum += x[i] * y[i];
+    }
+    sum
+}
+
+/// acc[i] = fma(w, v[i], acc[i]), sixteen values at a time.
+#[inline(always)]
+pub(crate) fn axpy_f32(w: f32, v: &[f32], acc: &mut [f32]) {
+    let n = v.len().min(acc.len());
+    let np = n - n % 16;
+    for (vc, ac) in v[..np].chunks_exact(16).zip(acc[..np].chunks_exact_mut(16)) {
+        let r = fma_f32x4(
+            [f32x4_splat(w); 4],
+            std::array::from_fn(|k| load_f32x4(&vc[4 * k..])),
+            std::array::from_fn(|k| load_f32x4(&ac[4 * k..])),
+        );
+        for (k, v) in r.iter().enumerate() {
+            // SAFETY: values 4k..4k + 4 are inside the 16-value chunk; no alignment requirement.
+            unsafe { v128_store(ac[4 * k..].as_mut_ptr() as *mut v128, *v) };
+        }
+    }
+    for i in np..n {
+        acc[i] = fma(w, v[i], acc[i]);
+    }
 }
 
 /// `dot::hsum_lanes` of the eight accumulators (0..3 in `a`, 4..7 in `b`), in its order.
@@ -257,7 +341,10 @@ fn lanes_array(lo: v128, hi: v128) -> [i32; 8] {
 fn k4_lanes(qs: &[u8], qh: Option<&[u8]>, sc: &[u8; 8], y: &[i8; 256]) -> [(v128, v128); 4] {
     let qh = qh.map(|qh| [load16(qh), load16(&qh[16..])]);
     std::array::from_fn(|c| {
-        let (slo, shi) = (i16x8_splat(sc[2 * c] as i16), i16x8_splat(sc[2 * c + 1] as i16));
+        let (slo, shi) = (
+            i16x8_splat(sc[2 * c] as i16),
+            i16x8_splat(sc[2 * c + 1] as i16),
+        );
         let half = |h: usize| {
             let t = load16(&qs[32 * c + 16 * h..]);
             let (mut lo, mut hi) = (v128_and(t, u8x16_splat(15)), u8x16_shr(t, 4));
@@ -372,8 +459,14 @@ fn q6k_lanes(b: &[u8], y: &BlockQ8K) -> (v128, v128) {
     let sc = load16(scales);
     let off = |bsums: &[i16], sc16: v128| i32x4_shl(i32x4_dot_i16x8(load_i16x8(bsums), sc16), 5);
     (
-        i32x4_sub(quads(pairs[0], pairs[1]), off(&y.bsums[..8], i16x8_extend_low_i8x16(sc))),
-        i32x4_sub(quads(pairs[2], pairs[3]), off(&y.bsums[8..], i16x8_extend_high_i8x16(sc))),
+        i32x4_sub(
+            quads(pairs[0], pairs[1]),
+            off(&y.bsums[..8], i16x8_extend_low_i8x16(sc)),
+        ),
+        i32x4_sub(
+            quads(pairs[2], pairs[3]),
+            off(&y.bsums[8..], i16x8_extend_high_i8x16(sc)),
+        ),
     )
 }
 

@@ -153,7 +153,8 @@ impl QMatrix {
 /// Whether a `ty` matrix of `rows` rows and one of `other_rows` run the same ggml kernel (so give each row the same
 /// bits): llama.cpp repacks Q4_0 and Q4_K weights whose row count is a multiple of 8.
 pub fn same_kernel(ty: GgmlType, rows: usize, other_rows: usize) -> bool {
-    !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K) || rows.is_multiple_of(8) == other_rows.is_multiple_of(8)
+    !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K)
+        || rows.is_multiple_of(8) == other_rows.is_multiple_of(8)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -169,7 +170,10 @@ fn simd_available() -> bool {
     true
 }
 
-#[cfg(not(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128"))))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
 fn simd_available() -> bool {
     false
 }
@@ -335,7 +339,9 @@ macro_rules! kernel32 {
             #[cfg(target_arch = "x86_64")]
             #[inline(always)]
             unsafe fn dot2_acts_avx2(w0: &[u8], w1: &[u8], a: [&[$act]; ACTS]) -> [[f32; ACTS]; 2] {
-                unsafe { avx2::dot32_tile::<{ avx2::$kind }, 2, ACTS, $act>([w0, w1], a, $repacked) }
+                unsafe {
+                    avx2::dot32_tile::<{ avx2::$kind }, 2, ACTS, $act>([w0, w1], a, $repacked)
+                }
             }
         }
     };
