@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(AVIARY_CACHE)/target
 MODEL ?= $(AVIARY_CACHE)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 PORT ?= 8080
 
-.PHONY: run chat test setup models reference fuzz bench bench-web bench-magpie bench-train demo-finetune web-test e2e-test web-build test-gpu-models
+.PHONY: run chat test setup models reference fuzz bench bench-web bench-wasm-ops bench-magpie bench-train demo-finetune web-test e2e-test web-build test-gpu-models
 
 setup:
 	@scripts/setup.sh
@@ -65,6 +65,11 @@ bench: setup models
 # question: load (cold, cached), first token, prefill and decode tok/s; writes target/bench-web.json.
 bench-web: setup models
 	@scripts/bench-web.sh
+
+# The browser's CPU path (wasm SIMD128) op by op in node: each decode product and attention step per token, and a
+# model load split into its parts; seconds, for finding where bench-web's CPU time goes.
+bench-wasm-ops: setup models
+	@scripts/bench-wasm-ops.sh
 
 # Magpie samples/min and tokens/s at B = 1, 4, 8, 16: natively (CPU, GPU) and in the browser (WebGPU, CPU), one run;
 # writes target/bench-magpie.jsonl.
