@@ -10,7 +10,9 @@
 //! f64, the f64 sum rounds once, and narrowing it is right unless that rounding left the sum exactly halfway between
 //! two f32s or the sum is subnormal in f32. Here that runs two lanes at a time in f64x2 ([`fma_f32x4`]); lanes that
 //! meet one of the rare cases are redone by the scalar `fma`, so the result is the scalar's bit for bit. The same
-//! fused multiply-adds serve attention's f32 dot products and value sums ([`dot_f32`], [`axpy_f32`]).
+//! fused multiply-adds serve attention's f32 dot products and value sums ([`dot_f32`], [`axpy_f32`]). The block
+//! kernels skip even the per-lane checks where a row's scales prove every sum exact ([`Grain`]). This emulation is
+//! still most of a block's cost: the same kernels with unfused multiply-adds run ~3.5× faster (BENCHMARKS.md).
 
 pub use super::dot::format::*;
 use super::dot::{self, KPath};
@@ -203,14 +205,78 @@ pub(crate) fn fma_f32x4<const N: usize>(a: [v128; N], b: [v128; N], c: [v128; N]
     })
 }
 
-/// acc[k] = fma(d, lanes[k], acc[k]) for N groups of four i32 lanes.
+/// What one row's accumulators have held: every product d·l of a scale and an integer lane is a multiple of
+/// ulp(d), so every sum, and every accumulator (a sum rounded to f32), is a multiple of the smallest ulp seen so
+/// far, 2^`min_ulp_exp`. An f64 sum below 2^53 of those units is then exact, and narrowing it to f32 is the one
+/// rounding a fused multiply-add makes; and with units of at least f32::MIN_POSITIVE no non-zero sum is an f32
+/// subnormal. Blocks that meet both need no per-lane check; the others take [`fma_f32x4`]'s.
+#[derive(Clone, Copy)]
+struct Grain {
+    min_ulp_exp: i32,
+}
+
+impl Grain {
+    fn new() -> Self {
+        Self {
+            min_ulp_exp: i32::MAX,
+        }
+    }
+
+    /// Takes in the block's scale; the bits of the bound below which its sums are exact (None: check every lane).
+    #[inline(always)]
+    fn bound_with(&mut self, d: f32) -> Option<i64> {
+        let biased = ((d.to_bits() >> 23) & 0xff) as i32;
+        match biased {
+            0 if d == 0.0 => {}
+            0 => self.min_ulp_exp = -149,
+            255 => return None,
+            _ => self.min_ulp_exp = self.min_ulp_exp.min(biased - 150),
+        }
+        if self.min_ulp_exp == i32::MAX {
+            // Only zero products so far: every sum is exactly zero.
+            return Some(f64::INFINITY.to_bits() as i64);
+        }
+        (self.min_ulp_exp >= -126).then(|| (((self.min_ulp_exp + 53 + 1023) as u64) << 52) as i64)
+    }
+}
+
+/// acc[k] = fma(d, lanes[k], acc[k]) for N groups of four i32 lanes (integers below 2^24) of one row whose
+/// accumulators `grain` follows, bit for bit the scalar `fma`.
 #[inline(always)]
-fn acc_lanes<const N: usize>(d: f32, lanes: [v128; N], acc: [v128; N]) -> [v128; N] {
-    fma_f32x4(
-        [f32x4_splat(d); N],
-        std::array::from_fn(|k| f32x4_convert_i32x4(lanes[k])),
-        acc,
-    )
+fn acc_lanes<const N: usize>(
+    grain: &mut Grain,
+    d: f32,
+    lanes: [v128; N],
+    acc: [v128; N],
+) -> [v128; N] {
+    let l: [v128; N] = std::array::from_fn(|k| f32x4_convert_i32x4(lanes[k]));
+    let Some(bound) = grain.bound_with(d) else {
+        return fma_f32x4([f32x4_splat(d); N], l, acc);
+    };
+    let dd = f64x2_splat(d as f64);
+    let sum = |l: v128, a: v128| {
+        f64x2_add(
+            f64x2_mul(dd, f64x2_promote_low_f32x4(l)),
+            f64x2_promote_low_f32x4(a),
+        )
+    };
+    let upper = |v: v128| i32x4_shuffle::<2, 3, 2, 3>(v, v);
+    let lo: [v128; N] = std::array::from_fn(|k| sum(l[k], acc[k]));
+    let hi: [v128; N] = std::array::from_fn(|k| sum(upper(l[k]), upper(acc[k])));
+    let (magnitude, bound) = (i64x2_splat(i64::MAX), i64x2_splat(bound));
+    let large = (0..N).fold(i64x2_splat(0), |m, k| {
+        let big = |s: v128| i64x2_ge(v128_and(s, magnitude), bound);
+        v128_or(m, v128_or(big(lo[k]), big(hi[k])))
+    });
+    if v128_any_true(large) {
+        return fma_f32x4([f32x4_splat(d); N], l, acc);
+    }
+    std::array::from_fn(|k| {
+        i32x4_shuffle::<0, 1, 4, 5>(
+            f32x4_demote_f64x2_zero(lo[k]),
+            f32x4_demote_f64x2_zero(hi[k]),
+        )
+    })
 }
 
 #[inline(always)]
@@ -292,6 +358,7 @@ pub fn dot32<const KIND: u8, A: Act32>(w: &[u8], a: &[A], repacked: bool) -> f32
         _ => 34,
     };
     let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+    let mut grain = Grain::new();
     let (mut summs, mut sacc) = (0f32, 0f32);
     for (b, y) in w.chunks_exact(bytes).zip(a) {
         if KIND == Q4_1 || KIND == Q5_1 {
@@ -307,7 +374,7 @@ pub fn dot32<const KIND: u8, A: Act32>(w: &[u8], a: &[A], repacked: bool) -> f32
                 + i32x4_extract_lane::<3>(t);
             sacc = fma(total as f32, d, sacc);
         } else {
-            [acc0, acc1] = acc_lanes(d, [l0, l1], [acc0, acc1]);
+            [acc0, acc1] = acc_lanes(&mut grain, d, [l0, l1], [acc0, acc1]);
         }
     }
     if KIND == Q4_0 && repacked {
@@ -386,6 +453,7 @@ fn k4_dot(
         });
     }
     let (mut acc0, mut acc1, mut accm) = (f32x4_splat(0.0), f32x4_splat(0.0), f32x4_splat(0.0));
+    let (mut grain, mut grain_m) = (Grain::new(), Grain::new());
     let mut saccm = 0f32;
     for (b, y) in w.chunks_exact(block_bytes).zip(a) {
         let (sc, mn) = dot::k_scales_mins(&b[4..16]);
@@ -396,11 +464,11 @@ fn k4_dot(
             });
         let d = y.d * f16_at(b, 0);
         let dmin = -y.d * f16_at(b, 2);
-        [acc0, acc1] = acc_lanes(d, [l0, l1], [acc0, acc1]);
+        [acc0, acc1] = acc_lanes(&mut grain, d, [l0, l1], [acc0, acc1]);
         if five {
             saccm = fma(dmin, dot::k_min_sum(&y.bsums, &mn) as f32, saccm);
         } else {
-            [accm] = acc_lanes(dmin, [k_min_lanes(&y.bsums, &mn)], [accm]);
+            [accm] = acc_lanes(&mut grain_m, dmin, [k_min_lanes(&y.bsums, &mn)], [accm]);
         }
     }
     if five {
@@ -480,10 +548,11 @@ pub fn dot_q6_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
         });
     }
     let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+    let mut grain = Grain::new();
     for (b, y) in w.chunks_exact(210).zip(a) {
         let (l0, l1) = q6k_lanes(b, y);
         let d = y.d * f16_at(b, 208);
-        [acc0, acc1] = acc_lanes(d, [l0, l1], [acc0, acc1]);
+        [acc0, acc1] = acc_lanes(&mut grain, d, [l0, l1], [acc0, acc1]);
     }
     hsum(acc0, acc1)
 }
