@@ -5,8 +5,9 @@
 #
 # One `aviary serve` serves both pages from one origin: a directory made for this run holds links to the built
 # app's files (dist/), to the wllama page (tests/bench/wllama/) and to the package files it imports; the server
-# follows links. It sends no COOP/COEP headers, so the page is not cross-origin isolated and wllama runs its
-# single-thread build (its multi-thread build needs SharedArrayBuffer); Aviary's CPU path is single-threaded too.
+# follows links. It sends COOP/COEP, so both pages are cross-origin isolated; wllama still runs its single-thread
+# build, because by default it asks for half the hardware threads (1 on a 2-core machine). Aviary's CPU path is
+# single-threaded too.
 #   BENCH_SKIP_BUILD=1 reuses dist/ when it exists; QUESTION and MAX_TOKENS change the workload.
 set -euo pipefail
 cd "$(dirname "$0")/.."
