@@ -11,8 +11,8 @@
 //
 // Environment: AVIARY_URL (the served app, with the wllama page at wllama-bench/), MODEL_PATH (the model's path
 // under the server, e.g. models/X.gguf), QUESTION, MAX_TOKENS, OUT (the JSON report), ARTIFACTS (screenshots);
-// BENCH_ONLY, a comma-separated subset of wllama-cpu, aviary-webgpu, aviary-cpu (SIMD128), aviary-cpu-portable,
-// runs only those.
+// BENCH_ONLY, a comma-separated subset of wllama-cpu, wllama-cpu-mt (all cores), aviary-webgpu, aviary-cpu
+// (SIMD128), aviary-cpu-portable, runs only those.
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -45,8 +45,9 @@ async function session(profile, webgpu, label, fn) {
   }
 }
 
-async function wllamaSession(page) {
-  await page.goto(new URL(`wllama-bench/?model=${encodeURIComponent(`/${modelPath}`)}`, base).href);
+async function wllamaSession(page, threads) {
+  const extra = threads ? `&n_threads=${threads}` : '';
+  await page.goto(new URL(`wllama-bench/?model=${encodeURIComponent(`/${modelPath}`)}${extra}`, base).href);
   const loaded = await page.evaluate(() => window.benchLoaded);
   if (loaded.error) throw new Error(`wllama could not load the model: ${loaded.error}`);
   const g = await page.evaluate(([q, n]) => window.benchGenerate(q, n), [question, maxTokens]);
@@ -120,7 +121,9 @@ async function aviarySession(page, label, { query = '', expect } = {}) {
 }
 
 const engines = [
-  { name: 'wllama', path: 'CPU wasm', webgpu: false, run: wllamaSession },
+  { name: 'wllama', path: 'CPU wasm', webgpu: false, run: (page) => wllamaSession(page) },
+  // Its multi-thread build on every core (the page is cross-origin isolated: `aviary serve` sends COOP/COEP).
+  { name: 'wllama', path: 'CPU wasm, all cores', key: 'cpu-mt', webgpu: false, run: (page) => wllamaSession(page, cpus().length) },
   // WebGPU by name: on a software adapter (SwiftShader) Auto would run the CPU backend.
   { name: 'aviary', path: 'WebGPU', webgpu: true, run: (page, l) => aviarySession(page, l, { query: '?backend=gpu', expect: /WebGPU/ }) },
   // Without the WebGPU flags the page has no adapter and runs the engine's CPU backend in the worker; `?backend=cpu`

@@ -26,7 +26,10 @@ window.benchLoaded = (async () => {
     // Aviary's app asks for min(trained context, 4096) (engine/src/protocol.rs: default_context).
     // Absolute: wllama fetches from a worker started from a blob: URL.
     const model = new URL(params.get('model'), location.href).href;
-    await wllama.loadModelFromUrl(model, { n_ctx: Number(params.get('n_ctx') ?? 4096), seed: 0 });
+    // `?n_threads=` overrides wllama's default of half the hardware threads (one on a 2-core machine, which then
+    // loads its single-thread build even on a cross-origin isolated page).
+    const threads = params.has('n_threads') ? { n_threads: Number(params.get('n_threads')) } : {};
+    await wllama.loadModelFromUrl(model, { n_ctx: Number(params.get('n_ctx') ?? 4096), seed: 0, ...threads });
   } catch (e) {
     status.textContent = `error: ${e.message ?? e}`;
     return { error: String(e.stack ?? e) };
