@@ -408,7 +408,7 @@ fn decode(
     let (hq, hkv, d) = (p.n_heads, p.n_kv_heads, p.head_dim);
     let group = hq / hkv;
     let n = qpos + 1 - lo;
-    let threads = worker_threads();
+    let threads = super::threads();
     // Waking the pool costs more than a short context's whole attention.
     let parallel = threads > 1 && n >= 64;
     let ctx = DecodeCtx {
@@ -588,16 +588,6 @@ fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
             }
         }
     }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn worker_threads() -> usize {
-    rayon::current_num_threads()
-}
-
-#[cfg(target_arch = "wasm32")]
-fn worker_threads() -> usize {
-    1
 }
 
 #[cfg(target_arch = "x86_64")]

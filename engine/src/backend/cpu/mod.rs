@@ -41,6 +41,14 @@ pub fn on_worker_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     f()
 }
 
+/// How many threads the parallel loops split their work for (the wasm build runs them on its one thread).
+fn threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    1
+}
+
 pub struct CpuBackend {
     device: Device,
     /// Run the AVX2 + FMA kernels where the CPU has them (the results are the same either way).

@@ -442,21 +442,11 @@ fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
 /// token's small products — 200 KB for SmolLM2's q — would otherwise leave one thread idle half the time).
 fn chunk_rows(n: usize, m: usize, row_bytes: usize) -> usize {
     const MIN_TASK_BYTES: usize = 24 * 1024;
-    let t = threads();
+    let t = super::threads();
     let tasks = (n * row_bytes * m / MIN_TASK_BYTES).clamp(1, 4 * t);
     let tasks = if tasks > 1 { tasks.div_ceil(t) * t } else { 1 };
     // Even chunks: the AVX2 loop takes weight rows two at a time.
     (n.div_ceil(tasks).next_multiple_of(2)).clamp(1, n)
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn threads() -> usize {
-    rayon::current_num_threads()
-}
-
-#[cfg(target_arch = "wasm32")]
-fn threads() -> usize {
-    1
 }
 
 /// Splits the `[m, n]` output by columns (weight rows) into chunks of `chunk`, and runs `f(first_row, pieces)`
