@@ -6,8 +6,9 @@
 # --debug is given (cargo's dev profile, no wasm-opt).
 #
 # The page's files are named by their content (cache busting); the worker's keep fixed names because the page starts
-# it by name. The worker is built twice: portable (worker*.js, worker_bg.wasm) and with wasm SIMD128
-# (worker-simd*); the page probes the browser and starts one of them, so only that one is downloaded. wasm-opt's
+# it by name. The worker is built three times: portable (worker*.js, worker_bg.wasm), with wasm SIMD128
+# (worker-simd*) and with SIMD128 and relaxed SIMD (worker-relaxed*); the page probes the browser and starts the most
+# capable one it validates, so only that one is downloaded. wasm-opt's
 # output is kept in the target directory by the hash of its input, version and flags, so an unchanged bundle is not
 # optimised twice. public/ (the web manifest, icons, the service worker) is copied beside them
 # and the service worker stamped by scripts/stamp-sw.sh.
@@ -40,6 +41,12 @@ simd_target_dir="$target_dir/wasm-simd"
 CARGO_TARGET_DIR="$simd_target_dir" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128" \
   cargo build "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin worker
 simd_wasm_dir="$simd_target_dir/wasm32-unknown-unknown/$profile"
+# And a third time with relaxed SIMD too, for f32x4.relaxed_madd: where the engine fuses it (wherever the hardware has
+# FMA) the CPU kernels' fused multiply-adds are one instruction instead of an emulation through f64.
+relaxed_target_dir="$target_dir/wasm-relaxed"
+CARGO_TARGET_DIR="$relaxed_target_dir" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128,+relaxed-simd" \
+  cargo build "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin worker
+relaxed_wasm_dir="$relaxed_target_dir/wasm32-unknown-unknown/$profile"
 opt_cache="$target_dir/wasm-opt"
 mkdir -p "$opt_cache"
 # wasm-bindgen writes into a directory of this build's own (the target directory may be shared with other clones), and
@@ -52,6 +59,7 @@ trap 'rm -rf "$stage" "$bindgen_dir"' EXIT
 wasm-bindgen --target web --no-typescript --out-dir "$bindgen_dir" --out-name app "$wasm_dir/app.wasm"
 wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker "$wasm_dir/worker.wasm"
 wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker-simd "$simd_wasm_dir/worker.wasm"
+wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker-relaxed "$relaxed_wasm_dir/worker.wasm"
 
 optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last run on the same input
   if [ "$profile" = debug ]; then cp "$1" "$2"; return; fi
@@ -82,6 +90,9 @@ printf '%s' 'importScripts("./worker.js");wasm_bindgen({ module_or_path: "./work
 optimised "$bindgen_dir/worker-simd_bg.wasm" "$stage/worker-simd_bg.wasm"
 cp "$bindgen_dir/worker-simd.js" "$stage/worker-simd.js"
 printf '%s' 'importScripts("./worker-simd.js");wasm_bindgen({ module_or_path: "./worker-simd_bg.wasm" });' >"$stage/worker-simd_loader.js"
+optimised "$bindgen_dir/worker-relaxed_bg.wasm" "$stage/worker-relaxed_bg.wasm"
+cp "$bindgen_dir/worker-relaxed.js" "$stage/worker-relaxed.js"
+printf '%s' 'importScripts("./worker-relaxed.js");wasm_bindgen({ module_or_path: "./worker-relaxed_bg.wasm" });' >"$stage/worker-relaxed_loader.js"
 
 prune_opt_cache
 [ -d "$bindgen_dir/snippets" ] && cp -r "$bindgen_dir/snippets" "$stage/"

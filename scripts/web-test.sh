@@ -22,12 +22,13 @@ chromedriver=$(command -v chromedriver || true)
 
 # The tests run in the release profile the app is built with (scripts/build-web.sh): they then link the same
 # compiled dependencies instead of a second, debug build of all of them.
-# The engine's CPU tests run a second time in the worker's SIMD128 build (scripts/build-web.sh builds it in its own
-# target directory with these flags, which these tests share): its core::arch::wasm32 kernels against the portable
-# ones bit for bit (tests/web_cpu_simd.rs), and the CPU backend against the tiny goldens.
+# The engine's CPU tests run a second time in the worker's build with SIMD128 and relaxed SIMD (scripts/build-web.sh
+# builds it in its own target directory with these flags, which these tests share): its core::arch::wasm32 kernels,
+# on wasm's fused relaxed multiply-add and on the emulation the SIMD128-only worker runs, against the portable ones
+# bit for bit (tests/web_cpu_simd.rs), and the CPU backend against the tiny goldens.
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).target_directory)')
 simd() {
-  CARGO_TARGET_DIR="$target_dir/wasm-simd" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128" \
+  CARGO_TARGET_DIR="$target_dir/wasm-relaxed" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128,+relaxed-simd" \
     cargo test --release -p engine --target wasm32-unknown-unknown --test web_cpu_simd --test web_goldens "$@"
 }
 if [ "${1:-}" = --no-run ]; then
@@ -62,7 +63,7 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
 # each model's worst error.
 status=0
 cargo test --release -p engine -p app --target wasm32-unknown-unknown --test 'web_*' --no-fail-fast -- --nocapture "$@" || status=$?
-# In the SIMD128 build only the CPU tests (their names say cpu), unless arguments choose others.
+# In the relaxed SIMD build only the CPU tests (their names say cpu), unless arguments choose others.
 if [ $# -eq 0 ]; then set -- cpu; fi
 simd --no-fail-fast -- --nocapture "$@" || status=$?
 exit $status

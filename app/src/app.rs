@@ -23,7 +23,8 @@ use leptos::prelude::*;
 pub const DEFAULT_MODEL_URL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// Query parameters: `?model=URL` picks the model to load, `?autoload=0` waits for the Load button, `?backend=cpu`
-/// (or `gpu`, `auto`) picks the backend, `?simd=0` starts the portable wasm worker where SIMD128 would run.
+/// (or `gpu`, `auto`) picks the backend, `?simd=0` starts the portable wasm worker and `?simd=128` the SIMD128 one
+/// (without relaxed SIMD) where a more capable one would run.
 pub(crate) fn query_param(name: &str) -> Option<String> {
     let search = web_sys::window()?.location().search().ok()?;
     let search = search.strip_prefix('?').unwrap_or(&search).to_string();

@@ -37,8 +37,7 @@ impl Bridge {
         let adapters = expect_context::<LoraState>();
         let training = expect_context::<crate::state::TrainState>();
         let comparing = expect_context::<crate::state::CompareState>();
-        let simd = wasm_simd128() && crate::app::query_param("simd").as_deref() != Some("0");
-        match Worker::new(if simd { "./worker-simd_loader.js" } else { "./worker_loader.js" }) {
+        match Worker::new(worker_build(crate::app::query_param("simd").as_deref())) {
             Ok(worker) => {
                 let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
                     let Some(text) = ev.data().as_string() else { return };
@@ -238,21 +237,54 @@ fn finish_generation(id: u64, model: ModelState, chat: Chat) {
     }
 }
 
-/// Whether this browser runs wasm SIMD128: it validates the smallest module that uses a v128 instruction. The page
-/// then starts the worker built with SIMD128 (dist/worker-simd*), else the portable one; only that one is fetched.
-fn wasm_simd128() -> bool {
-    #[rustfmt::skip]
-    const PROBE: [u8; 29] = [
-        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
-        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,       // type section: one type, func () -> v128 (0x7b)
-        0x03, 0x02, 0x01, 0x00,                         // function section: one function of type 0
-        0x0a, 0x08, 0x01, 0x06, 0x00,                   // code section: one body of 6 bytes, no locals:
-        0x41, 0x00,                                     //   i32.const 0
-        0xfd, 0x0f,                                     //   i8x16.splat (SIMD prefix 0xfd, opcode 15)
-        0x0b,                                           //   end
-    ];
-    js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(&PROBE[..])).unwrap_or(false)
+/// The worker's loader for this browser: the build with SIMD128 and relaxed SIMD where it validates both (its
+/// relaxed multiply-add makes the CPU kernels' fused multiply-adds one instruction where the engine fuses it), the
+/// SIMD128 one where it validates only that, else the portable one; only that one is fetched. `?simd=128` stops at
+/// the SIMD128 build and `?simd=0` at the portable one (for comparing them).
+fn worker_build(asked: Option<&str>) -> &'static str {
+    let most = match asked {
+        Some("0") => 0,
+        Some("128") => 1,
+        _ => 2,
+    };
+    if most >= 2 && validates(&RELAXED_SIMD_PROBE) {
+        "./worker-relaxed_loader.js"
+    } else if most >= 1 && validates(&SIMD128_PROBE) {
+        "./worker-simd_loader.js"
+    } else {
+        "./worker_loader.js"
+    }
 }
+
+fn validates(module: &[u8]) -> bool {
+    js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(module)).unwrap_or(false)
+}
+
+/// The smallest module that uses a v128 instruction: valid where the browser runs wasm SIMD128.
+#[rustfmt::skip]
+const SIMD128_PROBE: [u8; 29] = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+    0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,       // type section: one type, func () -> v128 (0x7b)
+    0x03, 0x02, 0x01, 0x00,                         // function section: one function of type 0
+    0x0a, 0x08, 0x01, 0x06, 0x00,                   // code section: one body of 6 bytes, no locals:
+    0x41, 0x00,                                     //   i32.const 0
+    0xfd, 0x0f,                                     //   i8x16.splat (SIMD prefix 0xfd, opcode 15)
+    0x0b,                                           //   end
+];
+
+/// The same with f32x4.relaxed_madd on three splats: valid where the browser runs relaxed SIMD too.
+#[rustfmt::skip]
+const RELAXED_SIMD_PROBE: [u8; 40] = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+    0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,       // type section: one type, func () -> v128
+    0x03, 0x02, 0x01, 0x00,                         // function section: one function of type 0
+    0x0a, 0x13, 0x01, 0x11, 0x00,                   // code section: one body of 17 bytes, no locals:
+    0x41, 0x00, 0xfd, 0x0f,                         //   i32.const 0, i8x16.splat
+    0x41, 0x00, 0xfd, 0x0f,                         //   i32.const 0, i8x16.splat
+    0x41, 0x00, 0xfd, 0x0f,                         //   i32.const 0, i8x16.splat
+    0xfd, 0x85, 0x02,                               //   f32x4.relaxed_madd (opcode 261, LEB128)
+    0x0b,                                           //   end
+];
 
 fn post(worker: &Worker, request: &Request) {
     if let Err(e) = worker.post_message(&JsValue::from_str(&request.to_json())) {

@@ -373,17 +373,22 @@ pub enum BackendInfo {
     /// unavailable: …", or why Auto preferred the CPU).
     Cpu {
         reason: Option<String>,
-        /// Whether the worker is the build with wasm SIMD128 (the page starts it where the browser runs SIMD128).
+        /// Whether the worker is a build with wasm SIMD128 (the page starts one where the browser runs SIMD128).
         #[serde(default)]
         simd128: bool,
+        /// Whether its fused multiply-adds are one instruction: the build with relaxed SIMD, in a browser whose
+        /// relaxed multiply-add is fused (`engine::backend::cpu::fused_madd`); else they are emulated.
+        #[serde(default)]
+        fused_madd: bool,
     },
 }
 
 impl BackendInfo {
-    /// A short label for a status line; on the CPU it says which wasm build runs (" · SIMD128" for the SIMD one) and
-    /// why WebGPU is not used, when it was not a choice.
+    /// A short label for a status line; on the CPU it says which wasm build runs (" · SIMD128" for a SIMD one, then
+    /// " · FMA" where its fused multiply-adds are one instruction) and why WebGPU is not used, when it was not a choice.
     pub fn label(&self) -> String {
         let cpu = match self {
+            BackendInfo::Cpu { simd128: true, fused_madd: true, .. } => "CPU (wasm) · SIMD128 · FMA",
             BackendInfo::Cpu { simd128: true, .. } => "CPU (wasm) · SIMD128",
             _ => "CPU (wasm)",
         };
@@ -674,7 +679,7 @@ mod tests {
             chat_template_builtin: true,
             sampling: None,
         };
-        let backend = BackendInfo::Cpu { reason: None, simd128: false };
+        let backend = BackendInfo::Cpu { reason: None, simd128: false, fused_madd: false };
         for origin in [
             Some(Origin::Network { store: Store::Opfs }),
             Some(Origin::Cache {

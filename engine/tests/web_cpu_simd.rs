@@ -3,12 +3,15 @@
 //! against `matmul_portable`, bit for bit, on random blocks of every weight format, for a lone row (decode), a few
 //! rows and a prefill's many, with row counts that do and do not take llama.cpp's repacked kernels (so every K-quant
 //! formula: `Vec` for a lone row, `Tiled` for many, `Repacked` / `RepackedGemm` for Q4_K with 16 rows); attention
-//! against the portable backend's. In the portable build the two are the same code and the test only says which
-//! build ran.
+//! against the portable backend's. In the build with relaxed SIMD as well (the worker the page starts where the
+//! browser has it), every SIMD result is checked twice — with wasm's relaxed multiply-add, where this engine fuses
+//! it, and with the emulation — against the portable code on the emulation, so the one instruction is held against
+//! an independent computation of the same rounding. In the portable build the two are the same code and the test only
+//! says which build ran.
 #![cfg(target_arch = "wasm32")]
 
 use engine::backend::cpu::qmatmul::QMatrix;
-use engine::backend::cpu::CpuBackend;
+use engine::backend::cpu::{allow_fused_madd, fused_madd, CpuBackend};
 use engine::backend::{AttentionParams, Backend, KvSpec};
 use engine::quant::GgmlType;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -90,16 +93,37 @@ fn row_scale(r: usize) -> f32 {
     }
 }
 
+fn build() -> &'static str {
+    if cfg!(target_feature = "relaxed-simd") {
+        if fused_madd() {
+            "SIMD128 with relaxed SIMD (its multiply-add is fused here)"
+        } else {
+            "SIMD128 with relaxed SIMD (its multiply-add is not fused here: emulated)"
+        }
+    } else if cfg!(target_feature = "simd128") {
+        "SIMD128 (core::arch::wasm32 kernels)"
+    } else {
+        "portable"
+    }
+}
+
+/// The portable computation on the emulated fused multiply-add, and the SIMD one in each way this build and engine
+/// can run it (fused relaxed multiply-add, emulation), each as (how, result).
+fn both_ways<T>(portable: impl Fn() -> T, simd: impl Fn() -> T) -> (T, Vec<(&'static str, T)>) {
+    allow_fused_madd(false);
+    let (want, emulated) = (portable(), simd());
+    allow_fused_madd(true);
+    let mut got = vec![("", emulated)];
+    if fused_madd() {
+        got[0].0 = " (emulated multiply-add)";
+        got.push((" (relaxed multiply-add)", simd()));
+    }
+    (want, got)
+}
+
 #[wasm_bindgen_test]
 fn cpu_simd128_quantized_products_equal_the_portable_ones_bit_for_bit() {
-    console_log!(
-        "wasm build: {}",
-        if cfg!(target_feature = "simd128") {
-            "SIMD128 (core::arch::wasm32 kernels)"
-        } else {
-            "portable"
-        }
-    );
+    console_log!("wasm build: {}", build());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let types = [
         GgmlType::Q4_0,
@@ -122,17 +146,22 @@ fn cpu_simd128_quantized_products_equal_the_portable_ones_bit_for_bit() {
                         .map(|i| rng.unit() * row_scale(i / cols))
                         .collect();
                     let what = format!("{} {rows}x{cols} trial {trial} m={m}", ty.name());
-                    same_bits(
-                        &what,
-                        &w.matmul(&x, m).unwrap(),
-                        &w.matmul_portable(&x, m).unwrap(),
+                    let (want, got) = both_ways(
+                        || w.matmul_portable(&x, m).unwrap(),
+                        || w.matmul(&x, m).unwrap(),
                     );
-                    same_bits(
-                        &format!("{what} independent"),
-                        &w.matmul_independent(&x, m).unwrap(),
-                        &w.matmul_independent_portable(&x, m).unwrap(),
+                    for (how, got) in got {
+                        same_bits(&format!("{what}{how}"), &got, &want);
+                        checked += m * rows;
+                    }
+                    let (want, got) = both_ways(
+                        || w.matmul_independent_portable(&x, m).unwrap(),
+                        || w.matmul_independent(&x, m).unwrap(),
                     );
-                    checked += 2 * m * rows;
+                    for (how, got) in got {
+                        same_bits(&format!("{what} independent{how}"), &got, &want);
+                        checked += m * rows;
+                    }
                 }
             }
         }
@@ -197,15 +226,12 @@ fn cpu_simd128_attention_equals_the_portable_one_bit_for_bit() {
             }
             out
         };
-        let (simd, portable) = (run(&CpuBackend::new()), run(&CpuBackend::portable()));
-        same_bits(
-            &format!("attention {hq}/{hkv} heads of {d}"),
-            &simd,
-            &portable,
-        );
-        console_log!(
-            "attention {hq}/{hkv} heads of {d}: {} values equal bit for bit",
-            simd.len()
-        );
+        let (portable, simd) =
+            both_ways(|| run(&CpuBackend::portable()), || run(&CpuBackend::new()));
+        for (how, simd) in simd {
+            let what = format!("attention {hq}/{hkv} heads of {d}{how}");
+            same_bits(&what, &simd, &portable);
+            console_log!("{what}: {} values equal bit for bit", simd.len());
+        }
     }
 }

@@ -12,7 +12,7 @@
 // Environment: AVIARY_URL (the served app, with the wllama page at wllama-bench/), MODEL_PATH (the model's path
 // under the server, e.g. models/X.gguf), QUESTION, MAX_TOKENS, OUT (the JSON report), ARTIFACTS (screenshots);
 // BENCH_ONLY, a comma-separated subset of wllama-cpu, wllama-cpu-mt (all cores), aviary-webgpu, aviary-cpu
-// (SIMD128), aviary-cpu-portable, runs only those.
+// (SIMD128 and relaxed SIMD), aviary-cpu-simd128, aviary-cpu-portable, runs only those.
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -128,10 +128,15 @@ const engines = [
   { name: 'aviary', path: 'WebGPU', webgpu: true, run: (page, l) => aviarySession(page, l, { query: '?backend=gpu', expect: /WebGPU/ }) },
   // Without the WebGPU flags the page has no adapter and runs the engine's CPU backend in the worker; `?backend=cpu`
   // asks for it explicitly where the app reads that parameter.
-  // The page starts the worker built with wasm SIMD128 where the browser has it; `?simd=0` the portable build.
+  // The page starts the worker built with wasm SIMD128 and relaxed SIMD where the browser has both (its fused
+  // multiply-adds one instruction where the CPU has FMA); `?simd=128` the SIMD128-only build, `?simd=0` the portable.
   {
-    name: 'aviary', path: 'CPU wasm SIMD128', key: 'cpu', webgpu: false,
-    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu', expect: /CPU \(wasm\) · SIMD128/ }),
+    name: 'aviary', path: 'CPU wasm SIMD128 + relaxed', key: 'cpu', webgpu: false,
+    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu', expect: /CPU \(wasm\) · SIMD128 · FMA/ }),
+  },
+  {
+    name: 'aviary', path: 'CPU wasm SIMD128', key: 'cpu-simd128', webgpu: false,
+    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu&simd=128', expect: /CPU \(wasm\) · SIMD128(?! · FMA)/ }),
   },
   {
     name: 'aviary', path: 'CPU wasm portable', key: 'cpu-portable', webgpu: false,

@@ -181,8 +181,12 @@ export function register({ webgpu, cpu }) {
       c.must(/ready/.test(status) && /CPU \(wasm\)/.test(status), 'the default model loads on the CPU', status);
       c.ok(/WebGPU unavailable: \S/.test(status), 'the status line says why WebGPU is not used', status);
       const device = await page.getByTestId('model-device').textContent();
-      // Chromium runs wasm SIMD128, so the page starts the SIMD build of the worker and the card says so.
-      c.ok(/^CPU \(wasm\) · SIMD128 — WebGPU unavailable: \S/.test(device), 'the model card says CPU (the SIMD128 build) and why', device);
+      // Chromium runs wasm SIMD128 and relaxed SIMD, so the page starts the worker built with both; V8 fuses relaxed
+      // multiply-adds where the CPU has FMA (x86-64 with FMA3, every ARM64), and the card says so.
+      const fma = process.arch === 'arm64' || /\bfma\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+      const build = fma ? / · SIMD128 · FMA — / : / · SIMD128 — /;
+      c.ok(new RegExp(`^CPU \\(wasm\\)${build.source}WebGPU unavailable: \\S`).test(device),
+        `the model card says CPU (the SIMD128 build${fma ? ' with fused relaxed multiply-adds' : ''}) and why`, device);
       const panel = page.getByTestId('adapter-panel');
       const panelText = (await panel.textContent()).replace(/\s+/g, ' ');
       c.ok(/CPU/.test(panelText) && /WebGPU/.test(panelText), 'the adapter panel says the model runs on the CPU and why',

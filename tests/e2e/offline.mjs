@@ -66,10 +66,11 @@ export function register() {
       const shell = cached[firstCache] ?? [];
       c.must(shell.length > 0, `the shell is precached in ${firstCache}`, JSON.stringify(Object.keys(cached)));
       const need = ['/index.html', '/worker.js', '/worker_bg.wasm', '/worker_loader.js', '/worker-simd.js',
-        '/worker-simd_bg.wasm', '/worker-simd_loader.js', '/manifest.webmanifest'];
+        '/worker-simd_bg.wasm', '/worker-simd_loader.js', '/worker-relaxed.js', '/worker-relaxed_bg.wasm',
+        '/worker-relaxed_loader.js', '/manifest.webmanifest'];
       const missing = need.filter((p) => !shell.includes(p));
       c.ok(!missing.length && shell.some((p) => /^\/app-[0-9a-f]+_bg\.wasm$/.test(p)) && shell.some((p) => /\.css$/.test(p)),
-        'the cache holds the page, the worker (portable and SIMD128), the CSS and the manifest', `missing ${missing}; has ${shell}`);
+        'the cache holds the page, the worker (portable, SIMD128, relaxed SIMD), the CSS and the manifest', `missing ${missing}; has ${shell}`);
       c.ok(!Object.values(cached).flat().some((p) => p.includes('/models/')), 'no model is kept in Cache Storage',
         JSON.stringify(cached));
 

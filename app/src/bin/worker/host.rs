@@ -437,7 +437,11 @@ async fn load(shared: &Shared, opened: Opened) -> Result<AnyLoaded> {
             AnyLoaded::Gpu(Box::new(finish(shared, opened.model, *backend, info).await?))
         }
         Device::Cpu(backend, reason) => {
-            AnyLoaded::Cpu(Box::new(finish(shared, opened.model, backend, BackendInfo::Cpu { reason, simd128: cfg!(target_feature = "simd128") }).await?))
+            AnyLoaded::Cpu(Box::new(finish(shared, opened.model, backend, BackendInfo::Cpu {
+                reason,
+                simd128: cfg!(target_feature = "simd128"),
+                fused_madd: engine::backend::cpu::fused_madd(),
+            }).await?))
         }
     })
 }

@@ -152,6 +152,10 @@ fn needs_scalar(ab: v128, c: v128, s: v128) -> v128 {
 /// check for all of them and the scalar where a lane needs it.
 #[inline(always)]
 pub(crate) fn fma_f32x4<const N: usize>(a: [v128; N], b: [v128; N], c: [v128; N]) -> [v128; N] {
+    #[cfg(target_feature = "relaxed-simd")]
+    if super::relaxed::fused() {
+        return std::array::from_fn(|k| f32x4_relaxed_madd(a[k], b[k], c[k]));
+    }
     // Lanes 0, 1 and 2, 3 of each group as f64x2: (exact product, addend, sum).
     let half = |a: v128, b: v128, c: v128| {
         let (ab, c) = (
@@ -250,6 +254,10 @@ fn acc_lanes<const N: usize>(
     acc: [v128; N],
 ) -> [v128; N] {
     let l: [v128; N] = std::array::from_fn(|k| f32x4_convert_i32x4(lanes[k]));
+    #[cfg(target_feature = "relaxed-simd")]
+    if super::relaxed::fused() {
+        return fma_f32x4([f32x4_splat(d); N], l, acc);
+    }
     let Some(bound) = grain.bound_with(d) else {
         return fma_f32x4([f32x4_splat(d); N], l, acc);
     };

@@ -22,6 +22,12 @@ pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
 pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "relaxed-simd")]
+    if super::relaxed::fused() {
+        use core::arch::wasm32::*;
+        let (a, b, c) = (f32x4_splat(a), f32x4_splat(b), f32x4_splat(c));
+        return f32x4_extract_lane::<0>(f32x4_relaxed_madd(a, b, c));
+    }
     fma_via_f64(a, b, c)
 }
 

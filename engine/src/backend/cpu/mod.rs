@@ -2,9 +2,10 @@
 //! quantized matmuls ([`qmatmul`]), RMSNorm, RoPE, gated activations and attention ([`ops`], `attention`) — are
 //! computed with the arithmetic of llama.cpp's x86 CPU build, bit for bit, so GGUF models follow llama.cpp's
 //! trajectory. Float-weight matmuls, additions and soft-capping stay on candle. The wasm build gives the same bits as
-//! the native one for RoPE, norms and quantized matmuls: its fused multiply-adds are exact and RoPE's sines and
-//! cosines come from one implementation ([`libm`]); `exp` and `tanh` outside the 8-lane kernels (a row's tail in
-//! SwiGLU, GELU-tanh, soft-capping) still use the platform's libm.
+//! the native one for RoPE, norms and quantized matmuls: its fused multiply-adds are exact (one instruction where the
+//! worker built with relaxed SIMD finds wasm's relaxed multiply-add fused, `relaxed`; emulated otherwise) and RoPE's
+//! sines and cosines come from one implementation ([`libm`]); `exp` and `tanh` outside the 8-lane kernels (a row's
+//! tail in SwiGLU, GELU-tanh, soft-capping) still use the platform's libm.
 
 mod attention;
 mod dot;
@@ -18,6 +19,8 @@ pub mod ops;
 mod pages;
 pub mod q8;
 pub mod qmatmul;
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+mod relaxed;
 mod train;
 mod train_attention;
 
@@ -39,6 +42,24 @@ pub fn on_worker_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     return rayon::scope(|_| f());
     #[cfg(target_arch = "wasm32")]
     f()
+}
+
+/// Whether the kernels' fused multiply-adds run as one instruction in wasm: the worker built with relaxed SIMD, in an
+/// engine whose `f32x4.relaxed_madd` is fused (`relaxed`). Elsewhere in wasm they are emulated, to the same bits.
+pub fn fused_madd() -> bool {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed::fused();
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
+    false
+}
+
+/// Lets the relaxed SIMD build use its fused multiply-add where the engine has one (the default), or keeps it on the
+/// emulation — the same bits, slower; the tests hold one against the other. Does nothing in the other builds.
+pub fn allow_fused_madd(allowed: bool) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    relaxed::allow(allowed);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
+    let _ = allowed;
 }
 
 /// How many threads the parallel loops split their work for (the wasm build runs them on its one thread).
