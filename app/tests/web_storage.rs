@@ -3,7 +3,7 @@
 //! size is capped), checked against bytes the test writes itself.
 #![cfg(target_arch = "wasm32")]
 
-use aviary_app::blob_source::BlobSource;
+use aviary_app::blob_source::{BlobSource, READ_AHEAD};
 use aviary_app::download::{Download, Kind};
 use aviary_app::http_source::CancelCheck;
 use aviary_app::opfs::{file_for, Index, Opfs, Record};
@@ -40,6 +40,30 @@ async fn blob_source_reads_the_right_bytes_at_odd_offsets() {
         assert_eq!(got, &bytes[offset..offset + len], "read of {len} at {offset}");
     }
     assert_eq!(src.read_all().await.unwrap(), bytes);
+}
+
+/// Reads as a model's load makes them, on a blob of 2½ read-ahead windows: forward through a window, back before
+/// it, across its end, one larger than a window, and up to the blob's end — each the blob's own bytes.
+#[wasm_bindgen_test]
+async fn blob_source_reads_ahead_and_still_gives_the_right_bytes() {
+    let n = READ_AHEAD * 5 / 2;
+    let bytes: Vec<u8> = (0..n as u64).map(|i| (i * 7 + i / 251) as u8).collect();
+    let src = BlobSource::new(blob(&bytes), "big.bin");
+    let w = READ_AHEAD;
+    for (offset, len) in [
+        (100, 1000),
+        (1100, 5000),
+        (w / 2, 3),
+        (50, 10),
+        (60 + w - 20, 40),
+        (w + 7, w + 1),
+        (n - 9, 9),
+        (w + 100, 17),
+        (0, n),
+    ] {
+        let got = src.read_at(offset as u64, len).await.unwrap();
+        assert!(got == bytes[offset..offset + len], "read of {len} at {offset}");
+    }
 }
 
 #[wasm_bindgen_test]

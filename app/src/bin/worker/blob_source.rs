@@ -1,26 +1,36 @@
 //! A `Blob` as a `ByteSource`: a `File` the user picked or dropped, an OPFS file, or a Cache Storage response's
 //! body. `read_at` slices the blob and reads only that slice (`Blob.slice(a, b).arrayBuffer()`), so the file is
 //! never whole in wasm memory; the browser keeps large blobs on disk.
+//!
+//! Each read is a round trip to the browser's blob storage, and a model's load reads tensor after tensor (~270 for
+//! SmolLM2-135M, most of them small): one round trip each made half of a cached load's time. So a small read takes
+//! a window of [`READ_AHEAD`] bytes from there on, and the reads after it that fall inside are served from memory.
 
 use crate::http_source::CancelCheck;
 use crate::js::{io, js_text};
 use engine::source::ByteSource;
 use engine::{Error, Result};
 use js_sys::Uint8Array;
+use std::cell::RefCell;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Blob;
+
+/// Bytes read from a small read's offset on: a few tensors of a small model's layer, a little of a large one's.
+pub const READ_AHEAD: usize = 8 << 20;
 
 pub struct BlobSource {
     blob: Blob,
     name: String,
     len: u64,
     cancelled: Option<CancelCheck>,
+    /// The last window read ahead: its offset in the blob and its bytes.
+    window: RefCell<Option<(u64, Vec<u8>)>>,
 }
 
 impl BlobSource {
     pub fn new(blob: Blob, name: impl Into<String>) -> Self {
         let len = blob.size() as u64;
-        BlobSource { blob, name: name.into(), len, cancelled: None }
+        BlobSource { blob, name: name.into(), len, cancelled: None, window: RefCell::new(None) }
     }
 
     /// Every later read fails with `Error::Cancelled` once `cancelled` says so.
@@ -36,6 +46,32 @@ impl BlobSource {
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.as_ref().is_some_and(|c| c())
+    }
+
+    /// `len` bytes at `offset` from the last window, when it holds them.
+    fn from_window(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let window = self.window.borrow();
+        let (start, bytes) = window.as_ref()?;
+        let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
+        bytes.get(from..from.checked_add(len)?).map(<[u8]>::to_vec)
+    }
+
+    /// Bytes `offset..end` of the blob (inside it), in one read.
+    async fn read_range(&self, offset: u64, end: u64) -> Result<Vec<u8>> {
+        let slice = self
+            .blob
+            .slice_with_f64_and_f64(offset as f64, end as f64)
+            .map_err(|e| io(format!("{}: {}", self.name, js_text(&e))))?;
+        // A file changed or removed since it was opened fails here (NotReadableError), as an error, not garbage.
+        let buf = JsFuture::from(slice.array_buffer())
+            .await
+            .map_err(|e| io(format!("{}: could not read it: {}", self.name, js_text(&e))))?;
+        let bytes = Uint8Array::new(&buf);
+        let want = end - offset;
+        if bytes.length() as u64 != want {
+            return Err(io(format!("{}: asked for {want} bytes at {offset}, got {}", self.name, bytes.length())));
+        }
+        Ok(bytes.to_vec())
     }
 }
 
@@ -57,22 +93,21 @@ impl ByteSource for BlobSource {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let slice = self
-            .blob
-            .slice_with_f64_and_f64(offset as f64, end as f64)
-            .map_err(|e| io(format!("{}: {}", self.name, js_text(&e))))?;
-        // A file changed or removed since it was opened fails here (NotReadableError), as an error, not garbage.
-        let buf = JsFuture::from(slice.array_buffer())
-            .await
-            .map_err(|e| io(format!("{}: could not read it: {}", self.name, js_text(&e))))?;
-        let bytes = Uint8Array::new(&buf);
-        if bytes.length() as usize != len {
-            return Err(io(format!("{}: asked for {len} bytes at {offset}, got {}", self.name, bytes.length())));
-        }
+        let bytes = match self.from_window(offset, len) {
+            Some(bytes) => bytes,
+            None if len < READ_AHEAD => {
+                let window_end = (offset + READ_AHEAD as u64).min(self.len);
+                let window = self.read_range(offset, window_end).await?;
+                let bytes = window[..len].to_vec();
+                *self.window.borrow_mut() = Some((offset, window));
+                bytes
+            }
+            None => self.read_range(offset, end).await?,
+        };
         if self.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     fn name(&self) -> String {

@@ -450,8 +450,17 @@ async fn finish<B: Backend>(shared: &Shared, model: Checked, backend: B, info: B
     let Checked { files, tokenizer, origin, context, t0 } = model;
     let template = engine::prompt::chat_template(files.chat_template.as_ref(), &tokenizer, files.config.arch);
     let context = default_context(files.config.max_position_embeddings, context);
+    // A tensor at a time is hundreds of events for the page to draw while it shares the CPU with this load: one
+    // every 50 ms is as smooth.
+    let mut posted_at = f64::NEG_INFINITY;
     let model = files
-        .load(&backend, &mut |done, total| shared.post(&Event::Progress { stage: Stage::Weights, done, total }))
+        .load(&backend, &mut |done, total| {
+            let now = js_sys::Date::now();
+            if done == total || now - posted_at >= 50.0 {
+                posted_at = now;
+                shared.post(&Event::Progress { stage: Stage::Weights, done, total });
+            }
+        })
         .await?;
     let stats = LoadStats { load_ms: js_sys::Date::now() - t0, wasm_memory_bytes: wasm_memory_bytes() };
     Ok(Loaded { files, origin, backend, model, tokenizer, template, context, info, stats })
