@@ -12,7 +12,8 @@
 //! meet one of the rare cases are redone by the scalar `fma`, so the result is the scalar's bit for bit. The same
 //! fused multiply-adds serve attention's f32 dot products and value sums ([`dot_f32`], [`axpy_f32`]). The block
 //! kernels skip even the per-lane checks where a row's scales prove every sum exact ([`Grain`]). This emulation is
-//! still most of a block's cost: the same kernels with unfused multiply-adds run ~3.5× faster (BENCHMARKS.md).
+//! still most of a block's cost, so the worker built with relaxed SIMD too takes `f32x4.relaxed_madd` instead
+//! wherever the engine fuses it (`super::relaxed`): one instruction, the same bits, 2–2.7× faster per op.
 
 pub use super::dot::format::*;
 use super::dot::{self, KPath};
@@ -60,15 +61,23 @@ fn high_bits(bits: u32) -> v128 {
     )
 }
 
-/// The block's 32 signed values as two i8x16 (values 0..15, 16..31).
+/// What the 4- and 5-bit formats store of a value (0..15 or 0..31) is the value plus this.
+const fn offset<const KIND: u8>() -> i8 {
+    match KIND {
+        Q4_0 => 8,
+        Q5_0 => 16,
+        _ => 0,
+    }
+}
+
+/// The 4- and 5-bit formats' 32 stored values (0..31, the value plus `offset`) as two u8x16 (values 0..15, 16..31).
 #[inline(always)]
-fn values<const KIND: u8>(b: &[u8]) -> (v128, v128) {
-    let (qs, qh, off) = match KIND {
-        Q4_0 => (2, None, 8),
-        Q4_1 => (4, None, 0),
-        Q5_0 => (6, Some(2), 16),
-        Q5_1 => (8, Some(4), 0),
-        _ => return (load16(&b[2..18]), load16(&b[18..34])),
+fn stored_values<const KIND: u8>(b: &[u8]) -> (v128, v128) {
+    let (qs, qh) = match KIND {
+        Q4_0 => (2, None),
+        Q4_1 => (4, None),
+        Q5_0 => (6, Some(2)),
+        _ => (8, Some(4)),
     };
     let t = load16(&b[qs..qs + 16]);
     let (mut lo, mut hi) = (v128_and(t, u8x16_splat(15)), u8x16_shr(t, 4));
@@ -77,11 +86,20 @@ fn values<const KIND: u8>(b: &[u8]) -> (v128, v128) {
         lo = v128_or(lo, high_bits(h & 0xffff));
         hi = v128_or(hi, high_bits(h >> 16));
     }
-    if off != 0 {
-        let o = i8x16_splat(off);
-        (lo, hi) = (i8x16_sub(lo, o), i8x16_sub(hi, o));
-    }
     (lo, hi)
+}
+
+/// The block's 32 signed values as two i8x16 (values 0..15, 16..31).
+#[inline(always)]
+fn values<const KIND: u8>(b: &[u8]) -> (v128, v128) {
+    if KIND == Q8_0 {
+        return (load16(&b[2..18]), load16(&b[18..34]));
+    }
+    let (lo, hi) = stored_values::<KIND>(b);
+    match offset::<KIND>() {
+        0 => (lo, hi),
+        off => (i8x16_sub(lo, i8x16_splat(off)), i8x16_sub(hi, i8x16_splat(off))),
+    }
 }
 
 /// Sums of byte pairs (`a`: bytes 0..7, `b`: 8..15 of 16) into sums of each group of 4 bytes.
@@ -115,8 +133,40 @@ fn scaled_pairs(x: v128, y: v128, s: v128) -> (v128, v128) {
 /// The block's eight lanes against `y`, as two i32x4 (lanes 0..3, 4..7).
 #[inline(always)]
 fn lanes<const KIND: u8>(b: &[u8], y: &[i8; 32]) -> (v128, v128) {
+    let (y0, y1) = (load16_i8(&y[..16]), load16_i8(&y[16..]));
+    #[cfg(target_feature = "relaxed-simd")]
+    if KIND != Q8_0 {
+        return relaxed_lanes::<KIND>(b, y0, y1);
+    }
     let (x0, x1) = values::<KIND>(b);
-    (dot4(x0, load16_i8(&y[..16])), dot4(x1, load16_i8(&y[16..])))
+    (dot4(x0, y0), dot4(x1, y1))
+}
+
+/// `lanes` for the 4- and 5-bit formats through `i32x4.relaxed_dot_i8x16_i7x16_add_s`, whose sums of four byte
+/// products are `dot4`'s lanes. Its second operand must be below 128 for a result every engine agrees on (x86's
+/// pmaddubsw reads it unsigned, ARM's sdot signed), so it takes the stored values (0..31) and the offset comes off
+/// as offset · (the activations' sum of the four), also exact: the integers are `dot4`'s.
+#[cfg(target_feature = "relaxed-simd")]
+#[inline(always)]
+fn relaxed_lanes<const KIND: u8>(b: &[u8], y0: v128, y1: v128) -> (v128, v128) {
+    let (x0, x1) = stored_values::<KIND>(b);
+    let zero = i32x4_splat(0);
+    let (mut l0, mut l1) = (
+        i32x4_relaxed_dot_i8x16_i7x16_add(y0, x0, zero),
+        i32x4_relaxed_dot_i8x16_i7x16_add(y1, x1, zero),
+    );
+    let off = offset::<KIND>();
+    if off != 0 {
+        let ones = i8x16_splat(1);
+        let (s0, s1) = (
+            i32x4_relaxed_dot_i8x16_i7x16_add(y0, ones, zero),
+            i32x4_relaxed_dot_i8x16_i7x16_add(y1, ones, zero),
+        );
+        let shift = off.trailing_zeros();
+        l0 = i32x4_sub(l0, i32x4_shl(s0, shift));
+        l1 = i32x4_sub(l1, i32x4_shl(s1, shift));
+    }
+    (l0, l1)
 }
 
 /// Where narrowing the f64x2 sum `s = ab + c` (`ab` an exact product, `c` an f32) to f32 could differ from one
