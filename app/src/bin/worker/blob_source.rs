@@ -5,13 +5,17 @@
 //! Each read is a round trip to the browser's blob storage, and a model's load reads tensor after tensor (~270 for
 //! SmolLM2-135M, most of them small): one round trip each made half of a cached load's time. So a small read takes
 //! a window of [`READ_AHEAD`] bytes from there on, and the reads after it that fall inside are served from memory.
+//! An OPFS file can do better still: with a synchronous access handle (dedicated workers only) a read is one call
+//! straight into wasm memory ([`BlobSource::with_sync_handle`]). The handle locks the file, so the host releases it
+//! once the weights are in ([`BlobSource::release`]); later reads, if any, go through the blob again.
 
 use crate::http_source::CancelCheck;
-use crate::js::{io, js_text};
+use crate::js::{call, io, js_text, object};
 use engine::source::ByteSource;
 use engine::{Error, Result};
 use js_sys::Uint8Array;
 use std::cell::RefCell;
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Blob;
 
@@ -25,12 +29,21 @@ pub struct BlobSource {
     cancelled: Option<CancelCheck>,
     /// The last window read ahead: its offset in the blob and its bytes.
     window: RefCell<Option<(u64, Vec<u8>)>>,
+    /// An OPFS `FileSystemSyncAccessHandle` on the same file, while the host holds it.
+    sync: RefCell<Option<JsValue>>,
 }
 
 impl BlobSource {
     pub fn new(blob: Blob, name: impl Into<String>) -> Self {
         let len = blob.size() as u64;
-        BlobSource { blob, name: name.into(), len, cancelled: None, window: RefCell::new(None) }
+        BlobSource {
+            blob,
+            name: name.into(),
+            len,
+            cancelled: None,
+            window: RefCell::new(None),
+            sync: RefCell::new(None),
+        }
     }
 
     /// Every later read fails with `Error::Cancelled` once `cancelled` says so.
@@ -39,7 +52,33 @@ impl BlobSource {
         self
     }
 
-    /// The whole blob, for the small JSON files of a safetensors folder.
+    /// Reads through `handle`, a `FileSystemSyncAccessHandle` on the blob's OPFS file, until [`Self::release`].
+    pub fn with_sync_handle(self, handle: JsValue) -> Self {
+        *self.sync.borrow_mut() = Some(handle);
+        self
+    }
+
+    /// Closes the synchronous access handle, if any, so that the file is no longer locked.
+    pub fn release(&self) {
+        if let Some(handle) = self.sync.borrow_mut().take() {
+            let _ = call(&handle, "close", &[]);
+        }
+    }
+
+    /// `len` bytes at `offset` through the synchronous handle, None when there is none or it failed (the blob then
+    /// reads them).
+    fn read_sync(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let sync = self.sync.borrow();
+        let handle = sync.as_ref()?;
+        let mut bytes = vec![0u8; len];
+        let at = object(&[("at", JsValue::from_f64(offset as f64))]);
+        // SAFETY: the view is used only by this call, and nothing allocates in wasm memory (which could grow it and
+        // detach the view) between its creation and the call's return.
+        let view = unsafe { Uint8Array::view_mut_raw(bytes.as_mut_ptr(), len) };
+        let read = call(handle, "read", &[&view, &at]).ok()?.as_f64()?;
+        (read as usize == len).then_some(bytes)
+    }
+
     pub async fn read_all(&self) -> Result<Vec<u8>> {
         self.read_at(0, self.len as usize).await
     }
@@ -93,7 +132,7 @@ impl ByteSource for BlobSource {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let bytes = match self.from_window(offset, len) {
+        let bytes = match self.read_sync(offset, len).or_else(|| self.from_window(offset, len)) {
             Some(bytes) => bytes,
             None if len < READ_AHEAD => {
                 let window_end = (offset + READ_AHEAD as u64).min(self.len);
@@ -112,5 +151,11 @@ impl ByteSource for BlobSource {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+}
+
+impl Drop for BlobSource {
+    fn drop(&mut self) {
+        self.release();
     }
 }

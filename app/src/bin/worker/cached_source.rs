@@ -7,12 +7,13 @@ use crate::cache_storage::CacheStore;
 use crate::download::Kind;
 use crate::http_source::{CancelCheck, HttpSource};
 use crate::js::{absolute_url, io};
-use crate::opfs::{Opfs, StoreError};
+use crate::opfs::{Opfs, Record, StoreError};
 use engine::format::safetensors;
 use engine::model::ModelFiles;
 use engine::protocol::{CacheEntry, Event, Origin, Store};
 use engine::source::ByteSource;
 use engine::{Error, Result};
+use wasm_bindgen::JsValue;
 use web_sys::File;
 
 /// A model file from any of the places a load can read.
@@ -40,6 +41,15 @@ impl ByteSource for Source {
         match self {
             Source::Http(s) => s.name(),
             Source::Blob(s) => s.name(),
+        }
+    }
+}
+
+impl Source {
+    /// Lets go of what the source holds only for a load's speed (an OPFS file's lock); it still reads after this.
+    pub fn release(&self) {
+        if let Source::Blob(s) = self {
+            s.release();
         }
     }
 }
@@ -101,12 +111,21 @@ async fn open_url(
     let blob = |b: BlobSource| Source::Blob(b);
     let opfs_problem = match Opfs::open().await {
         Ok(opfs) => {
+            let source = |record: &Record, file, sync: Option<JsValue>| {
+                let source = Opfs::source(record, file, cancelled.clone());
+                blob(match sync {
+                    Some(handle) => source.with_sync_handle(handle),
+                    None => source,
+                })
+            };
             if let Some((record, file)) = opfs.lookup(&url).await {
-                return Ok((blob(Opfs::source(&record, file, cancelled)), Origin::Cache { store: Store::Opfs }));
+                let sync = opfs.sync_handle(&record.file).await;
+                return Ok((source(&record, file, sync), Origin::Cache { store: Store::Opfs }));
             }
             match opfs.download_kind(&url, kind, &cancelled, progress).await {
                 Ok((record, file)) => {
-                    return Ok((blob(Opfs::source(&record, file, cancelled)), Origin::Network { store: Store::Opfs }));
+                    let sync = opfs.sync_handle(&record.file).await;
+                    return Ok((source(&record, file, sync), Origin::Network { store: Store::Opfs }));
                 }
                 Err(StoreError::Other(e)) => return Err(e),
                 Err(StoreError::Storage(why)) => why,

@@ -461,7 +461,9 @@ async fn finish<B: Backend>(shared: &Shared, model: Checked, backend: B, info: B
                 shared.post(&Event::Progress { stage: Stage::Weights, done, total });
             }
         })
-        .await?;
+        .await;
+    files.sources.iter().for_each(Source::release);
+    let model = model?;
     let stats = LoadStats { load_ms: js_sys::Date::now() - t0, wasm_memory_bytes: wasm_memory_bytes() };
     Ok(Loaded { files, origin, backend, model, tokenizer, template, context, info, stats })
 }

@@ -159,6 +159,15 @@ impl Opfs {
         call_async(&handle, "getFile", &[]).await.ok()?.dyn_into::<File>().ok()
     }
 
+    /// A read-only `FileSystemSyncAccessHandle` on file `name` (reads straight into wasm memory; see
+    /// `BlobSource::with_sync_handle`), where the browser gives one: None in a page, in browsers without them, or
+    /// while another context holds the file's lock.
+    pub async fn sync_handle(&self, name: &str) -> Option<JsValue> {
+        let handle = self.file_handle(name, false).await.ok()?;
+        let options = object(&[("mode", "read-only".into())]);
+        call_async(&handle, "createSyncAccessHandle", &[&options]).await.ok()
+    }
+
     /// Replaces file `name` with `text`.
     pub async fn write_text(&self, name: &str, text: &str) -> std::result::Result<(), StoreError> {
         let handle = self.file_handle(name, true).await.map_err(|e| storage(name, &e))?;
