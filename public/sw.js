@@ -1,5 +1,5 @@
-// Aviary's service worker: keeps the app shell (the page, both wasm bundles, the CSS, icons, manifest) so the app
-// starts offline, and nothing else. scripts/stamp-sw.sh writes the built copy from this template: __AVIARY_BUILD__
+// Aviary's service worker: keeps the app shell (the page, its wasm, the engine's worker, the CSS, icons, manifest)
+// so the app starts offline, and nothing else. scripts/stamp-sw.sh writes the built copy from this template: __AVIARY_BUILD__
 // becomes a hash over the shell's files and __AVIARY_SHELL__ their list, so every build that changes the shell gets
 // a cache of its own and a byte-different worker, which is how the browser finds the update.
 //
@@ -22,10 +22,30 @@ const shellUrls = new Set(SHELL.map((p) => new URL(p, self.location).href));
 const indexUrl = new URL('index.html', self.location).href;
 const scope = self.registration.scope;
 
+// The engine's worker is built three times (portable, SIMD128, SIMD128 + relaxed SIMD; 6–7 MB each) and the page
+// starts the most capable one this browser validates (app/src/bridge.rs, whose probe modules these are), so only that
+// one is precached. Another one (`?simd=0`, `?simd=128`) is kept once fetched.
+const WORKER_FILE = /^worker(-simd|-relaxed)?(_bg\.wasm|\.js|_loader\.js)$/;
+const SIMD128_PROBE = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 8, 1, 6, 0, 65, 0, 253, 15, 11];
+const RELAXED_SIMD_PROBE = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 19, 1, 17, 0, 65, 0, 253,
+  15, 65, 0, 253, 15, 65, 0, 253, 15, 253, 133, 2, 11];
+function validates(bytes) {
+  try {
+    return WebAssembly.validate(new Uint8Array(bytes));
+  } catch {
+    return false;
+  }
+}
+const workerBuild = validates(RELAXED_SIMD_PROBE) ? '-relaxed' : validates(SIMD128_PROBE) ? '-simd' : undefined;
+const precached = SHELL.filter((p) => {
+  const m = WORKER_FILE.exec(p);
+  return !m || m[1] === workerBuild;
+}).map((p) => new URL(p, self.location).href);
+
 self.addEventListener('install', (event) => {
   // `reload`: the browser's HTTP cache may hold an older file under the same name (index.html, worker.js).
   event.waitUntil(caches.open(CACHE).then((cache) =>
-    cache.addAll([...shellUrls].map((url) => new Request(url, { cache: 'reload' })))));
+    cache.addAll(precached.map((url) => new Request(url, { cache: 'reload' })))));
 });
 
 self.addEventListener('activate', (event) => {
@@ -62,7 +82,14 @@ function isolated(response) {
 
 async function fromShell(url, request) {
   const cached = await caches.match(url, { cacheName: CACHE });
-  return isolated(cached ?? await fetch(request));
+  if (cached) return isolated(cached);
+  const response = await fetch(request);
+  // A shell file left out of the precache (another worker build) is kept once it has been used.
+  if (response.ok && url !== indexUrl) {
+    const copy = response.clone();
+    caches.open(CACHE).then((cache) => cache.put(url, copy)).catch(() => {});
+  }
+  return isolated(response);
 }
 
 self.addEventListener('fetch', (event) => {
