@@ -359,3 +359,184 @@ pub unsafe fn dot_q6_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
         sacc
     }
 }
+
+// Tiles of 2 weight rows × 4 activation rows for the K-quants' batched products. Each weight block is unpacked once
+// for the four activation rows; the eight pairs' integer sums are then brought into the eight lanes of one vector
+// (pair p = 4·row + activation), so each pair's float steps are one lane of a vector operation: the same
+// operations, in the same order, as the pair's lone product ([`dot_q4_k`], [`dot_q6_k`]), hence the same bits.
+
+/// Lane p of the result is the sum of `v[p]`'s eight lanes (exact: the sums are far below 2³¹).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_each(v: [__m256i; 8]) -> __m256i {
+    // hadd works within 128-bit halves: after two rounds q0 holds v[0..4]'s low-half sums, then their high halves.
+    let q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    let q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(q0, q1, 0x20),
+        _mm256_permute2x128_si256(q0, q1, 0x31),
+    )
+}
+
+/// `[x0 ×4, x1 ×4]`: a weight row's value in its pairs' lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn per_row(x0: f32, x1: f32) -> __m256 {
+    _mm256_set_m128(_mm_set1_ps(x1), _mm_set1_ps(x0))
+}
+
+/// `[y0, y1, y2, y3] ×2`: an activation row's value in its pairs' lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn per_act(y: [f32; 4]) -> __m256 {
+    _mm256_set_ps(y[3], y[2], y[1], y[0], y[3], y[2], y[1], y[0])
+}
+
+fn lanes_f32(v: __m256) -> [f32; 8] {
+    // SAFETY: __m256 and [f32; 8] have the same size, and every bit pattern is a valid f32.
+    unsafe { std::mem::transmute(v) }
+}
+
+/// A Q4_K / Q5_K block's twelve scale bytes as 16: the eight 6-bit scales, then the eight mins ([`k_scales_mins`]
+/// with 32-bit words, as ggml unpacks them).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_scales_mins_vec(s: *const u8) -> __m128i {
+    const M6: u32 = 0x3f3f_3f3f;
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let u = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let sc_hi = (u2 & M4) | (((u0 >> 6) & M2) << 4);
+    let mn_hi = ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4);
+    _mm_set_epi32(mn_hi as i32, (u1 & M6) as i32, sc_hi as i32, (u0 & M6) as i32)
+}
+
+/// [`dot_q4_k`] with `KPath::RepackedGemm` for 2 weight rows × 4 activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4k_gemm_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
+    let blocks = a[0].len();
+    debug_assert!(w.iter().all(|w| w.len() == blocks * 144));
+    debug_assert!(a.iter().all(|a| a.len() == blocks));
+    let low = _mm256_set1_epi8(0x0F);
+    // Byte pairs (2j, 2j+1) of a 16-bit vector, to broadcast its lane j.
+    let lane16 = |j: i16| _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j));
+    let (mut sacc, mut saccm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in 0..blocks {
+        let b: [*const u8; 2] = [w[0].as_ptr().add(144 * i), w[1].as_ptr().add(144 * i)];
+        let y: [&BlockQ8K; 4] = std::array::from_fn(|c| &a[c][i]);
+        let packed = [k_scales_mins_vec(b[0].add(4)), k_scales_mins_vec(b[1].add(4))];
+        // The scales as 16-bit lanes (both halves), the mins each twice: [m0, m0, m1, m1, …] against the bsums.
+        let scales = packed.map(|p| _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(p)));
+        let twice = _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+        let mins = packed.map(|p| _mm256_cvtepu8_epi16(_mm_shuffle_epi8(p, twice)));
+        let yd = per_act(y.map(|y| y.d));
+        let da = _mm256_mul_ps(per_row(f16_at(b[0]), f16_at(b[1])), yd);
+        let dmina = _mm256_mul_ps(per_row(f16_at(b[0].add(2)), f16_at(b[1].add(2))), yd);
+        // Lane k of a pair's mins vector: m[k]·(bsums[2k] + bsums[2k+1]); a 64-value chunk c sums lanes 2c, 2c+1.
+        let m: [__m256i; 8] = std::array::from_fn(|p| {
+            let sums = _mm256_loadu_si256(y[p % 4].bsums.as_ptr() as *const __m256i);
+            _mm256_madd_epi16(sums, mins[p / 4])
+        });
+        let h = [
+            _mm256_castsi256_ps(_mm256_hadd_epi32(m[0], m[1])),
+            _mm256_castsi256_ps(_mm256_hadd_epi32(m[2], m[3])),
+            _mm256_castsi256_ps(_mm256_hadd_epi32(m[4], m[5])),
+            _mm256_castsi256_ps(_mm256_hadd_epi32(m[6], m[7])),
+        ];
+        let even = [_mm256_shuffle_ps(h[0], h[1], 0x88), _mm256_shuffle_ps(h[2], h[3], 0x88)];
+        let odd = [_mm256_shuffle_ps(h[0], h[1], 0xDD), _mm256_shuffle_ps(h[2], h[3], 0xDD)];
+        let chunk_mins = [
+            _mm256_permute2f128_ps(even[0], even[1], 0x20),
+            _mm256_permute2f128_ps(odd[0], odd[1], 0x20),
+            _mm256_permute2f128_ps(even[0], even[1], 0x31),
+            _mm256_permute2f128_ps(odd[0], odd[1], 0x31),
+        ]
+        .map(|x| _mm256_castps_si256(x));
+        for (c, chunk_min) in chunk_mins.into_iter().enumerate() {
+            let bits = b.map(|b| load32(b.add(16 + 32 * c)));
+            let lo = bits.map(|x| _mm256_and_si256(x, low));
+            let hi = bits.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+            let sc_lo = scales.map(|s| _mm256_shuffle_epi8(s, lane16(2 * c as i16)));
+            let sc_hi = scales.map(|s| _mm256_shuffle_epi8(s, lane16(2 * c as i16 + 1)));
+            let v: [__m256i; 8] = std::array::from_fn(|p| {
+                let (r, q8) = (p / 4, y[p % 4].qs.as_ptr() as *const u8);
+                let l = _mm256_maddubs_epi16(lo[r], load32(q8.add(64 * c)));
+                let h = _mm256_maddubs_epi16(hi[r], load32(q8.add(64 * c + 32)));
+                _mm256_add_epi32(_mm256_madd_epi16(l, sc_lo[r]), _mm256_madd_epi16(h, sc_hi[r]))
+            });
+            sacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_each(v)), da, sacc);
+            saccm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_min), dmina, saccm);
+        }
+    }
+    let out = lanes_f32(_mm256_sub_ps(sacc, saccm));
+    [
+        [out[0], out[1], out[2], out[3]],
+        [out[4], out[5], out[6], out[7]],
+    ]
+}
+
+/// [`dot_q6_k`] with `KPath::Tiled` for 2 weight rows × 4 activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6k_tiled_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
+    let blocks = a[0].len();
+    debug_assert!(w.iter().all(|w| w.len() == blocks * 210));
+    debug_assert!(a.iter().all(|a| a.len() == blocks));
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x03);
+    let mut sacc = _mm256_setzero_ps();
+    for i in 0..blocks {
+        let y: [&BlockQ8K; 4] = std::array::from_fn(|c| &a[c][i]);
+        let mut v = [_mm256_setzero_si256(); 8];
+        for (r, w) in w.iter().enumerate() {
+            let b = w.as_ptr().add(210 * i);
+            let scales = b.add(192);
+            for n in 0..2 {
+                let ql0 = load32(b.add(64 * n));
+                let ql1 = load32(b.add(64 * n + 32));
+                let qh = load32(b.add(128 + 32 * n));
+                let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, two), 4);
+                let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4);
+                let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4);
+                let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4);
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, low), h0),
+                    _mm256_or_si256(_mm256_and_si256(ql1, low), h1),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), h2),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), h3),
+                ];
+                for (rr, &qr) in q.iter().enumerate() {
+                    let g = 8 * n + 2 * rr;
+                    let sc = _mm256_set_m128i(
+                        _mm_set1_epi16(*scales.add(g + 1) as i8 as i16),
+                        _mm_set1_epi16(*scales.add(g) as i8 as i16),
+                    );
+                    for (c, y) in y.iter().enumerate() {
+                        let q8 = y.qs.as_ptr() as *const u8;
+                        let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * rr)));
+                        v[4 * r + c] = _mm256_add_epi32(v[4 * r + c], _mm256_madd_epi16(p, sc));
+                    }
+                }
+            }
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
+            for (c, y) in y.iter().enumerate() {
+                let sums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                let off = _mm256_slli_epi32(_mm256_madd_epi16(sums, sc16), 5);
+                v[4 * r + c] = _mm256_sub_epi32(v[4 * r + c], off);
+            }
+        }
+        let dw = per_row(
+            f16_at(w[0].as_ptr().add(210 * i + 208)),
+            f16_at(w[1].as_ptr().add(210 * i + 208)),
+        );
+        let total = _mm256_cvtepi32_ps(sum_each(v));
+        sacc = _mm256_fmadd_ps(_mm256_mul_ps(dw, total), per_act(y.map(|y| y.d)), sacc);
+    }
+    let out = lanes_f32(sacc);
+    [
+        [out[0], out[1], out[2], out[3]],
+        [out[4], out[5], out[6], out[7]],
+    ]
+}
