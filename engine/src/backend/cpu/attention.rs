@@ -124,13 +124,15 @@ pub fn attend(
         // llama.cpp's kqv goes through tinyBLAS when there are several queries and the head size suits its 4-row
         // tiles.
         let batch = d % 4 == 0;
-        let job = |t: usize, h: usize, o: &mut [f32]| {
+        // One job per position and kv head: the query heads sharing a kv head read each key and value once
+        // between them (a head's keys and values outgrow L2 at a few hundred positions).
+        let job = |t: usize, g: usize, o: &mut [f32]| {
             let qpos = start_pos + t;
-            head(
+            group_heads(
                 simd,
-                &q[(t * hq + h) * d..][..d],
+                &q[(t * hq + g * group) * d..][..group * d],
                 cache,
-                h / group,
+                g,
                 visible_from(qpos),
                 qpos,
                 p,
@@ -138,7 +140,7 @@ pub fn attend(
                 o,
             );
         };
-        for_each_head(&mut out, rows, hq, d, job);
+        for_each_head(&mut out, rows, hkv, group * d, job);
     }
 
     // Keep only what a later query can still see.
@@ -156,23 +158,24 @@ pub fn attend(
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+/// Runs `job(row, head, out)` for every `size`-value piece of `out`, `heads` per row.
 fn for_each_head(
     out: &mut [f32],
     rows: usize,
-    hq: usize,
-    d: usize,
+    heads: usize,
+    size: usize,
     job: impl Fn(usize, usize, &mut [f32]) + Sync,
 ) {
     use rayon::prelude::*;
-    // Small problems (decode of a short context) are not worth waking the pool for.
-    if rows * hq < 4 {
-        out.chunks_exact_mut(d)
+    // Small problems are not worth waking the pool for.
+    if rows * heads < 2 {
+        out.chunks_exact_mut(size)
             .enumerate()
-            .for_each(|(i, o)| job(i / hq, i % hq, o));
+            .for_each(|(i, o)| job(i / heads, i % heads, o));
     } else {
-        out.par_chunks_exact_mut(d)
+        out.par_chunks_exact_mut(size)
             .enumerate()
-            .for_each(|(i, o)| job(i / hq, i % hq, o));
+            .for_each(|(i, o)| job(i / heads, i % heads, o));
     }
 }
 
@@ -180,13 +183,13 @@ fn for_each_head(
 fn for_each_head(
     out: &mut [f32],
     _rows: usize,
-    hq: usize,
-    d: usize,
+    heads: usize,
+    size: usize,
     job: impl Fn(usize, usize, &mut [f32]) + Sync,
 ) {
-    out.chunks_exact_mut(d)
+    out.chunks_exact_mut(size)
         .enumerate()
-        .for_each(|(i, o)| job(i / hq, i % hq, o));
+        .for_each(|(i, o)| job(i / heads, i % heads, o));
 }
 
 /// The two inner loops of a head whose shape decides the bits: q·k (`ggml_vec_dot_f32`) and exp over 8 lanes
@@ -253,11 +256,13 @@ impl HeadOps for Avx2 {
     }
 }
 
-/// One query head at position `qpos` over cached positions lo..=qpos of kv head `g`, into `out` (`head_dim`).
+/// The query heads of kv head `g` (`qs`: `[head][head_dim]`) at position `qpos` over cached positions lo..=qpos,
+/// into `out` (`[head][head_dim]`). Each head gets exactly the operations it would alone; they are interleaved so
+/// that every key and value is read once for the group.
 #[allow(clippy::too_many_arguments)]
-fn head(
+fn group_heads(
     simd: bool,
-    q: &[f32],
+    qs: &[f32],
     cache: &CpuKvCache,
     g: usize,
     lo: usize,
@@ -269,23 +274,23 @@ fn head(
     #[cfg(target_arch = "x86_64")]
     if simd && super::ops::fma_available() {
         // SAFETY: the CPU supports AVX2 and FMA.
-        unsafe { head_avx2(q, cache, g, lo, qpos, p, batch, out) };
+        unsafe { group_heads_avx2(qs, cache, g, lo, qpos, p, batch, out) };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if simd {
-        head_impl::<Simd128>(q, cache, g, lo, qpos, p, batch, out);
+        group_heads_impl::<Simd128>(qs, cache, g, lo, qpos, p, batch, out);
         return;
     }
     let _ = simd;
-    head_impl::<Portable>(q, cache, g, lo, qpos, p, batch, out);
+    group_heads_impl::<Portable>(qs, cache, g, lo, qpos, p, batch, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn head_avx2(
-    q: &[f32],
+unsafe fn group_heads_avx2(
+    qs: &[f32],
     cache: &CpuKvCache,
     g: usize,
     lo: usize,
@@ -294,13 +299,13 @@ unsafe fn head_avx2(
     batch: bool,
     out: &mut [f32],
 ) {
-    head_impl::<Avx2>(q, cache, g, lo, qpos, p, batch, out);
+    group_heads_impl::<Avx2>(qs, cache, g, lo, qpos, p, batch, out);
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn head_impl<H: HeadOps>(
-    q: &[f32],
+fn group_heads_impl<H: HeadOps>(
+    qs: &[f32],
     cache: &CpuKvCache,
     g: usize,
     lo: usize,
@@ -310,42 +315,46 @@ fn head_impl<H: HeadOps>(
     out: &mut [f32],
 ) {
     let d = p.head_dim;
+    let heads = qs.len() / d;
     let (keys, values) = (&cache.k[g], &cache.v[g]);
     let base = |pos: usize| (pos - cache.first_pos) * d;
+    let cells = qpos + 1 - lo;
 
     // (Plain loops, not iterator closures: closures are not compiled with the caller's AVX2 + FMA features.)
-    let mut w = vec![0f32; qpos + 1 - lo];
+    // Scores `[head][cell]`.
+    let mut w = vec![0f32; heads * cells];
     for (i, pos) in (lo..=qpos).enumerate() {
-        w[i] = score::<H>(&keys[base(pos)..][..d], q, p);
+        let key = &keys[base(pos)..][..d];
+        for h in 0..heads {
+            w[h * cells + i] = score::<H>(key, &qs[h * d..][..d], p);
+        }
     }
-    softmax::<H>(&mut w, lo, qpos);
+    for h in 0..heads {
+        softmax::<H>(&mut w[h * cells..][..cells], lo, qpos);
+    }
 
-    if batch {
-        // tinyBLAS: per output value, 8 lane accumulators over the cells, fused multiply-adds, then hsum.
-        let mut acc = vec![0f32; 8 * d];
-        for (i, &pw) in w.iter().enumerate() {
-            let pos = lo + i;
+    // tinyBLAS (a batch of queries): per output value, 8 lane accumulators over the cells, fused multiply-adds, then
+    // hsum. ggml_vec_dot_f32 (otherwise): 4 accumulators of 8 lanes over chunks of 32 cells.
+    let lanes = if batch { 8 } else { 32 };
+    let mut acc = vec![0f32; heads * lanes * d];
+    for (i, pos) in (lo..=qpos).enumerate() {
+        let v = &values[base(pos)..][..d];
+        for h in 0..heads {
             H::axpy(
-                pw,
-                &values[base(pos)..][..d],
-                &mut acc[(pos % 8) * d..][..d],
+                w[h * cells + i],
+                v,
+                &mut acc[(h * lanes + pos % lanes) * d..][..d],
             );
         }
+    }
+    for (h, out) in out.chunks_exact_mut(d).enumerate() {
+        let acc = &acc[h * lanes * d..][..lanes * d];
         for (dd, o) in out.iter_mut().enumerate() {
-            let lanes: [f32; 8] = std::array::from_fn(|l| acc[l * d + dd]);
-            *o = hsum8(&lanes);
-        }
-    } else {
-        // ggml_vec_dot_f32: 4 accumulators of 8 lanes over chunks of 32 cells.
-        let mut acc = vec![0f32; 32 * d];
-        for (i, &pw) in w.iter().enumerate() {
-            let pos = lo + i;
-            let v = &values[base(pos)..][..d];
-            H::axpy(pw, v, &mut acc[(pos % 32) * d..][..d]);
-        }
-        for (dd, o) in out.iter_mut().enumerate() {
-            let lanes: [f32; 32] = std::array::from_fn(|l| acc[l * d + dd]);
-            *o = reduce_f32x32(&lanes);
+            *o = if batch {
+                hsum8(&std::array::from_fn(|l| acc[l * d + dd]))
+            } else {
+                reduce_f32x32(&std::array::from_fn(|l| acc[l * d + dd]))
+            };
         }
     }
 }
