@@ -412,6 +412,28 @@ unsafe fn k_scales_mins_vec(s: *const u8) -> __m128i {
     _mm_set_epi32(mn_hi as i32, (u1 & M6) as i32, sc_hi as i32, (u0 & M6) as i32)
 }
 
+/// One weight row's 64-value chunk `c` of a Q4_K block (`b`) against four activation rows: each pair's eight lanes
+/// of Σ scale·q·y ([`q4k_lanes`]'s chunk c). `scales` holds the block's scales as 16-bit lanes, in both halves.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_chunk4(b: *const u8, scales: __m256i, c: usize, y: [*const u8; 4]) -> [__m256i; 4] {
+    let low = _mm256_set1_epi8(0x0F);
+    let bits = load32(b.add(16 + 32 * c));
+    let lo = _mm256_and_si256(bits, low);
+    let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
+    // Bytes 4c..4c+3 of the 16-bit scales: lanes 2c (low nibbles) and 2c + 1 (high), each broadcast.
+    let pick = |j: i16| _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j));
+    let sc_lo = _mm256_shuffle_epi8(scales, pick(2 * c as i16));
+    let sc_hi = _mm256_shuffle_epi8(scales, pick(2 * c as i16 + 1));
+    let mut v = [_mm256_setzero_si256(); 4];
+    for a in 0..4 {
+        let l = _mm256_maddubs_epi16(lo, load32(y[a].add(64 * c)));
+        let h = _mm256_maddubs_epi16(hi, load32(y[a].add(64 * c + 32)));
+        v[a] = _mm256_add_epi32(_mm256_madd_epi16(l, sc_lo), _mm256_madd_epi16(h, sc_hi));
+    }
+    v
+}
+
 /// [`dot_q4_k`] with `KPath::RepackedGemm` for 2 weight rows × 4 activation rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -419,55 +441,55 @@ pub unsafe fn q4k_gemm_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2]
     let blocks = a[0].len();
     debug_assert!(w.iter().all(|w| w.len() == blocks * 144));
     debug_assert!(a.iter().all(|a| a.len() == blocks));
-    let low = _mm256_set1_epi8(0x0F);
-    // Byte pairs (2j, 2j+1) of a 16-bit vector, to broadcast its lane j.
-    let lane16 = |j: i16| _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j));
+    // The mins each twice, [m0, m0, m1, m1, …], to meet the bsums in pairs.
+    let twice = _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
     let (mut sacc, mut saccm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for i in 0..blocks {
-        let b: [*const u8; 2] = [w[0].as_ptr().add(144 * i), w[1].as_ptr().add(144 * i)];
-        let y: [&BlockQ8K; 4] = std::array::from_fn(|c| &a[c][i]);
-        let packed = [k_scales_mins_vec(b[0].add(4)), k_scales_mins_vec(b[1].add(4))];
-        // The scales as 16-bit lanes (both halves), the mins each twice: [m0, m0, m1, m1, …] against the bsums.
-        let scales = packed.map(|p| _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(p)));
-        let twice = _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
-        let mins = packed.map(|p| _mm256_cvtepu8_epi16(_mm_shuffle_epi8(p, twice)));
-        let yd = per_act(y.map(|y| y.d));
-        let da = _mm256_mul_ps(per_row(f16_at(b[0]), f16_at(b[1])), yd);
-        let dmina = _mm256_mul_ps(per_row(f16_at(b[0].add(2)), f16_at(b[1].add(2))), yd);
-        // Lane k of a pair's mins vector: m[k]·(bsums[2k] + bsums[2k+1]); a 64-value chunk c sums lanes 2c, 2c+1.
-        let m: [__m256i; 8] = std::array::from_fn(|p| {
-            let sums = _mm256_loadu_si256(y[p % 4].bsums.as_ptr() as *const __m256i);
-            _mm256_madd_epi16(sums, mins[p / 4])
-        });
-        let h = [
-            _mm256_castsi256_ps(_mm256_hadd_epi32(m[0], m[1])),
-            _mm256_castsi256_ps(_mm256_hadd_epi32(m[2], m[3])),
-            _mm256_castsi256_ps(_mm256_hadd_epi32(m[4], m[5])),
-            _mm256_castsi256_ps(_mm256_hadd_epi32(m[6], m[7])),
+        let (b0, b1) = (w[0].as_ptr().add(144 * i), w[1].as_ptr().add(144 * i));
+        let y = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let q8 = [
+            y[0].qs.as_ptr() as *const u8,
+            y[1].qs.as_ptr() as *const u8,
+            y[2].qs.as_ptr() as *const u8,
+            y[3].qs.as_ptr() as *const u8,
         ];
-        let even = [_mm256_shuffle_ps(h[0], h[1], 0x88), _mm256_shuffle_ps(h[2], h[3], 0x88)];
-        let odd = [_mm256_shuffle_ps(h[0], h[1], 0xDD), _mm256_shuffle_ps(h[2], h[3], 0xDD)];
+        let (p0, p1) = (k_scales_mins_vec(b0.add(4)), k_scales_mins_vec(b1.add(4)));
+        let scales0 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(p0));
+        let scales1 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(p1));
+        let mins0 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(p0, twice));
+        let mins1 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(p1, twice));
+        let yd = per_act([y[0].d, y[1].d, y[2].d, y[3].d]);
+        let da = _mm256_mul_ps(per_row(f16_at(b0), f16_at(b1)), yd);
+        let dmina = _mm256_mul_ps(per_row(f16_at(b0.add(2)), f16_at(b1.add(2))), yd);
+        // Lane k of a pair's mins vector: m[k]·(bsums[2k] + bsums[2k+1]); 64-value chunk c sums lanes 2c and 2c+1.
+        let mut m = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let sums = _mm256_loadu_si256(y[c].bsums.as_ptr() as *const __m256i);
+            m[c] = _mm256_madd_epi16(sums, mins0);
+            m[4 + c] = _mm256_madd_epi16(sums, mins1);
+        }
+        let h01 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[0], m[1]));
+        let h23 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[2], m[3]));
+        let h45 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[4], m[5]));
+        let h67 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[6], m[7]));
+        let (e0, e1) = (_mm256_shuffle_ps(h01, h23, 0x88), _mm256_shuffle_ps(h45, h67, 0x88));
+        let (o0, o1) = (_mm256_shuffle_ps(h01, h23, 0xDD), _mm256_shuffle_ps(h45, h67, 0xDD));
         let chunk_mins = [
-            _mm256_permute2f128_ps(even[0], even[1], 0x20),
-            _mm256_permute2f128_ps(odd[0], odd[1], 0x20),
-            _mm256_permute2f128_ps(even[0], even[1], 0x31),
-            _mm256_permute2f128_ps(odd[0], odd[1], 0x31),
-        ]
-        .map(|x| _mm256_castps_si256(x));
-        for (c, chunk_min) in chunk_mins.into_iter().enumerate() {
-            let bits = b.map(|b| load32(b.add(16 + 32 * c)));
-            let lo = bits.map(|x| _mm256_and_si256(x, low));
-            let hi = bits.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
-            let sc_lo = scales.map(|s| _mm256_shuffle_epi8(s, lane16(2 * c as i16)));
-            let sc_hi = scales.map(|s| _mm256_shuffle_epi8(s, lane16(2 * c as i16 + 1)));
-            let v: [__m256i; 8] = std::array::from_fn(|p| {
-                let (r, q8) = (p / 4, y[p % 4].qs.as_ptr() as *const u8);
-                let l = _mm256_maddubs_epi16(lo[r], load32(q8.add(64 * c)));
-                let h = _mm256_maddubs_epi16(hi[r], load32(q8.add(64 * c + 32)));
-                _mm256_add_epi32(_mm256_madd_epi16(l, sc_lo[r]), _mm256_madd_epi16(h, sc_hi[r]))
-            });
-            sacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_each(v)), da, sacc);
-            saccm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_min), dmina, saccm);
+            _mm256_permute2f128_ps(e0, e1, 0x20),
+            _mm256_permute2f128_ps(o0, o1, 0x20),
+            _mm256_permute2f128_ps(e0, e1, 0x31),
+            _mm256_permute2f128_ps(o0, o1, 0x31),
+        ];
+        for (c, &chunk_min) in chunk_mins.iter().enumerate() {
+            let [v0, v1, v2, v3] = q4k_chunk4(b0, scales0, c, q8);
+            let [v4, v5, v6, v7] = q4k_chunk4(b1, scales1, c, q8);
+            let sums = sum_each([v0, v1, v2, v3, v4, v5, v6, v7]);
+            sacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), da, sacc);
+            saccm = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_castps_si256(chunk_min)),
+                dmina,
+                saccm,
+            );
         }
     }
     let out = lanes_f32(_mm256_sub_ps(sacc, saccm));
@@ -477,6 +499,49 @@ pub unsafe fn q4k_gemm_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2]
     ]
 }
 
+/// One weight row's Q6_K block (`b`) against four activation rows: each pair's eight lanes ([`q6k_lanes`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_lanes4(b: *const u8, y: [&BlockQ8K; 4]) -> [__m256i; 4] {
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x03);
+    let scales = b.add(192);
+    let mut v = [_mm256_setzero_si256(); 4];
+    for n in 0..2 {
+        let ql0 = load32(b.add(64 * n));
+        let ql1 = load32(b.add(64 * n + 32));
+        let qh = load32(b.add(128 + 32 * n));
+        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, two), 4);
+        let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4);
+        let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4);
+        let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4);
+        let q = [
+            _mm256_or_si256(_mm256_and_si256(ql0, low), h0),
+            _mm256_or_si256(_mm256_and_si256(ql1, low), h1),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), h2),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), h3),
+        ];
+        for (r, &qr) in q.iter().enumerate() {
+            let g = 8 * n + 2 * r;
+            let sc = _mm256_set_m128i(
+                _mm_set1_epi16(*scales.add(g + 1) as i8 as i16),
+                _mm_set1_epi16(*scales.add(g) as i8 as i16),
+            );
+            for c in 0..4 {
+                let q8 = y[c].qs.as_ptr() as *const u8;
+                let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
+                v[c] = _mm256_add_epi32(v[c], _mm256_madd_epi16(p, sc));
+            }
+        }
+    }
+    let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
+    for c in 0..4 {
+        let sums = _mm256_loadu_si256(y[c].bsums.as_ptr() as *const __m256i);
+        v[c] = _mm256_sub_epi32(v[c], _mm256_slli_epi32(_mm256_madd_epi16(sums, sc16), 5));
+    }
+    v
+}
+
 /// [`dot_q6_k`] with `KPath::Tiled` for 2 weight rows × 4 activation rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -484,55 +549,16 @@ pub unsafe fn q6k_tiled_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2
     let blocks = a[0].len();
     debug_assert!(w.iter().all(|w| w.len() == blocks * 210));
     debug_assert!(a.iter().all(|a| a.len() == blocks));
-    let low = _mm256_set1_epi8(0x0F);
-    let two = _mm256_set1_epi8(0x03);
     let mut sacc = _mm256_setzero_ps();
     for i in 0..blocks {
-        let y: [&BlockQ8K; 4] = std::array::from_fn(|c| &a[c][i]);
-        let mut v = [_mm256_setzero_si256(); 8];
-        for (r, w) in w.iter().enumerate() {
-            let b = w.as_ptr().add(210 * i);
-            let scales = b.add(192);
-            for n in 0..2 {
-                let ql0 = load32(b.add(64 * n));
-                let ql1 = load32(b.add(64 * n + 32));
-                let qh = load32(b.add(128 + 32 * n));
-                let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, two), 4);
-                let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4);
-                let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4);
-                let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4);
-                let q = [
-                    _mm256_or_si256(_mm256_and_si256(ql0, low), h0),
-                    _mm256_or_si256(_mm256_and_si256(ql1, low), h1),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), h2),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), h3),
-                ];
-                for (rr, &qr) in q.iter().enumerate() {
-                    let g = 8 * n + 2 * rr;
-                    let sc = _mm256_set_m128i(
-                        _mm_set1_epi16(*scales.add(g + 1) as i8 as i16),
-                        _mm_set1_epi16(*scales.add(g) as i8 as i16),
-                    );
-                    for (c, y) in y.iter().enumerate() {
-                        let q8 = y.qs.as_ptr() as *const u8;
-                        let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * rr)));
-                        v[4 * r + c] = _mm256_add_epi32(v[4 * r + c], _mm256_madd_epi16(p, sc));
-                    }
-                }
-            }
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
-            for (c, y) in y.iter().enumerate() {
-                let sums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-                let off = _mm256_slli_epi32(_mm256_madd_epi16(sums, sc16), 5);
-                v[4 * r + c] = _mm256_sub_epi32(v[4 * r + c], off);
-            }
-        }
-        let dw = per_row(
-            f16_at(w[0].as_ptr().add(210 * i + 208)),
-            f16_at(w[1].as_ptr().add(210 * i + 208)),
-        );
-        let total = _mm256_cvtepi32_ps(sum_each(v));
-        sacc = _mm256_fmadd_ps(_mm256_mul_ps(dw, total), per_act(y.map(|y| y.d)), sacc);
+        let (b0, b1) = (w[0].as_ptr().add(210 * i), w[1].as_ptr().add(210 * i));
+        let y = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
+        let [v0, v1, v2, v3] = q6k_lanes4(b0, y);
+        let [v4, v5, v6, v7] = q6k_lanes4(b1, y);
+        let total = _mm256_cvtepi32_ps(sum_each([v0, v1, v2, v3, v4, v5, v6, v7]));
+        let dw = per_row(f16_at(b0.add(208)), f16_at(b1.add(208)));
+        let yd = per_act([y[0].d, y[1].d, y[2].d, y[3].d]);
+        sacc = _mm256_fmadd_ps(_mm256_mul_ps(dw, total), yd, sacc);
     }
     let out = lanes_f32(sacc);
     [

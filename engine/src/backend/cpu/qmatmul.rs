@@ -541,22 +541,23 @@ unsafe fn rows_avx2<K: Kernel>(
     nb: usize,
     pieces: &mut [&mut [f32]],
 ) {
+    // Whole groups of activation rows (a batch's sequences) share each unpacked weight block; the rest go alone.
+    let act_rows: Vec<&[K::Act]> = acts.chunks_exact(nb).collect();
+    let grouped = act_rows.len() - act_rows.len() % ACTS;
     let mut pairs = w.chunks_exact(2 * row_bytes);
     let mut jj = 0;
     for pair in &mut pairs {
         super::ops::prefetch(w, jj * row_bytes + PREFETCH_AHEAD, 2 * row_bytes);
         let (w0, w1) = pair.split_at(row_bytes);
-        let mut rows = pieces.iter_mut().zip(acts.chunks_exact(nb));
-        // Whole groups of activation rows (a batch's sequences) share each unpacked weight block.
-        while rows.len() >= ACTS {
-            let group: [_; ACTS] = std::array::from_fn(|_| rows.next().expect("counted"));
-            let y = unsafe { K::dot2_acts_avx2(w0, w1, std::array::from_fn(|c| group[c].1)) };
-            for (c, (piece, _)) in group.into_iter().enumerate() {
+        for g in (0..grouped).step_by(ACTS) {
+            let group: &[&[K::Act]; ACTS] = act_rows[g..g + ACTS].try_into().expect("ACTS rows");
+            let y = unsafe { K::dot2_acts_avx2(w0, w1, *group) };
+            for (c, piece) in pieces[g..g + ACTS].iter_mut().enumerate() {
                 piece[jj] = y[0][c];
                 piece[jj + 1] = y[1][c];
             }
         }
-        for (piece, act) in rows {
+        for (piece, act) in pieces[grouped..].iter_mut().zip(&act_rows[grouped..]) {
             let [y0, y1] = unsafe { K::dot2_avx2(w0, w1, act) };
             piece[jj] = y0;
             piece[jj + 1] = y1;
