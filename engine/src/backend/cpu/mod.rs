@@ -115,6 +115,39 @@ pub struct CpuRope {
     /// ggml's per-pair angle multiplier, when the table allows computing angles its way.
     theta_scale: Option<f32>,
     layout: RopeLayout,
+    /// cos and sin of every pair's angle for positions 0.. (`[position][cos half, sin half]`), filled as positions
+    /// are first used: every layer rotates q and k at the same positions, and the sines and cosines (glibc's
+    /// algorithm, see `libm`) cost more than the rotations.
+    angles: std::sync::Mutex<Vec<f32>>,
+}
+
+/// Positions whose angles a [`CpuRope`] keeps (4 MiB for a head size of 256); later ones are computed per use.
+const ROPE_CACHED_POSITIONS: usize = 8192;
+
+impl CpuRope {
+    /// Runs `f` on the angles of positions start..start + rows, from the table where it can hold them.
+    fn with_angles<R>(&self, start: usize, rows: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+        let half = self.inv_freq.len();
+        let fill = |table: &mut Vec<f32>, from: usize, to: usize| {
+            let at = table.len();
+            table.resize(at + (to - from) * 2 * half, 0.0);
+            for (pos, row) in (from..to).zip(table[at..].chunks_exact_mut(2 * half)) {
+                let (cos, sin) = row.split_at_mut(half);
+                ops::rope_angles(&self.inv_freq, self.theta_scale, pos, cos, sin);
+            }
+        };
+        if start + rows > ROPE_CACHED_POSITIONS || half == 0 {
+            let mut angles = Vec::new();
+            fill(&mut angles, start, start + rows);
+            return f(&angles);
+        }
+        let mut table = self.angles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = table.len() / (2 * half);
+        if known < start + rows {
+            fill(&mut table, known, start + rows);
+        }
+        f(&table[start * 2 * half..(start + rows) * 2 * half])
+    }
 }
 
 impl Backend for CpuBackend {
@@ -192,6 +225,7 @@ impl Backend for CpuBackend {
             inv_freq: inv_freq.to_vec(),
             theta_scale: ops::rope_theta_scale(inv_freq),
             layout,
+            angles: Default::default(),
         })
     }
 
@@ -350,15 +384,9 @@ impl Backend for CpuBackend {
         }
         let mut out = with_f32_slice(x, |xs| Ok(xs.to_vec()))?;
         let adjacent = rope.layout == RopeLayout::Adjacent;
-        ops::rope_rows(
-            self.simd,
-            &mut out,
-            &rope.inv_freq,
-            rope.theta_scale,
-            heads,
-            start_pos,
-            adjacent,
-        );
+        rope.with_angles(start_pos, rows, |angles| {
+            ops::rope_rows(self.simd, &mut out, angles, heads, half, adjacent)
+        });
         Ok(Tensor::from_vec(out, (rows, width), &self.device)?)
     }
 

@@ -216,35 +216,25 @@ pub(crate) fn rope_angles(
 }
 
 fma_dispatch! {
-    /// Rotates `x` (`[rows, heads · 2·half]`) in place for positions start_pos.., pairs (i, i + 1) per head when
-    /// `adjacent`, else (i, i + half).
+    /// Rotates `x` (`[rows, heads · 2·half]`) in place by `angles` (`[rows][cos half, sin half]`, see
+    /// [`rope_angles`]), pairs (i, i + 1) per head when `adjacent`, else (i, i + half).
     pub(crate) fn rope_rows(
         x: &mut [f32],
-        inv_freq: &[f32],
-        theta_scale: Option<f32>,
+        angles: &[f32],
         heads: usize,
-        start_pos: usize,
+        half: usize,
         adjacent: bool,
     ) = rope_rows_impl;
 }
 
 #[inline(always)]
-fn rope_rows_impl(
-    x: &mut [f32],
-    inv_freq: &[f32],
-    theta_scale: Option<f32>,
-    heads: usize,
-    start_pos: usize,
-    adjacent: bool,
-) {
-    let half = inv_freq.len();
+fn rope_rows_impl(x: &mut [f32], angles: &[f32], heads: usize, half: usize, adjacent: bool) {
     let width = heads * 2 * half;
     if width == 0 {
         return;
     }
-    let (mut cos, mut sin) = (vec![0f32; half], vec![0f32; half]);
-    for (r, row) in x.chunks_exact_mut(width).enumerate() {
-        rope_angles(inv_freq, theta_scale, start_pos + r, &mut cos, &mut sin);
+    for (row, angles) in x.chunks_exact_mut(width).zip(angles.chunks_exact(2 * half)) {
+        let (cos, sin) = angles.split_at(half);
         for h in row.chunks_exact_mut(2 * half) {
             for i in 0..half {
                 let (a, b) = if adjacent {
