@@ -70,6 +70,24 @@ fn threads() -> usize {
     1
 }
 
+/// Runs `f(first_value, piece)` over pieces of `out` made of whole rows of `width` values, on the pool's threads
+/// when there are enough rows to pay for it (a prefill). Rows are computed independently, so no value changes.
+fn for_row_pieces(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let rows = out.len() / width.max(1);
+        if rows >= 8 && threads() > 1 {
+            use rayon::prelude::*;
+            let piece = rows.div_ceil(4 * threads()) * width;
+            out.par_chunks_mut(piece)
+                .enumerate()
+                .for_each(|(i, out)| f(i * piece, out));
+            return;
+        }
+    }
+    f(0, out)
+}
+
 pub struct CpuBackend {
     device: Device,
     /// Run the AVX2 + FMA kernels where the CPU has them (the results are the same either way).
@@ -365,7 +383,9 @@ impl Backend for CpuBackend {
         let mut out = vec![0f32; x.elem_count()];
         with_f32_slice(x, |xs| {
             with_f32_slice(weight, |w| {
-                ops::rms_norm(xs, w, eps, &mut out);
+                for_row_pieces(&mut out, group, |at, out| {
+                    ops::rms_norm(&xs[at..at + out.len()], w, eps, out)
+                });
                 Ok(())
             })
         })?;
@@ -426,16 +446,19 @@ impl Backend for CpuBackend {
         let mut out = vec![0f32; gate.elem_count()];
         with_f32_slice(gate, |g| {
             with_f32_slice(up, |u| {
-                match act {
-                    Activation::Silu => ops::swiglu(self.simd, g, u, width, &mut out),
-                    Activation::GeluTanhF16Table => ops::geglu(g, u, &mut out),
-                    Activation::GeluTanh => {
-                        for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
-                            let inner = 0.797_884_6_f32 * (g + 0.044_715 * g * g * g);
-                            *o = 0.5 * g * (1.0 + inner.tanh()) * u;
+                for_row_pieces(&mut out, width, |at, out| {
+                    let (g, u) = (&g[at..at + out.len()], &u[at..at + out.len()]);
+                    match act {
+                        Activation::Silu => ops::swiglu(self.simd, g, u, width, out),
+                        Activation::GeluTanhF16Table => ops::geglu(g, u, out),
+                        Activation::GeluTanh => {
+                            for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                                let inner = 0.797_884_6_f32 * (g + 0.044_715 * g * g * g);
+                                *o = 0.5 * g * (1.0 + inner.tanh()) * u;
+                            }
                         }
                     }
-                }
+                });
                 Ok(())
             })
         })?;
