@@ -204,6 +204,13 @@ trait HeadOps {
             *a = fma(w, x, *a);
         }
     }
+    /// [`HeadOps::axpy`] four times in order (w[0]·v[0] first).
+    #[inline(always)]
+    fn axpy4(w: [f32; 4], v: [&[f32]; 4], acc: &mut [f32]) {
+        for (w, v) in w.into_iter().zip(v) {
+            Self::axpy(w, v, acc);
+        }
+    }
 }
 
 struct Portable;
@@ -253,6 +260,11 @@ impl HeadOps for Avx2 {
     fn exp8(x: &mut [f32; 8]) {
         // SAFETY: as above.
         unsafe { avx2::exp8(x) }
+    }
+    #[inline(always)]
+    fn axpy4(w: [f32; 4], v: [&[f32]; 4], acc: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { avx2::axpy4(w, v, acc) }
     }
 }
 
@@ -337,14 +349,26 @@ fn group_heads_impl<H: HeadOps>(
     // hsum. ggml_vec_dot_f32 (otherwise): 4 accumulators of 8 lanes over chunks of 32 cells.
     let lanes = if batch { 8 } else { 32 };
     let mut acc = vec![0f32; heads * lanes * d];
-    for (i, pos) in (lo..=qpos).enumerate() {
-        let v = &values[base(pos)..][..d];
-        for h in 0..heads {
-            H::axpy(
-                w[h * cells + i],
-                v,
-                &mut acc[(h * lanes + pos % lanes) * d..][..d],
-            );
+    // Lane by lane, each lane's cells in position order (its sums' order), four at a time into one pass over its
+    // accumulators.
+    for lane in 0..lanes {
+        let first = (lane + lanes - lo % lanes) % lanes;
+        let mut i = first;
+        while i < cells {
+            let run = ((cells - i).div_ceil(lanes)).min(4);
+            let idx: [usize; 4] = std::array::from_fn(|j| i + lanes * j.min(run - 1));
+            let v = idx.map(|i| &values[base(lo + i)..][..d]);
+            for h in 0..heads {
+                let acc = &mut acc[(h * lanes + lane) * d..][..d];
+                if run == 4 {
+                    H::axpy4(idx.map(|i| w[h * cells + i]), v, acc);
+                } else {
+                    for j in 0..run {
+                        H::axpy(w[h * cells + idx[j]], v[j], acc);
+                    }
+                }
+            }
+            i += lanes * run;
         }
     }
     for (h, out) in out.chunks_exact_mut(d).enumerate() {
@@ -631,6 +655,36 @@ mod avx2 {
             sum += x[k] * y[k];
         }
         sum
+    }
+
+    /// acc = fma(w[3], v[3], fma(w[2], v[2], fma(w[1], v[1], fma(w[0], v[0], acc)))), element by element: one load
+    /// and store of the accumulators for four cells.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy4(w: [f32; 4], v: [&[f32]; 4], acc: &mut [f32]) {
+        let n = acc.len();
+        assert!(v.iter().all(|v| v.len() >= n));
+        let ws = [
+            _mm256_set1_ps(w[0]),
+            _mm256_set1_ps(w[1]),
+            _mm256_set1_ps(w[2]),
+            _mm256_set1_ps(w[3]),
+        ];
+        let pa = acc.as_mut_ptr();
+        let mut k = 0;
+        while k + 8 <= n {
+            let mut a = _mm256_loadu_ps(pa.add(k));
+            for j in 0..4 {
+                a = _mm256_fmadd_ps(ws[j], _mm256_loadu_ps(v[j].as_ptr().add(k)), a);
+            }
+            _mm256_storeu_ps(pa.add(k), a);
+            k += 8;
+        }
+        for k in k..n {
+            for j in 0..4 {
+                acc[k] = super::fma(w[j], v[j][k], acc[k]);
+            }
+        }
     }
 
     /// ggml_v_expf (the AVX2 + FMA variant) on 8 lanes.
