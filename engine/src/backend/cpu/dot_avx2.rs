@@ -296,38 +296,51 @@ pub unsafe fn dot_q4_k(w: &[u8], a: &[BlockQ8K], path: KPath) -> f32 {
     }
 }
 
+/// The 6-bit values (+32 offset) of half `n` of a Q6_K block (`b`): its four 32-value runs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_values(b: *const u8, n: usize) -> [__m256i; 4] {
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x03);
+    let ql0 = load32(b.add(64 * n));
+    let ql1 = load32(b.add(64 * n + 32));
+    let qh = load32(b.add(128 + 32 * n));
+    // Bits 2r, 2r+1 of qh become bits 4, 5 of run r's values.
+    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, two), 4);
+    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4);
+    let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4);
+    let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4);
+    [
+        _mm256_or_si256(_mm256_and_si256(ql0, low), h0),
+        _mm256_or_si256(_mm256_and_si256(ql1, low), h1),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), h2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), h3),
+    ]
+}
+
+/// The signed 16-value scales g (low half) and g + 1 (high half) of a Q6_K block, as 16-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_scale_pair(scales: *const u8, g: usize) -> __m256i {
+    _mm256_set_m128i(
+        _mm_set1_epi16(*scales.add(g + 1) as i8 as i16),
+        _mm_set1_epi16(*scales.add(g) as i8 as i16),
+    )
+}
+
 /// [`super::dot::q6k_lanes`]: the 6-bit values with their +32 offset by maddubs, × the 16-value scales, then the
 /// offset taken back per lane from the activation sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_lanes(blk: &[u8], y: &BlockQ8K) -> __m256i {
-    let low = _mm256_set1_epi8(0x0F);
-    let two = _mm256_set1_epi8(0x03);
     let b = blk.as_ptr();
     let scales = &blk[192..208];
     let q8 = y.qs.as_ptr() as *const u8;
     let mut sumi = _mm256_setzero_si256();
     for n in 0..2 {
-        let ql0 = load32(b.add(64 * n));
-        let ql1 = load32(b.add(64 * n + 32));
-        let qh = load32(b.add(128 + 32 * n));
-        // Bits 2r, 2r+1 of qh become bits 4, 5 of run r's values.
-        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, two), 4);
-        let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4);
-        let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4);
-        let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4);
-        let q = [
-            _mm256_or_si256(_mm256_and_si256(ql0, low), h0),
-            _mm256_or_si256(_mm256_and_si256(ql1, low), h1),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), h2),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), h3),
-        ];
+        let q = q6k_values(b, n);
         for (r, &qr) in q.iter().enumerate() {
-            let g = 8 * n + 2 * r;
-            let sc = _mm256_set_m128i(
-                _mm_set1_epi16(scales[g + 1] as i8 as i16),
-                _mm_set1_epi16(scales[g] as i8 as i16),
-            );
+            let sc = q6k_scale_pair(scales.as_ptr(), 8 * n + 2 * r);
             let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc));
         }
@@ -503,30 +516,12 @@ pub unsafe fn q4k_gemm_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_lanes4(b: *const u8, y: [&BlockQ8K; 4]) -> [__m256i; 4] {
-    let low = _mm256_set1_epi8(0x0F);
-    let two = _mm256_set1_epi8(0x03);
     let scales = b.add(192);
     let mut v = [_mm256_setzero_si256(); 4];
     for n in 0..2 {
-        let ql0 = load32(b.add(64 * n));
-        let ql1 = load32(b.add(64 * n + 32));
-        let qh = load32(b.add(128 + 32 * n));
-        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, two), 4);
-        let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4);
-        let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4);
-        let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4);
-        let q = [
-            _mm256_or_si256(_mm256_and_si256(ql0, low), h0),
-            _mm256_or_si256(_mm256_and_si256(ql1, low), h1),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), h2),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), h3),
-        ];
+        let q = q6k_values(b, n);
         for (r, &qr) in q.iter().enumerate() {
-            let g = 8 * n + 2 * r;
-            let sc = _mm256_set_m128i(
-                _mm_set1_epi16(*scales.add(g + 1) as i8 as i16),
-                _mm_set1_epi16(*scales.add(g) as i8 as i16),
-            );
+            let sc = q6k_scale_pair(scales, 8 * n + 2 * r);
             for c in 0..4 {
                 let q8 = y[c].qs.as_ptr() as *const u8;
                 let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
