@@ -197,6 +197,20 @@ fn for_each_head(
 trait HeadOps {
     fn dot(x: &[f32], y: &[f32]) -> f32;
     fn exp8(x: &mut [f32; 8]);
+    /// `dot(keys[k], qs[h])` for every pair: the same sums, several pairs per load of a key or a query.
+    #[inline(always)]
+    fn dot_tile<const K: usize, const Q: usize>(
+        keys: [&[f32]; K],
+        qs: [&[f32]; Q],
+    ) -> [[f32; Q]; K] {
+        let mut out = [[0f32; Q]; K];
+        for k in 0..K {
+            for h in 0..Q {
+                out[k][h] = Self::dot(keys[k], qs[h]);
+            }
+        }
+        out
+    }
     /// acc += w · v, each element one fused multiply-add.
     #[inline(always)]
     fn axpy(w: f32, v: &[f32], acc: &mut [f32]) {
@@ -255,6 +269,14 @@ impl HeadOps for Avx2 {
     fn dot(x: &[f32], y: &[f32]) -> f32 {
         // SAFETY: only instantiated in `head_avx2`, which runs when the CPU has AVX2 and FMA.
         unsafe { avx2::dot_f32(x, y) }
+    }
+    #[inline(always)]
+    fn dot_tile<const K: usize, const Q: usize>(
+        keys: [&[f32]; K],
+        qs: [&[f32]; Q],
+    ) -> [[f32; Q]; K] {
+        // SAFETY: as above.
+        unsafe { avx2::dot_f32_tile(keys, qs) }
     }
     #[inline(always)]
     fn exp8(x: &mut [f32; 8]) {
@@ -335,10 +357,17 @@ fn group_heads_impl<H: HeadOps>(
     // (Plain loops, not iterator closures: closures are not compiled with the caller's AVX2 + FMA features.)
     // Scores `[head][cell]`.
     let mut w = vec![0f32; heads * cells];
-    for (i, pos) in (lo..=qpos).enumerate() {
-        let key = &keys[base(pos)..][..d];
+    let key = |i: usize| &keys[base(lo + i)..][..d];
+    let mut i = 0;
+    while i + 2 <= cells {
+        pair_scores::<H>([key(i), key(i + 1)], qs, p, &mut w, |h, k| {
+            h * cells + i + k
+        });
+        i += 2;
+    }
+    for i in i..cells {
         for h in 0..heads {
-            w[h * cells + i] = score::<H>(key, &qs[h * d..][..d], p);
+            w[h * cells + i] = score::<H>(key(i), &qs[h * d..][..d], p);
         }
     }
     for h in 0..heads {
@@ -383,11 +412,63 @@ fn group_heads_impl<H: HeadOps>(
     }
 }
 
+/// The scores of two cells (`keys`) for every query head of `qs` (`[head][head_dim]`), up to four heads at a time
+/// (Gemma 3's groups are 4 heads, SmolLM2's 3), each into `out[at(head, which key)]`.
+#[inline(always)]
+fn pair_scores<H: HeadOps>(
+    keys: [&[f32]; 2],
+    qs: &[f32],
+    p: &AttentionParams,
+    out: &mut [f32],
+    at: impl Fn(usize, usize) -> usize,
+) {
+    let heads = qs.len() / p.head_dim;
+    let mut h = 0;
+    while h + 4 <= heads {
+        heads_scores::<H, 4>(keys, qs, h, p, out, &at);
+        h += 4;
+    }
+    match heads - h {
+        3 => heads_scores::<H, 3>(keys, qs, h, p, out, &at),
+        2 => heads_scores::<H, 2>(keys, qs, h, p, out, &at),
+        1 => heads_scores::<H, 1>(keys, qs, h, p, out, &at),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn heads_scores<H: HeadOps, const Q: usize>(
+    keys: [&[f32]; 2],
+    qs: &[f32],
+    h: usize,
+    p: &AttentionParams,
+    out: &mut [f32],
+    at: &impl Fn(usize, usize) -> usize,
+) {
+    let d = p.head_dim;
+    let mut q = [&qs[..0]; Q];
+    for (j, q) in q.iter_mut().enumerate() {
+        *q = &qs[(h + j) * d..][..d];
+    }
+    let s = H::dot_tile(keys, q);
+    for (k, s) in s.iter().enumerate() {
+        for (j, &s) in s.iter().enumerate() {
+            out[at(h + j, k)] = scaled(s, p);
+        }
+    }
+}
+
 /// One cell's score, scaled (and soft-capped) as ggml does: kq · scale, then cap · tanh(kq / cap) computed as a
 /// multiplication by 1 / cap.
 #[inline(always)]
 fn score<H: HeadOps>(key: &[f32], q: &[f32], p: &AttentionParams) -> f32 {
-    let s = H::dot(key, q) * p.scale;
+    scaled(H::dot(key, q), p)
+}
+
+/// A raw q·k as [`score`] finishes it.
+#[inline(always)]
+fn scaled(kq: f32, p: &AttentionParams) -> f32 {
+    let s = kq * p.scale;
     match p.softcap {
         Some(cap) => (s * (1.0 / cap)).tanh() * cap,
         None => s,
@@ -587,12 +668,21 @@ fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
     let base = |pos: usize| (pos - ctx.first_pos) * d;
     match part {
         Part::Scores { q, keys, from, out } => {
-            let last = (from + out.len() / ctx.group).saturating_sub(1);
-            for (i, row) in out.chunks_exact_mut(ctx.group).enumerate() {
+            let (cells, group) = (out.len() / ctx.group, ctx.group);
+            let last = (from + cells).saturating_sub(1);
+            let key = |i: usize| &keys[base(from + i)..][..d];
+            let mut i = 0;
+            while i + 2 <= cells {
                 prefetch(keys, base((from + i + AHEAD).min(last)), d);
-                let key = &keys[base(from + i)..][..d];
-                for (hg, s) in row.iter_mut().enumerate() {
-                    *s = score::<H>(key, &q[hg * d..][..d], ctx.p);
+                prefetch(keys, base((from + i + 1 + AHEAD).min(last)), d);
+                pair_scores::<H>([key(i), key(i + 1)], q, ctx.p, out, |hg, k| {
+                    (i + k) * group + hg
+                });
+                i += 2;
+            }
+            for i in i..cells {
+                for (hg, s) in out[i * group..][..group].iter_mut().enumerate() {
+                    *s = score::<H>(key(i), &q[hg * d..][..d], ctx.p);
                 }
             }
         }
@@ -655,6 +745,62 @@ mod avx2 {
             sum += x[k] * y[k];
         }
         sum
+    }
+
+    /// [`dot_f32`] for every (key, query) pair. Each of its four accumulators only ever sees the chunks at one offset
+    /// in 32, so they are built one after the other, the K·Q pairs' side by side (K + Q loads for K·Q fused
+    /// multiply-adds, K·Q independent chains), then reduced as `dot_f32` reduces them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32_tile<const K: usize, const Q: usize>(
+        keys: [&[f32]; K],
+        qs: [&[f32]; Q],
+    ) -> [[f32; Q]; K] {
+        let n = keys
+            .iter()
+            .map(|k| k.len())
+            .chain(qs.iter().map(|q| q.len()))
+            .min()
+            .unwrap_or(0);
+        let np = n - n % 32;
+        let mut parts = [[[_mm256_setzero_ps(); 4]; Q]; K];
+        for j in 0..4 {
+            let mut acc = [[_mm256_setzero_ps(); Q]; K];
+            let mut i = 8 * j;
+            while i < np {
+                let mut kv = [_mm256_setzero_ps(); K];
+                for k in 0..K {
+                    kv[k] = _mm256_loadu_ps(keys[k].as_ptr().add(i));
+                }
+                for h in 0..Q {
+                    let qv = _mm256_loadu_ps(qs[h].as_ptr().add(i));
+                    for k in 0..K {
+                        acc[k][h] = _mm256_fmadd_ps(kv[k], qv, acc[k][h]);
+                    }
+                }
+                i += 32;
+            }
+            for k in 0..K {
+                for h in 0..Q {
+                    parts[k][h][j] = acc[k][h];
+                }
+            }
+        }
+        let mut out = [[0f32; Q]; K];
+        for k in 0..K {
+            for h in 0..Q {
+                let a = &parts[k][h];
+                let s = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+                let t0 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+                let t1 = _mm_hadd_ps(t0, t0);
+                let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+                for x in np..n {
+                    sum += keys[k][x] * qs[h][x];
+                }
+                out[k][h] = sum;
+            }
+        }
+        out
     }
 
     /// acc = fma(w[3], v[3], fma(w[2], v[2], fma(w[1], v[1], fma(w[0], v[0], acc)))), element by element: one load
