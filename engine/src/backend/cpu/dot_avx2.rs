@@ -425,11 +425,16 @@ unsafe fn k_scales_mins_vec(s: *const u8) -> __m128i {
     _mm_set_epi32(mn_hi as i32, (u1 & M6) as i32, sc_hi as i32, (u0 & M6) as i32)
 }
 
-/// One weight row's 64-value chunk `c` of a Q4_K block (`b`) against four activation rows: each pair's eight lanes
+/// One weight row's 64-value chunk `c` of a Q4_K block (`b`) against N activation rows: each pair's eight lanes
 /// of Σ scale·q·y ([`q4k_lanes`]'s chunk c). `scales` holds the block's scales as 16-bit lanes, in both halves.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_chunk4(b: *const u8, scales: __m256i, c: usize, y: [*const u8; 4]) -> [__m256i; 4] {
+unsafe fn q4k_chunk<const N: usize>(
+    b: *const u8,
+    scales: __m256i,
+    c: usize,
+    y: [*const u8; N],
+) -> [__m256i; N] {
     let low = _mm256_set1_epi8(0x0F);
     let bits = load32(b.add(16 + 32 * c));
     let lo = _mm256_and_si256(bits, low);
@@ -438,13 +443,38 @@ unsafe fn q4k_chunk4(b: *const u8, scales: __m256i, c: usize, y: [*const u8; 4])
     let pick = |j: i16| _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j));
     let sc_lo = _mm256_shuffle_epi8(scales, pick(2 * c as i16));
     let sc_hi = _mm256_shuffle_epi8(scales, pick(2 * c as i16 + 1));
-    let mut v = [_mm256_setzero_si256(); 4];
-    for a in 0..4 {
+    let mut v = [_mm256_setzero_si256(); N];
+    for a in 0..N {
         let l = _mm256_maddubs_epi16(lo, load32(y[a].add(64 * c)));
         let h = _mm256_maddubs_epi16(hi, load32(y[a].add(64 * c + 32)));
         v[a] = _mm256_add_epi32(_mm256_madd_epi16(l, sc_lo), _mm256_madd_epi16(h, sc_hi));
     }
     v
+}
+
+/// Per 64-value chunk c, lane p = pair p's Σ min · bsum over the chunk's two sub-blocks, from `m[p]` (lane k:
+/// m[k]·(bsums[2k] + bsums[2k+1])): lanes 2c and 2c + 1 of each, added.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_mins(m: [__m256i; 8]) -> [__m256; 4] {
+    let h01 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[0], m[1]));
+    let h23 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[2], m[3]));
+    let h45 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[4], m[5]));
+    let h67 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[6], m[7]));
+    let (e0, e1) = (
+        _mm256_shuffle_ps(h01, h23, 0x88),
+        _mm256_shuffle_ps(h45, h67, 0x88),
+    );
+    let (o0, o1) = (
+        _mm256_shuffle_ps(h01, h23, 0xDD),
+        _mm256_shuffle_ps(h45, h67, 0xDD),
+    );
+    [
+        _mm256_permute2f128_ps(e0, e1, 0x20),
+        _mm256_permute2f128_ps(o0, o1, 0x20),
+        _mm256_permute2f128_ps(e0, e1, 0x31),
+        _mm256_permute2f128_ps(o0, o1, 0x31),
+    ]
 }
 
 /// [`dot_q4_k`] with `KPath::RepackedGemm` for 2 weight rows × 4 activation rows.
@@ -481,21 +511,9 @@ pub unsafe fn q4k_gemm_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2]
             m[c] = _mm256_madd_epi16(sums, mins0);
             m[4 + c] = _mm256_madd_epi16(sums, mins1);
         }
-        let h01 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[0], m[1]));
-        let h23 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[2], m[3]));
-        let h45 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[4], m[5]));
-        let h67 = _mm256_castsi256_ps(_mm256_hadd_epi32(m[6], m[7]));
-        let (e0, e1) = (_mm256_shuffle_ps(h01, h23, 0x88), _mm256_shuffle_ps(h45, h67, 0x88));
-        let (o0, o1) = (_mm256_shuffle_ps(h01, h23, 0xDD), _mm256_shuffle_ps(h45, h67, 0xDD));
-        let chunk_mins = [
-            _mm256_permute2f128_ps(e0, e1, 0x20),
-            _mm256_permute2f128_ps(o0, o1, 0x20),
-            _mm256_permute2f128_ps(e0, e1, 0x31),
-            _mm256_permute2f128_ps(o0, o1, 0x31),
-        ];
-        for (c, &chunk_min) in chunk_mins.iter().enumerate() {
-            let [v0, v1, v2, v3] = q4k_chunk4(b0, scales0, c, q8);
-            let [v4, v5, v6, v7] = q4k_chunk4(b1, scales1, c, q8);
+        for (c, chunk_min) in chunk_mins(m).into_iter().enumerate() {
+            let [v0, v1, v2, v3] = q4k_chunk(b0, scales0, c, q8);
+            let [v4, v5, v6, v7] = q4k_chunk(b1, scales1, c, q8);
             let sums = sum_each([v0, v1, v2, v3, v4, v5, v6, v7]);
             sacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), da, sacc);
             saccm = _mm256_fmadd_ps(
@@ -512,17 +530,59 @@ pub unsafe fn q4k_gemm_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2]
     ]
 }
 
-/// One weight row's Q6_K block (`b`) against four activation rows: each pair's eight lanes ([`q6k_lanes`]).
+/// [`dot_q4_k`] with `KPath::RepackedGemm` for 1 weight row × 8 activation rows (a prompt's products): each 64-value
+/// chunk's nibbles unpacked once for all eight, pair p in lane p; otherwise [`q4k_gemm_tile`]'s steps.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_lanes4(b: *const u8, y: [&BlockQ8K; 4]) -> [__m256i; 4] {
+pub unsafe fn q4k_gemm_row8(w: &[u8], a: [&[BlockQ8K]; 8]) -> [f32; 8] {
+    let blocks = a[0].len();
+    debug_assert!(w.len() == blocks * 144);
+    debug_assert!(a.iter().all(|a| a.len() == blocks));
+    let twice = _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+    let (mut sacc, mut saccm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in 0..blocks {
+        let b = w.as_ptr().add(144 * i);
+        let mut q8 = [std::ptr::null::<u8>(); 8];
+        let mut yd = [0f32; 8];
+        for c in 0..8 {
+            q8[c] = a[c][i].qs.as_ptr() as *const u8;
+            yd[c] = a[c][i].d;
+        }
+        let yd = _mm256_set_ps(yd[7], yd[6], yd[5], yd[4], yd[3], yd[2], yd[1], yd[0]);
+        let p = k_scales_mins_vec(b.add(4));
+        let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(p));
+        let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(p, twice));
+        let da = _mm256_mul_ps(_mm256_set1_ps(f16_at(b)), yd);
+        let dmina = _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(2))), yd);
+        let mut m = [_mm256_setzero_si256(); 8];
+        for c in 0..8 {
+            let sums = _mm256_loadu_si256(a[c][i].bsums.as_ptr() as *const __m256i);
+            m[c] = _mm256_madd_epi16(sums, mins);
+        }
+        for (c, chunk_min) in chunk_mins(m).into_iter().enumerate() {
+            let sums = sum_each(q4k_chunk(b, scales, c, q8));
+            sacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), da, sacc);
+            saccm = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_castps_si256(chunk_min)),
+                dmina,
+                saccm,
+            );
+        }
+    }
+    lanes_f32(_mm256_sub_ps(sacc, saccm))
+}
+
+/// One weight row's Q6_K block (`b`) against N activation rows: each pair's eight lanes ([`q6k_lanes`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_lanes_n<const N: usize>(b: *const u8, y: [&BlockQ8K; N]) -> [__m256i; N] {
     let scales = b.add(192);
-    let mut v = [_mm256_setzero_si256(); 4];
+    let mut v = [_mm256_setzero_si256(); N];
     for n in 0..2 {
         let q = q6k_values(b, n);
         for (r, &qr) in q.iter().enumerate() {
             let sc = q6k_scale_pair(scales, 8 * n + 2 * r);
-            for c in 0..4 {
+            for c in 0..N {
                 let q8 = y[c].qs.as_ptr() as *const u8;
                 let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
                 v[c] = _mm256_add_epi32(v[c], _mm256_madd_epi16(p, sc));
@@ -530,7 +590,7 @@ unsafe fn q6k_lanes4(b: *const u8, y: [&BlockQ8K; 4]) -> [__m256i; 4] {
         }
     }
     let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
-    for c in 0..4 {
+    for c in 0..N {
         let sums = _mm256_loadu_si256(y[c].bsums.as_ptr() as *const __m256i);
         v[c] = _mm256_sub_epi32(v[c], _mm256_slli_epi32(_mm256_madd_epi16(sums, sc16), 5));
     }
@@ -548,8 +608,8 @@ pub unsafe fn q6k_tiled_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2
     for i in 0..blocks {
         let (b0, b1) = (w[0].as_ptr().add(210 * i), w[1].as_ptr().add(210 * i));
         let y = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
-        let [v0, v1, v2, v3] = q6k_lanes4(b0, y);
-        let [v4, v5, v6, v7] = q6k_lanes4(b1, y);
+        let [v0, v1, v2, v3] = q6k_lanes_n(b0, y);
+        let [v4, v5, v6, v7] = q6k_lanes_n(b1, y);
         let total = _mm256_cvtepi32_ps(sum_each([v0, v1, v2, v3, v4, v5, v6, v7]));
         let dw = per_row(f16_at(b0.add(208)), f16_at(b1.add(208)));
         let yd = per_act([y[0].d, y[1].d, y[2].d, y[3].d]);
@@ -560,4 +620,26 @@ pub unsafe fn q6k_tiled_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2
         [out[0], out[1], out[2], out[3]],
         [out[4], out[5], out[6], out[7]],
     ]
+}
+
+/// [`dot_q6_k`] with `KPath::Tiled` for 1 weight row × 8 activation rows (a prompt's products): each half-block's
+/// 6-bit values unpacked once for all eight, pair p in lane p; otherwise [`q6k_tiled_tile`]'s steps.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6k_tiled_row8(w: &[u8], a: [&[BlockQ8K]; 8]) -> [f32; 8] {
+    let blocks = a[0].len();
+    debug_assert!(w.len() == blocks * 210);
+    debug_assert!(a.iter().all(|a| a.len() == blocks));
+    let mut sacc = _mm256_setzero_ps();
+    for i in 0..blocks {
+        let b = w.as_ptr().add(210 * i);
+        let y = [
+            &a[0][i], &a[1][i], &a[2][i], &a[3][i], &a[4][i], &a[5][i], &a[6][i], &a[7][i],
+        ];
+        let total = _mm256_cvtepi32_ps(sum_each(q6k_lanes_n(b, y)));
+        let dw = _mm256_set1_ps(f16_at(b.add(208)));
+        let yd = _mm256_set_ps(y[7].d, y[6].d, y[5].d, y[4].d, y[3].d, y[2].d, y[1].d, y[0].d);
+        sacc = _mm256_fmadd_ps(_mm256_mul_ps(dw, total), yd, sacc);
+    }
+    lanes_f32(sacc)
 }

@@ -387,7 +387,7 @@ macro_rules! kernel32 {
 /// where it has them.
 macro_rules! kernel {
     ($name:ident, $act:ty, |$w:ident, $a:ident| $portable:expr $(, avx2: $avx2:expr)? $(, tile_avx2: $tile:path)?
-        $(, simd128: $simd128:expr)?) => {
+        $(, row8_avx2: $row8:path)? $(, simd128: $simd128:expr)?) => {
         struct $name;
         impl Kernel for $name {
             type Act = $act;
@@ -412,6 +412,13 @@ macro_rules! kernel {
                 #[inline(always)]
                 unsafe fn dot2_acts_avx2(w0: &[u8], w1: &[u8], a: [&[$act]; ACTS]) -> [[f32; ACTS]; 2] {
                     unsafe { $tile([w0, w1], a) }
+                }
+            )?
+            $(
+                #[cfg(target_arch = "x86_64")]
+                #[inline(always)]
+                unsafe fn dot2_wide_avx2(w0: &[u8], w1: &[u8], a: [&[$act]; WIDE]) -> [[f32; WIDE]; 2] {
+                    unsafe { [$row8(w0, a), $row8(w1, a)] }
                 }
             )?
         }
@@ -442,13 +449,15 @@ kernel!(Q4KT, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Tiled),
 kernel!(Q4KR, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Repacked),
     avx2: avx2::dot_q4_k(w, a, KPath::Repacked), simd128: simd128::dot_q4_k(w, a, KPath::Repacked));
 kernel!(Q4KRG, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::RepackedGemm),
-    avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm), tile_avx2: avx2::q4k_gemm_tile, simd128: simd128::dot_q4_k(w, a, KPath::RepackedGemm));
+    avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm), tile_avx2: avx2::q4k_gemm_tile,
+    row8_avx2: avx2::q4k_gemm_row8, simd128: simd128::dot_q4_k(w, a, KPath::RepackedGemm));
 kernel!(Q5KV, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Vec), simd128: simd128::dot_q5_k(w, a, KPath::Vec));
 kernel!(Q5KT, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Tiled), simd128: simd128::dot_q5_k(w, a, KPath::Tiled));
 kernel!(Q6KV, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Vec),
     avx2: avx2::dot_q6_k(w, a, KPath::Vec), simd128: simd128::dot_q6_k(w, a, KPath::Vec));
 kernel!(Q6KT, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled),
-    avx2: avx2::dot_q6_k(w, a, KPath::Tiled), tile_avx2: avx2::q6k_tiled_tile, simd128: simd128::dot_q6_k(w, a, KPath::Tiled));
+    avx2: avx2::dot_q6_k(w, a, KPath::Tiled), tile_avx2: avx2::q6k_tiled_tile,
+    row8_avx2: avx2::q6k_tiled_row8, simd128: simd128::dot_q6_k(w, a, KPath::Tiled));
 
 fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
     let n = w.rows;
