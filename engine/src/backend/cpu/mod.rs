@@ -450,7 +450,7 @@ impl Backend for CpuBackend {
                     let (g, u) = (&g[at..at + out.len()], &u[at..at + out.len()]);
                     match act {
                         Activation::Silu => ops::swiglu(self.simd, g, u, width, out),
-                        Activation::GeluTanhF16Table => ops::geglu(g, u, out),
+                        Activation::GeluTanhF16Table => ops::geglu(self.simd, g, u, out),
                         Activation::GeluTanh => {
                             for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
                                 let inner = 0.797_884_6_f32 * (g + 0.044_715 * g * g * g);

@@ -145,19 +145,59 @@ fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * fma(GELU_COEF_A * x, x, 1.0)).tanh())
 }
 
-/// ggml's `ggml_table_gelu_f16`: GELU of every f16, rounded to f16 (ggml looks activations up in it).
+/// ggml's `ggml_table_gelu_f16`: GELU of every f16, rounded to f16 (ggml looks activations up in it), then one
+/// entry of padding, so that a 32-bit gather of the last entry stays inside.
 fn gelu_table() -> &'static [u16] {
     static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
             .map(|h| half::f16::from_f32(gelu_f32(half::f16::from_bits(h).to_f32())).to_bits())
+            .chain([0])
             .collect()
     })
 }
 
 /// `gelu_tanh(gate) * up` as ggml's geglu (`ggml_vec_geglu_f32` with GGML_GELU_FP16): the gate rounded to f16 and
 /// looked up in the GELU table, except below -10 (0) and from 10 up (the identity).
-pub(crate) fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+pub(crate) fn geglu(simd: bool, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && fma_available() && is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU supports AVX2, FMA and F16C.
+        unsafe { geglu_avx2(gate, up, out) };
+        return;
+    }
+    let _ = simd;
+    geglu_portable(gate, up, out)
+}
+
+/// [`geglu`] eight values at a time: F16C's conversions round as `half` does (to nearest, ties to even), and the
+/// table is gathered.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn geglu_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let table = gelu_table();
+    let n = out.len().min(gate.len()).min(up.len());
+    let (low, high) = (_mm256_set1_ps(-10.0), _mm256_set1_ps(10.0));
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let u = _mm256_loadu_ps(up.as_ptr().add(i));
+        let idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+        // Entry k is the low half of the 32 bits at byte 2k (the padding entry keeps k = 65535 inside).
+        let g = _mm256_i32gather_epi32::<2>(table.as_ptr() as *const i32, idx);
+        let g = _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));
+        let g = _mm_packus_epi32(_mm256_castsi256_si128(g), _mm256_extracti128_si256::<1>(g));
+        let y = _mm256_mul_ps(_mm256_cvtph_ps(g), u);
+        let y = _mm256_blendv_ps(y, _mm256_mul_ps(x, u), _mm256_cmp_ps::<_CMP_GE_OQ>(x, high));
+        let y = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(x, low), y);
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), y);
+        i += 8;
+    }
+    geglu_portable(&gate[i..n], &up[i..n], &mut out[i..n]);
+}
+
+fn geglu_portable(gate: &[f32], up: &[f32], out: &mut [f32]) {
     let table = gelu_table();
     for ((&x, &u), y) in gate.iter().zip(up).zip(out.iter_mut()) {
         *y = if x <= -10.0 {
@@ -172,7 +212,7 @@ pub(crate) fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
 
 /// The GELU table, for checking it against ggml's.
 pub fn gelu_table_bits() -> &'static [u16] {
-    gelu_table()
+    &gelu_table()[..=u16::MAX as usize]
 }
 
 /// ggml builds RoPE angles (`ggml_rope_cache_init`) as theta_0 = pos, theta_{i+1} = theta_i · theta_scale, each

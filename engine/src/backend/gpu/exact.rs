@@ -177,7 +177,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             &elementwise::gated(&g, &gg, &gu, Activation::Silu).unwrap(),
         );
         assert_same_bits("silu gating", &got, &want);
-        ops::geglu(&gate, &up, &mut want);
+        ops::geglu(false, &gate, &up, &mut want);
         let got = read(
             &g,
             &elementwise::gated(&g, &gg, &gu, Activation::GeluTanhF16Table).unwrap(),
