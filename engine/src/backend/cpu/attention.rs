@@ -109,7 +109,7 @@ pub fn attend(
             .map_or(0, |w| (qpos + 1).saturating_sub(w))
             .max(cache.first_pos)
     };
-    let mut out = vec![0f32; rows * hq * d];
+    let mut out = super::zeroed(rows * hq * d);
     if rows == 1 {
         decode(
             simd,

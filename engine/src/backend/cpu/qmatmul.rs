@@ -461,7 +461,7 @@ kernel!(Q6KT, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled),
 
 fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
     let n = w.rows;
-    let mut out = vec![0f32; m * n];
+    let mut out = super::zeroed(m * n);
     if m == 0 || n == 0 || w.cols == 0 {
         return out;
     }
@@ -502,7 +502,10 @@ fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
 fn chunk_rows(n: usize, m: usize, row_bytes: usize) -> usize {
     const MIN_TASK_BYTES: usize = 24 * 1024;
     let t = super::threads();
-    let tasks = (n * row_bytes * m / MIN_TASK_BYTES).clamp(1, 4 * t);
+    // A prompt's product is long enough for finer tasks: with 4 per thread, the last one left a thread idle for
+    // ~10% of the product.
+    let most = if m >= 64 { 16 * t } else { 4 * t };
+    let tasks = (n * row_bytes * m / MIN_TASK_BYTES).clamp(1, most);
     let tasks = if tasks > 1 { tasks.div_ceil(t) * t } else { 1 };
     // Even chunks: the AVX2 loop takes weight rows two at a time.
     (n.div_ceil(tasks).next_multiple_of(2)).clamp(1, n)
