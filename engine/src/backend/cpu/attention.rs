@@ -6,18 +6,24 @@
 //! exact zeros. Its SIMD sums assign cell p to lane p % 8 (and accumulator (p % 32) / 8), so the sums here walk
 //! absolute positions with the same lanes and reduce them in the same order.
 
-use super::ops::{expf_v, fma, hsum8, prefetch, reduce_f32x32, vec_dot_f32};
+use super::ops::{expf_v, fma, hsum8, prefetch, vec_dot_f32};
 use crate::backend::{AttentionParams, KvSpec};
 use crate::{Error, Result};
 
-/// One layer's keys and values for positions first_pos..first_pos + len, each kv head's `[position][head_dim]` on its
-/// own: a query head then reads its keys and values as one contiguous run, which the memory prefetchers follow (a
+/// One layer's keys and values for positions first_pos..first_pos + len. Each kv head's keys are `[position][head_dim]`
+/// on their own: a query head then reads its keys as one contiguous run, which the memory prefetchers follow (a
 /// decoded token's attention reads every cached position, and at a few hundred positions that is as many bytes as
-/// the weights).
+/// the weights). Its values are kept transposed, `[head_dim][capacity]`, as llama.cpp keeps V without flash
+/// attention: a value sum is then a dot product over positions (tinyBLAS's lanes, or ggml_vec_dot_f32's), held in
+/// registers rather than in accumulators that go through memory once per cell.
 pub struct CpuKvCache {
     spec: KvSpec,
     k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    vt: Vec<Vec<f32>>,
+    /// Positions each row of `vt` has room for; a multiple of 32. Columns past the cached ones hold zeros, so a sum
+    /// may run on to the end of its 8 or 32 lanes.
+    cap: usize,
+    /// Always a multiple of 32, so that column c of `vt` is in the lane of position c as the sums assign lanes.
     first_pos: usize,
 }
 
@@ -26,13 +32,15 @@ impl CpuKvCache {
         Self {
             spec,
             k: vec![Vec::new(); spec.n_kv_heads],
-            v: vec![Vec::new(); spec.n_kv_heads],
+            vt: vec![Vec::new(); spec.n_kv_heads],
+            cap: 0,
             first_pos: 0,
         }
     }
 
     pub fn reset(&mut self) {
-        self.k.iter_mut().chain(&mut self.v).for_each(Vec::clear);
+        self.k.iter_mut().chain(&mut self.vt).for_each(Vec::clear);
+        self.cap = 0;
         self.first_pos = 0;
     }
 
@@ -42,21 +50,50 @@ impl CpuKvCache {
             .map_or(0, |k| k.len() / self.spec.head_dim.max(1))
     }
 
+    /// Row `dd` of kv head `g`'s values from column `col`, `span` of them.
+    fn values(&self, g: usize, dd: usize, col: usize, span: usize) -> &[f32] {
+        &self.vt[g][dd * self.cap + col..][..span]
+    }
+
     /// Appends `rows` positions of keys and values, each `[kv head][head_dim]`.
     fn append(&mut self, k: &[f32], v: &[f32]) {
         let d = self.spec.head_dim.max(1);
-        for (g, (kr, vr)) in k.chunks_exact(d).zip(v.chunks_exact(d)).enumerate() {
-            let g = g % self.spec.n_kv_heads;
+        let (len, rows) = (self.len(), k.len() / (d * self.spec.n_kv_heads).max(1));
+        if len + rows > self.cap {
+            // Doubling keeps appends amortised O(1); 32 aligns every sum's last lanes inside the rows.
+            let cap = (len + rows).next_power_of_two().max(64);
+            for vt in &mut self.vt {
+                let mut grown = vec![0f32; d * cap];
+                if len > 0 {
+                    for (new, old) in grown.chunks_exact_mut(cap).zip(vt.chunks_exact(self.cap)) {
+                        new[..len].copy_from_slice(&old[..len]);
+                    }
+                }
+                *vt = grown;
+            }
+            self.cap = cap;
+        }
+        for (i, (kr, vr)) in k.chunks_exact(d).zip(v.chunks_exact(d)).enumerate() {
+            let (t, g) = (i / self.spec.n_kv_heads, i % self.spec.n_kv_heads);
             self.k[g].extend_from_slice(kr);
-            self.v[g].extend_from_slice(vr);
+            for (row, &x) in self.vt[g].chunks_exact_mut(self.cap).zip(vr) {
+                row[len + t] = x;
+            }
         }
     }
 
-    /// Forgets the first `n` cached positions.
+    /// Forgets the first `n` cached positions (a multiple of 32).
     fn drop_front(&mut self, n: usize) {
-        let d = self.spec.head_dim;
-        for buf in self.k.iter_mut().chain(&mut self.v) {
-            buf.drain(..n * d);
+        debug_assert_eq!(n % 32, 0);
+        let (d, len) = (self.spec.head_dim, self.len());
+        for k in &mut self.k {
+            k.drain(..n * d);
+        }
+        for vt in &mut self.vt {
+            for row in vt.chunks_exact_mut(self.cap) {
+                row.copy_within(n..len, 0);
+                row[len - n..len].fill(0.0);
+            }
         }
         self.first_pos += n;
     }
@@ -148,8 +185,9 @@ pub fn attend(
         let keep_from = (start_pos + rows + 1)
             .saturating_sub(w)
             .max(cache.first_pos);
-        let drop = keep_from - cache.first_pos;
-        // Compacting only once the dead prefix is as long as the window keeps appends amortised O(1).
+        // Whole blocks of 32, so that positions keep their lanes; compacting only once the dead prefix is as long as
+        // the window keeps appends amortised O(1).
+        let drop = (keep_from - cache.first_pos) / 32 * 32;
         if drop >= w.max(64) {
             cache.drop_front(drop);
         }
@@ -211,19 +249,31 @@ trait HeadOps {
         }
         out
     }
-    /// acc += w · v, each element one fused multiply-add.
+    /// tinyBLAS's dot product (element i into lane i % 8 by fused multiply-add, then [`hsum8`]) of two runs whose
+    /// length is a multiple of 8.
     #[inline(always)]
-    fn axpy(w: f32, v: &[f32], acc: &mut [f32]) {
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a = fma(w, x, *a);
+    fn dot8(x: &[f32], y: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        for (xc, yc) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] = fma(xc[l], yc[l], acc[l]);
+            }
         }
+        hsum8(&acc)
     }
-    /// [`HeadOps::axpy`] four times in order (w[0]·v[0] first).
+    /// `dot8(xs[k], ys[h])` for every pair: the same sums, several pairs per load.
     #[inline(always)]
-    fn axpy4(w: [f32; 4], v: [&[f32]; 4], acc: &mut [f32]) {
-        for (w, v) in w.into_iter().zip(v) {
-            Self::axpy(w, v, acc);
+    fn dot8_tile<const K: usize, const Q: usize>(
+        xs: [&[f32]; K],
+        ys: [&[f32]; Q],
+    ) -> [[f32; Q]; K] {
+        let mut out = [[0f32; Q]; K];
+        for k in 0..K {
+            for h in 0..Q {
+                out[k][h] = Self::dot8(xs[k], ys[h]);
+            }
         }
+        out
     }
 }
 
@@ -255,8 +305,8 @@ impl HeadOps for Simd128 {
         Portable::exp8(x)
     }
     #[inline(always)]
-    fn axpy(w: f32, v: &[f32], acc: &mut [f32]) {
-        super::dot_simd128::axpy_f32(w, v, acc)
+    fn dot8(x: &[f32], y: &[f32]) -> f32 {
+        super::dot_simd128::dot8_f32(x, y)
     }
 }
 
@@ -284,9 +334,12 @@ impl HeadOps for Avx2 {
         unsafe { avx2::exp8(x) }
     }
     #[inline(always)]
-    fn axpy4(w: [f32; 4], v: [&[f32]; 4], acc: &mut [f32]) {
+    fn dot8_tile<const K: usize, const Q: usize>(
+        xs: [&[f32]; K],
+        ys: [&[f32]; Q],
+    ) -> [[f32; Q]; K] {
         // SAFETY: as above.
-        unsafe { avx2::axpy4(w, v, acc) }
+        unsafe { avx2::dot8_tile(xs, ys) }
     }
 }
 
@@ -350,65 +403,118 @@ fn group_heads_impl<H: HeadOps>(
 ) {
     let d = p.head_dim;
     let heads = qs.len() / d;
-    let (keys, values) = (&cache.k[g], &cache.v[g]);
+    let keys = &cache.k[g];
     let base = |pos: usize| (pos - cache.first_pos) * d;
     let cells = qpos + 1 - lo;
+    // tinyBLAS (a batch of queries) sums cell p in lane p % 8, ggml_vec_dot_f32 (otherwise) in lane p % 32: the
+    // weights run over whole blocks of lanes, zero outside lo..=qpos.
+    let lanes = if batch { 8 } else { 32 };
+    let from = lo - lo % lanes;
+    let span = (qpos + 1).next_multiple_of(lanes) - from;
+    let off = lo - from;
 
     // (Plain loops, not iterator closures: closures are not compiled with the caller's AVX2 + FMA features.)
-    // Scores `[head][cell]`.
-    let mut w = vec![0f32; heads * cells];
+    // Weights `[head][span]`.
+    let mut w = vec![0f32; heads * span];
     let key = |i: usize| &keys[base(lo + i)..][..d];
     let mut i = 0;
     while i + 2 <= cells {
         pair_scores::<H>([key(i), key(i + 1)], qs, p, &mut w, |h, k| {
-            h * cells + i + k
+            h * span + off + i + k
         });
         i += 2;
     }
     for i in i..cells {
         for h in 0..heads {
-            w[h * cells + i] = score::<H>(key(i), &qs[h * d..][..d], p);
+            w[h * span + off + i] = score::<H>(key(i), &qs[h * d..][..d], p);
         }
     }
     for h in 0..heads {
-        softmax::<H>(&mut w[h * cells..][..cells], lo, qpos);
+        softmax::<H>(&mut w[h * span + off..][..cells], lo, qpos);
     }
 
-    // tinyBLAS (a batch of queries): per output value, 8 lane accumulators over the cells, fused multiply-adds, then
-    // hsum. ggml_vec_dot_f32 (otherwise): 4 accumulators of 8 lanes over chunks of 32 cells.
-    let lanes = if batch { 8 } else { 32 };
-    let mut acc = vec![0f32; heads * lanes * d];
-    // Lane by lane, each lane's cells in position order (its sums' order), four at a time into one pass over its
-    // accumulators.
-    for lane in 0..lanes {
-        let first = (lane + lanes - lo % lanes) % lanes;
-        let mut i = first;
-        while i < cells {
-            let run = ((cells - i).div_ceil(lanes)).min(4);
-            let idx: [usize; 4] = std::array::from_fn(|j| i + lanes * j.min(run - 1));
-            let v = idx.map(|i| &values[base(lo + i)..][..d]);
-            for h in 0..heads {
-                let acc = &mut acc[(h * lanes + lane) * d..][..d];
-                if run == 4 {
-                    H::axpy4(idx.map(|i| w[h * cells + i]), v, acc);
-                } else {
-                    for j in 0..run {
-                        H::axpy(w[h * cells + idx[j]], v[j], acc);
-                    }
-                }
-            }
-            i += lanes * run;
+    let col = from - cache.first_pos;
+    let mut sums = vec![0f32; d * heads];
+    value_sums::<H>(
+        |dd| cache.values(g, dd, col, span),
+        &w,
+        span,
+        batch,
+        &mut sums,
+    );
+    for (h, out) in out.chunks_exact_mut(d).enumerate() {
+        for (dd, o) in out.iter_mut().enumerate() {
+            *o = sums[dd * heads + h];
         }
     }
-    for (h, out) in out.chunks_exact_mut(d).enumerate() {
-        let acc = &acc[h * lanes * d..][..lanes * d];
-        for (dd, o) in out.iter_mut().enumerate() {
-            *o = if batch {
-                hsum8(&std::array::from_fn(|l| acc[l * d + dd]))
-            } else {
-                reduce_f32x32(&std::array::from_fn(|l| acc[l * d + dd]))
-            };
+}
+
+/// Each value row's (`row(r)`, r in 0..out.len() / heads) weighted sum for each head's weights (`w`, `[head][span]`),
+/// into `out` (`[row][head]`): tinyBLAS's sum when `batch`, ggml_vec_dot_f32's otherwise. Rows go in tiles against
+/// up to four heads (Gemma 3's groups are 4 heads, SmolLM2's 3).
+#[inline(always)]
+fn value_sums<'a, H: HeadOps>(
+    row: impl Fn(usize) -> &'a [f32],
+    w: &[f32],
+    span: usize,
+    batch: bool,
+    out: &mut [f32],
+) {
+    let heads = w.len() / span;
+    match heads {
+        // Rows per tile: enough independent sums to hide the fused multiply-add's latency, few enough to stay in
+        // AVX2's 16 registers.
+        4 => value_tiles::<H, 4, 3>(row, w, span, batch, out),
+        3 => value_tiles::<H, 3, 3>(row, w, span, batch, out),
+        2 => value_tiles::<H, 2, 4>(row, w, span, batch, out),
+        1 => value_tiles::<H, 1, 4>(row, w, span, batch, out),
+        _ => {
+            for (r, o) in out.chunks_exact_mut(heads).enumerate() {
+                let v = row(r);
+                for (h, o) in o.iter_mut().enumerate() {
+                    let w = &w[h * span..][..span];
+                    *o = if batch { H::dot8(v, w) } else { H::dot(v, w) };
+                }
+            }
         }
+    }
+}
+
+#[inline(always)]
+fn value_tiles<'a, H: HeadOps, const Q: usize, const K: usize>(
+    row: impl Fn(usize) -> &'a [f32],
+    w: &[f32],
+    span: usize,
+    batch: bool,
+    out: &mut [f32],
+) {
+    let mut ws = [&w[..0]; Q];
+    for (h, ws) in ws.iter_mut().enumerate() {
+        *ws = &w[h * span..][..span];
+    }
+    let rows = out.len() / Q;
+    let mut r = 0;
+    while r + K <= rows {
+        let mut v = [&w[..0]; K];
+        for (k, v) in v.iter_mut().enumerate() {
+            *v = row(r + k);
+        }
+        let s = if batch {
+            H::dot8_tile(v, ws)
+        } else {
+            H::dot_tile(v, ws)
+        };
+        out[r * Q..][..K * Q].copy_from_slice(s.as_flattened());
+        r += K;
+    }
+    for r in r..rows {
+        let v = [row(r)];
+        let s = if batch {
+            H::dot8_tile(v, ws)
+        } else {
+            H::dot_tile(v, ws)
+        };
+        out[r * Q..][..Q].copy_from_slice(s.as_flattened());
     }
 }
 
@@ -554,47 +660,53 @@ fn decode(
     }
     run_parts(simd, parallel, jobs, &ctx);
 
-    // Softmax per query head, `[query head][cell]`.
-    let mut w = vec![0f32; hq * n];
-    for (h, wh) in w.chunks_exact_mut(n).enumerate() {
+    // Softmax per query head, `[query head][span]`: ggml_vec_dot_f32 puts cell p in lane p % 32, so the weights
+    // run over whole blocks of 32 positions, zero outside lo..=qpos.
+    let from = lo - lo % 32;
+    let span = (qpos + 1).next_multiple_of(32) - from;
+    let off = lo - from;
+    let mut w = vec![0f32; hq * span];
+    for (h, wh) in w.chunks_exact_mut(span).enumerate() {
         let (g, hg) = (h / group, h % group);
-        for (i, x) in wh.iter_mut().enumerate() {
+        for (i, x) in wh[off..][..n].iter_mut().enumerate() {
             *x = scores[(g * n + i) * group + hg];
         }
     }
-    let jobs = w.chunks_exact_mut(n).map(|w| Part::Softmax { w }).collect();
+    let jobs = w
+        .chunks_exact_mut(span)
+        .map(|w| Part::Softmax {
+            w: &mut w[off..][..n],
+        })
+        .collect();
     run_parts(simd, parallel, jobs, &ctx);
 
-    // Values: accumulator lanes `[kv head][lane split][query head of its group][lane][head_dim]`.
+    // Values: `[kv head][head_dim][query head of its group]`, in ranges of value rows.
     let splits = if parallel {
-        (2 * threads).div_ceil(hkv).next_power_of_two().min(32)
+        (2 * threads).div_ceil(hkv).min(d / 8).max(1)
     } else {
         1
     };
-    let lanes = 32 / splits;
-    let mut acc = vec![0f32; hq * 32 * d];
+    let rows = d.div_ceil(splits);
+    let mut sums = vec![0f32; hkv * d * group];
     let mut jobs = Vec::new();
-    for (i, a) in acc.chunks_exact_mut(group * lanes * d).enumerate() {
-        let (g, s) = (i / splits, i % splits);
-        jobs.push(Part::Values {
-            w: &w[g * group * n..][..group * n],
-            values: &cache.v[g],
-            lanes: s * lanes..(s + 1) * lanes,
-            acc: a,
-        });
+    for (g, s) in sums.chunks_mut(d * group).enumerate() {
+        for (r, s) in s.chunks_mut(rows * group).enumerate() {
+            jobs.push(Part::Values {
+                w: &w[g * group * span..][..group * span],
+                cache,
+                g,
+                first_row: r * rows,
+                col: from - cache.first_pos,
+                out: s,
+            });
+        }
     }
     run_parts(simd, parallel, jobs, &ctx);
 
     for (h, o) in out.chunks_exact_mut(d).enumerate() {
         let (g, hg) = (h / group, h % group);
-        // Where each of the 32 lanes of this head sits (worked out once per head, not per value: two divisions per
-        // lane per value were ~5% of a decoded token).
-        let at: [usize; 32] = std::array::from_fn(|l| {
-            let (s, li) = (l / lanes, l % lanes);
-            (((g * splits + s) * group + hg) * lanes + li) * d
-        });
         for (dd, o) in o.iter_mut().enumerate() {
-            *o = reduce_f32x32(&std::array::from_fn(|l| acc[at[l] + dd]));
+            *o = sums[(g * d + dd) * group + hg];
         }
     }
 }
@@ -622,13 +734,15 @@ enum Part<'a> {
     },
     /// One query head's softmax, in place.
     Softmax { w: &'a mut [f32] },
-    /// The group's weights `w` (`[group][cell]`) times the values, for the cells whose accumulator lane
-    /// (position % 32) is in `lanes`, into `acc` (`[group][lane][head_dim]`).
+    /// The group's weights `w` (`[group][span]`, from column `col`) times kv head `g`'s value rows from
+    /// `first_row`, into `out` (`[row][group]`).
     Values {
         w: &'a [f32],
-        values: &'a [f32],
-        lanes: std::ops::Range<usize>,
-        acc: &'a mut [f32],
+        cache: &'a CpuKvCache,
+        g: usize,
+        first_row: usize,
+        col: usize,
+        out: &'a mut [f32],
     },
 }
 
@@ -691,26 +805,20 @@ fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
         Part::Softmax { w } => softmax::<H>(w, ctx.lo, ctx.qpos),
         Part::Values {
             w,
-            values,
-            lanes,
-            acc,
+            cache,
+            g,
+            first_row,
+            col,
+            out,
         } => {
-            let (n, width) = (ctx.qpos + 1 - ctx.lo, lanes.len());
-            let mut block = ctx.lo - ctx.lo % 32;
-            while block <= ctx.qpos {
-                for (li, pos) in (block + lanes.start..block + lanes.end).enumerate() {
-                    if pos < ctx.lo || pos > ctx.qpos {
-                        continue;
-                    }
-                    prefetch(values, base((pos + 32).min(ctx.qpos)), d);
-                    let v = &values[base(pos)..][..d];
-                    for hg in 0..ctx.group {
-                        let pw = w[hg * n + pos - ctx.lo];
-                        H::axpy(pw, v, &mut acc[(hg * width + li) * d..][..d]);
-                    }
-                }
-                block += 32;
-            }
+            let span = w.len() / ctx.group;
+            value_sums::<H>(
+                |r| cache.values(g, first_row + r, col, span),
+                w,
+                span,
+                false,
+                out,
+            );
         }
     }
 }
@@ -805,34 +913,44 @@ mod avx2 {
         out
     }
 
-    /// acc = fma(w[3], v[3], fma(w[2], v[2], fma(w[1], v[1], fma(w[0], v[0], acc)))), element by element: one load
-    /// and store of the accumulators for four cells.
+    /// tinyBLAS's dot product (element i into lane i % 8, fused, then `hsum8`) for every (x, y) pair, K·Q
+    /// accumulators side by side: K + Q loads for K·Q fused multiply-adds. The lengths are multiples of 8.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn axpy4(w: [f32; 4], v: [&[f32]; 4], acc: &mut [f32]) {
-        let n = acc.len();
-        assert!(v.iter().all(|v| v.len() >= n));
-        let ws = [
-            _mm256_set1_ps(w[0]),
-            _mm256_set1_ps(w[1]),
-            _mm256_set1_ps(w[2]),
-            _mm256_set1_ps(w[3]),
-        ];
-        let pa = acc.as_mut_ptr();
-        let mut k = 0;
-        while k + 8 <= n {
-            let mut a = _mm256_loadu_ps(pa.add(k));
-            for j in 0..4 {
-                a = _mm256_fmadd_ps(ws[j], _mm256_loadu_ps(v[j].as_ptr().add(k)), a);
+    pub unsafe fn dot8_tile<const K: usize, const Q: usize>(
+        xs: [&[f32]; K],
+        ys: [&[f32]; Q],
+    ) -> [[f32; Q]; K] {
+        let n = xs
+            .iter()
+            .map(|x| x.len())
+            .chain(ys.iter().map(|y| y.len()))
+            .min()
+            .unwrap_or(0);
+        let mut acc = [[_mm256_setzero_ps(); Q]; K];
+        let mut i = 0;
+        while i + 8 <= n {
+            let mut xv = [_mm256_setzero_ps(); K];
+            for k in 0..K {
+                xv[k] = _mm256_loadu_ps(xs[k].as_ptr().add(i));
             }
-            _mm256_storeu_ps(pa.add(k), a);
-            k += 8;
+            for h in 0..Q {
+                let yv = _mm256_loadu_ps(ys[h].as_ptr().add(i));
+                for k in 0..K {
+                    acc[k][h] = _mm256_fmadd_ps(xv[k], yv, acc[k][h]);
+                }
+            }
+            i += 8;
         }
-        for k in k..n {
-            for j in 0..4 {
-                acc[k] = super::fma(w[j], v[j][k], acc[k]);
+        let mut out = [[0f32; Q]; K];
+        for k in 0..K {
+            for h in 0..Q {
+                let mut l = [0f32; 8];
+                _mm256_storeu_ps(l.as_mut_ptr(), acc[k][h]);
+                out[k][h] = super::hsum8(&l);
             }
         }
+        out
     }
 
     /// ggml_v_expf (the AVX2 + FMA variant) on 8 lanes.
@@ -884,5 +1002,111 @@ mod avx2 {
             )
         };
         _mm256_storeu_ps(v.as_mut_ptr(), result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Softmax attention in f64 straight from its definition, for one query position.
+    fn reference(
+        q: &[f32],
+        keys: &[Vec<f32>],
+        values: &[Vec<f32>],
+        p: &AttentionParams,
+        qpos: usize,
+    ) -> Vec<f64> {
+        let (hq, hkv, d) = (p.n_heads, p.n_kv_heads, p.head_dim);
+        let lo = p.window.map_or(0, |w| (qpos + 1).saturating_sub(w));
+        let mut out = vec![0f64; hq * d];
+        for h in 0..hq {
+            let g = h / (hq / hkv);
+            let s: Vec<f64> = (lo..=qpos)
+                .map(|t| {
+                    let k = &keys[t][g * d..][..d];
+                    (0..d)
+                        .map(|i| q[h * d + i] as f64 * k[i] as f64)
+                        .sum::<f64>()
+                        * p.scale as f64
+                })
+                .collect();
+            let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for (t, e) in (lo..=qpos).zip(&e) {
+                for i in 0..d {
+                    out[h * d + i] += e / sum * values[t][g * d + i] as f64;
+                }
+            }
+        }
+        out
+    }
+
+    /// Batches and single tokens over a sliding window much shorter than the context: the transposed value rows
+    /// grow several times and the dead prefix is dropped several times, and every answer still matches attention
+    /// computed from scratch over the visible positions.
+    #[test]
+    fn a_growing_and_compacting_cache_attends_the_visible_positions() {
+        let p = AttentionParams {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            scale: 0.25,
+            softcap: None,
+            window: Some(40),
+        };
+        let kv = p.n_kv_heads * p.head_dim;
+        let spec = KvSpec {
+            n_kv_heads: p.n_kv_heads,
+            head_dim: p.head_dim,
+            max_positions: 1024,
+            window: p.window,
+        };
+        let mut cache = CpuKvCache::new(spec);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let (mut keys, mut values, mut pos) = (Vec::new(), Vec::new(), 0);
+        for rows in [50, 1, 1, 70, 1, 33, 1, 1, 100, 1, 1, 1, 9] {
+            let (q, k, v) = (
+                random(rows * p.n_heads * p.head_dim),
+                random(rows * kv),
+                random(rows * kv),
+            );
+            keys.extend(k.chunks_exact(kv).map(<[f32]>::to_vec));
+            values.extend(v.chunks_exact(kv).map(<[f32]>::to_vec));
+            for simd in [false, true] {
+                let mut c = CpuKvCache {
+                    k: cache.k.clone(),
+                    vt: cache.vt.clone(),
+                    ..cache
+                };
+                let y = attend(simd, &q, &k, &v, rows, &mut c, &p, pos).unwrap();
+                for (t, y) in y.chunks_exact(p.n_heads * p.head_dim).enumerate() {
+                    let want = reference(&q[t * y.len()..][..y.len()], &keys, &values, &p, pos + t);
+                    for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
+                        assert!(
+                            (got as f64 - want).abs() < 1e-5,
+                            "position {}, value {i}: {got} against {want}",
+                            pos + t
+                        );
+                    }
+                }
+                if simd {
+                    cache = c;
+                }
+            }
+            pos += rows;
+        }
+        assert!(cache.first_pos > 0, "the window never dropped a position");
     }
 }

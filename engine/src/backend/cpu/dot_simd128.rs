@@ -10,7 +10,7 @@
 //! f64, the f64 sum rounds once, and narrowing it is right unless that rounding left the sum exactly halfway between
 //! two f32s or the sum is subnormal in f32. Here that runs two lanes at a time in f64x2 ([`fma_f32x4`]); lanes that
 //! meet one of the rare cases are redone by the scalar `fma`, so the result is the scalar's bit for bit. The same
-//! fused multiply-adds serve attention's f32 dot products and value sums ([`dot_f32`], [`axpy_f32`]). The block
+//! fused multiply-adds serve attention's f32 dot products and value sums ([`dot_f32`], [`dot8_f32`]). The block
 //! kernels skip even the per-lane checks where a row's scales prove every sum exact ([`Grain`]). This emulation is
 //! still most of a block's cost, so the worker built with relaxed SIMD too takes `f32x4.relaxed_madd` instead
 //! wherever the engine fuses it (`super::relaxed`): one instruction, the same bits, 2–2.7× faster per op.
@@ -98,7 +98,10 @@ fn values<const KIND: u8>(b: &[u8]) -> (v128, v128) {
     let (lo, hi) = stored_values::<KIND>(b);
     match offset::<KIND>() {
         0 => (lo, hi),
-        off => (i8x16_sub(lo, i8x16_splat(off)), i8x16_sub(hi, i8x16_splat(off))),
+        off => (
+            i8x16_sub(lo, i8x16_splat(off)),
+            i8x16_sub(hi, i8x16_splat(off)),
+        ),
     }
 }
 
@@ -370,25 +373,20 @@ pub(crate) fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
     sum
 }
 
-/// acc[i] = fma(w, v[i], acc[i]), sixteen values at a time.
+/// tinyBLAS's f32 dot product (element i into lane i % 8, fused, then `ops::hsum8`) of two runs whose length is a
+/// multiple of 8.
 #[inline(always)]
-pub(crate) fn axpy_f32(w: f32, v: &[f32], acc: &mut [f32]) {
-    let n = v.len().min(acc.len());
-    let np = n - n % 16;
-    for (vc, ac) in v[..np].chunks_exact(16).zip(acc[..np].chunks_exact_mut(16)) {
-        let r = fma_f32x4(
-            [f32x4_splat(w); 4],
-            std::array::from_fn(|k| load_f32x4(&vc[4 * k..])),
-            std::array::from_fn(|k| load_f32x4(&ac[4 * k..])),
+pub(crate) fn dot8_f32(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = [f32x4_splat(0.0); 2];
+    for (xc, yc) in x[..n].chunks_exact(8).zip(y[..n].chunks_exact(8)) {
+        acc = fma_f32x4(
+            [load_f32x4(xc), load_f32x4(&xc[4..])],
+            [load_f32x4(yc), load_f32x4(&yc[4..])],
+            acc,
         );
-        for (k, v) in r.iter().enumerate() {
-            // SAFETY: values 4k..4k + 4 are inside the 16-value chunk; no alignment requirement.
-            unsafe { v128_store(ac[4 * k..].as_mut_ptr() as *mut v128, *v) };
-        }
     }
-    for i in np..n {
-        acc[i] = fma(w, v[i], acc[i]);
-    }
+    hsum(acc[0], acc[1])
 }
 
 /// `dot::hsum_lanes` of the eight accumulators (0..3 in `a`, 4..7 in `b`), in its order.

@@ -98,6 +98,8 @@ fn for_row_pieces(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) +
             return;
         }
     }
+    #[cfg(target_arch = "wasm32")]
+    let _ = width;
     f(0, out)
 }
 
