@@ -416,19 +416,15 @@ fn group_heads_impl<H: HeadOps>(
     // (Plain loops, not iterator closures: closures are not compiled with the caller's AVX2 + FMA features.)
     // Weights `[head][span]`.
     let mut w = vec![0f32; heads * span];
-    let key = |i: usize| &keys[base(lo + i)..][..d];
-    let mut i = 0;
-    while i + 2 <= cells {
-        pair_scores::<H>([key(i), key(i + 1)], qs, p, &mut w, |h, k| {
-            h * span + off + i + k
-        });
-        i += 2;
-    }
-    for i in i..cells {
-        for h in 0..heads {
-            w[h * span + off + i] = score::<H>(key(i), &qs[h * d..][..d], p);
-        }
-    }
+    cell_scores::<H>(
+        |i| &keys[base(lo + i)..][..d],
+        cells,
+        qs,
+        p,
+        &mut w,
+        |h, i| h * span + off + i,
+        |_| {},
+    );
     for h in 0..heads {
         softmax::<H>(&mut w[h * span + off..][..cells], lo, qpos);
     }
@@ -518,38 +514,75 @@ fn value_tiles<'a, H: HeadOps, const Q: usize, const K: usize>(
     }
 }
 
-/// The scores of two cells (`keys`) for every query head of `qs` (`[head][head_dim]`), up to four heads at a time
-/// (Gemma 3's groups are 4 heads, SmolLM2's 3), each into `out[at(head, which key)]`.
+/// The scores of cells 0..cells (`key(i)`) for every query head of `qs` (`[head][head_dim]`), each into
+/// `out[at(head, cell)]`; `ahead(i)` runs just before cell i is read (the decode loop's prefetches). Several cells
+/// against up to four heads per pass, enough independent sums to hide the fused multiply-add's latency within AVX2's
+/// 16 registers: 2 × 4 for Gemma 3's groups of 4 heads, 3 × 3 for SmolLM2's 3.
 #[inline(always)]
-fn pair_scores<H: HeadOps>(
-    keys: [&[f32]; 2],
+fn cell_scores<'a, H: HeadOps>(
+    key: impl Fn(usize) -> &'a [f32],
+    cells: usize,
     qs: &[f32],
     p: &AttentionParams,
     out: &mut [f32],
     at: impl Fn(usize, usize) -> usize,
+    ahead: impl Fn(usize),
 ) {
-    let heads = qs.len() / p.head_dim;
-    let mut h = 0;
-    while h + 4 <= heads {
-        heads_scores::<H, 4>(keys, qs, h, p, out, &at);
-        h += 4;
-    }
-    match heads - h {
-        3 => heads_scores::<H, 3>(keys, qs, h, p, out, &at),
-        2 => heads_scores::<H, 2>(keys, qs, h, p, out, &at),
-        1 => heads_scores::<H, 1>(keys, qs, h, p, out, &at),
-        _ => {}
+    if qs.len() / p.head_dim == 3 {
+        cell_scores_by::<H, 3>(key, cells, qs, p, out, at, ahead)
+    } else {
+        cell_scores_by::<H, 2>(key, cells, qs, p, out, at, ahead)
     }
 }
 
 #[inline(always)]
-fn heads_scores<H: HeadOps, const Q: usize>(
-    keys: [&[f32]; 2],
+fn cell_scores_by<'a, H: HeadOps, const K: usize>(
+    key: impl Fn(usize) -> &'a [f32],
+    cells: usize,
+    qs: &[f32],
+    p: &AttentionParams,
+    out: &mut [f32],
+    at: impl Fn(usize, usize) -> usize,
+    ahead: impl Fn(usize),
+) {
+    let d = p.head_dim;
+    let heads = qs.len() / d;
+    let mut i = 0;
+    while i + K <= cells {
+        let mut keys = [&qs[..0]; K];
+        for (k, keys) in keys.iter_mut().enumerate() {
+            ahead(i + k);
+            *keys = key(i + k);
+        }
+        let mut h = 0;
+        while h + 4 <= heads {
+            heads_scores::<H, K, 4>(keys, qs, h, p, out, |h, k| at(h, i + k));
+            h += 4;
+        }
+        match heads - h {
+            3 => heads_scores::<H, K, 3>(keys, qs, h, p, out, |h, k| at(h, i + k)),
+            2 => heads_scores::<H, K, 2>(keys, qs, h, p, out, |h, k| at(h, i + k)),
+            1 => heads_scores::<H, K, 1>(keys, qs, h, p, out, |h, k| at(h, i + k)),
+            _ => {}
+        }
+        i += K;
+    }
+    for i in i..cells {
+        for h in 0..heads {
+            out[at(h, i)] = score::<H>(key(i), &qs[h * d..][..d], p);
+        }
+    }
+}
+
+/// The scores of the K cells `keys` for query heads h..h + Q of `qs`, into `out[at(head, which key)]`.
+#[inline(always)]
+fn heads_scores<H: HeadOps, const K: usize, const Q: usize>(
+    keys: [&[f32]; K],
     qs: &[f32],
     h: usize,
     p: &AttentionParams,
     out: &mut [f32],
-    at: &impl Fn(usize, usize) -> usize,
+    at: impl Fn(usize, usize) -> usize,
 ) {
     let d = p.head_dim;
     let mut q = [&qs[..0]; Q];
@@ -786,21 +819,15 @@ fn part_impl<H: HeadOps>(part: Part, ctx: &DecodeCtx) {
         Part::Scores { q, keys, from, out } => {
             let (cells, group) = (out.len() / ctx.group, ctx.group);
             let last = (from + cells).saturating_sub(1);
-            let key = |i: usize| &keys[base(from + i)..][..d];
-            let mut i = 0;
-            while i + 2 <= cells {
-                prefetch(keys, base((from + i + AHEAD).min(last)), d);
-                prefetch(keys, base((from + i + 1 + AHEAD).min(last)), d);
-                pair_scores::<H>([key(i), key(i + 1)], q, ctx.p, out, |hg, k| {
-                    (i + k) * group + hg
-                });
-                i += 2;
-            }
-            for i in i..cells {
-                for (hg, s) in out[i * group..][..group].iter_mut().enumerate() {
-                    *s = score::<H>(key(i), &q[hg * d..][..d], ctx.p);
-                }
-            }
+            cell_scores::<H>(
+                |i| &keys[base(from + i)..][..d],
+                cells,
+                q,
+                ctx.p,
+                out,
+                |hg, i| i * group + hg,
+                |i| prefetch(keys, base((from + i + AHEAD).min(last)), d),
+            );
         }
         Part::Softmax { w } => softmax::<H>(w, ctx.lo, ctx.qpos),
         Part::Values {
@@ -873,34 +900,30 @@ mod avx2 {
             .min()
             .unwrap_or(0);
         let np = n - n % 32;
-        let mut parts = [[[_mm256_setzero_ps(); 4]; Q]; K];
-        for j in 0..4 {
-            let mut acc = [[_mm256_setzero_ps(); Q]; K];
-            let mut i = 8 * j;
-            while i < np {
-                let mut kv = [_mm256_setzero_ps(); K];
-                for k in 0..K {
-                    kv[k] = _mm256_loadu_ps(keys[k].as_ptr().add(i));
-                }
-                for h in 0..Q {
-                    let qv = _mm256_loadu_ps(qs[h].as_ptr().add(i));
-                    for k in 0..K {
-                        acc[k][h] = _mm256_fmadd_ps(kv[k], qv, acc[k][h]);
-                    }
-                }
-                i += 32;
-            }
+        // GGML_F32x8_REDUCE's first step, (acc0 + acc2) + (acc1 + acc3), as the accumulators are built (no array of
+        // all four: zeroing one was a memset call per tile).
+        let add = |x: [[__m256; Q]; K], y: [[__m256; Q]; K]| {
+            let mut s = x;
             for k in 0..K {
                 for h in 0..Q {
-                    parts[k][h][j] = acc[k][h];
+                    s[k][h] = _mm256_add_ps(x[k][h], y[k][h]);
                 }
             }
-        }
+            s
+        };
+        let even = add(
+            dot_f32_pass(&keys, &qs, 0, np),
+            dot_f32_pass(&keys, &qs, 2, np),
+        );
+        let odd = add(
+            dot_f32_pass(&keys, &qs, 1, np),
+            dot_f32_pass(&keys, &qs, 3, np),
+        );
+        let sums = add(even, odd);
         let mut out = [[0f32; Q]; K];
         for k in 0..K {
             for h in 0..Q {
-                let a = &parts[k][h];
-                let s = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+                let s = sums[k][h];
                 let t0 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
                 let t1 = _mm_hadd_ps(t0, t0);
                 let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
@@ -911,6 +934,33 @@ mod avx2 {
             }
         }
         out
+    }
+
+    /// ggml_vec_dot_f32's accumulator `j` (the chunks at offset 8j in each 32) for every pair, side by side.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_f32_pass<const K: usize, const Q: usize>(
+        keys: &[&[f32]; K],
+        qs: &[&[f32]; Q],
+        j: usize,
+        np: usize,
+    ) -> [[__m256; Q]; K] {
+        let mut acc = [[_mm256_setzero_ps(); Q]; K];
+        let mut i = 8 * j;
+        while i < np {
+            let mut kv = [_mm256_setzero_ps(); K];
+            for k in 0..K {
+                kv[k] = _mm256_loadu_ps(keys[k].as_ptr().add(i));
+            }
+            for h in 0..Q {
+                let qv = _mm256_loadu_ps(qs[h].as_ptr().add(i));
+                for k in 0..K {
+                    acc[k][h] = _mm256_fmadd_ps(kv[k], qv, acc[k][h]);
+                }
+            }
+            i += 32;
+        }
+        acc
     }
 
     /// tinyBLAS's dot product (element i into lane i % 8, fused, then `hsum8`) for every (x, y) pair, K·Q
