@@ -912,12 +912,12 @@ mod avx2 {
             s
         };
         let even = add(
-            dot_f32_pass(&keys, &qs, 0, np),
-            dot_f32_pass(&keys, &qs, 2, np),
+            fma_chunks(&keys, &qs, 0, 32, np),
+            fma_chunks(&keys, &qs, 16, 32, np),
         );
         let odd = add(
-            dot_f32_pass(&keys, &qs, 1, np),
-            dot_f32_pass(&keys, &qs, 3, np),
+            fma_chunks(&keys, &qs, 8, 32, np),
+            fma_chunks(&keys, &qs, 24, 32, np),
         );
         let sums = add(even, odd);
         let mut out = [[0f32; Q]; K];
@@ -936,29 +936,31 @@ mod avx2 {
         out
     }
 
-    /// ggml_vec_dot_f32's accumulator `j` (the chunks at offset 8j in each 32) for every pair, side by side.
+    /// One 8-lane accumulator per (x, y) pair, side by side, over the chunks of 8 at start, start + step, … below
+    /// `end`: K + Q loads for K·Q fused multiply-adds in K·Q independent chains.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_f32_pass<const K: usize, const Q: usize>(
-        keys: &[&[f32]; K],
-        qs: &[&[f32]; Q],
-        j: usize,
-        np: usize,
+    unsafe fn fma_chunks<const K: usize, const Q: usize>(
+        xs: &[&[f32]; K],
+        ys: &[&[f32]; Q],
+        start: usize,
+        step: usize,
+        end: usize,
     ) -> [[__m256; Q]; K] {
         let mut acc = [[_mm256_setzero_ps(); Q]; K];
-        let mut i = 8 * j;
-        while i < np {
-            let mut kv = [_mm256_setzero_ps(); K];
+        let mut i = start;
+        while i + 8 <= end {
+            let mut xv = [_mm256_setzero_ps(); K];
             for k in 0..K {
-                kv[k] = _mm256_loadu_ps(keys[k].as_ptr().add(i));
+                xv[k] = _mm256_loadu_ps(xs[k].as_ptr().add(i));
             }
             for h in 0..Q {
-                let qv = _mm256_loadu_ps(qs[h].as_ptr().add(i));
+                let yv = _mm256_loadu_ps(ys[h].as_ptr().add(i));
                 for k in 0..K {
-                    acc[k][h] = _mm256_fmadd_ps(kv[k], qv, acc[k][h]);
+                    acc[k][h] = _mm256_fmadd_ps(xv[k], yv, acc[k][h]);
                 }
             }
-            i += 32;
+            i += step;
         }
         acc
     }
@@ -977,21 +979,7 @@ mod avx2 {
             .chain(ys.iter().map(|y| y.len()))
             .min()
             .unwrap_or(0);
-        let mut acc = [[_mm256_setzero_ps(); Q]; K];
-        let mut i = 0;
-        while i + 8 <= n {
-            let mut xv = [_mm256_setzero_ps(); K];
-            for k in 0..K {
-                xv[k] = _mm256_loadu_ps(xs[k].as_ptr().add(i));
-            }
-            for h in 0..Q {
-                let yv = _mm256_loadu_ps(ys[h].as_ptr().add(i));
-                for k in 0..K {
-                    acc[k][h] = _mm256_fmadd_ps(xv[k], yv, acc[k][h]);
-                }
-            }
-            i += 8;
-        }
+        let acc = fma_chunks(&xs, &ys, 0, 8, n);
         let mut out = [[0f32; Q]; K];
         for k in 0..K {
             for h in 0..Q {
@@ -1114,16 +1102,10 @@ mod tests {
             window: p.window,
         };
         let mut cache = CpuKvCache::new(spec);
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut random = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-                })
-                .collect()
+        let mut seed = 0;
+        let mut random = |n: usize| {
+            seed += 1;
+            super::super::test_values(n, seed)
         };
         let (mut keys, mut values, mut pos) = (Vec::new(), Vec::new(), 0);
         for rows in [50, 1, 1, 70, 1, 33, 1, 1, 100, 1, 1, 1, 9] {

@@ -296,17 +296,7 @@ mod tests {
     use super::*;
     use crate::backend::Backend;
 
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::backend::cpu::test_values as rand;
 
     fn t(b: &CpuBackend, rows: usize, cols: usize, v: &[f32]) -> Tensor {
         b.tensor(rows, cols, v).unwrap()
