@@ -859,29 +859,7 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
-        let n = x.len().min(y.len());
-        let np = n - n % 32;
-        let (px, py) = (x.as_ptr(), y.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i < np {
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(px.add(i + 8 * j)),
-                    _mm256_loadu_ps(py.add(i + 8 * j)),
-                    *a,
-                );
-            }
-            i += 32;
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
-        let t0 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-        let t1 = _mm_hadd_ps(t0, t0);
-        let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
-        for k in np..n {
-            sum += x[k] * y[k];
-        }
-        sum
+        dot_f32_tile([x], [y])[0][0]
     }
 
     /// [`dot_f32`] for every (key, query) pair. Each of its four accumulators only ever sees the chunks at one offset
@@ -1105,7 +1083,7 @@ mod tests {
         let mut seed = 0;
         let mut random = |n: usize| {
             seed += 1;
-            super::super::test_values(n, seed)
+            crate::backend::gpu::testing::values(n, seed)
         };
         let (mut keys, mut values, mut pos) = (Vec::new(), Vec::new(), 0);
         for rows in [50, 1, 1, 70, 1, 33, 1, 1, 100, 1, 1, 1, 9] {

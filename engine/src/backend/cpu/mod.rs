@@ -103,20 +103,6 @@ fn for_row_pieces(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) +
     f(0, out)
 }
 
-/// `n` values in [-1, 1) from a xorshift generator seeded by `seed`: the same inputs on every run and platform.
-#[cfg(test)]
-pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
-
 pub struct CpuBackend {
     device: Device,
     /// Run the AVX2 + FMA kernels where the CPU has them (the results are the same either way).

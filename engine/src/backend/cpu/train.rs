@@ -296,7 +296,7 @@ mod tests {
     use super::*;
     use crate::backend::Backend;
 
-    use crate::backend::cpu::test_values as rand;
+    use crate::backend::gpu::testing::values as rand;
 
     fn t(b: &CpuBackend, rows: usize, cols: usize, v: &[f32]) -> Tensor {
         b.tensor(rows, cols, v).unwrap()
