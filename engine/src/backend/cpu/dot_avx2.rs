@@ -6,7 +6,7 @@
 
 use super::dot::{k_min_sum, k_scales_mins, KPath};
 use super::ops::fma;
-use super::q8::{Act32, BlockQ8K};
+use super::q8::{Act32, BlockQ8K, BlockQ8_0};
 use std::arch::x86_64::*;
 
 #[inline]
@@ -178,6 +178,61 @@ pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Act3
         }
     }
     out
+}
+
+/// A weight row of 32-value blocks unpacked once for the many activation rows of a prompt: each block's values as
+/// unsigned bytes (Q5_0's v - 16 stored as v) and its scale. Unpacked again for every 8 activation rows, a prompt's
+/// Q5_0 products ran ~8% slower.
+#[derive(Default)]
+pub struct Unpacked {
+    values: Vec<__m256i>,
+    d: Vec<f32>,
+}
+
+/// Unpacks a Q5_0 row (22-byte blocks) into `into`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn unpack_q5_0(w: &[u8], into: &mut Unpacked) {
+    into.values.clear();
+    into.d.clear();
+    for b in w.chunks_exact(block_bytes(Q5_0)) {
+        into.values
+            .push(five_bits(b.as_ptr().add(6), b.as_ptr().add(2), false));
+        into.d.push(f16_at(b.as_ptr()));
+    }
+}
+
+/// R unpacked Q5_0 rows against C activation rows, each pair with [`dot32_rows`]'s bits: the integer lanes are
+/// Σ v·y - Σ 16·y over each 4 bytes (ggml's Σ (v - 16)·y, exactly), the offset computed once per activation block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q5_0_unpacked_tile<const R: usize, const C: usize>(
+    u: [&Unpacked; R],
+    a: [&[BlockQ8_0]; C],
+) -> [[f32; C]; R] {
+    let blocks = u[0].d.len();
+    debug_assert!(u
+        .iter()
+        .all(|u| u.values.len() == blocks && u.d.len() == blocks));
+    debug_assert!(a.iter().all(|a| a.len() == blocks));
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    for i in 0..blocks {
+        for c in 0..C {
+            let y = a[c].as_ptr().add(i);
+            let qy = load32((*y).qs.as_ptr() as *const u8);
+            let offset = _mm256_maddubs_epi16(_mm256_set1_epi8(16), qy);
+            let dy = _mm256_broadcast_ss(&(*y).d);
+            for r in 0..R {
+                let v = *u[r].values.as_ptr().add(i);
+                let d = _mm256_mul_ps(_mm256_broadcast_ss(&*u[r].d.as_ptr().add(i)), dy);
+                let l = _mm256_madd_epi16(
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(v, qy), offset),
+                    _mm256_set1_epi16(1),
+                );
+                acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(l), acc[r][c]);
+            }
+        }
+    }
+    acc.map(|row| row.map(|v| hsum_f32(v)))
 }
 
 /// The 5-bit values of a Q5_0 / Q5_1 block as bytes; `high` is what a set (Q5_1) or clear (Q5_0) bit contributes.

@@ -315,6 +315,27 @@ trait Kernel {
         }
         out
     }
+    /// Unpacks a weight row once for all of a prompt's activation rows, where the kernel has such a form (false:
+    /// its tiles unpack each block themselves).
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn unpack_avx2(_w: &[u8], _into: &mut avx2::Unpacked) -> bool {
+        false
+    }
+    /// [`Kernel::dot2_wide_avx2`], the same bits, on rows [`Kernel::unpack_avx2`] unpacked into `u`.
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn dot2_wide_unpacked_avx2(
+        w: [&[u8]; 2],
+        _u: [&avx2::Unpacked; 2],
+        a: [&[Self::Act]; WIDE],
+    ) -> [[f32; WIDE]; 2] {
+        unsafe { Self::dot2_wide_avx2(w[0], w[1], a) }
+    }
 }
 
 /// Activation rows one tile of a batched product takes together.
@@ -325,6 +346,11 @@ const ACTS: usize = 4;
 /// pair, go one weight row at a time).
 #[cfg(target_arch = "x86_64")]
 const WIDE: usize = 8;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(
+    WIDE == 2 * ACTS,
+    "the unpacked tiles take a wide group as two of ACTS rows"
+);
 
 #[cfg(target_arch = "x86_64")]
 use super::dot_avx2 as avx2;
@@ -334,7 +360,8 @@ use dot::KPath;
 
 /// A 32-value block format: portable dot, and the interleaved AVX2 kernel for one or two rows.
 macro_rules! kernel32 {
-    ($name:ident, $act:ty, $kind:ident, $repacked:expr, |$w:ident, $a:ident| $portable:expr) => {
+    ($name:ident, $act:ty, $kind:ident, $repacked:expr, |$w:ident, $a:ident| $portable:expr
+        $(, unpacked: $unpack:ident => $unpacked_tile:ident)?) => {
         struct $name;
         impl Kernel for $name {
             type Act = $act;
@@ -379,6 +406,36 @@ macro_rules! kernel32 {
                     }
                 }
             }
+            $(
+                #[cfg(target_arch = "x86_64")]
+                #[inline(always)]
+                unsafe fn unpack_avx2(w: &[u8], into: &mut avx2::Unpacked) -> bool {
+                    unsafe { avx2::$unpack(w, into) };
+                    true
+                }
+                #[cfg(target_arch = "x86_64")]
+                #[inline(always)]
+                unsafe fn dot2_wide_unpacked_avx2(
+                    _w: [&[u8]; 2],
+                    u: [&avx2::Unpacked; 2],
+                    a: [&[$act]; WIDE],
+                ) -> [[f32; WIDE]; 2] {
+                    // Two rows by ACTS, twice: with the weights unpacked, a 2 × 8 tile's spilled accumulators cost
+                    // more than the loads it shares (20% slower). Spelled out: a loop over the halves compiled to a
+                    // slower tile.
+                    let lo: [&[$act]; ACTS] = std::array::from_fn(|c| a[c]);
+                    let hi: [&[$act]; ACTS] = std::array::from_fn(|c| a[ACTS + c]);
+                    let (y0, y1) = unsafe {
+                        (
+                            avx2::$unpacked_tile::<2, ACTS>(u, lo),
+                            avx2::$unpacked_tile::<2, ACTS>(u, hi),
+                        )
+                    };
+                    std::array::from_fn(|r| {
+                        std::array::from_fn(|c| if c < ACTS { y0[r][c] } else { y1[r][c - ACTS] })
+                    })
+                }
+            )?
         }
     };
 }
@@ -439,7 +496,8 @@ kernel32!(Q4_0R, BlockQ8_0, Q4_0, true, |w, a| dot::dot_q4_0(
     w, a, true
 ));
 kernel32!(Q4_1, BlockQ8_1, Q4_1, false, |w, a| dot::dot_q4_1(w, a));
-kernel32!(Q5_0, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a));
+kernel32!(Q5_0, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a),
+    unpacked: unpack_q5_0 => q5_0_unpacked_tile);
 kernel32!(Q5_1, BlockQ8_1, Q5_1, false, |w, a| dot::dot_q5_1(w, a));
 kernel32!(Q8_0, BlockQ8_0, Q8_0, false, |w, a| dot::dot_q8_0(w, a));
 kernel!(Q4KV, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Vec),
@@ -607,14 +665,23 @@ unsafe fn rows_avx2<K: Kernel, const PROMPT: bool>(
         0
     };
     let grouped = act_rows.len() - act_rows.len() % ACTS;
+    let mut pair_unpacked: [avx2::Unpacked; 2] = Default::default();
     let mut pairs = w.chunks_exact(2 * row_bytes);
     let mut jj = 0;
     for pair in &mut pairs {
         super::ops::prefetch(w, jj * row_bytes + PREFETCH_AHEAD, 2 * row_bytes);
         let (w0, w1) = pair.split_at(row_bytes);
+        let [u0, u1] = &mut pair_unpacked;
+        let unpacked = wide > 0 && unsafe { K::unpack_avx2(w0, u0) && K::unpack_avx2(w1, u1) };
         for g in (0..wide).step_by(WIDE) {
             let group: &[&[K::Act]; WIDE] = act_rows[g..g + WIDE].try_into().expect("WIDE rows");
-            let y = unsafe { K::dot2_wide_avx2(w0, w1, *group) };
+            let y = unsafe {
+                if unpacked {
+                    K::dot2_wide_unpacked_avx2([w0, w1], [u0, u1], *group)
+                } else {
+                    K::dot2_wide_avx2(w0, w1, *group)
+                }
+            };
             for (c, piece) in pieces[g..g + WIDE].iter_mut().enumerate() {
                 piece[jj] = y[0][c];
                 piece[jj + 1] = y[1][c];
