@@ -3,7 +3,8 @@
 //! - activation rows quantized to Q8_0 / Q8_1 / Q8_K are byte-identical to ggml's CPU `from_float` (rounding ties,
 //!   zero blocks, subnormal f16 scales and outliers included);
 //! - for every weight type, x · Wᵀ equals ggml_mul_mat for one row at a time (decode) and 7 and 9 rows at once
-//!   (prefill), including Q4_0 / Q4_K weights in ggml's repacked layout, on the SIMD and the portable code paths;
+//!   (prefill), including Q4_0 / Q4_K weights in ggml's repacked layout, on the SIMD and the portable code paths,
+//!   and so does each part of a packed product computed apart;
 //! - rms_norm, swiglu, geglu, RoPE (both pair layouts), and attention as llama.cpp's graph computes it (batch and
 //!   single query, GQA, sliding window, soft-capping) equal ggml's results, and our GELU table is ggml's.
 //!
@@ -166,6 +167,24 @@ fn check_backend(name: &str) {
         }
         check("prefill 7".into(), 0..7, &c.batch7);
         check(format!("prefill {}", c.m), 0..c.m, &c.batch_all);
+        // The same weight as a packed projection's, cut into parts as it is computed: each part is its columns
+        // of ggml's product (a lone row's for rows of different sequences).
+        let widths = [16, 8, c.n - 24];
+        let x = tensor(&b, &c.x[..c.m * c.k], c.k);
+        for (independent, want) in [(false, &c.batch_all), (true, &c.decode)] {
+            let parts = b.matmul_parts(&x, &w, &widths, independent).unwrap();
+            let mut first = 0;
+            for (part, &width) in parts.iter().zip(&widths) {
+                let want: Vec<f32> = want
+                    .chunks(c.n)
+                    .flat_map(|row| &row[first..first + width])
+                    .copied()
+                    .collect();
+                let what = format!("{name} {path} part at column {first} (independent rows: {independent})");
+                assert_close(&what, &host(&b, part), &want, width, exact);
+                first += width;
+            }
+        }
     }
 }
 

@@ -259,6 +259,22 @@ pub trait Backend {
     /// `[rows, Σ widths]` cut into `[rows, width]` pieces, left to right (a packed product's outputs).
     fn split_cols(&self, x: &Self::Tensor, widths: &[usize]) -> Result<Vec<Self::Tensor>>;
 
+    /// x times a packed weight, cut into its parts: `split_cols(matmul(x, w), widths)` (`independent_rows`:
+    /// [`Backend::matmul_independent`]), which a backend may compute without the wide product in between.
+    fn matmul_parts(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        widths: &[usize],
+        independent_rows: bool,
+    ) -> Result<Vec<Self::Tensor>> {
+        let y = match independent_rows {
+            true => self.matmul_independent(x, w)?,
+            false => self.matmul(x, w)?,
+        };
+        self.split_cols(&y, widths)
+    }
+
     /// The last row of `[rows, cols]` as `[1, cols]`.
     fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 

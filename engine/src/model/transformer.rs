@@ -177,9 +177,10 @@ impl<B: Backend> Transformer<B> {
                 true => Ok(y),
                 false => lora.decorate(b, i, group, part, x, y),
             };
-            let [mut q, mut k, v] = project(b, &h, &layer.qkv, matmul, |part, y| {
-                decorate(GroupId::Qkv, part, &h, y)
-            })?;
+            let [mut q, mut k, v] =
+                project(b, &h, &layer.qkv, independent_rows, !lora.is_empty(), |part, y| {
+                    decorate(GroupId::Qkv, part, &h, y)
+                })?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = b.rms_norm(&q, qn, eps)?;
                 k = b.rms_norm(&k, kn, eps)?;
@@ -196,9 +197,14 @@ impl<B: Backend> Transformer<B> {
                 layer.gate_up.first(),
             )?;
             x = sum;
-            let [gate, up] = project(b, &normed, &layer.gate_up, matmul, |part, y| {
-                decorate(GroupId::GateUp, part, &normed, y)
-            })?;
+            let [gate, up] = project(
+                b,
+                &normed,
+                &layer.gate_up,
+                independent_rows,
+                !lora.is_empty(),
+                |part, y| decorate(GroupId::GateUp, part, &normed, y),
+            )?;
             let act = b.gated_activation_for(&gate, &up, cfg.hidden_act, &layer.down)?;
             let m = decorate(GroupId::Down, Some(0), &act, matmul(&act, &layer.down)?)?;
             // Gemma normalises the MLP output before the residual add (post_ffn_norm).
@@ -247,20 +253,29 @@ fn check_room<B: Backend>(cache: &Cache<B>, tokens: usize) -> Result<()> {
 }
 
 /// x times each projection: one product per weight, or one over a packed weight cut into its parts. `decorate(part,
-/// y)` adds the adapters' terms to weight `part`'s output, or (`None`) to the whole packed product before the cut.
+/// y)` adds the adapters' terms to weight `part`'s output, or (`None`) to the whole packed product before the cut;
+/// `decorated` says whether any adapter is active (if not, the backend cuts the packed product as it computes it).
 fn project<B: Backend, const N: usize>(
     b: &B,
     x: &B::Tensor,
     p: &Projections<B::Weight>,
-    matmul: impl Fn(&B::Tensor, &B::Weight) -> Result<B::Tensor>,
+    independent_rows: bool,
+    decorated: bool,
     decorate: impl Fn(Option<usize>, B::Tensor) -> Result<B::Tensor>,
 ) -> Result<[B::Tensor; N]> {
+    let matmul = |x: &B::Tensor, w: &B::Weight| match independent_rows {
+        true => b.matmul_independent(x, w),
+        false => b.matmul(x, w),
+    };
     let outputs = match p {
         Projections::Apart(ws) => ws
             .iter()
             .enumerate()
             .map(|(j, w)| decorate(Some(j), matmul(x, w)?))
             .collect::<Result<Vec<_>>>()?,
+        Projections::Packed { weight, widths } if !decorated => {
+            b.matmul_parts(x, weight, widths, independent_rows)?
+        }
         Projections::Packed { weight, widths } => {
             b.split_cols(&decorate(None, matmul(x, weight)?)?, widths)?
         }

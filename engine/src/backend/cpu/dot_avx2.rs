@@ -232,7 +232,13 @@ pub unsafe fn q5_0_unpacked_tile<const R: usize, const C: usize>(
             }
         }
     }
-    acc.map(|row| row.map(|v| hsum_f32(v)))
+    let mut out = [[0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = hsum_f32(acc[r][c]);
+        }
+    }
+    out
 }
 
 /// The 5-bit values of a Q5_0 / Q5_1 block as bytes; `high` is what a set (Q5_1) or clear (Q5_0) bit contributes.

@@ -505,6 +505,41 @@ impl Backend for CpuBackend {
         Ok(((x / cap as f64)?.tanh()? * cap as f64)?)
     }
 
+    fn matmul_parts(
+        &self,
+        x: &Tensor,
+        w: &CpuWeight,
+        widths: &[usize],
+        independent_rows: bool,
+    ) -> Result<Vec<Tensor>> {
+        let q = match w {
+            // A decoded token's outputs are small to copy apart, and its product keeps the one-part task split.
+            CpuWeight::Quantized(q) if x.rank() == 2 && x.dim(0)? > 1 => q,
+            _ => {
+                let y = match independent_rows {
+                    true => self.matmul_independent(x, w)?,
+                    false => self.matmul(x, w)?,
+                };
+                return self.split_cols(&y, widths);
+            }
+        };
+        let (m, cols) = x.dims2()?;
+        if cols != q.cols() {
+            return Err(Error::Backend(format!(
+                "matmul of activations with {cols} columns by a weight with {} columns",
+                q.cols()
+            )));
+        }
+        let parts = with_f32_slice(x, |values| {
+            q.matmul_parts(values, m, widths, independent_rows, self.simd)
+        })?;
+        parts
+            .into_iter()
+            .zip(widths)
+            .map(|(part, &w)| Ok(Tensor::from_vec(part, (m, w), &self.device)?))
+            .collect()
+    }
+
     fn split_cols(&self, x: &Tensor, widths: &[usize]) -> Result<Vec<Tensor>> {
         let total: usize = widths.iter().sum();
         if x.dim(1)? != total {
