@@ -56,6 +56,21 @@ pub(crate) struct PackedBytes {
     pub widths: Vec<usize>,
 }
 
+/// [`Backend::matmul_parts`] the plain way: the wide product, then cut.
+pub(crate) fn wide_then_split<B: Backend + ?Sized>(
+    b: &B,
+    x: &B::Tensor,
+    w: &B::Weight,
+    widths: &[usize],
+    independent_rows: bool,
+) -> Result<Vec<B::Tensor>> {
+    let y = match independent_rows {
+        true => b.matmul_independent(x, w)?,
+        false => b.matmul(x, w)?,
+    };
+    b.split_cols(&y, widths)
+}
+
 pub(crate) fn pack_bytes(parts: &[WeightBytes]) -> Option<PackedBytes> {
     let &(_, dtype, [_, cols], _) = parts.first()?;
     if parts.len() == 1 || parts.iter().any(|&(_, d, [_, c], _)| d != dtype || c != cols) {
@@ -268,11 +283,7 @@ pub trait Backend {
         widths: &[usize],
         independent_rows: bool,
     ) -> Result<Vec<Self::Tensor>> {
-        let y = match independent_rows {
-            true => self.matmul_independent(x, w)?,
-            false => self.matmul(x, w)?,
-        };
-        self.split_cols(&y, widths)
+        wide_then_split(self, x, w, widths, independent_rows)
     }
 
     /// The last row of `[rows, cols]` as `[1, cols]`.

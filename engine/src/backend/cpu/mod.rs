@@ -315,12 +315,7 @@ impl Backend for CpuBackend {
             CpuWeight::Quantized(w) => {
                 let dims = x.dims();
                 let cols = dims.last().copied().unwrap_or(0);
-                if cols != w.cols() {
-                    return Err(Error::Backend(format!(
-                        "matmul of activations with {cols} columns by a weight with {} columns",
-                        w.cols()
-                    )));
-                }
+                same_cols(cols, w)?;
                 let m = x.elem_count() / cols.max(1);
                 let out = with_f32_slice(x, |values| {
                     if self.simd {
@@ -353,12 +348,7 @@ impl Backend for CpuBackend {
             }
             CpuWeight::Quantized(q) => {
                 let cols = x.dim(1)?;
-                if cols != q.cols() {
-                    return Err(Error::Backend(format!(
-                        "matmul of activations with {cols} columns by a weight with {} columns",
-                        q.cols()
-                    )));
-                }
+                same_cols(cols, q)?;
                 let m = x.dim(0)?;
                 let out = with_f32_slice(x, |values| {
                     if self.simd {
@@ -515,21 +505,10 @@ impl Backend for CpuBackend {
         let q = match w {
             // A decoded token's outputs are small to copy apart, and its product keeps the one-part task split.
             CpuWeight::Quantized(q) if x.rank() == 2 && x.dim(0)? > 1 => q,
-            _ => {
-                let y = match independent_rows {
-                    true => self.matmul_independent(x, w)?,
-                    false => self.matmul(x, w)?,
-                };
-                return self.split_cols(&y, widths);
-            }
+            _ => return super::wide_then_split(self, x, w, widths, independent_rows),
         };
         let (m, cols) = x.dims2()?;
-        if cols != q.cols() {
-            return Err(Error::Backend(format!(
-                "matmul of activations with {cols} columns by a weight with {} columns",
-                q.cols()
-            )));
-        }
+        same_cols(cols, q)?;
         let parts = with_f32_slice(x, |values| {
             q.matmul_parts(values, m, widths, independent_rows, self.simd)
         })?;
@@ -588,6 +567,17 @@ impl Backend for CpuBackend {
     async fn to_host(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
         Ok(x.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
+}
+
+/// Activations with `cols` columns fit a quantized weight's rows.
+fn same_cols(cols: usize, w: &QMatrix) -> Result<()> {
+    if cols != w.cols() {
+        return Err(Error::Backend(format!(
+            "matmul of activations with {cols} columns by a weight with {} columns",
+            w.cols()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `f` on a tensor's values as one contiguous f32 slice, without copying when they already are.
