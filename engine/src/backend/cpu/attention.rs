@@ -195,7 +195,7 @@ pub fn attend(
     Ok(out)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(threaded)]
 /// Runs `job(row, head, out)` for every `size`-value piece of `out`, `heads` per row.
 fn for_each_head(
     out: &mut [f32],
@@ -217,7 +217,7 @@ fn for_each_head(
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(not(threaded))]
 fn for_each_head(
     out: &mut [f32],
     _rows: usize,
@@ -795,7 +795,7 @@ fn run_parts(simd: bool, parallel: bool, parts: Vec<Part>, ctx: &DecodeCtx) {
         let _ = simd;
         part_impl::<Portable>(part, ctx);
     };
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(threaded)]
     if parallel && parts.len() > 1 {
         use rayon::prelude::*;
         parts.into_par_iter().for_each(run);

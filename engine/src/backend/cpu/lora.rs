@@ -44,8 +44,8 @@ pub(super) fn add_low_rank(y: &Tensor, x: &Tensor, a: &CpuWeight, b_t: &CpuWeigh
         with_f32_slice(b_t, |b_t| {
             with_f32_slice(x, |x| {
                 let each_row = |(x_row, y_row): (&[f32], &mut [f32])| row_term(x_row, a, b_t, scale, y_row);
-                // wasm has no thread pool (no rayon); rows are independent, so either way gives the same bits.
-                #[cfg(not(target_arch = "wasm32"))]
+                // A wasm build without threads has no pool; rows are independent, so either way gives the same bits.
+                #[cfg(threaded)]
                 if rows > 1 {
                     use rayon::prelude::*;
                     x.par_chunks(inputs).zip(out.par_chunks_mut(outputs)).for_each(each_row);

@@ -32,15 +32,16 @@ pub use attention::CpuKvCache;
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use qmatmul::QMatrix;
 
-/// Runs `f` on one of the CPU kernels' worker threads (natively; in wasm, where there are none, right here). The
+/// Runs `f` on one of the CPU kernels' worker threads (natively; in wasm, right here: the threaded build makes the
+/// calling worker thread one of the pool's, see the app's pool.rs, and the others have none). The
 /// kernels split every product over rayon's pool: called from outside it, each of the ~200 products of a decoded
 /// token wakes the pool's threads and puts the caller to sleep until they are done, and those round trips cost as
 /// much as the arithmetic on a small model. Called from inside, the caller is one of the workers and the others stay
 /// awake between products. Commands that run a model natively wrap their work in this.
 pub fn on_worker_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(threaded)]
     return rayon::scope(|_| f());
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(threaded))]
     f()
 }
 
@@ -62,18 +63,18 @@ pub fn allow_fused_madd(allowed: bool) {
     let _ = allowed;
 }
 
-/// How many threads the parallel loops split their work for (the wasm build runs them on its one thread).
-fn threads() -> usize {
-    #[cfg(not(target_arch = "wasm32"))]
+/// How many threads the parallel loops split their work for (rayon's pool; one in a wasm build without threads).
+pub fn threads() -> usize {
+    #[cfg(threaded)]
     return rayon::current_num_threads();
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(threaded))]
     1
 }
 
 /// `len` zeros for an op's output. A prompt's outputs are megabytes, and zeroing them on the calling thread while
 /// the others wait was ~5% of a two-thread prefill; the pool zeroes them in pieces instead.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(threaded)]
     if len >= 1 << 16 && threads() > 1 {
         use rayon::prelude::*;
         let mut out = Vec::with_capacity(len);
@@ -86,7 +87,7 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
 /// Runs `f(first_value, piece)` over pieces of `out` made of whole rows of `width` values, on the pool's threads
 /// when there are enough rows to pay for it (a prefill). Rows are computed independently, so no value changes.
 fn for_row_pieces(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(threaded)]
     {
         let rows = out.len() / width.max(1);
         if rows >= 8 && threads() > 1 {
@@ -98,7 +99,7 @@ fn for_row_pieces(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) +
             return;
         }
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(threaded))]
     let _ = width;
     f(0, out)
 }

@@ -287,7 +287,7 @@ fn with_quantized<A: ActBlock, R>(x: &[f32], m: usize, simd: bool, f: impl FnOnc
 
 /// Rows are quantized independently, so a prefill's many rows are spread over the threads.
 fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, simd: bool, out: &mut [A]) {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(threaded)]
     if m >= 4 {
         use rayon::prelude::*;
         let (cols, nb) = (x.len() / m, out.len() / m);
@@ -617,14 +617,14 @@ fn for_each_chunk(
 ) {
     if let ([out], 1) = (&mut *outs, m) {
         let chunk = chunk_rows(out.len(), 1, row_bytes);
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(threaded)]
         {
             use rayon::prelude::*;
             out.par_chunks_mut(chunk)
                 .enumerate()
                 .for_each(|(t, piece)| f(t * chunk, &mut [piece]));
         }
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(not(threaded))]
         out.chunks_mut(chunk)
             .enumerate()
             .for_each(|(t, piece)| f(t * chunk, &mut [piece]));
@@ -647,14 +647,14 @@ fn for_each_chunk(
         }
         first += n;
     }
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(threaded)]
     {
         use rayon::prelude::*;
         tasks
             .into_par_iter()
             .for_each(|(j0, mut pieces)| f(j0, &mut pieces));
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(threaded))]
     tasks
         .into_iter()
         .for_each(|(j0, mut pieces)| f(j0, &mut pieces));
