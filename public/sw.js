@@ -22,10 +22,13 @@ const shellUrls = new Set(SHELL.map((p) => new URL(p, self.location).href));
 const indexUrl = new URL('index.html', self.location).href;
 const scope = self.registration.scope;
 
-// The engine's worker is built three times (portable, SIMD128, SIMD128 + relaxed SIMD; 6–7 MB each) and the page
-// starts the most capable one this browser validates (app/src/bridge.rs, whose probe modules these are), so only that
-// one is precached. Another one (`?simd=0`, `?simd=128`) is kept once fetched.
-const WORKER_FILE = /^worker(-simd|-relaxed)?(_bg\.wasm|\.js|_loader\.js)$/;
+// The engine's worker is built four times (portable, SIMD128, SIMD128 + relaxed SIMD, and that with threads; 6–7 MB
+// each) and the page starts the most capable one this browser validates (app/src/bridge.rs, whose probe modules these
+// are), so only that one is precached. The threaded one needs a cross-origin isolated page, which the page is once
+// this worker answers it (it adds COOP/COEP), so it is the one precached wherever relaxed SIMD validates on more than
+// one core. Another one (`?simd=0`, `?simd=128`, `?threads=1`, or a first visit from a host without the headers) is
+// kept once fetched.
+const WORKER_FILE = /^worker(-simd|-relaxed|-threads)?(_bg\.wasm|\.js|_loader\.js|_child\.js)$/;
 const SIMD128_PROBE = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 8, 1, 6, 0, 65, 0, 253, 15, 11];
 const RELAXED_SIMD_PROBE = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 19, 1, 17, 0, 65, 0, 253,
   15, 65, 0, 253, 15, 65, 0, 253, 15, 253, 133, 2, 11];
@@ -36,7 +39,9 @@ function validates(bytes) {
     return false;
   }
 }
-const workerBuild = validates(RELAXED_SIMD_PROBE) ? '-relaxed' : validates(SIMD128_PROBE) ? '-simd' : undefined;
+const cores = self.navigator.hardwareConcurrency || 1;
+const workerBuild = validates(RELAXED_SIMD_PROBE) ? (cores > 1 ? '-threads' : '-relaxed')
+  : validates(SIMD128_PROBE) ? '-simd' : undefined;
 const precached = SHELL.filter((p) => {
   const m = WORKER_FILE.exec(p);
   return !m || m[1] === workerBuild;

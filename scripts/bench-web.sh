@@ -6,8 +6,9 @@
 # One `aviary serve` serves both pages from one origin: a directory made for this run holds links to the built
 # app's files (dist/), to the wllama page (tests/bench/wllama/) and to the package files it imports; the server
 # follows links. It sends COOP/COEP, so both pages are cross-origin isolated; wllama still runs its single-thread
-# build, because by default it asks for half the hardware threads (1 on a 2-core machine). Aviary's CPU path is
-# single-threaded too.
+# build, because by default it asks for half the hardware threads (1 on a 2-core machine), unless the variant asks
+# for every core (wllama-cpu-mt). Aviary's CPU path runs its threaded build on every core (aviary-cpu), or that build
+# on one thread (aviary-cpu-1t).
 #   BENCH_SKIP_BUILD=1 reuses dist/ when it exists; QUESTION and MAX_TOKENS change the workload.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,7 +8,8 @@
 # The page's files are named by their content (cache busting); the worker's keep fixed names because the page starts
 # it by name. The worker is built three times: portable (worker*.js, worker_bg.wasm), with wasm SIMD128
 # (worker-simd*) and with SIMD128 and relaxed SIMD (worker-relaxed*); the page probes the browser and starts the most
-# capable one it validates, so only that one is downloaded. wasm-opt's
+# capable one it validates, so only that one is downloaded; a fourth build adds threads (worker-threads*, started where
+# the page is cross-origin isolated: see below). wasm-opt's
 # output is kept in the target directory by the hash of its input, version and flags, so an unchanged bundle is not
 # optimised twice. public/ (the web manifest, icons, the service worker) is copied beside them
 # and the service worker stamped by scripts/stamp-sw.sh.
@@ -47,6 +48,21 @@ relaxed_target_dir="$target_dir/wasm-relaxed"
 CARGO_TARGET_DIR="$relaxed_target_dir" RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128,+relaxed-simd" \
   cargo build "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin worker
 relaxed_wasm_dir="$relaxed_target_dir/wasm32-unknown-unknown/$profile"
+# And a fourth time with threads: shared memory (+atomics), so the CPU kernels split their work over web workers
+# running the same module (src/bin/worker/pool.rs), as natively over rayon's threads. wasm32's prebuilt standard
+# library has no atomics, so it is rebuilt with them (-Z build-std through RUSTC_BOOTSTRAP on this stable toolchain,
+# from its rust-src component, which scripts/web-setup.sh installs). Shared memory needs a declared maximum: 4 GiB,
+# wasm32's whole address space, as the other builds may grow to.
+# The link arguments (memory imported and shared, the thread-local storage exports wasm-bindgen's thread start needs)
+# go to the final link only, through `cargo rustc`, so changing them relinks instead of rebuilding every crate.
+threads_target_dir="$target_dir/wasm-threads"
+CARGO_TARGET_DIR="$threads_target_dir" RUSTC_BOOTSTRAP=1 \
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128,+relaxed-simd,+atomics,+bulk-memory,+mutable-globals -C link-arg=--max-memory=4294967296" \
+  cargo rustc "${cargo_mode[@]}" --target wasm32-unknown-unknown -p app --bin worker -Z build-std=panic_abort,std -- \
+  -C link-arg=--shared-memory -C link-arg=--import-memory \
+  -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
+  -C link-arg=--export=__tls_base
+threads_wasm_dir="$threads_target_dir/wasm32-unknown-unknown/$profile"
 opt_cache="$target_dir/wasm-opt"
 mkdir -p "$opt_cache"
 # wasm-bindgen writes into a directory of this build's own (the target directory may be shared with other clones), and
@@ -60,6 +76,7 @@ wasm-bindgen --target web --no-typescript --out-dir "$bindgen_dir" --out-name ap
 wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker "$wasm_dir/worker.wasm"
 wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker-simd "$simd_wasm_dir/worker.wasm"
 wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker-relaxed "$relaxed_wasm_dir/worker.wasm"
+wasm-bindgen --target no-modules --no-typescript --out-dir "$bindgen_dir" --out-name worker-threads "$threads_wasm_dir/worker.wasm"
 
 optimised() { # bundle.wasm dest: wasm-opt -Oz, or the output kept from the last run on the same input
   if [ "$profile" = debug ]; then cp "$1" "$2"; return; fi
@@ -77,22 +94,48 @@ prune_opt_cache() { # the last few outputs are enough to skip wasm-opt for an un
 }
 hash_of() { sha256sum "$1" | cut -c1-16; }
 
-optimised "$bindgen_dir/app_bg.wasm" "$stage/app_bg.wasm"
+# wasm-opt runs on one core: two bundles at a time (a failure stops the build at its `wait`).
+running=()
+optimise_soon() {
+  optimised "$@" &
+  running+=($!)
+  if [ ${#running[@]} -ge 2 ]; then
+    wait "${running[0]}"
+    running=("${running[@]:1}")
+  fi
+}
+for b in app worker worker-simd worker-relaxed worker-threads; do
+  optimise_soon "$bindgen_dir/${b}_bg.wasm" "$stage/${b}_bg.wasm"
+done
+for p in "${running[@]}"; do wait "$p"; done
+
 app_hash=$(hash_of "$stage/app_bg.wasm")
 app_wasm="app-${app_hash}_bg.wasm"
 app_js="app-${app_hash}.js"
 mv "$stage/app_bg.wasm" "$stage/$app_wasm"
 cp "$bindgen_dir/app.js" "$stage/$app_js"
 
-optimised "$bindgen_dir/worker_bg.wasm" "$stage/worker_bg.wasm"
 cp "$bindgen_dir/worker.js" "$stage/worker.js"
 printf '%s' 'importScripts("./worker.js");wasm_bindgen({ module_or_path: "./worker_bg.wasm" });' >"$stage/worker_loader.js"
-optimised "$bindgen_dir/worker-simd_bg.wasm" "$stage/worker-simd_bg.wasm"
 cp "$bindgen_dir/worker-simd.js" "$stage/worker-simd.js"
 printf '%s' 'importScripts("./worker-simd.js");wasm_bindgen({ module_or_path: "./worker-simd_bg.wasm" });' >"$stage/worker-simd_loader.js"
-optimised "$bindgen_dir/worker-relaxed_bg.wasm" "$stage/worker-relaxed_bg.wasm"
 cp "$bindgen_dir/worker-relaxed.js" "$stage/worker-relaxed.js"
 printf '%s' 'importScripts("./worker-relaxed.js");wasm_bindgen({ module_or_path: "./worker-relaxed_bg.wasm" });' >"$stage/worker-relaxed_loader.js"
+cp "$bindgen_dir/worker-threads.js" "$stage/worker-threads.js"
+printf '%s' 'importScripts("./worker-threads.js");wasm_bindgen({ module_or_path: "./worker-threads_bg.wasm" });' >"$stage/worker-threads_loader.js"
+# A CPU thread of that build (pool.rs starts one per further core and sends it the module, the shared memory and the
+# pool thread to run); the flag tells the module's start function not to start another engine.
+cat >"$stage/worker-threads_child.js" <<'JS'
+self.aviaryPoolHelper = true;
+importScripts("./worker-threads.js");
+self.onmessage = async ({ data: [module, memory, work] }) => {
+  self.onmessage = null;
+  // Rust's threads get 2 MiB of stack natively; a pool thread gets as much here.
+  await wasm_bindgen({ module_or_path: module, memory, thread_stack_size: 2 << 20 });
+  self.postMessage("ready");
+  wasm_bindgen.pool_thread_run(work);
+};
+JS
 
 prune_opt_cache
 [ -d "$bindgen_dir/snippets" ] && cp -r "$bindgen_dir/snippets" "$stage/"

@@ -5,6 +5,7 @@
 #   - node_modules from package-lock.json (`npm ci`): wasm-opt from npm's binaryen (Debian's older one produces a
 #     wasm that fails at run time), playwright-core (it drives the system Chromium; it never downloads browsers) and
 #     @wllama/wllama (the peer scripts/bench-web.sh measures beside the app);
+#   - the wasm32 target and the standard library's source (rustup);
 #   - wasm-bindgen-cli at exactly Cargo.lock's wasm-bindgen version (crates.io; about 2 minutes to build): the
 #     bindings scripts/build-web.sh generates, and the runner of the wasm tests (scripts/web-test.sh).
 set -euo pipefail
@@ -32,6 +33,10 @@ fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
+fi
+# The standard library's source: the threaded worker build compiles it again with atomics (scripts/build-web.sh).
+if ! rustup component list --installed 2>/dev/null | grep -qx rust-src; then
+  rustup component add rust-src
 fi
 
 wb_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')

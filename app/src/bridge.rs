@@ -37,7 +37,8 @@ impl Bridge {
         let adapters = expect_context::<LoraState>();
         let training = expect_context::<crate::state::TrainState>();
         let comparing = expect_context::<crate::state::CompareState>();
-        match Worker::new(worker_build(crate::app::query_param("simd").as_deref())) {
+        let asked = (crate::app::query_param("simd"), crate::app::query_param("threads"));
+        match Worker::new(worker_build(asked.0.as_deref(), asked.1.as_deref())) {
             Ok(worker) => {
                 let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
                     let Some(text) = ev.data().as_string() else { return };
@@ -238,22 +239,34 @@ fn finish_generation(id: u64, model: ModelState, chat: Chat) {
 }
 
 /// The worker's loader for this browser: the build with SIMD128 and relaxed SIMD where it validates both (its
-/// relaxed multiply-add makes the CPU kernels' fused multiply-adds one instruction where the engine fuses it), the
-/// SIMD128 one where it validates only that, else the portable one; only that one is fetched. `?simd=128` stops at
-/// the SIMD128 build and `?simd=0` at the portable one (for comparing them).
-fn worker_build(asked: Option<&str>) -> &'static str {
-    let most = match asked {
+/// relaxed multiply-add makes the CPU kernels' fused multiply-adds one instruction where the engine fuses it) — with
+/// threads too where the page is cross-origin isolated (shared memory) on more than one core — the SIMD128 one where
+/// it validates only that, else the portable one; only that one is fetched. `?simd=128` stops at the SIMD128 build,
+/// `?simd=0` at the portable one and `?threads=1` at the single-thread relaxed one (for comparing them).
+fn worker_build(simd: Option<&str>, threads: Option<&str>) -> &'static str {
+    let most = match simd {
         Some("0") => 0,
         Some("128") => 1,
         _ => 2,
     };
-    if most >= 2 && validates(&RELAXED_SIMD_PROBE) {
+    let relaxed = most >= 2 && validates(&RELAXED_SIMD_PROBE);
+    if relaxed && threads != Some("1") && shared_memory() {
+        "./worker-threads_loader.js"
+    } else if relaxed {
         "./worker-relaxed_loader.js"
     } else if most >= 1 && validates(&SIMD128_PROBE) {
         "./worker-simd_loader.js"
     } else {
         "./worker_loader.js"
     }
+}
+
+/// Whether workers can share wasm memory here and there is more than one core to share the work with.
+fn shared_memory() -> bool {
+    let global = js_sys::global();
+    let isolated = js_sys::Reflect::get(&global, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
+    let cores = web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency());
+    isolated && cores > 1.0
 }
 
 fn validates(module: &[u8]) -> bool {

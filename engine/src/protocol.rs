@@ -380,24 +380,37 @@ pub enum BackendInfo {
         /// relaxed multiply-add is fused (`engine::backend::cpu::fused_madd`); else they are emulated.
         #[serde(default)]
         fused_madd: bool,
+        /// Threads the CPU kernels split their work over: one, or every core in the threaded build (shared memory,
+        /// which the page gets where it is cross-origin isolated).
+        #[serde(default = "one_thread")]
+        threads: u32,
     },
+}
+
+fn one_thread() -> u32 {
+    1
 }
 
 impl BackendInfo {
     /// A short label for a status line; on the CPU it says which wasm build runs (" · SIMD128" for a SIMD one, then
-    /// " · FMA" where its fused multiply-adds are one instruction) and why WebGPU is not used, when it was not a choice.
+    /// " · FMA" where its fused multiply-adds are one instruction, " · N threads" in the threaded build) and why WebGPU
+    /// is not used, when it was not a choice.
     pub fn label(&self) -> String {
-        let cpu = match self {
+        let mut cpu = match self {
             BackendInfo::Cpu { simd128: true, fused_madd: true, .. } => "CPU (wasm) · SIMD128 · FMA",
             BackendInfo::Cpu { simd128: true, .. } => "CPU (wasm) · SIMD128",
             _ => "CPU (wasm)",
-        };
+        }
+        .to_string();
+        if let BackendInfo::Cpu { threads: threads @ 2.., .. } = self {
+            cpu += &format!(" · {threads} threads");
+        }
         match self {
             // Browsers often report no adapter name (SwiftShader's is empty).
             BackendInfo::Gpu { adapter, .. } if adapter.name.is_empty() => "WebGPU".to_string(),
             BackendInfo::Gpu { adapter, .. } => format!("WebGPU ({})", adapter.name),
             BackendInfo::Cpu { reason: Some(why), .. } => format!("{cpu} — {why}"),
-            BackendInfo::Cpu { reason: None, .. } => cpu.to_string(),
+            BackendInfo::Cpu { reason: None, .. } => cpu,
         }
     }
 }
@@ -679,7 +692,7 @@ mod tests {
             chat_template_builtin: true,
             sampling: None,
         };
-        let backend = BackendInfo::Cpu { reason: None, simd128: false, fused_madd: false };
+        let backend = BackendInfo::Cpu { reason: None, simd128: false, fused_madd: false, threads: 1 };
         for origin in [
             Some(Origin::Network { store: Store::Opfs }),
             Some(Origin::Cache {

@@ -12,7 +12,8 @@
 // Environment: AVIARY_URL (the served app, with the wllama page at wllama-bench/), MODEL_PATH (the model's path
 // under the server, e.g. models/X.gguf), QUESTION, MAX_TOKENS, OUT (the JSON report), ARTIFACTS (screenshots);
 // BENCH_ONLY, a comma-separated subset of wllama-cpu, wllama-cpu-mt (all cores), aviary-webgpu, aviary-cpu
-// (SIMD128 and relaxed SIMD), aviary-cpu-simd128, aviary-cpu-portable, runs only those.
+// (SIMD128 and relaxed SIMD, on every core: the threaded build), aviary-cpu-1t (the same on one thread),
+// aviary-cpu-simd128, aviary-cpu-portable, runs only those.
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -129,10 +130,16 @@ const engines = [
   // Without the WebGPU flags the page has no adapter and runs the engine's CPU backend in the worker; `?backend=cpu`
   // asks for it explicitly where the app reads that parameter.
   // The page starts the worker built with wasm SIMD128 and relaxed SIMD where the browser has both (its fused
-  // multiply-adds one instruction where the CPU has FMA); `?simd=128` the SIMD128-only build, `?simd=0` the portable.
+  // multiply-adds one instruction where the CPU has FMA), with threads on every core where the page is cross-origin
+  // isolated (it is here); `?threads=1` that build on one thread, `?simd=128` the SIMD128-only build, `?simd=0` the
+  // portable one.
   {
-    name: 'aviary', path: 'CPU wasm SIMD128 + relaxed', key: 'cpu', webgpu: false,
-    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu', expect: /CPU \(wasm\) · SIMD128 · FMA/ }),
+    name: 'aviary', path: 'CPU wasm SIMD128 + relaxed, all cores', key: 'cpu', webgpu: false,
+    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu', expect: new RegExp(`CPU \\(wasm\\) · SIMD128 · FMA${cpus().length > 1 ? ` · ${Math.min(cpus().length, 8)} threads` : ''}`) }),
+  },
+  {
+    name: 'aviary', path: 'CPU wasm SIMD128 + relaxed, one thread', key: 'cpu-1t', webgpu: false,
+    run: (page, l) => aviarySession(page, l, { query: '?backend=cpu&threads=1', expect: /CPU \(wasm\) · SIMD128 · FMA(?! · \d+ threads)/ }),
   },
   {
     name: 'aviary', path: 'CPU wasm SIMD128', key: 'cpu-simd128', webgpu: false,

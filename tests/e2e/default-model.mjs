@@ -184,9 +184,14 @@ export function register({ webgpu, cpu }) {
       // Chromium runs wasm SIMD128 and relaxed SIMD, so the page starts the worker built with both; V8 fuses relaxed
       // multiply-adds where the CPU has FMA (x86-64 with FMA3, every ARM64), and the card says so.
       const fma = process.arch === 'arm64' || /\bfma\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
-      const build = fma ? / · SIMD128 · FMA — / : / · SIMD128 — /;
-      c.ok(new RegExp(`^CPU \\(wasm\\)${build.source}WebGPU unavailable: \\S`).test(device),
-        `the model card says CPU (the SIMD128 build${fma ? ' with fused relaxed multiply-adds' : ''}) and why`, device);
+      const build = fma ? / · SIMD128 · FMA/ : / · SIMD128/;
+      // The page is cross-origin isolated (aviary serve's COOP/COEP), so on more than one core it starts the threaded
+      // build, whose kernels run on every core.
+      const threads = await page.evaluate(() => (self.crossOriginIsolated ? Math.min(navigator.hardwareConcurrency, 8) : 1));
+      const threadsPart = threads > 1 ? ` · ${threads} threads` : '';
+      c.ok(new RegExp(`^CPU \\(wasm\\)${build.source}${threadsPart} — WebGPU unavailable: \\S`).test(device),
+        `the model card says CPU (the SIMD128 build${fma ? ' with fused relaxed multiply-adds' : ''}${threadsPart}) and why`,
+        device);
       const panel = page.getByTestId('adapter-panel');
       const panelText = (await panel.textContent()).replace(/\s+/g, ' ');
       c.ok(/CPU/.test(panelText) && /WebGPU/.test(panelText), 'the adapter panel says the model runs on the CPU and why',

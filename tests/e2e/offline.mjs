@@ -65,13 +65,16 @@ export function register() {
       const cached = await cachesOf(page);
       const shell = cached[firstCache] ?? [];
       c.must(shell.length > 0, `the shell is precached in ${firstCache}`, JSON.stringify(Object.keys(cached)));
-      // Chromium validates relaxed SIMD, so the page starts that build of the worker, and only it is precached.
-      const need = ['/index.html', '/worker-relaxed.js', '/worker-relaxed_bg.wasm', '/worker-relaxed_loader.js',
-        '/manifest.webmanifest'];
+      // Chromium validates relaxed SIMD, and the isolated page on more than one core starts that build with threads
+      // (its CPU threads run worker-threads_child.js); only that build is precached.
+      const threaded = await page.evaluate(() => navigator.hardwareConcurrency > 1);
+      const build = threaded ? 'worker-threads' : 'worker-relaxed';
+      const need = ['/index.html', `/${build}.js`, `/${build}_bg.wasm`, `/${build}_loader.js`, '/manifest.webmanifest',
+        ...(threaded ? ['/worker-threads_child.js'] : [])];
       const missing = need.filter((p) => !shell.includes(p));
       c.ok(!missing.length && shell.some((p) => /^\/app-[0-9a-f]+_bg\.wasm$/.test(p)) && shell.some((p) => /\.css$/.test(p)),
-        'the cache holds the page, the worker the page starts (relaxed SIMD), the CSS and the manifest', `missing ${missing}; has ${shell}`);
-      const others = shell.filter((p) => /^\/worker(-simd)?_bg\.wasm$/.test(p));
+        `the cache holds the page, the worker the page starts (${build}), the CSS and the manifest`, `missing ${missing}; has ${shell}`);
+      const others = shell.filter((p) => /^\/worker(-simd|-relaxed|-threads)?_bg\.wasm$/.test(p) && p !== `/${build}_bg.wasm`);
       c.ok(!others.length, 'the worker builds it does not start are not precached', `also cached: ${others}`);
       c.ok(!Object.values(cached).flat().some((p) => p.includes('/models/')), 'no model is kept in Cache Storage',
         JSON.stringify(cached));

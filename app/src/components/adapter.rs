@@ -109,7 +109,7 @@ pub fn AdapterPanel() -> impl IntoView {
         }
         .into_any(),
         Some(BackendInfo::Gpu { adapter, f16 }) => view! { <GpuDetails adapter=adapter f16=f16 page_gpu=page_gpu/> }.into_any(),
-        Some(BackendInfo::Cpu { reason, simd128, fused_madd }) => {
+        Some(BackendInfo::Cpu { reason, simd128, fused_madd, threads }) => {
             let why = match reason {
                 Some(r) => r,
                 None => "chosen in the backend choice above, although WebGPU may be available".to_string(),
@@ -117,9 +117,13 @@ pub fn AdapterPanel() -> impl IntoView {
             view! {
                 <dl class="card" data-testid="adapter-cpu">
                     <dt>"Runs on"</dt><dd>{match (simd128, fused_madd) {
-                        (true, true) => "CPU (wasm with SIMD128 and relaxed SIMD's fused multiply-add), one worker thread",
-                        (true, false) => "CPU (wasm with SIMD128; fused multiply-adds emulated), one worker thread",
-                        _ => "CPU (wasm; fused multiply-adds emulated), one worker thread",
+                        (true, true) => "CPU (wasm with SIMD128 and relaxed SIMD's fused multiply-add), ",
+                        (true, false) => "CPU (wasm with SIMD128; fused multiply-adds emulated), ",
+                        _ => "CPU (wasm; fused multiply-adds emulated), ",
+                    }}{if threads > 1 {
+                        format!("{threads} threads (the page is cross-origin isolated)")
+                    } else {
+                        "one worker thread".to_string()
                     }}</dd>
                     <dt>"Why"</dt><dd data-testid="adapter-cpu-reason">{why}</dd>
                     <dt>"Page's WebGPU"</dt><dd>{move || page_gpu.get().explain()}</dd>

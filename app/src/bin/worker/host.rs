@@ -257,6 +257,12 @@ enum AnyLoaded {
 /// The driver: takes requests in order; while a model is loaded, `serve` takes them instead, and returns the next
 /// model once it is opened and checked.
 async fn drive(shared: Rc<Shared>, mut queue: Queue) {
+    // The threaded build's CPU threads start before any request is served (messages wait in the queue meanwhile);
+    // without them the kernels run on this thread alone.
+    #[cfg(target_feature = "atomics")]
+    if let Err(why) = crate::pool::start().await {
+        web_sys::console::warn_1(&format!("aviary worker: the CPU runs on one thread: {why}").into());
+    }
     let mut opened: Option<Opened> = None;
     loop {
         if let Some(next) = opened.take() {
@@ -441,6 +447,7 @@ async fn load(shared: &Shared, opened: Opened) -> Result<AnyLoaded> {
                 reason,
                 simd128: cfg!(target_feature = "simd128"),
                 fused_madd: engine::backend::cpu::fused_madd(),
+                threads: engine::backend::cpu::threads() as u32,
             }).await?))
         }
     })
@@ -623,13 +630,15 @@ fn event_loop_yield() -> engine::session::YieldHook {
     })
 }
 
-/// The size of this worker's wasm memory.
+/// The size of this worker's wasm memory (shared with its CPU threads in the threaded build).
 fn wasm_memory_bytes() -> u64 {
-    wasm_bindgen::memory()
-        .dyn_into::<js_sys::WebAssembly::Memory>()
-        .ok()
-        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
-        .map_or(0, |b| b.byte_length() as u64)
+    let Ok(memory) = wasm_bindgen::memory().dyn_into::<js_sys::WebAssembly::Memory>() else { return 0 };
+    let buffer = memory.buffer();
+    let bytes = match buffer.dyn_ref::<js_sys::ArrayBuffer>() {
+        Some(b) => b.byte_length(),
+        None => buffer.dyn_ref::<js_sys::SharedArrayBuffer>().map_or(0, |b| b.byte_length()),
+    };
+    bytes as u64
 }
 
 fn cancelled_generation() -> Generation {
