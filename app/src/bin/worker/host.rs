@@ -618,6 +618,8 @@ extern "C" {
 fn event_loop_yield() -> engine::session::YieldHook {
     let channel = MessageChannel::new();
     Box::new(move || {
+        #[cfg(target_feature = "atomics")]
+        crate::pool::stay_hot();
         let (port1, port2) = (channel.port1(), channel.port2());
         let woken = js_sys::Promise::new(&mut |resolve, _reject| {
             port1.set_onmessage(&resolve);

@@ -9,6 +9,7 @@
 //! helper first waits for its pool thread on a channel, and the pool's spawn handler sends the threads down it.
 
 use js_sys::{Array, Promise};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::ThreadBuilder;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,37 @@ fn spawn_helper(threads: &Threads) -> Result<JsValue, JsValue> {
         return Err(e);
     }
     Ok(ready.into())
+}
+
+/// Helpers running [`stay_hot`]'s loop now.
+static HOT: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a helper keeps looking for work with nothing found before it lets rayon put it to sleep, in ms.
+const HOT_FOR_MS: f64 = 30.0;
+
+/// Keeps every helper looking for work instead of asleep, until none has come for [`HOT_FOR_MS`]: call it while
+/// work is coming (every decoded token does). A rayon thread that finds nothing sleeps after a few dozen tries, which
+/// natively take as long as as many `sched_yield`s but in wasm (no yield) almost no time, so between two products of a
+/// decoded token the helpers were asleep, and waking one (an `Atomics.notify` to another thread) cost about what
+/// sharing the product saved. A helper in this loop takes each product's pieces as they come.
+pub fn stay_hot() {
+    let helpers = rayon::current_num_threads().saturating_sub(1);
+    while HOT.load(Ordering::Acquire) < helpers {
+        HOT.fetch_add(1, Ordering::AcqRel);
+        rayon::spawn(|| {
+            // Thread 0 (this worker's, should it pick the job up itself while waiting in a product) must return
+            // to the engine at once.
+            let mut last_work = js_sys::Date::now();
+            while rayon::current_thread_index() != Some(0) {
+                match rayon::yield_now() {
+                    Some(rayon::Yield::Executed) => last_work = js_sys::Date::now(),
+                    _ if js_sys::Date::now() - last_work > HOT_FOR_MS => break,
+                    _ => std::hint::spin_loop(),
+                }
+            }
+            HOT.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
 }
 
 /// A helper's entry (worker-threads_child.js calls it once its instance is ready): waits for its pool thread and
