@@ -795,14 +795,11 @@ fn run_parts(simd: bool, parallel: bool, parts: Vec<Part>, ctx: &DecodeCtx) {
         let _ = simd;
         part_impl::<Portable>(part, ctx);
     };
-    #[cfg(threaded)]
-    if parallel && parts.len() > 1 {
-        use rayon::prelude::*;
-        parts.into_par_iter().for_each(run);
-        return;
+    if parallel {
+        super::tasks::for_each_task(parts, run);
+    } else {
+        parts.into_iter().for_each(run);
     }
-    let _ = parallel;
-    parts.into_iter().for_each(run);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -21,6 +21,7 @@ pub mod q8;
 pub mod qmatmul;
 #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
 mod relaxed;
+mod tasks;
 mod train;
 mod train_attention;
 

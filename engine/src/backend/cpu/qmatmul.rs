@@ -617,17 +617,8 @@ fn for_each_chunk(
 ) {
     if let ([out], 1) = (&mut *outs, m) {
         let chunk = chunk_rows(out.len(), 1, row_bytes);
-        #[cfg(threaded)]
-        {
-            use rayon::prelude::*;
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(t, piece)| f(t * chunk, &mut [piece]));
-        }
-        #[cfg(not(threaded))]
-        out.chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(t, piece)| f(t * chunk, &mut [piece]));
+        let pieces = out.chunks_mut(chunk).enumerate().collect();
+        super::tasks::for_each_task(pieces, |(t, piece)| f(t * chunk, &mut [piece]));
         return;
     }
     let mut tasks: Vec<(usize, Vec<&mut [f32]>)> = Vec::new();
@@ -647,6 +638,7 @@ fn for_each_chunk(
         }
         first += n;
     }
+    // A prompt's tasks are long: rayon's own waits cost nothing beside them.
     #[cfg(threaded)]
     {
         use rayon::prelude::*;
