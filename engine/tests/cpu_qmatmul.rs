@@ -216,14 +216,29 @@ fn check_qmatrix(name: &str) {
     }
 }
 
+/// Runs `f` with the AVX2 kernels' AVX-512 VNNI forms allowed (used where the CPU has them), then without: the same
+/// bits either way. The switch is the process's, so the tests that flip it take turns.
+fn with_and_without_vnni(f: impl Fn()) {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    for vnni in [true, false] {
+        eprintln!("AVX-512 VNNI allowed: {vnni}");
+        engine::backend::cpu::ops::allow_vnni(vnni);
+        f();
+    }
+    engine::backend::cpu::ops::allow_vnni(true);
+}
+
 macro_rules! matmul_tests {
     ($($test:ident => $name:literal, quantized: $q:literal;)*) => {$(
         #[test]
         fn $test() {
-            check_backend($name);
-            if $q {
-                check_qmatrix($name);
-            }
+            with_and_without_vnni(|| {
+                check_backend($name);
+                if $q {
+                    check_qmatrix($name);
+                }
+            });
         }
     )*};
 }

@@ -19,6 +19,26 @@ pub(crate) fn fma_available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
+/// Whether the CPU has AVX-512 VNNI on 256-bit vectors (a byte dot product into 32-bit lanes in one instruction),
+/// and the kernels may use it: [`allow_vnni`] turns it off, so the tests hold the AVX2 kernels on such CPUs too.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vnni_available() -> bool {
+    VNNI_ALLOWED.load(std::sync::atomic::Ordering::Relaxed)
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vl")
+}
+
+#[cfg(target_arch = "x86_64")]
+static VNNI_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Lets the AVX2 kernels use AVX-512 VNNI where the CPU has it (the default), or not — the same bits either way.
+pub fn allow_vnni(allowed: bool) {
+    #[cfg(target_arch = "x86_64")]
+    VNNI_ALLOWED.store(allowed, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = allowed;
+}
+
 /// Defines `$name(simd, args…)` calling `$imp(args…)` (an `#[inline(always)]` function), through a copy compiled
 /// with AVX2 + FMA when `simd` is set and the CPU has them.
 macro_rules! fma_dispatch {
