@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The native CPU benchmark beside its peer: `aviary bench --backend cpu` and llama.cpp (llama-cpp-python, the same
 # workload: a 512-token prompt prefilled in one batch, then 128 greedy tokens; 2 threads each) on SmolLM2-135M and
-# Gemma-3-270M, alternating, ROUNDS times (default 3), plus decode after a 2048-token prompt (the long-context
-# row). Prints the machine, the median and the spread of each figure, and our ratio to llama.cpp; writes
+# Gemma-3-270M, alternating, ROUNDS times (default 3), plus decode after an 8-token prompt (decode at ~0 context)
+# and after a 2048-token prompt (the long-context row). Prints the machine, the median and the spread of each figure, and our ratio to llama.cpp; writes
 # target/bench-native.jsonl. Needs a quiet machine: every figure is memory- or compute-bound on both cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,7 @@ run() { # label model workload-args…
 for r in $(seq "$rounds"); do
   for m in SmolLM2-135M-Instruct.Q4_1 gemma-3-270m-q4_k_m; do
     echo "round $r/$rounds: $m" >&2
+    run "8+128" "$cache/models/$m.gguf" --prompt-tokens 8
     run "512+128" "$cache/models/$m.gguf"
     run "2048+128" "$cache/models/$m.gguf" --prompt-tokens 2048
   done
@@ -61,4 +62,12 @@ for (model, wl, eng), rs in sorted(groups.items()):
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     print(f"{model} {wl}: prefill {med(rs,'prefill_tok_s')/med(peer,'prefill_tok_s'):.2f}×, "
           f"decode {med(rs,'decode_tok_s')/med(peer,'decode_tok_s'):.2f}× llama.cpp")
+print()
+# The long-context aim: decode after 2048 positions against decode after 8 (and after 512), per engine.
+for (model, wl, eng), rs in sorted(groups.items()):
+    if wl != "2048+128":
+        continue
+    med = lambda k: statistics.median(r["decode_tok_s"] for r in groups.get((model, k, eng), []) or [{"decode_tok_s": float("nan")}])
+    print(f"{model} {eng}: decode after 2048 positions {med('2048+128') / med('8+128'):.2f}× decode after 8, "
+          f"{med('2048+128') / med('512+128'):.2f}× after 512")
 PY
