@@ -57,11 +57,18 @@ unsafe fn bytes_from_bits(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1))
 }
 
-/// Σ x·y over each group of 4 bytes, for unsigned x (< 128) and signed y: 8 exact i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+/// Σ x·y over each group of 4 bytes, for unsigned x (< 128) and signed y: 8 exact i32 lanes. `VNNI`: as one AVX-512
+/// VNNI instruction on 256-bit vectors instead of two — the same integers (no pair of products reaches i16's
+/// saturation with these operands) — for code inlined into a function compiled with `avx512vnni,avx512vl`
+/// (`qmatmul`'s `rows_vnni`), where the CPU has them (Zen 4, Ice Lake and later).
+// No target features of its own, and always inlined: it takes its caller's (AVX2, or AVX2 with VNNI).
+#[inline(always)]
+unsafe fn dot_u8_i8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+    }
 }
 
 #[inline]
@@ -99,33 +106,33 @@ unsafe fn weight_bytes<const KIND: u8>(b: *const u8) -> (__m256i, __m256i) {
 }
 
 /// A block's eight integer lanes against activations `y` (ggml's lane layout).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn lanes<const KIND: u8>((x, sign): (__m256i, __m256i), y: __m256i) -> __m256i {
+// Its caller's target features, as `dot_u8_i8`.
+#[inline(always)]
+unsafe fn lanes<const KIND: u8, const VNNI: bool>((x, sign): (__m256i, __m256i), y: __m256i) -> __m256i {
     match KIND {
-        Q4_1 | Q5_1 => dot_u8_i8(x, y),
-        _ => dot_u8_i8(x, _mm256_sign_epi8(y, sign)),
+        Q4_1 | Q5_1 => dot_u8_i8::<VNNI>(x, y),
+        _ => dot_u8_i8::<VNNI>(x, _mm256_sign_epi8(y, sign)),
     }
 }
 
 /// R weight rows (each `a.len()` blocks of KIND) against one activation row, interleaved so that the R
 /// accumulator chains hide each other's latency. Per row the arithmetic is ggml's: acc = fma(d_w·d_a, lanes, acc),
 /// hsum, plus Σ m·s for the offset formats (or, `repacked` Q4_0, acc = fma(Σ, d_w·d_a, acc) per block).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Act32>(
+// Its caller's target features, as `dot_u8_i8`.
+#[inline(always)]
+pub unsafe fn dot32_rows<const KIND: u8, const R: usize, A: Act32, const VNNI: bool>(
     w: [&[u8]; R],
     a: &[A],
     repacked: bool,
 ) -> [f32; R] {
-    dot32_tile::<KIND, R, 1, A>(w, [a], repacked).map(|[x]| x)
+    dot32_tile::<KIND, R, 1, A, VNNI>(w, [a], repacked).map(|[x]| x)
 }
 
 /// R weight rows against C activation rows (a batch of sequences): each weight block is unpacked once for all C,
 /// and every (weight row, activation row) pair gets exactly the arithmetic [`dot32_rows`] gives it alone.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Act32>(
+// Its caller's target features, as `dot_u8_i8`.
+#[inline(always)]
+pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Act32, const VNNI: bool>(
     w: [&[u8]; R],
     a: [&[A]; C],
     repacked: bool,
@@ -150,7 +157,7 @@ pub unsafe fn dot32_tile<const KIND: u8, const R: usize, const C: usize, A: Act3
                 if KIND == Q4_1 || KIND == Q5_1 {
                     sacc[r][c] += f16_at(b[r].add(2)) * y.s();
                 }
-                let l = lanes::<KIND>(wb[r], qy);
+                let l = lanes::<KIND, VNNI>(wb[r], qy);
                 if KIND == Q4_0 && repacked {
                     sacc[r][c] = fma(
                         store_lanes(l).iter().sum::<i32>() as f32,
@@ -203,32 +210,10 @@ pub unsafe fn unpack_q5_0(w: &[u8], into: &mut Unpacked) {
 
 /// R unpacked Q5_0 rows against C activation rows, each pair with [`dot32_rows`]'s bits: the integer lanes are
 /// Σ v·y - Σ 16·y over each 4 bytes (ggml's Σ (v - 16)·y, exactly), the offset computed once per activation block.
-/// Where the CPU has AVX-512 VNNI (Zen 4, Ice Lake and later) each lane's Σ v·y is one `vpdpbusd` on 256-bit
-/// vectors instead of three instructions; the integers are the same (no pair of products comes near i16's range:
-/// v < 32, |y| ≤ 127), so are the bits.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_0_unpacked_tile<const R: usize, const C: usize>(
-    u: [&Unpacked; R],
-    a: [&[BlockQ8_0]; C],
-) -> [[f32; C]; R] {
-    if super::ops::vnni_available() {
-        q5_0_unpacked_tile_vnni(u, a)
-    } else {
-        q5_0_tile::<R, C, false>(u, a)
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-unsafe fn q5_0_unpacked_tile_vnni<const R: usize, const C: usize>(
-    u: [&Unpacked; R],
-    a: [&[BlockQ8_0]; C],
-) -> [[f32; C]; R] {
-    q5_0_tile::<R, C, true>(u, a)
-}
-
+/// `VNNI`: see [`dot_u8_i8`].
+// Its caller's target features, as `dot_u8_i8`.
 #[inline(always)]
-unsafe fn q5_0_tile<const R: usize, const C: usize, const VNNI: bool>(
+pub unsafe fn q5_0_unpacked_tile<const R: usize, const C: usize, const VNNI: bool>(
     u: [&Unpacked; R],
     a: [&[BlockQ8_0]; C],
 ) -> [[f32; C]; R] {

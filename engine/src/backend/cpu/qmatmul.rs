@@ -154,13 +154,27 @@ impl QMatrix {
         let repacked = self.rows.is_multiple_of(8);
         let tiled = kernel_rows >= 8;
         let w = widths;
+        #[cfg(target_arch = "x86_64")]
+        let vnni = simd && super::ops::vnni_available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni = false;
+        // The 32-value formats' kernels, or their AVX-512 VNNI forms.
+        macro_rules! run32 {
+            ($k:ident / $kv:ident) => {
+                if vnni {
+                    run::<$kv>(self, x, m, simd, w)
+                } else {
+                    run::<$k>(self, x, m, simd, w)
+                }
+            };
+        }
         Ok(match self.ty {
-            GgmlType::Q4_0 if repacked => run::<Q4_0R>(self, x, m, simd, w),
-            GgmlType::Q4_0 => run::<Q4_0>(self, x, m, simd, w),
-            GgmlType::Q4_1 => run::<Q4_1>(self, x, m, simd, w),
-            GgmlType::Q5_0 => run::<Q5_0>(self, x, m, simd, w),
-            GgmlType::Q5_1 => run::<Q5_1>(self, x, m, simd, w),
-            GgmlType::Q8_0 => run::<Q8_0>(self, x, m, simd, w),
+            GgmlType::Q4_0 if repacked => run32!(Q4_0R / Q4_0RV),
+            GgmlType::Q4_0 => run32!(Q4_0 / Q4_0V),
+            GgmlType::Q4_1 => run32!(Q4_1 / Q4_1V),
+            GgmlType::Q5_0 => run32!(Q5_0 / Q5_0V),
+            GgmlType::Q5_1 => run32!(Q5_1 / Q5_1V),
+            GgmlType::Q8_0 => run32!(Q8_0 / Q8_0V),
             // The repacked kernels take whole groups of 4 rows through their gemm, the rest through their gemv.
             GgmlType::Q4K if repacked && kernel_rows > 3 => {
                 let m4 = m - m % 4;
@@ -303,6 +317,9 @@ fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, simd: bool, out: &mut [A]) {
 /// One weight type: the activation format it pairs with and its row dot product.
 trait Kernel {
     type Act: ActBlock;
+    /// Whether this kernel's x86 code is the AVX-512 VNNI form, to run inside `rows_vnni`.
+    #[cfg(target_arch = "x86_64")]
+    const VNNI: bool = false;
     fn dot(w: &[u8], a: &[Self::Act]) -> f32;
     /// The wasm SIMD128 kernel, bit for bit [`Kernel::dot`]; the portable code where there is none.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -397,12 +414,20 @@ use super::dot_simd128 as simd128;
 use dot::KPath;
 
 /// A 32-value block format: portable dot, and the interleaved AVX2 kernel for one or two rows.
+/// `Name / NameV`: the second with the AVX-512 VNNI byte dot products (see `rows_vnni`).
 macro_rules! kernel32 {
-    ($name:ident, $act:ty, $kind:ident, $repacked:expr, |$w:ident, $a:ident| $portable:expr
+    ($name:ident / $vname:ident, $($rest:tt)*) => {
+        kernel32!(@one $name, false, $($rest)*);
+        kernel32!(@one $vname, true, $($rest)*);
+    };
+    (@one $name:ident, $vnni:literal, $act:ty, $kind:ident, $repacked:expr, |$w:ident, $a:ident| $portable:expr
         $(, unpacked: $unpack:ident => $unpacked_tile:ident)?) => {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
         struct $name;
         impl Kernel for $name {
             type Act = $act;
+            #[cfg(target_arch = "x86_64")]
+            const VNNI: bool = $vnni;
             #[inline(always)]
             fn dot($w: &[u8], $a: &[$act]) -> f32 {
                 $portable
@@ -415,18 +440,18 @@ macro_rules! kernel32 {
             #[cfg(target_arch = "x86_64")]
             #[inline(always)]
             unsafe fn dot_avx2(w: &[u8], a: &[$act]) -> f32 {
-                unsafe { avx2::dot32_rows::<{ avx2::$kind }, 1, $act>([w], a, $repacked)[0] }
+                unsafe { avx2::dot32_rows::<{ avx2::$kind }, 1, $act, $vnni>([w], a, $repacked)[0] }
             }
             #[cfg(target_arch = "x86_64")]
             #[inline(always)]
             unsafe fn dot2_avx2(w0: &[u8], w1: &[u8], a: &[$act]) -> [f32; 2] {
-                unsafe { avx2::dot32_rows::<{ avx2::$kind }, 2, $act>([w0, w1], a, $repacked) }
+                unsafe { avx2::dot32_rows::<{ avx2::$kind }, 2, $act, $vnni>([w0, w1], a, $repacked) }
             }
             #[cfg(target_arch = "x86_64")]
             #[inline(always)]
             unsafe fn dot2_acts_avx2(w0: &[u8], w1: &[u8], a: [&[$act]; ACTS]) -> [[f32; ACTS]; 2] {
                 unsafe {
-                    avx2::dot32_tile::<{ avx2::$kind }, 2, ACTS, $act>([w0, w1], a, $repacked)
+                    avx2::dot32_tile::<{ avx2::$kind }, 2, ACTS, $act, $vnni>([w0, w1], a, $repacked)
                 }
             }
             #[cfg(target_arch = "x86_64")]
@@ -435,12 +460,12 @@ macro_rules! kernel32 {
                 unsafe {
                     if matches!(avx2::$kind, avx2::Q4_1 | avx2::Q5_1) {
                         let [y0] =
-                            avx2::dot32_tile::<{ avx2::$kind }, 1, WIDE, $act>([w0], a, $repacked);
+                            avx2::dot32_tile::<{ avx2::$kind }, 1, WIDE, $act, $vnni>([w0], a, $repacked);
                         let [y1] =
-                            avx2::dot32_tile::<{ avx2::$kind }, 1, WIDE, $act>([w1], a, $repacked);
+                            avx2::dot32_tile::<{ avx2::$kind }, 1, WIDE, $act, $vnni>([w1], a, $repacked);
                         [y0, y1]
                     } else {
-                        avx2::dot32_tile::<{ avx2::$kind }, 2, WIDE, $act>([w0, w1], a, $repacked)
+                        avx2::dot32_tile::<{ avx2::$kind }, 2, WIDE, $act, $vnni>([w0, w1], a, $repacked)
                     }
                 }
             }
@@ -465,8 +490,8 @@ macro_rules! kernel32 {
                     let hi: [&[$act]; ACTS] = std::array::from_fn(|c| a[ACTS + c]);
                     let (y0, y1) = unsafe {
                         (
-                            avx2::$unpacked_tile::<2, ACTS>(u, lo),
-                            avx2::$unpacked_tile::<2, ACTS>(u, hi),
+                            avx2::$unpacked_tile::<2, ACTS, $vnni>(u, lo),
+                            avx2::$unpacked_tile::<2, ACTS, $vnni>(u, hi),
                         )
                     };
                     std::array::from_fn(|r| {
@@ -527,17 +552,17 @@ macro_rules! kernel {
     };
 }
 
-kernel32!(Q4_0, BlockQ8_0, Q4_0, false, |w, a| dot::dot_q4_0(
+kernel32!(Q4_0 / Q4_0V, BlockQ8_0, Q4_0, false, |w, a| dot::dot_q4_0(
     w, a, false
 ));
-kernel32!(Q4_0R, BlockQ8_0, Q4_0, true, |w, a| dot::dot_q4_0(
+kernel32!(Q4_0R / Q4_0RV, BlockQ8_0, Q4_0, true, |w, a| dot::dot_q4_0(
     w, a, true
 ));
-kernel32!(Q4_1, BlockQ8_1, Q4_1, false, |w, a| dot::dot_q4_1(w, a));
-kernel32!(Q5_0, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a),
+kernel32!(Q4_1 / Q4_1V, BlockQ8_1, Q4_1, false, |w, a| dot::dot_q4_1(w, a));
+kernel32!(Q5_0 / Q5_0V, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a),
     unpacked: unpack_q5_0 => q5_0_unpacked_tile);
-kernel32!(Q5_1, BlockQ8_1, Q5_1, false, |w, a| dot::dot_q5_1(w, a));
-kernel32!(Q8_0, BlockQ8_0, Q8_0, false, |w, a| dot::dot_q8_0(w, a));
+kernel32!(Q5_1 / Q5_1V, BlockQ8_1, Q5_1, false, |w, a| dot::dot_q5_1(w, a));
+kernel32!(Q8_0 / Q8_0V, BlockQ8_0, Q8_0, false, |w, a| dot::dot_q8_0(w, a));
 kernel!(Q4KV, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Vec),
     avx2: avx2::dot_q4_k(w, a, KPath::Vec), simd128: simd128::dot_q4_k(w, a, KPath::Vec));
 kernel!(Q4KT, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Tiled),
@@ -571,10 +596,11 @@ fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool, widths: &[usize]
             if simd {
                 // SAFETY: `simd` is only true when simd_available() found AVX2, FMA and F16C.
                 unsafe {
-                    if m >= WIDE {
-                        rows_avx2::<K, true>(rows_data, row_bytes, acts, nb, pieces)
-                    } else {
-                        rows_avx2::<K, false>(rows_data, row_bytes, acts, nb, pieces)
+                    match (K::VNNI, m >= WIDE) {
+                        (false, true) => rows_avx2::<K, true>(rows_data, row_bytes, acts, nb, pieces),
+                        (false, false) => rows_avx2::<K, false>(rows_data, row_bytes, acts, nb, pieces),
+                        (true, true) => rows_vnni::<K, true>(rows_data, row_bytes, acts, nb, pieces),
+                        (true, false) => rows_vnni::<K, false>(rows_data, row_bytes, acts, nb, pieces),
                     }
                 };
                 return;
@@ -688,6 +714,36 @@ const PREFETCH_AHEAD: usize = 4096;
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline(never)]
 unsafe fn rows_avx2<K: Kernel, const PROMPT: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[K::Act],
+    nb: usize,
+    pieces: &mut [&mut [f32]],
+) {
+    unsafe { rows_simd::<K, PROMPT>(w, row_bytes, acts, nb, pieces) }
+}
+
+/// [`rows_avx2`] compiled with AVX-512 VNNI on 256-bit vectors too, for the kernels whose byte dot products use it
+/// (`K::VNNI`): on Zen 4, Gemma-3-270M's decode +10% (its Q8_0 output rows) and its prompt's Q5_0 products
+/// +10%, with the same bits.
+/// # Safety
+/// The CPU supports AVX2, FMA, F16C, AVX512-VNNI and AVX512-VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+#[inline(never)]
+unsafe fn rows_vnni<K: Kernel, const PROMPT: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[K::Act],
+    nb: usize,
+    pieces: &mut [&mut [f32]],
+) {
+    unsafe { rows_simd::<K, PROMPT>(w, row_bytes, acts, nb, pieces) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rows_simd<K: Kernel, const PROMPT: bool>(
     w: &[u8],
     row_bytes: usize,
     acts: &[K::Act],

@@ -19,7 +19,7 @@ pub(crate) fn for_each_task<T: Send>(tasks: Vec<T>, f: impl Fn(T) + Sync) {
     #[cfg(all(threaded, not(target_arch = "wasm32")))]
     if tasks.len() > 1 {
         use rayon::prelude::*;
-        tasks.into_par_iter().for_each(|task| f(task));
+        tasks.into_par_iter().for_each(&f);
         return;
     }
     tasks.into_iter().for_each(f)
