@@ -510,9 +510,9 @@ unsafe fn k_scales_mins_vec(s: *const u8) -> __m128i {
 
 /// One weight row's 64-value chunk `c` of a Q4_K block (`b`) against N activation rows: each pair's eight lanes
 /// of Σ scale·q·y ([`q4k_lanes`]'s chunk c). `scales` holds the block's scales as 16-bit lanes, in both halves.
-// Its caller's target features, as `dot_u8_i8`.
-#[inline(always)]
-unsafe fn q4k_chunk<const N: usize, const VNNI: bool>(
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_chunk<const N: usize>(
     b: *const u8,
     scales: __m256i,
     c: usize,
@@ -530,12 +530,7 @@ unsafe fn q4k_chunk<const N: usize, const VNNI: bool>(
     for a in 0..N {
         let l = _mm256_maddubs_epi16(lo, load32(y[a].add(64 * c)));
         let h = _mm256_maddubs_epi16(hi, load32(y[a].add(64 * c + 32)));
-        v[a] = if VNNI {
-            // The second 16-bit pair product added in the same instruction (AVX-512 VNNI): the same integers.
-            _mm256_dpwssd_epi32(_mm256_madd_epi16(l, sc_lo), h, sc_hi)
-        } else {
-            _mm256_add_epi32(_mm256_madd_epi16(l, sc_lo), _mm256_madd_epi16(h, sc_hi))
-        };
+        v[a] = _mm256_add_epi32(_mm256_madd_epi16(l, sc_lo), _mm256_madd_epi16(h, sc_hi));
     }
     v
 }
@@ -566,9 +561,9 @@ unsafe fn chunk_mins(m: [__m256i; 8]) -> [__m256; 4] {
 }
 
 /// [`dot_q4_k`] with `KPath::RepackedGemm` for 2 weight rows × 4 activation rows.
-// Its caller's target features, as `dot_u8_i8`.
-#[inline(always)]
-pub unsafe fn q4k_gemm_tile<const VNNI: bool>(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4k_gemm_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
     let blocks = a[0].len();
     debug_assert!(w.iter().all(|w| w.len() == blocks * 144));
     debug_assert!(a.iter().all(|a| a.len() == blocks));
@@ -600,8 +595,8 @@ pub unsafe fn q4k_gemm_tile<const VNNI: bool>(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]
             m[4 + c] = _mm256_madd_epi16(sums, mins1);
         }
         for (c, chunk_min) in chunk_mins(m).into_iter().enumerate() {
-            let [v0, v1, v2, v3] = q4k_chunk::<4, VNNI>(b0, scales0, c, q8);
-            let [v4, v5, v6, v7] = q4k_chunk::<4, VNNI>(b1, scales1, c, q8);
+            let [v0, v1, v2, v3] = q4k_chunk(b0, scales0, c, q8);
+            let [v4, v5, v6, v7] = q4k_chunk(b1, scales1, c, q8);
             let sums = sum_each([v0, v1, v2, v3, v4, v5, v6, v7]);
             sacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), da, sacc);
             saccm = _mm256_fmadd_ps(
@@ -620,9 +615,9 @@ pub unsafe fn q4k_gemm_tile<const VNNI: bool>(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]
 
 /// [`dot_q4_k`] with `KPath::RepackedGemm` for 1 weight row × 8 activation rows (a prompt's products): each 64-value
 /// chunk's nibbles unpacked once for all eight, pair p in lane p; otherwise [`q4k_gemm_tile`]'s steps.
-// Its caller's target features, as `dot_u8_i8`.
-#[inline(always)]
-pub unsafe fn q4k_gemm_row8<const VNNI: bool>(w: &[u8], a: [&[BlockQ8K]; 8]) -> [f32; 8] {
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4k_gemm_row8(w: &[u8], a: [&[BlockQ8K]; 8]) -> [f32; 8] {
     let blocks = a[0].len();
     debug_assert!(w.len() == blocks * 144);
     debug_assert!(a.iter().all(|a| a.len() == blocks));
@@ -648,7 +643,7 @@ pub unsafe fn q4k_gemm_row8<const VNNI: bool>(w: &[u8], a: [&[BlockQ8K]; 8]) -> 
             m[c] = _mm256_madd_epi16(sums, mins);
         }
         for (c, chunk_min) in chunk_mins(m).into_iter().enumerate() {
-            let sums = sum_each(q4k_chunk::<8, VNNI>(b, scales, c, q8));
+            let sums = sum_each(q4k_chunk(b, scales, c, q8));
             sacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), da, sacc);
             saccm = _mm256_fmadd_ps(
                 _mm256_cvtepi32_ps(_mm256_castps_si256(chunk_min)),
@@ -661,9 +656,9 @@ pub unsafe fn q4k_gemm_row8<const VNNI: bool>(w: &[u8], a: [&[BlockQ8K]; 8]) -> 
 }
 
 /// One weight row's Q6_K block (`b`) against N activation rows: each pair's eight lanes ([`q6k_lanes`]).
-// Its caller's target features, as `dot_u8_i8`.
-#[inline(always)]
-unsafe fn q6k_lanes_n<const N: usize, const VNNI: bool>(b: *const u8, y: [&BlockQ8K; N]) -> [__m256i; N] {
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_lanes_n<const N: usize>(b: *const u8, y: [&BlockQ8K; N]) -> [__m256i; N] {
     let scales = b.add(192);
     let mut v = [_mm256_setzero_si256(); N];
     for n in 0..2 {
@@ -673,11 +668,7 @@ unsafe fn q6k_lanes_n<const N: usize, const VNNI: bool>(b: *const u8, y: [&Block
             for c in 0..N {
                 let q8 = y[c].qs.as_ptr() as *const u8;
                 let p = _mm256_maddubs_epi16(qr, load32(q8.add(128 * n + 32 * r)));
-                v[c] = if VNNI {
-                    _mm256_dpwssd_epi32(v[c], p, sc)
-                } else {
-                    _mm256_add_epi32(v[c], _mm256_madd_epi16(p, sc))
-                };
+                v[c] = _mm256_add_epi32(v[c], _mm256_madd_epi16(p, sc));
             }
         }
     }
@@ -690,9 +681,9 @@ unsafe fn q6k_lanes_n<const N: usize, const VNNI: bool>(b: *const u8, y: [&Block
 }
 
 /// [`dot_q6_k`] with `KPath::Tiled` for 2 weight rows × 4 activation rows.
-// Its caller's target features, as `dot_u8_i8`.
-#[inline(always)]
-pub unsafe fn q6k_tiled_tile<const VNNI: bool>(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6k_tiled_tile(w: [&[u8]; 2], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
     let blocks = a[0].len();
     debug_assert!(w.iter().all(|w| w.len() == blocks * 210));
     debug_assert!(a.iter().all(|a| a.len() == blocks));
@@ -700,8 +691,8 @@ pub unsafe fn q6k_tiled_tile<const VNNI: bool>(w: [&[u8]; 2], a: [&[BlockQ8K]; 4
     for i in 0..blocks {
         let (b0, b1) = (w[0].as_ptr().add(210 * i), w[1].as_ptr().add(210 * i));
         let y = [&a[0][i], &a[1][i], &a[2][i], &a[3][i]];
-        let [v0, v1, v2, v3] = q6k_lanes_n::<4, VNNI>(b0, y);
-        let [v4, v5, v6, v7] = q6k_lanes_n::<4, VNNI>(b1, y);
+        let [v0, v1, v2, v3] = q6k_lanes_n(b0, y);
+        let [v4, v5, v6, v7] = q6k_lanes_n(b1, y);
         let total = _mm256_cvtepi32_ps(sum_each([v0, v1, v2, v3, v4, v5, v6, v7]));
         let dw = per_row(f16_at(b0.add(208)), f16_at(b1.add(208)));
         let yd = per_act([y[0].d, y[1].d, y[2].d, y[3].d]);
@@ -716,9 +707,9 @@ pub unsafe fn q6k_tiled_tile<const VNNI: bool>(w: [&[u8]; 2], a: [&[BlockQ8K]; 4
 
 /// [`dot_q6_k`] with `KPath::Tiled` for 1 weight row × 8 activation rows (a prompt's products): each half-block's
 /// 6-bit values unpacked once for all eight, pair p in lane p; otherwise [`q6k_tiled_tile`]'s steps.
-// Its caller's target features, as `dot_u8_i8`.
-#[inline(always)]
-pub unsafe fn q6k_tiled_row8<const VNNI: bool>(w: &[u8], a: [&[BlockQ8K]; 8]) -> [f32; 8] {
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6k_tiled_row8(w: &[u8], a: [&[BlockQ8K]; 8]) -> [f32; 8] {
     let blocks = a[0].len();
     debug_assert!(w.len() == blocks * 210);
     debug_assert!(a.iter().all(|a| a.len() == blocks));
@@ -728,7 +719,7 @@ pub unsafe fn q6k_tiled_row8<const VNNI: bool>(w: &[u8], a: [&[BlockQ8K]; 8]) ->
         let y = [
             &a[0][i], &a[1][i], &a[2][i], &a[3][i], &a[4][i], &a[5][i], &a[6][i], &a[7][i],
         ];
-        let total = _mm256_cvtepi32_ps(sum_each(q6k_lanes_n::<8, VNNI>(b, y)));
+        let total = _mm256_cvtepi32_ps(sum_each(q6k_lanes_n(b, y)));
         let dw = _mm256_set1_ps(f16_at(b.add(208)));
         let yd = _mm256_set_ps(y[7].d, y[6].d, y[5].d, y[4].d, y[3].d, y[2].d, y[1].d, y[0].d);
         sacc = _mm256_fmadd_ps(_mm256_mul_ps(dw, total), yd, sacc);

@@ -158,30 +158,27 @@ impl QMatrix {
         let vnni = simd && super::ops::vnni_available();
         #[cfg(not(target_arch = "x86_64"))]
         let vnni = false;
-        // A kernel, or its AVX-512 VNNI form (the same bits, fewer instructions where the CPU has it).
-        macro_rules! with_vnni {
+        // The 32-value formats' kernels, or their AVX-512 VNNI forms.
+        macro_rules! run32 {
             ($k:ident / $kv:ident) => {
-                with_vnni!($k / $kv, x, m)
-            };
-            ($k:ident / $kv:ident, $x:expr, $m:expr) => {
                 if vnni {
-                    run::<$kv>(self, $x, $m, simd, w)
+                    run::<$kv>(self, x, m, simd, w)
                 } else {
-                    run::<$k>(self, $x, $m, simd, w)
+                    run::<$k>(self, x, m, simd, w)
                 }
             };
         }
         Ok(match self.ty {
-            GgmlType::Q4_0 if repacked => with_vnni!(Q4_0R / Q4_0RV),
-            GgmlType::Q4_0 => with_vnni!(Q4_0 / Q4_0V),
-            GgmlType::Q4_1 => with_vnni!(Q4_1 / Q4_1V),
-            GgmlType::Q5_0 => with_vnni!(Q5_0 / Q5_0V),
-            GgmlType::Q5_1 => with_vnni!(Q5_1 / Q5_1V),
-            GgmlType::Q8_0 => with_vnni!(Q8_0 / Q8_0V),
+            GgmlType::Q4_0 if repacked => run32!(Q4_0R / Q4_0RV),
+            GgmlType::Q4_0 => run32!(Q4_0 / Q4_0V),
+            GgmlType::Q4_1 => run32!(Q4_1 / Q4_1V),
+            GgmlType::Q5_0 => run32!(Q5_0 / Q5_0V),
+            GgmlType::Q5_1 => run32!(Q5_1 / Q5_1V),
+            GgmlType::Q8_0 => run32!(Q8_0 / Q8_0V),
             // The repacked kernels take whole groups of 4 rows through their gemm, the rest through their gemv.
             GgmlType::Q4K if repacked && kernel_rows > 3 => {
                 let m4 = m - m % 4;
-                let mut out = with_vnni!(Q4KRG / Q4KRGV, &x[..m4 * self.cols], m4);
+                let mut out = run::<Q4KRG>(self, &x[..m4 * self.cols], m4, simd, w);
                 let rest = run::<Q4KR>(self, &x[m4 * self.cols..], m - m4, simd, w);
                 for (part, rest) in out.iter_mut().zip(rest) {
                     part.extend(rest);
@@ -193,7 +190,7 @@ impl QMatrix {
             GgmlType::Q4K => run::<Q4KV>(self, x, m, simd, w),
             GgmlType::Q5K if tiled => run::<Q5KT>(self, x, m, simd, w),
             GgmlType::Q5K => run::<Q5KV>(self, x, m, simd, w),
-            GgmlType::Q6K if tiled => with_vnni!(Q6KT / Q6KTV),
+            GgmlType::Q6K if tiled => run::<Q6KT>(self, x, m, simd, w),
             GgmlType::Q6K => run::<Q6KV>(self, x, m, simd, w),
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
                 return Err(Error::InvalidArgument(format!(
@@ -509,14 +506,11 @@ macro_rules! kernel32 {
 /// A format with its own float arithmetic: the portable dot, and the hand-written AVX2 and wasm SIMD128 kernels
 /// where it has them.
 macro_rules! kernel {
-    ($name:ident, $vnni:literal, $act:ty, |$w:ident, $a:ident| $portable:expr $(, avx2: $avx2:expr)?
-        $(, tile_avx2: $tile:ident)? $(, row8_avx2: $row8:ident)? $(, simd128: $simd128:expr)?) => {
-        #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    ($name:ident, $act:ty, |$w:ident, $a:ident| $portable:expr $(, avx2: $avx2:expr)? $(, tile_avx2: $tile:path)?
+        $(, row8_avx2: $row8:path)? $(, simd128: $simd128:expr)?) => {
         struct $name;
         impl Kernel for $name {
             type Act = $act;
-            #[cfg(target_arch = "x86_64")]
-            const VNNI: bool = $vnni;
             #[inline(always)]
             fn dot($w: &[u8], $a: &[$act]) -> f32 {
                 $portable
@@ -537,14 +531,14 @@ macro_rules! kernel {
                 #[cfg(target_arch = "x86_64")]
                 #[inline(always)]
                 unsafe fn dot2_acts_avx2(w0: &[u8], w1: &[u8], a: [&[$act]; ACTS]) -> [[f32; ACTS]; 2] {
-                    unsafe { avx2::$tile::<$vnni>([w0, w1], a) }
+                    unsafe { $tile([w0, w1], a) }
                 }
             )?
             $(
                 #[cfg(target_arch = "x86_64")]
                 #[inline(always)]
                 unsafe fn dot2_wide_avx2(w0: &[u8], w1: &[u8], a: [&[$act]; WIDE]) -> [[f32; WIDE]; 2] {
-                    unsafe { [avx2::$row8::<$vnni>(w0, a), avx2::$row8::<$vnni>(w1, a)] }
+                    unsafe { [$row8(w0, a), $row8(w1, a)] }
                 }
             )?
         }
@@ -569,30 +563,22 @@ kernel32!(Q5_0 / Q5_0V, BlockQ8_0, Q5_0, false, |w, a| dot::dot_q5_0(w, a),
     unpacked: unpack_q5_0 => q5_0_unpacked_tile);
 kernel32!(Q5_1 / Q5_1V, BlockQ8_1, Q5_1, false, |w, a| dot::dot_q5_1(w, a));
 kernel32!(Q8_0 / Q8_0V, BlockQ8_0, Q8_0, false, |w, a| dot::dot_q8_0(w, a));
-kernel!(Q4KV, false, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Vec),
+kernel!(Q4KV, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Vec),
     avx2: avx2::dot_q4_k(w, a, KPath::Vec), simd128: simd128::dot_q4_k(w, a, KPath::Vec));
-kernel!(Q4KT, false, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Tiled),
+kernel!(Q4KT, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Tiled),
     avx2: avx2::dot_q4_k(w, a, KPath::Tiled), simd128: simd128::dot_q4_k(w, a, KPath::Tiled));
-kernel!(Q4KR, false, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Repacked),
+kernel!(Q4KR, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::Repacked),
     avx2: avx2::dot_q4_k(w, a, KPath::Repacked), simd128: simd128::dot_q4_k(w, a, KPath::Repacked));
-kernel!(Q4KRG, false, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::RepackedGemm),
-    avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm), tile_avx2: q4k_gemm_tile,
-    row8_avx2: q4k_gemm_row8, simd128: simd128::dot_q4_k(w, a, KPath::RepackedGemm));
-kernel!(Q4KRGV, true, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::RepackedGemm),
-    avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm), tile_avx2: q4k_gemm_tile,
-    row8_avx2: q4k_gemm_row8, simd128: simd128::dot_q4_k(w, a, KPath::RepackedGemm));
-kernel!(Q5KV, false, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Vec),
-    simd128: simd128::dot_q5_k(w, a, KPath::Vec));
-kernel!(Q5KT, false, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Tiled),
-    simd128: simd128::dot_q5_k(w, a, KPath::Tiled));
-kernel!(Q6KV, false, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Vec),
+kernel!(Q4KRG, BlockQ8K, |w, a| dot::dot_q4_k(w, a, KPath::RepackedGemm),
+    avx2: avx2::dot_q4_k(w, a, KPath::RepackedGemm), tile_avx2: avx2::q4k_gemm_tile,
+    row8_avx2: avx2::q4k_gemm_row8, simd128: simd128::dot_q4_k(w, a, KPath::RepackedGemm));
+kernel!(Q5KV, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Vec), simd128: simd128::dot_q5_k(w, a, KPath::Vec));
+kernel!(Q5KT, BlockQ8K, |w, a| dot::dot_q5_k(w, a, KPath::Tiled), simd128: simd128::dot_q5_k(w, a, KPath::Tiled));
+kernel!(Q6KV, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Vec),
     avx2: avx2::dot_q6_k(w, a, KPath::Vec), simd128: simd128::dot_q6_k(w, a, KPath::Vec));
-kernel!(Q6KT, false, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled),
-    avx2: avx2::dot_q6_k(w, a, KPath::Tiled), tile_avx2: q6k_tiled_tile,
-    row8_avx2: q6k_tiled_row8, simd128: simd128::dot_q6_k(w, a, KPath::Tiled));
-kernel!(Q6KTV, true, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled),
-    avx2: avx2::dot_q6_k(w, a, KPath::Tiled), tile_avx2: q6k_tiled_tile,
-    row8_avx2: q6k_tiled_row8, simd128: simd128::dot_q6_k(w, a, KPath::Tiled));
+kernel!(Q6KT, BlockQ8K, |w, a| dot::dot_q6_k(w, a, KPath::Tiled),
+    avx2: avx2::dot_q6_k(w, a, KPath::Tiled), tile_avx2: avx2::q6k_tiled_tile,
+    row8_avx2: avx2::q6k_tiled_row8, simd128: simd128::dot_q6_k(w, a, KPath::Tiled));
 
 /// `x · wᵀ` with kernel K, as the parts of `widths` weight rows each.
 fn run<K: Kernel>(w: &QMatrix, x: &[f32], m: usize, simd: bool, widths: &[usize]) -> Vec<Vec<f32>> {
@@ -737,9 +723,9 @@ unsafe fn rows_avx2<K: Kernel, const PROMPT: bool>(
     unsafe { rows_simd::<K, PROMPT>(w, row_bytes, acts, nb, pieces) }
 }
 
-/// [`rows_avx2`] compiled with AVX-512 VNNI on 256-bit vectors too, for the kernels that use it (`K::VNNI`: the
-/// 32-value formats' byte dot products, the Q4_K and Q6_K tiles' 16-bit ones), each with the same integers and so
-/// the same bits. On a Zen 4, Gemma-3-270M's decode +15–20% (its Q8_0 output rows), its prefill +10%.
+/// [`rows_avx2`] compiled with AVX-512 VNNI on 256-bit vectors too, for the kernels whose byte dot products use it
+/// (`K::VNNI`): on Zen 4, Gemma-3-270M's decode +10% (its Q8_0 output rows) and its prompt's Q5_0 products
+/// +10%, with the same bits.
 /// # Safety
 /// The CPU supports AVX2, FMA, F16C, AVX512-VNNI and AVX512-VL.
 #[cfg(target_arch = "x86_64")]
