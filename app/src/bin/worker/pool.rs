@@ -9,8 +9,8 @@
 //! helper first waits for its pool thread on a channel, and the pool's spawn handler sends the threads down it.
 
 use js_sys::{Array, Promise};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::ThreadBuilder;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use wasm_bindgen::prelude::*;

@@ -156,17 +156,19 @@ impl QMatrix {
         let w = widths;
         #[cfg(target_arch = "x86_64")]
         let vnni = simd && super::ops::vnni_available();
-        #[cfg(not(target_arch = "x86_64"))]
-        let vnni = false;
-        // The 32-value formats' kernels, or their AVX-512 VNNI forms.
+        // The 32-value formats' kernels, or their AVX-512 VNNI forms (x86 only: elsewhere those are never built).
         macro_rules! run32 {
-            ($k:ident / $kv:ident) => {
-                if vnni {
+            ($k:ident / $kv:ident) => {{
+                #[cfg(target_arch = "x86_64")]
+                let out = if vnni {
                     run::<$kv>(self, x, m, simd, w)
                 } else {
                     run::<$k>(self, x, m, simd, w)
-                }
-            };
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let out = run::<$k>(self, x, m, simd, w);
+                out
+            }};
         }
         Ok(match self.ty {
             GgmlType::Q4_0 if repacked => run32!(Q4_0R / Q4_0RV),
